@@ -1,0 +1,419 @@
+"""The `imex` command line: run the hub, manage institutions and nodes, watch and steer the queue."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+from sqlalchemy import func, select
+
+from imex import config as config_module
+from imex.config import Config, ConfigError
+from imex.db import Database
+from imex.db.models import Institution, Node, Patient, Study, Transfer, TransferEvent, TransferItem
+from imex.directory import DirectoryError
+from imex.routing.queue import QueueError
+
+
+def _load(ctx: click.Context) -> Config:
+    try:
+        return config_module.load(ctx.obj.get("config_path"))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _db(ctx: click.Context) -> Database:
+    from imex.service import open_database
+
+    if "db" not in ctx.obj:
+        ctx.obj["db"] = open_database(_load(ctx))
+    return ctx.obj["db"]
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="IMEX_CONFIG",
+              help="imex.toml to read (default: ./imex.toml when present).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """imex: an image exchange hub for hospitals."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+# -- serve -----------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Add demo institutions and nodes, run a demo destination PACS "
+                                          "and push a sample study through the hub.")
+@click.pass_context
+def serve(ctx: click.Context, demo: bool) -> None:
+    """Run the hub: DICOM listener, router, delivery workers, e-mail and HTTP."""
+    from imex.service import Hub
+
+    config = _load(ctx)
+    logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    try:
+        hub = Hub(config)
+    except (ConfigError, DirectoryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    demo_run = None
+    if demo:
+        from imex import demo as demo_module
+
+        demo_run = demo_module.prepare(hub)
+    try:
+        hub.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc}. Is another imex or PACS using the port?") from None
+
+    def _stop(signum, _frame) -> None:  # type: ignore[no-untyped-def]
+        hub.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if demo_run is not None:
+        demo_run.push_sample(hub)
+        click.echo(demo_run.banner(hub))
+    hub.wait()
+    click.echo("stopping: finishing the instances in flight")
+    hub.stop()
+    if demo_run is not None:
+        demo_run.stop()
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+@main.group("config")
+def config_group() -> None:
+    """Show the settings and their reference."""
+
+
+@config_group.command("docs")
+@click.option("--write", type=click.Path(dir_okay=False), help="Write to this file instead of printing.")
+def config_docs(write: str | None) -> None:
+    """Print the settings reference (docs/configuration.md)."""
+    text = config_module.settings_markdown()
+    if write:
+        Path(write).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective settings (secrets hidden)."""
+    config = _load(ctx)
+    for key, value in config.values.items():
+        shown = "***" if "password" in key and value else value
+        click.echo(f"{key} = {shown!r}")
+
+
+# -- institutions and nodes ----------------------------------------------------------------------------
+
+@main.group()
+def institution() -> None:
+    """Hospitals and trusts, by ODS code."""
+
+
+@institution.command("add")
+@click.argument("ods")
+@click.argument("name")
+@click.option("--alias", help="Called AE title that routes studies to this institution (default: the ODS code).")
+@click.option("--email", help="Contact e-mail for alerts.")
+@click.pass_context
+def institution_add(ctx: click.Context, ods: str, name: str, alias: str | None, email: str | None) -> None:
+    """Add an institution, e.g. `imex institution add RJZ "King's College Hospital"`."""
+    from imex.directory import add_institution
+
+    try:
+        inst = add_institution(_db(ctx), ods, name, alias=alias, contact_email=email)
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"added institution {inst.ods_code} ({inst.name}); alias {inst.alias}")
+
+
+@institution.command("list")
+@click.pass_context
+def institution_list(ctx: click.Context) -> None:
+    from imex.directory import list_institutions
+
+    rows = list_institutions(_db(ctx))
+    click.echo(f"{'ODS':<8} {'ALIAS':<16} {'CONTACT':<30} NAME")
+    for inst in rows:
+        click.echo(f"{inst.ods_code:<8} {inst.alias or '':<16} {inst.contact_email or '':<30} {inst.name}")
+
+
+@main.group()
+def node() -> None:
+    """DICOM nodes (PACS, modalities, workstations) of the institutions."""
+
+
+@node.command("add")
+@click.argument("name")
+@click.option("--ae", "ae_title", required=True, help="The node's AE title.")
+@click.option("--host", required=True, help="Host name or address it connects from and listens on.")
+@click.option("--port", required=True, type=int, help="Its DICOM port.")
+@click.option("--institution", "ods", required=True, help="ODS code of the institution it belongs to.")
+@click.option("--alias", help="Called AE title that routes a study to this node alone.")
+@click.option("--email", help="Contact e-mail for alerts about this node.")
+@click.option("--no-destination", is_flag=True, help="Only sends to the hub; never receives routed studies.")
+@click.option("--max-associations", type=int, help="Most transfers sent to it at once.")
+@click.option("--update", is_flag=True, help="Change an existing node.")
+@click.pass_context
+def node_add(ctx: click.Context, name: str, ae_title: str, host: str, port: int, ods: str, alias: str | None,
+             email: str | None, no_destination: bool, max_associations: int | None, update: bool) -> None:
+    """Register a node, e.g. `imex node add KINGS_PACS --ae KINGSPACS --host 10.1.2.3 --port 104
+    --institution RJZ`."""
+    from imex.directory import add_node
+
+    try:
+        n = add_node(_db(ctx), name, ae_title, host, port, ods, alias=alias, contact_email=email,
+                     destination=not no_destination, max_associations=max_associations, update=update)
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}")
+
+
+@node.command("list")
+@click.pass_context
+def node_list(ctx: click.Context) -> None:
+    from imex.directory import all_nodes
+
+    click.echo(f"{'NAME':<20} {'AE TITLE':<16} {'ADDRESS':<24} {'ODS':<6} {'ALIAS':<12} ROLE")
+    for n in all_nodes(_db(ctx)):
+        role = ("destination" if n.destination else "source only") + ("" if n.enabled else ", disabled")
+        click.echo(f"{n.name:<20} {n.ae_title:<16} {n.host + ':' + str(n.port):<24} {n.ods_code:<6} "
+                   f"{n.alias or '':<12} {role}")
+
+
+@node.command("remove")
+@click.argument("name")
+@click.pass_context
+def node_remove(ctx: click.Context, name: str) -> None:
+    """Remove a node (disabled instead when transfers refer to it)."""
+    from imex.directory import remove_node
+
+    try:
+        remove_node(_db(ctx), name)
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"removed node {name}")
+
+
+@node.command("echo")
+@click.argument("name")
+@click.pass_context
+def node_echo(ctx: click.Context, name: str) -> None:
+    """C-ECHO a node from the hub's AE title: is it reachable and does it accept the hub?"""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from imex.dicom import net
+
+    net.install()
+    config = _load(ctx)
+    with _db(ctx).session() as s:
+        n = s.scalar(select(Node).where(Node.name == name))
+        if n is None:
+            raise click.ClickException(f"no node named {name}")
+        ae_title, host, port = n.ae_title, n.host, n.port
+    ae = AE(ae_title=config["dicom.ae_title"])
+    ae.acse_timeout = ae.connection_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if not assoc.is_established:
+        raise click.ClickException(f"{name} ({ae_title}@{host}:{port}) did not accept an association")
+    status = assoc.send_c_echo()
+    assoc.release()
+    if not status or status.Status != 0:
+        raise click.ClickException(f"{name} answered C-ECHO with {status.get('Status') if status else 'nothing'}")
+    click.echo(f"{name} ({ae_title}@{host}:{port}) answered C-ECHO: success")
+
+
+# -- transfers and quarantine -------------------------------------------------------------------------
+
+def _age(ts) -> str:  # type: ignore[no-untyped-def]
+    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@main.group()
+def transfers() -> None:
+    """The delivery queue: one transfer per (study, destination)."""
+
+
+@transfers.command("list")
+@click.option("--state", type=click.Choice(["pending", "sending", "delivered", "failed", "cancelled"]))
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def transfers_list(ctx: click.Context, state: str | None, limit: int) -> None:
+    with _db(ctx).session() as s:
+        query = (select(Transfer, Study, Node, Patient).join(Study, Study.id == Transfer.study_id)
+                 .join(Node, Node.id == Transfer.destination_node_id).join(Patient, Patient.id == Study.patient_pk)
+                 .order_by(Transfer.id.desc()).limit(limit))
+        if state:
+            query = query.where(Transfer.state == state)
+        click.echo(f"{'ID':>6} {'STATE':<10} {'SENT':>9} {'TRIES':>5} {'DESTINATION':<18} {'PATIENT':<14} "
+                   f"{'DATE':<8} {'MOD':<6} {'UPDATED':<19} ERROR")
+        for t, st, n, p in s.execute(query).all():
+            click.echo(f"{t.id:>6} {t.state:<10} {f'{t.instances_sent}/{t.instances_total}':>9} {t.attempts:>5} "
+                       f"{n.name[:18]:<18} {p.patient_id[:14]:<14} {st.study_date:<8} {st.modalities[:6]:<6} "
+                       f"{_age(t.updated_at):<19} {(t.last_error or '')[:60]}")
+
+
+@transfers.command("show")
+@click.argument("transfer_id", type=int)
+@click.pass_context
+def transfers_show(ctx: click.Context, transfer_id: int) -> None:
+    """A transfer with its study, progress, failed instances and history."""
+    with _db(ctx).session() as s:
+        t = s.get(Transfer, transfer_id)
+        if t is None:
+            raise click.ClickException(f"no transfer {transfer_id}")
+        st = s.get(Study, t.study_id)
+        n = s.get(Node, t.destination_node_id)
+        inst = s.get(Institution, n.institution_id)
+        click.echo(f"transfer {t.id}: {t.state}  ({t.reason})")
+        click.echo(f"  study        {st.study_uid}  {st.study_date} {st.modalities} {st.description!r} "
+                   f"accession {st.accession_number!r}")
+        click.echo(f"  destination  {n.name} {n.ae_title}@{n.host}:{n.port} ({inst.ods_code} {inst.name})")
+        click.echo(f"  progress     {t.instances_sent}/{t.instances_total} instances, {t.bytes_sent} bytes, "
+                   f"{t.attempts} attempt(s)")
+        click.echo(f"  created      {_age(t.created_at)}   delivered {_age(t.delivered_at)}   "
+                   f"next attempt {_age(t.next_attempt_at) if t.state == 'pending' else '-'}")
+        if t.last_error:
+            click.echo(f"  last error   {t.last_error}")
+        failed = s.execute(select(TransferItem).where(TransferItem.transfer_id == t.id,
+                                                      TransferItem.error.is_not(None),
+                                                      TransferItem.state != "sent").limit(20)).scalars().all()
+        for item in failed:
+            click.echo(f"  instance {item.instance_id}: {item.error}")
+        click.echo("  history:")
+        for e in s.scalars(select(TransferEvent).where(TransferEvent.transfer_id == t.id).order_by(TransferEvent.id)):
+            click.echo(f"    {_age(e.at)}  {e.event:<16} {e.detail}")
+
+
+@transfers.command("retry")
+@click.argument("transfer_ids", type=int, nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Retry every failed transfer.")
+@click.pass_context
+def transfers_retry(ctx: click.Context, transfer_ids: tuple[int, ...], all_failed: bool) -> None:
+    """Retry failed or cancelled transfers now."""
+    from imex.routing import queue
+
+    db = _db(ctx)
+    ids = list(transfer_ids)
+    if all_failed:
+        with db.session() as s:
+            ids += list(s.scalars(select(Transfer.id).where(Transfer.state == "failed")))
+    if not ids:
+        raise click.UsageError("give transfer ids or --all-failed")
+    for tid in ids:
+        try:
+            queue.retry(db, tid)
+            click.echo(f"transfer {tid}: queued again")
+        except QueueError as exc:
+            click.echo(f"transfer {tid}: {exc}", err=True)
+
+
+@transfers.command("cancel")
+@click.argument("transfer_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def transfers_cancel(ctx: click.Context, transfer_ids: tuple[int, ...]) -> None:
+    """Cancel transfers (a transfer being sent stops before its next instance)."""
+    from imex.routing import queue
+
+    for tid in transfer_ids:
+        try:
+            queue.cancel(_db(ctx), tid)
+            click.echo(f"transfer {tid}: cancelled")
+        except QueueError as exc:
+            click.echo(f"transfer {tid}: {exc}", err=True)
+
+
+@main.group()
+def quarantine() -> None:
+    """Studies that matched no destination, with the reason."""
+
+
+@quarantine.command("list")
+@click.pass_context
+def quarantine_list(ctx: click.Context) -> None:
+    with _db(ctx).session() as s:
+        rows = s.execute(select(Study, Institution).join(Institution, Institution.id == Study.institution_id)
+                         .where(Study.route_state == "quarantined").order_by(Study.last_received_at)).all()
+        if not rows:
+            click.echo("quarantine is empty")
+        for st, inst in rows:
+            click.echo(f"{st.study_uid}  from {inst.ods_code}  {st.study_date} {st.modalities} "
+                       f"{st.num_instances} instances  received {_age(st.last_received_at)}\n    reason: "
+                       f"{st.quarantine_reason}")
+
+
+@quarantine.command("route")
+@click.argument("study_uid")
+@click.option("--to", "targets", multiple=True, required=True, help="ODS code or node name (repeatable).")
+@click.pass_context
+def quarantine_route(ctx: click.Context, study_uid: str, targets: tuple[str, ...]) -> None:
+    """Send a quarantined study to the destinations given."""
+    from imex.routing.router import route_manually
+
+    try:
+        ids = route_manually(_db(ctx), study_uid, list(targets))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"queued transfer(s) {', '.join(map(str, ids)) or '(none: already delivered)'}")
+
+
+# -- send ------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "destination", required=True, help="Destination ODS code (or any alias the hub answers to).")
+@click.option("--hub", help="HOST[:PORT] of the hub (default: send.hub and dicom.port settings).")
+@click.option("--aet", help="Calling AE title (default: the send.calling_aet setting); must be a registered node.")
+@click.pass_context
+def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, hub: str | None, aet: str | None) -> None:
+    """Push files, folders, zips or a CD (DICOMDIR) to the hub for a destination."""
+    from imex.dicom.push import PushReport, collect, push
+
+    config = _load(ctx)
+    host, port = config["send.hub"], config["dicom.port"]
+    if hub:
+        host, _, raw_port = hub.partition(":")
+        port = int(raw_port) if raw_port else port
+    called = destination.strip().upper()
+    report = PushReport()
+    with ExitStack() as scratch:
+        files = collect(paths, scratch, report)
+        if not files:
+            raise click.ClickException("no DICOM files found in " + ", ".join(map(str, paths)))
+        with click.progressbar(length=len(files), label=f"sending {len(files)} instances to {called}",
+                               file=sys.stderr) as bar:
+            push(files, host=host, port=port, called_aet=called, calling_aet=aet or config["send.calling_aet"],
+                 report=report, progress=bar.update)
+    for path, why in report.skipped[:20]:
+        click.echo(f"skipped {path}: {why}", err=True)
+    for path, why in report.failed[:20]:
+        click.echo(f"failed  {path}: {why}", err=True)
+    click.echo(f"sent {report.sent}, failed {len(report.failed)}, skipped {len(report.skipped)}")
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Counts of studies and transfers by state."""
+    with _db(ctx).session() as s:
+        for label, col in (("studies", Study.route_state), ("transfers", Transfer.state)):
+            counts = s.execute(select(col, func.count()).group_by(col)).all()
+            click.echo(f"{label}: " + (", ".join(f"{k} {v}" for k, v in counts) or "none"))
+
+
+if __name__ == "__main__":
+    main()

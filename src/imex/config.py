@@ -1,0 +1,202 @@
+"""Settings: declared once here, read from one TOML file and overridden by IMEX_* environment variables.
+
+Every setting has a default and help text, so `imex config docs` can write docs/configuration.md and a
+test can fail when a setting is undocumented. Structured data a person configures (institutions, nodes,
+routing rules, SMTP) lives in the same TOML file; see README.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One scalar setting: `section.name`, its type, default and what it is for."""
+
+    key: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "IMEX_" + self.key.replace(".", "_").upper()
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "imex-data", "Folder for the embedded database and the blob store, relative to the "
+            "working directory unless absolute."),
+    Setting("log_level", "INFO", "Python logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("database.url", "", "SQLAlchemy URL. Empty: SQLite (WAL) at DATA_DIR/imex.db. PostgreSQL: "
+            "postgresql+psycopg://user@host/db."),
+    Setting("store.path", "", "Blob store folder. Empty: DATA_DIR/blobs."),
+    Setting("store.fsync", True, "fsync each blob and its folder before answering the sender, so a power "
+            "cut cannot lose an acknowledged instance. Off only on storage that is already safe."),
+    Setting("dicom.ae_title", "IMEX", "The hub's own AE title. Studies sent to it are routed by header "
+            "code or rule; other called AE titles may be destination aliases."),
+    Setting("dicom.host", "0.0.0.0", "Address the DICOM listener binds to."),
+    Setting("dicom.port", 11112, "DICOM listener port (C-ECHO, C-STORE)."),
+    Setting("dicom.max_pdu", 262144, "Largest PDU the hub accepts, in bytes (0 means no limit). Larger "
+            "PDUs mean fewer round trips per instance."),
+    Setting("dicom.max_associations", 32, "Most simultaneous inbound associations."),
+    Setting("dicom.acse_timeout", 30.0, "Seconds to wait for association negotiation."),
+    Setting("dicom.dimse_timeout", 120.0, "Seconds to wait for a DIMSE message (e.g. a C-STORE response)."),
+    Setting("dicom.network_timeout", 120.0, "Seconds an idle association is kept open."),
+    Setting("dicom.check_peer_address", True, "Refuse a known calling AE title that connects from an address "
+            "other than its node's host."),
+    Setting("http.host", "0.0.0.0", "Address the HTTP listener (health, metrics) binds to."),
+    Setting("http.port", 8080, "HTTP port for /healthz and /metrics. 0 disables the HTTP listener."),
+    Setting("routing.stable_seconds", 10.0, "A study is routed when no instance has arrived for this long."),
+    Setting("routing.scan_interval", 0.5, "Seconds between scans for stable studies."),
+    Setting("routing.code_attribute", "RequestingService", "Header attribute (keyword or gggg,eeee) in which "
+            "a sending system writes the destination ODS code(s). Empty disables routing by code."),
+    Setting("delivery.workers", 4, "Delivery threads per `imex serve` process."),
+    Setting("delivery.per_destination", 2, "Most transfers sent to one destination node at once (a node's "
+            "own max_associations overrides it)."),
+    Setting("delivery.retry_initial_seconds", 10.0, "Delay before the first retry of a failed attempt."),
+    Setting("delivery.retry_multiplier", 2.0, "Each further retry waits this many times longer."),
+    Setting("delivery.retry_max_seconds", 900.0, "Longest delay between retries."),
+    Setting("delivery.max_attempts", 8, "Attempts before a transfer stays `failed` until someone retries it."),
+    Setting("delivery.lease_seconds", 30.0, "A claimed transfer whose worker has not renewed its lease for "
+            "this long (its process died) is taken back into the queue."),
+    Setting("delivery.poll_interval", 0.25, "Seconds an idle delivery worker waits before looking again."),
+    Setting("smtp.host", "", "SMTP server for e-mail alerts. Empty disables e-mail."),
+    Setting("smtp.port", 25, "SMTP port."),
+    Setting("smtp.username", "", "SMTP user name, if the server needs one."),
+    Setting("smtp.password", "", "SMTP password (never logged)."),
+    Setting("smtp.starttls", False, "Use STARTTLS."),
+    Setting("smtp.sender", "imex@localhost", "From address of alerts."),
+    Setting("smtp.timeout", 15.0, "Seconds to wait for the SMTP server."),
+    Setting("send.calling_aet", "IMEXSEND", "Calling AE title `imex send` uses; register it as a node."),
+    Setting("send.hub", "127.0.0.1", "Host `imex send` pushes to."),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+class ConfigError(ValueError):
+    """The configuration file or an environment variable is wrong; the message says what to fix."""
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    kind = setting.kind
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{origin}: {setting.key} must be true or false, not {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: {setting.key} must be a {kind.__name__}, not {value!r}") from None
+
+
+@dataclass
+class Config:
+    """Resolved settings plus the structured sections (institutions, nodes, rules) of the TOML file."""
+
+    values: dict[str, Any]
+    institutions: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def with_values(self, **overrides: Any) -> "Config":
+        """A copy with some settings changed; keys use `__` for the dot (dicom__port)."""
+        values = dict(self.values)
+        for name, value in overrides.items():
+            key = name.replace("__", ".")
+            if key not in _BY_KEY:
+                raise ConfigError(f"unknown setting {key}")
+            values[key] = _coerce(_BY_KEY[key], value, "override")
+        return Config(values, list(self.institutions), list(self.nodes), list(self.rules), self.path)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data_dir"]).expanduser().absolute()
+
+    @property
+    def database_url(self) -> str:
+        return self.values["database.url"] or f"sqlite:///{self.data_dir / 'imex.db'}"
+
+    @property
+    def store_path(self) -> Path:
+        raw = self.values["store.path"]
+        return Path(raw).expanduser().absolute() if raw else self.data_dir / "blobs"
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+STRUCTURED = ("institutions", "nodes", "rules")
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read settings: defaults, then the TOML file, then IMEX_* variables (highest)."""
+    env = dict(os.environ if env is None else env)
+    if path is None:
+        path = env.get("IMEX_CONFIG") or ("imex.toml" if Path("imex.toml").exists() else None)
+    data: dict[str, Any] = {}
+    file_path: Path | None = None
+    if path is not None:
+        file_path = Path(path).expanduser().absolute()
+        try:
+            data = tomllib.loads(file_path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {file_path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from None
+    structured = {name: data.pop(name, []) for name in STRUCTURED}
+    for name, value in structured.items():
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{file_path}: [[{name}]] must be a list of tables")
+    values = {s.key: s.default for s in SETTINGS}
+    for key, value in _flatten(data).items():
+        if key not in _BY_KEY:
+            raise ConfigError(f"{file_path}: unknown setting {key!r} (see docs/configuration.md)")
+        values[key] = _coerce(_BY_KEY[key], value, str(file_path))
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.key] = _coerce(setting, env[setting.env], setting.env)
+    if file_path is not None and not Path(values["data_dir"]).is_absolute() and "data_dir" in data:
+        values["data_dir"] = str(file_path.parent / values["data_dir"])
+    return Config(values, structured["institutions"], structured["nodes"], structured["rules"], file_path)
+
+
+def settings_markdown() -> str:
+    """The settings reference (docs/configuration.md), generated so it cannot drift from the code."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `imex config docs`; do not edit by hand. Each setting can be set in `imex.toml` "
+        "(under its section, e.g. `[dicom]` `port = 104`) or by its environment variable, which wins.",
+        "",
+        "| setting | environment | default | what it is for |",
+        "|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = str(s.default).lower() if isinstance(s.default, bool) else repr(s.default)
+        lines.append(f"| `{s.key}` | `{s.env}` | `{default}` | {s.help} |")
+    lines.append("")
+    return "\n".join(lines)

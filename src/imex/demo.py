@@ -1,0 +1,104 @@
+"""`imex serve --demo`: two demo hospitals, a demo destination PACS, and a sample CT study pushed through
+the hub, so a new user sees a whole delivery within seconds of starting."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from imex import samples
+from imex.dicom import net
+from imex.dicom.push import PushReport, collect, push
+from imex.dicom.syntaxes import ACCEPTED
+from imex.directory import DirectoryError, add_institution, add_node
+
+log = logging.getLogger("imex.demo")
+
+SENDER_AET = "KINGSPACS"
+RECEIVER_AET = "IMPERIALPACS"
+
+
+@dataclass
+class DemoRun:
+    pacs_dir: Path
+    pacs_port: int
+    server: object
+    pushed: int = 0
+
+    def push_sample(self, hub) -> None:  # type: ignore[no-untyped-def]
+        """Push a 24-slice CT from King's demo PACS to Imperial (called AE title RYJ: an alias)."""
+        from contextlib import ExitStack
+
+        with tempfile.TemporaryDirectory(prefix="imex-demo-") as folder, ExitStack() as scratch:
+            samples.make_study(Path(folder), series=2, instances_per_series=12, rows=256, columns=256,
+                               patient_id="DEMO0001", patient_name="DEMO^PATIENT", accession="RJZDEMO1",
+                               description="CT HEAD (demo)")
+            report = PushReport()
+            files = collect([Path(folder)], scratch, report)
+            push(files, host="127.0.0.1", port=hub.listener.port, called_aet="RYJ", calling_aet=SENDER_AET,
+                 report=report)
+            self.pushed = report.sent
+
+    def banner(self, hub) -> str:  # type: ignore[no-untyped-def]
+        c = hub.config
+        return "\n".join([
+            "",
+            "imex demo hub is running",
+            f"  DICOM   {c['dicom.ae_title']} on port {hub.listener.port} (send to AE title RYJ or RJZ to route)",
+            f"  HTTP    http://127.0.0.1:{c['http.port']}/healthz   http://127.0.0.1:{c['http.port']}/metrics",
+            f"  data    {c.data_dir}",
+            f"  sample  {self.pushed} CT instances pushed from King's (RJZ) to Imperial (RYJ); the demo PACS at",
+            f"          {RECEIVER_AET}@127.0.0.1:{self.pacs_port} stores them in {self.pacs_dir}",
+            f"  sign in: the web portal is not part of this release yet; watch delivery with",
+            f"          imex --config <same config> transfers list   (data_dir {c.data_dir})",
+            "Press Ctrl+C to stop.",
+            "",
+        ])
+
+    def stop(self) -> None:
+        self.server.shutdown()  # type: ignore[attr-defined]
+
+
+def _start_demo_pacs(folder: Path, port: int):  # type: ignore[no-untyped-def]
+    """A minimal destination PACS that writes what it receives to files, standing in for Imperial's."""
+    net.install()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def on_store(event) -> int:  # type: ignore[no-untyped-def]
+        ds: Dataset = event.dataset
+        (folder / f"{ds.SOPInstanceUID}.dcm").write_bytes(event.encoded_dataset())
+        return 0x0000
+
+    ae = AE(ae_title=RECEIVER_AET)
+    ae.add_supported_context(Verification)
+    for cx in StoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED))
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+
+
+def prepare(hub) -> DemoRun:  # type: ignore[no-untyped-def]
+    """Register the demo institutions and nodes (idempotent) and start the demo PACS."""
+    db = hub.db
+    pacs_port = hub.config["dicom.port"] + 1
+    for ods, name, email in (("RJZ", "King's College Hospital (demo)", "pacs@kings.demo"),
+                             ("RYJ", "Imperial College Healthcare (demo)", "pacs@imperial.demo")):
+        add_institution(db, ods, name, contact_email=email, update=True)
+    try:
+        add_node(db, "KINGS_PACS", SENDER_AET, "127.0.0.1", pacs_port + 1, "RJZ", destination=False, update=True)
+        add_node(db, "IMPERIAL_PACS", RECEIVER_AET, "127.0.0.1", pacs_port, "RYJ", update=True)
+        add_node(db, "CD_IMPORT", hub.config["send.calling_aet"], "127.0.0.1", pacs_port + 2, "RJZ",
+                 destination=False, update=True)
+    except DirectoryError as exc:
+        log.warning("demo nodes not added: %s", exc)
+    hub.nodes.invalidate()
+    folder = hub.config.data_dir / "demo-pacs"
+    server = _start_demo_pacs(folder, pacs_port)
+    return DemoRun(folder, pacs_port, server)
+
+

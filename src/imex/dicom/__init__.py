@@ -1,0 +1,1 @@
+"""DICOM networking: the hub's listener (SCP), its sender (SCU) and what they share."""

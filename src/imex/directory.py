@@ -1,0 +1,231 @@
+"""Institutions and their DICOM nodes: adding, listing, removing, loading from the TOML file, and the
+cached lookups the listener makes on every association."""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from imex.db import Database
+from imex.db.models import Institution, Node, Transfer
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+_ODS_RE = re.compile(r"^[A-Z0-9]{3,10}$")
+
+
+class DirectoryError(ValueError):
+    """A directory change that cannot be made; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as the hot path needs it, detached from any session."""
+
+    id: int
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    institution_id: int
+    ods_code: str
+    alias: str | None
+    destination: bool
+    max_associations: int | None
+    contact_email: str | None
+    enabled: bool
+
+
+def check_ae_title(value: str) -> str:
+    value = value.strip()
+    if not _AE_RE.match(value):
+        raise DirectoryError(f"AE title {value!r} must be 1-16 printable characters without a backslash")
+    return value
+
+
+def check_ods(value: str) -> str:
+    value = value.strip().upper()
+    if not _ODS_RE.match(value):
+        raise DirectoryError(f"ODS code {value!r} must be 3-10 letters or digits (e.g. RJZ)")
+    return value
+
+
+def add_institution(db: Database, ods_code: str, name: str, *, alias: str | None = None,
+                    contact_email: str | None = None, update: bool = False) -> Institution:
+    """Create (or with update=True, change) an institution; its alias defaults to its ODS code."""
+    ods = check_ods(ods_code)
+    alias = check_ae_title(alias) if alias else ods
+    with db.session() as s:
+        inst = s.scalar(select(Institution).where(Institution.ods_code == ods))
+        if inst is not None and not update:
+            raise DirectoryError(f"institution {ods} exists already")
+        clash = s.scalar(select(Institution).where(Institution.alias == alias, Institution.ods_code != ods))
+        if clash is not None:
+            raise DirectoryError(f"alias {alias} is already used by institution {clash.ods_code}")
+        if inst is None:
+            inst = Institution(ods_code=ods, name=name, alias=alias, contact_email=contact_email)
+            s.add(inst)
+        else:
+            inst.name, inst.alias = name or inst.name, alias
+            inst.contact_email = contact_email if contact_email is not None else inst.contact_email
+        s.flush()
+        return inst
+
+
+def list_institutions(db: Database) -> list[Institution]:
+    with db.session() as s:
+        return list(s.scalars(select(Institution).order_by(Institution.ods_code)))
+
+
+def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_code: str, *,
+             alias: str | None = None, contact_email: str | None = None, destination: bool = True,
+             max_associations: int | None = None, update: bool = False) -> Node:
+    """Register a DICOM node of an institution (create, or with update=True, change)."""
+    ae = check_ae_title(ae_title)
+    if not 0 < int(port) < 65536:
+        raise DirectoryError(f"port {port} must be between 1 and 65535")
+    if not host.strip():
+        raise DirectoryError("host must be a name or an address")
+    alias = check_ae_title(alias) if alias else None
+    with db.session() as s:
+        inst = s.scalar(select(Institution).where(Institution.ods_code == ods_code.strip().upper()))
+        if inst is None:
+            raise DirectoryError(f"no institution {ods_code}: add it first with `imex institution add`")
+        node = s.scalar(select(Node).where(Node.name == name))
+        if node is not None and not update:
+            raise DirectoryError(f"node {name} exists already")
+        other = s.scalar(select(Node).where(Node.ae_title == ae, Node.name != name))
+        if other is not None:
+            raise DirectoryError(f"AE title {ae} is already node {other.name}; AE titles identify callers")
+        if alias and s.scalar(select(Node).where(Node.alias == alias, Node.name != name)) is not None:
+            raise DirectoryError(f"alias {alias} is already used by another node")
+        if node is None:
+            node = Node(name=name)
+            s.add(node)
+        node.ae_title, node.host, node.port, node.institution_id = ae, host.strip(), int(port), inst.id
+        node.alias, node.contact_email, node.destination = alias, contact_email, destination
+        node.max_associations = max_associations
+        node.enabled = True
+        s.flush()
+        return node
+
+
+def remove_node(db: Database, name: str) -> None:
+    with db.session() as s:
+        node = s.scalar(select(Node).where(Node.name == name))
+        if node is None:
+            raise DirectoryError(f"no node named {name}")
+        if s.scalar(select(Transfer.id).where(Transfer.destination_node_id == node.id).limit(1)) is not None:
+            node.enabled = False  # keep the transfer history readable; the node no longer connects
+        else:
+            s.delete(node)
+
+
+def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) -> None:
+    """Declare institutions and nodes from the TOML file (created or updated on start-up)."""
+    for item in institutions:
+        try:
+            add_institution(db, item["ods"], item.get("name", item["ods"]), alias=item.get("alias"),
+                            contact_email=item.get("contact_email"), update=True)
+        except KeyError as exc:
+            raise DirectoryError(f"[[institutions]] entry {item} lacks {exc}") from None
+    for item in nodes:
+        try:
+            add_node(db, item["name"], item["ae_title"], item["host"], int(item["port"]), item["institution"],
+                     alias=item.get("alias"), contact_email=item.get("contact_email"),
+                     destination=bool(item.get("destination", True)),
+                     max_associations=item.get("max_associations"), update=True)
+        except KeyError as exc:
+            raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
+
+
+def _node_infos(db: Database) -> list[NodeInfo]:
+    with db.session() as s:
+        rows = s.execute(select(Node, Institution.ods_code).join(Institution)).all()
+        return [
+            NodeInfo(n.id, n.name, n.ae_title, n.host, n.port, n.institution_id, ods, n.alias, n.destination,
+                     n.max_associations, n.contact_email, n.enabled)
+            for n, ods in rows
+        ]
+
+
+def all_nodes(db: Database) -> list[NodeInfo]:
+    return sorted(_node_infos(db), key=lambda n: n.name)
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        pass
+    try:
+        return {str(ipaddress.ip_address(info[4][0])) for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, ValueError):
+        return set()
+
+
+def _normal_ip(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+class NodeCache:
+    """Nodes and aliases by AE title, refreshed from the database every few seconds, so a node added by
+    `imex node add` in another process is seen without a restart and the hot path does not query."""
+
+    def __init__(self, db: Database, ttl: float = 2.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._loaded = 0.0
+        self._by_aet: dict[str, NodeInfo] = {}
+        self._aliases: dict[str, tuple[str, int]] = {}
+        self._resolved: dict[str, tuple[float, set[str]]] = {}
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._loaded < self.ttl:
+            return
+        with self._lock:
+            if now - self._loaded < self.ttl:
+                return
+            nodes = _node_infos(self.db)
+            aliases: dict[str, tuple[str, int]] = {}
+            with self.db.session() as s:
+                for inst in s.scalars(select(Institution)):
+                    aliases[(inst.alias or inst.ods_code).upper()] = ("institution", inst.id)
+            for n in nodes:
+                if n.alias and n.enabled:
+                    aliases[n.alias.upper()] = ("node", n.id)
+            self._by_aet = {n.ae_title: n for n in nodes if n.enabled}
+            self._aliases = aliases
+            self._loaded = time.monotonic()
+
+    def invalidate(self) -> None:
+        self._loaded = 0.0
+
+    def by_aet(self, ae_title: str) -> NodeInfo | None:
+        self._refresh()
+        return self._by_aet.get(ae_title.strip())
+
+    def alias(self, called_aet: str) -> tuple[str, int] | None:
+        """("institution", id) or ("node", id) when the called AE title is a destination alias."""
+        self._refresh()
+        return self._aliases.get(called_aet.strip().upper())
+
+    def address_matches(self, node: NodeInfo, peer: str) -> bool:
+        now = time.monotonic()
+        cached = self._resolved.get(node.host)
+        if cached is None or now - cached[0] > 60:
+            cached = (now, {_normal_ip(a) for a in _addresses(node.host)})
+            self._resolved[node.host] = cached
+        return _normal_ip(peer) in cached[1]

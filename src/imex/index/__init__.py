@@ -1,0 +1,1 @@
+"""The index: patients, studies, series and instances as stored by the hub."""

@@ -1,0 +1,144 @@
+"""Storing an arriving instance: its bytes into the blob store, then one transaction that indexes it
+(patient, study, series, instance) and tells the router the study changed.
+
+The blob is renamed into place before the transaction commits and the sender is answered only after
+the commit, so an acknowledged instance is always both stored and indexed. A crash in between leaves at
+most an unreferenced blob, never an index row without its file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from imex.db import Database, utcnow
+from imex.db.models import Instance, Patient, Series, Study, TransferItem
+from imex.dicom.parse import IndexFields
+from imex.store import BlobStore
+
+_patients: Table = Patient.__table__  # type: ignore[assignment]
+_studies: Table = Study.__table__  # type: ignore[assignment]
+_series: Table = Series.__table__  # type: ignore[assignment]
+_instances: Table = Instance.__table__  # type: ignore[assignment]
+_items: Table = TransferItem.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who sent an instance and how: the calling node, and the called AE title (a possible alias)."""
+
+    institution_id: int
+    node_id: int | None
+    calling_aet: str
+    called_aet: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    study_id: int
+    instance_id: int
+    blob_key: str
+    size: int
+    # new | replaced (same UID, other bytes) | duplicate (same UID, same bytes)
+    outcome: str
+
+
+class Ingest:
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+        self._dialect_insert = postgresql.insert if db.is_postgres else sqlite.insert
+
+    def _insert_ignore(self, conn: Connection, table: Table, values: dict) -> bool:
+        """Insert unless another transaction already did; True when this one did."""
+        return conn.execute(self._dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+
+    def store_instance(self, chunks: tuple[bytes, ...], transfer_syntax: str, fields: IndexFields,
+                       source: Source) -> Stored:
+        """Write the Part 10 bytes (given as chunks) and index them; returns what happened."""
+        key, size = self.store.put(chunks)
+        now = utcnow()
+        with self.db.engine.begin() as conn:
+            patient_id = self._patient(conn, fields, source)
+            study_id, study_new = self._study(conn, fields, source, patient_id, now)
+            series_id, series_new = self._series(conn, fields, study_id)
+            row = conn.execute(
+                select(_instances.c.id, _instances.c.blob_key).where(_instances.c.sop_uid == fields.sop_uid)
+            ).first()
+            values = dict(
+                sop_class_uid=fields.sop_class_uid, transfer_syntax_uid=transfer_syntax,
+                number=fields.instance_number, blob_key=key, size=size, source_node_id=source.node_id,
+                calling_aet=source.calling_aet, called_aet=source.called_aet, received_at=now,
+            )
+            if row is not None and row.blob_key == key:
+                return Stored(study_id, row.id, key, size, "duplicate")
+            if row is not None:
+                conn.execute(update(_instances).where(_instances.c.id == row.id)
+                             .values(study_id=study_id, series_id=series_id, **values))
+                # different bytes under the same UID: every destination must get the new version
+                conn.execute(update(_items).where(_items.c.instance_id == row.id).values(state="pending"))
+                instance_id, outcome = row.id, "replaced"
+            else:
+                instance_id = conn.execute(
+                    insert(_instances).values(study_id=study_id, series_id=series_id, sop_uid=fields.sop_uid,
+                                              **values).returning(_instances.c.id)
+                ).scalar_one()
+                outcome = "new"
+                conn.execute(update(_series).where(_series.c.id == series_id)
+                             .values(num_instances=_series.c.num_instances + 1))
+            study_values: dict = dict(received_seq=_studies.c.received_seq + 1, last_received_at=now,
+                                      route_state="receiving")
+            if outcome == "new":
+                study_values["num_instances"] = _studies.c.num_instances + 1
+            if series_new:
+                study_values["num_series"] = _studies.c.num_series + 1
+            if series_new or fields.routing_codes:
+                current = conn.execute(select(_studies.c.modalities, _studies.c.routing_codes)
+                                       .where(_studies.c.id == study_id)).one()
+                study_values.update(_merged("modalities", current.modalities, (fields.modality,)))
+                study_values.update(_merged("routing_codes", current.routing_codes, fields.routing_codes))
+            conn.execute(update(_studies).where(_studies.c.id == study_id).values(**study_values))
+        return Stored(study_id, instance_id, key, size, outcome)
+
+    def _patient(self, conn: Connection, f: IndexFields, source: Source) -> int:
+        where = (
+            (_patients.c.institution_id == source.institution_id)
+            & (_patients.c.patient_id == f.patient_id)
+            & (_patients.c.issuer == f.issuer)
+        )
+        found = conn.execute(select(_patients.c.id).where(where)).scalar()
+        if found is not None:
+            return found
+        self._insert_ignore(conn, _patients, dict(
+            institution_id=source.institution_id, patient_id=f.patient_id, issuer=f.issuer,
+            name=f.patient_name, birth_date=f.birth_date, sex=f.sex))
+        return conn.execute(select(_patients.c.id).where(where)).scalar_one()
+
+    def _study(self, conn: Connection, f: IndexFields, source: Source, patient_id: int, now) -> tuple[int, bool]:
+        found = conn.execute(select(_studies.c.id).where(_studies.c.study_uid == f.study_uid)).scalar()
+        if found is not None:
+            return found, False
+        created = self._insert_ignore(conn, _studies, dict(
+            study_uid=f.study_uid, patient_pk=patient_id, institution_id=source.institution_id,
+            accession_number=f.accession_number, study_date=f.study_date, study_time=f.study_time,
+            description=f.study_description, modalities="", referring_physician=f.referring_physician,
+            num_series=0, num_instances=0, routing_codes="", received_seq=0, routed_seq=0, first_received_at=now,
+            last_received_at=now, route_state="receiving"))
+        return conn.execute(select(_studies.c.id).where(_studies.c.study_uid == f.study_uid)).scalar_one(), created
+
+    def _series(self, conn: Connection, f: IndexFields, study_id: int) -> tuple[int, bool]:
+        found = conn.execute(select(_series.c.id).where(_series.c.series_uid == f.series_uid)).scalar()
+        if found is not None:
+            return found, False
+        created = self._insert_ignore(conn, _series, dict(
+            study_id=study_id, series_uid=f.series_uid, modality=f.modality, description=f.series_description,
+            number=f.series_number, body_part=f.body_part, num_instances=0))
+        return conn.execute(select(_series.c.id).where(_series.c.series_uid == f.series_uid)).scalar_one(), created
+
+
+def _merged(column: str, current: str, new: tuple[str, ...]) -> dict[str, str]:
+    """{column: merged value} when `new` adds to the backslash-separated set in `current`, else {}."""
+    values = [v for v in current.split("\\") if v]
+    added = [v for v in new if v and v not in values]
+    return {column: "\\".join(values + added)[:200]} if added else {}

@@ -1,0 +1,1 @@
+"""Notifications: e-mail alerts (and, with the portal, in-app ones)."""

@@ -1,0 +1,129 @@
+"""E-mail alerts through an outbox: the alert is written in the same transaction as the event it reports,
+then a sender thread delivers it over SMTP and retries while the mail server is down. No patient
+identifiers go into e-mail: the study is named by its accession number, date and modality only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import smtplib
+import threading
+from email.message import EmailMessage
+
+from sqlalchemy import Connection, Table, distinct, insert, select, update
+
+from imex.config import Config
+from imex.db import Database, utcnow
+from imex.db.models import Email, Institution, Instance, Node, Study, Transfer
+
+log = logging.getLogger("imex.notify")
+
+emails: Table = Email.__table__  # type: ignore[assignment]
+transfers: Table = Transfer.__table__  # type: ignore[assignment]
+studies: Table = Study.__table__  # type: ignore[assignment]
+nodes: Table = Node.__table__  # type: ignore[assignment]
+institutions: Table = Institution.__table__  # type: ignore[assignment]
+instances: Table = Instance.__table__  # type: ignore[assignment]
+
+MAX_ATTEMPTS = 10
+
+
+def queue_email(conn: Connection, recipients: list[str], subject: str, body: str) -> None:
+    for recipient in dict.fromkeys(r.strip() for r in recipients if r and r.strip()):
+        conn.execute(insert(emails).values(recipient=recipient, subject=subject, body=body, state="pending",
+                                           attempts=0, next_attempt_at=utcnow(), created_at=utcnow()))
+
+
+def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool) -> None:
+    """Tell the destination that a study arrived, or the source that one could not be delivered."""
+    t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
+    study = conn.execute(select(studies).where(studies.c.id == t.study_id)).one()
+    dest = conn.execute(select(nodes.c.name, nodes.c.ae_title, nodes.c.contact_email, institutions.c.name.label("inst"),
+                               institutions.c.ods_code, institutions.c.contact_email.label("inst_email"))
+                        .join(institutions).where(nodes.c.id == t.destination_node_id)).one()
+    source = conn.execute(select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email)
+                          .where(institutions.c.id == study.institution_id)).one()
+    what = (f"study of {study.study_date or 'unknown date'}, {study.modalities or 'unknown modality'}, "
+            f"accession {study.accession_number or '(none)'}, {study.num_instances} images")
+    if delivered:
+        recipients = [dest.contact_email or dest.inst_email or ""]
+        subject = f"[imex] Images received from {source.name} ({source.ods_code})"
+        body = (f"A {what} from {source.name} ({source.ods_code}) has been delivered to your node "
+                f"{dest.name} ({dest.ae_title}).\n\nTransfer {t.id}: {t.instances_sent} instances delivered at "
+                f"{t.delivered_at or utcnow():%Y-%m-%d %H:%M} UTC.\n")
+    else:
+        source_node_ids = conn.execute(select(distinct(instances.c.source_node_id)).where(
+            instances.c.study_id == study.id)).scalars().all()
+        node_emails = conn.execute(select(nodes.c.contact_email).where(nodes.c.id.in_(
+            [n for n in source_node_ids if n is not None]))).scalars().all()
+        recipients = [*node_emails, source.contact_email or ""]
+        subject = f"[imex] Transfer to {dest.inst} ({dest.ods_code}) failed"
+        body = (f"A {what} sent by {source.name} could not be delivered to {dest.name} ({dest.ae_title}) "
+                f"of {dest.inst} after {t.attempts} attempts.\n\nLast error: {t.last_error}\n\n"
+                f"An administrator can retry it with `imex transfers retry {t.id}`.\n")
+    queue_email(conn, recipients, subject, body)
+
+
+class EmailSender:
+    """Sends the outbox over SMTP; a failure leaves the message for a later attempt."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.config["smtp.host"])
+
+    def _send(self, recipient: str, subject: str, body: str) -> None:
+        msg = EmailMessage()
+        msg["From"] = self.config["smtp.sender"]
+        msg["To"] = recipient
+        msg["Subject"] = subject
+        msg.set_content(body)
+        with smtplib.SMTP(self.config["smtp.host"], self.config["smtp.port"],
+                          timeout=self.config["smtp.timeout"]) as smtp:
+            if self.config["smtp.starttls"]:
+                smtp.starttls()
+            if self.config["smtp.username"]:
+                smtp.login(self.config["smtp.username"], self.config["smtp.password"])
+            smtp.send_message(msg)
+
+    def send_due(self) -> int:
+        """Send every due message; returns how many went out."""
+        if not self.enabled:
+            return 0
+        now = utcnow()
+        with self.db.engine.begin() as conn:
+            query = select(emails).where(emails.c.state == "pending", emails.c.next_attempt_at <= now).limit(50)
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            due = conn.execute(query).all()
+            # push them out of reach of other senders while this one works
+            for row in due:
+                conn.execute(update(emails).where(emails.c.id == row.id).values(
+                    next_attempt_at=now + dt.timedelta(minutes=5)))
+        sent = 0
+        for row in due:
+            try:
+                self._send(row.recipient, row.subject, row.body)
+                values: dict = dict(state="sent", sent_at=utcnow(), attempts=row.attempts + 1, last_error=None)
+                sent += 1
+            except (OSError, smtplib.SMTPException) as exc:
+                attempts = row.attempts + 1
+                values = dict(attempts=attempts, last_error=str(exc)[:500],
+                              next_attempt_at=utcnow() + dt.timedelta(seconds=min(30 * 2 ** attempts, 3600)))
+                if attempts >= MAX_ATTEMPTS:
+                    values["state"] = "failed"
+                log.warning("e-mail to %s not sent (attempt %s): %s", row.recipient, attempts, exc)
+            with self.db.engine.begin() as conn:
+                conn.execute(update(emails).where(emails.c.id == row.id).values(**values))
+        return sent
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.send_due()
+            except Exception:
+                log.exception("e-mail sender error; continuing")
+            stop.wait(interval)

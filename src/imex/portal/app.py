@@ -1,0 +1,60 @@
+"""The HTTP application: GET /healthz and GET /metrics (Prometheus text format)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+from sqlalchemy import func, select, text
+
+from imex import __version__, metrics
+from imex.db.models import Study, Transfer
+
+if TYPE_CHECKING:
+    from imex.service import Hub
+
+_STATES = ("pending", "sending", "delivered", "failed", "cancelled")
+
+
+def _gauges(hub: "Hub") -> str:
+    """Queue depths from the database, shared by every process, at scrape time."""
+    with hub.db.engine.connect() as conn:
+        by_state = dict(conn.execute(select(Transfer.state, func.count()).group_by(Transfer.state)).all())
+        quarantined = conn.execute(select(func.count()).select_from(Study).where(
+            Study.route_state == "quarantined")).scalar_one()
+        waiting = conn.execute(select(func.count()).select_from(Study).where(
+            Study.route_state == "receiving")).scalar_one()
+    lines = ["# HELP imex_transfers Transfers in the queue by state.", "# TYPE imex_transfers gauge"]
+    lines += [f'imex_transfers{{state="{s}"}} {by_state.get(s, 0)}' for s in _STATES]
+    lines += ["# HELP imex_studies_quarantined Studies waiting in quarantine for a destination.",
+              "# TYPE imex_studies_quarantined gauge", f"imex_studies_quarantined {quarantined}",
+              "# HELP imex_studies_receiving Studies still receiving (not yet stable).",
+              "# TYPE imex_studies_receiving gauge", f"imex_studies_receiving {waiting}"]
+    return "\n".join(lines) + "\n"
+
+
+def create_app(hub: "Hub") -> FastAPI:
+    app = FastAPI(title="imex", version=__version__, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            with hub.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # report, do not raise: this is what monitoring reads
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["dicom"] = "ok" if hub.listener.server is not None else "stopped"
+        checks["store"] = "ok" if hub.store.root.is_dir() else "missing"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", "version": __version__, "checks": checks},
+                            status_code=200 if healthy else 503)
+
+    @app.get("/metrics")
+    def prometheus() -> PlainTextResponse:
+        body = generate_latest(metrics.REGISTRY).decode() + _gauges(hub)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return app

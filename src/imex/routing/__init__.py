@@ -1,0 +1,1 @@
+"""Routing: stability, destinations, the durable delivery queue and its workers."""

@@ -1,0 +1,173 @@
+"""The delivery queue is the transfers table: creating transfers, claiming them for a worker, taking back
+those whose worker died, and the operators' retry and cancel.
+
+On PostgreSQL, candidates are claimed with FOR UPDATE SKIP LOCKED and the destination node's row is
+locked while its running transfers are counted, so several `imex serve` processes share the queue
+without sending a transfer twice or exceeding a destination's concurrency limit. On SQLite every
+transaction is BEGIN IMMEDIATE, which serialises claims.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from imex.db import Database, utcnow
+from imex.db.models import Instance, Node, Transfer, TransferEvent, TransferItem
+
+transfers: Table = Transfer.__table__  # type: ignore[assignment]
+items: Table = TransferItem.__table__  # type: ignore[assignment]
+events: Table = TransferEvent.__table__  # type: ignore[assignment]
+instances: Table = Instance.__table__  # type: ignore[assignment]
+nodes: Table = Node.__table__  # type: ignore[assignment]
+
+ACTIVE = ("pending", "sending")
+FINAL = ("delivered", "failed", "cancelled")
+
+
+class QueueError(ValueError):
+    """An operator action that does not apply (e.g. retrying a delivered transfer)."""
+
+
+def record(conn: Connection, transfer_id: int, event: str, detail: str = "") -> None:
+    conn.execute(insert(events).values(transfer_id=transfer_id, at=utcnow(), event=event, detail=detail[:2000]))
+
+
+def _insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing()).rowcount or 0
+
+
+def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0) -> list[int]:
+    """Make sure each destination node has a transfer of the study with an item for every instance.
+
+    New transfers are created; existing ones get items for instances they lack and are reopened if
+    they had finished (a late instance or a replaced one), except those an operator cancelled.
+    Returns the ids of transfers that have work to do."""
+    now = utcnow()
+    work: list[int] = []
+    for node_id, reason in destinations.items():
+        created = _insert_ignore(conn, transfers, [dict(
+            study_id=study_id, destination_node_id=node_id, state="pending", priority=priority, reason=reason,
+            attempts=0, next_attempt_at=now, instances_total=0, instances_sent=0, bytes_sent=0,
+            created_at=now, updated_at=now)])
+        row = conn.execute(select(transfers.c.id, transfers.c.state).where(
+            transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id)).one()
+        missing = conn.execute(
+            select(instances.c.id).where(instances.c.study_id == study_id).where(
+                ~instances.c.id.in_(select(items.c.instance_id).where(items.c.transfer_id == row.id)))
+        ).scalars().all()
+        added = _insert_ignore(conn, items, [dict(transfer_id=row.id, instance_id=i, state="pending")
+                                             for i in missing])
+        pending = conn.execute(select(func.count()).select_from(items).where(
+            items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
+        total = conn.execute(select(func.count()).select_from(items).where(items.c.transfer_id == row.id)).scalar_one()
+        values: dict = dict(instances_total=total, updated_at=now)
+        if created:
+            record(conn, row.id, "queued", f"{reason}; {total} instances")
+        elif added:
+            record(conn, row.id, "follow-up", f"{added} more instances arrived after routing")
+        if pending and row.state in ("delivered", "failed"):
+            values.update(state="pending", next_attempt_at=now, attempts=0, delivered_at=None)
+            record(conn, row.id, "reopened", f"{pending} instances to send")
+        conn.execute(update(transfers).where(transfers.c.id == row.id).values(**values))
+        if pending and row.state != "cancelled":
+            work.append(row.id)
+    return work
+
+
+@dataclass(frozen=True)
+class Claim:
+    transfer_id: int
+    destination_node_id: int
+    attempt: int
+
+
+def claim(db: Database, worker: str, lease_seconds: float, default_limit: int) -> Claim | None:
+    """Take the most urgent due transfer whose destination has a free slot; None when there is none."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        query = (select(transfers.c.id, transfers.c.destination_node_id, transfers.c.attempts)
+                 .where(transfers.c.state == "pending", transfers.c.next_attempt_at <= now)
+                 .order_by(transfers.c.priority.desc(), transfers.c.next_attempt_at, transfers.c.id).limit(20))
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        busy: set[int] = set()
+        for row in conn.execute(query).all():
+            if row.destination_node_id in busy:
+                continue
+            node_query = select(nodes.c.max_associations, nodes.c.enabled).where(
+                nodes.c.id == row.destination_node_id)
+            if db.is_postgres:
+                node_query = node_query.with_for_update()
+            node = conn.execute(node_query).one()
+            limit = node.max_associations or default_limit
+            running = conn.execute(select(func.count()).select_from(transfers).where(
+                transfers.c.destination_node_id == row.destination_node_id,
+                transfers.c.state == "sending")).scalar_one()
+            if running >= limit or not node.enabled:
+                busy.add(row.destination_node_id)
+                continue
+            conn.execute(update(transfers).where(transfers.c.id == row.id).values(
+                state="sending", claimed_by=worker, lease_until=now + dt.timedelta(seconds=lease_seconds),
+                attempts=transfers.c.attempts + 1, started_at=func.coalesce(transfers.c.started_at, now),
+                updated_at=now))
+            record(conn, row.id, "sending", f"attempt {row.attempts + 1} by {worker}")
+            return Claim(row.id, row.destination_node_id, row.attempts + 1)
+    return None
+
+
+def reap_expired_leases(db: Database) -> int:
+    """Put back transfers whose worker stopped renewing its lease (its process died): they resume and
+    send only the items not yet confirmed."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        query = select(transfers.c.id, transfers.c.claimed_by).where(
+            transfers.c.state == "sending", transfers.c.lease_until < now)
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = conn.execute(query).all()
+        for row in rows:
+            conn.execute(update(transfers).where(and_(transfers.c.id == row.id, transfers.c.state == "sending"))
+                         .values(state="pending", claimed_by=None, lease_until=None, next_attempt_at=now,
+                                 updated_at=now))
+            record(conn, row.id, "resumed", f"worker {row.claimed_by} stopped (lease expired); resuming")
+    return len(rows)
+
+
+def retry(db: Database, transfer_id: int) -> None:
+    """Operator retry of a failed or cancelled transfer: every unsent instance, attempts from zero."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        state = conn.execute(select(transfers.c.state).where(transfers.c.id == transfer_id)).scalar()
+        if state is None:
+            raise QueueError(f"no transfer {transfer_id}")
+        if state in ACTIVE:
+            conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(next_attempt_at=now))
+            record(conn, transfer_id, "retry", "asked to retry now")
+            return
+        if state == "delivered":
+            raise QueueError(f"transfer {transfer_id} was delivered; nothing to retry")
+        conn.execute(update(items).where(items.c.transfer_id == transfer_id, items.c.state == "failed")
+                     .values(state="pending"))
+        conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
+            state="pending", attempts=0, next_attempt_at=now, updated_at=now, claimed_by=None, lease_until=None))
+        record(conn, transfer_id, "retry", f"operator retry (was {state})")
+
+
+def cancel(db: Database, transfer_id: int, reason: str = "cancelled by operator") -> None:
+    """Stop a transfer; a worker sending it stops before its next instance."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        state = conn.execute(select(transfers.c.state).where(transfers.c.id == transfer_id)).scalar()
+        if state is None:
+            raise QueueError(f"no transfer {transfer_id}")
+        if state in ("delivered", "cancelled"):
+            raise QueueError(f"transfer {transfer_id} is {state}; nothing to cancel")
+        conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
+            state="cancelled", updated_at=now, claimed_by=None, lease_until=None))
+        record(conn, transfer_id, "cancelled", reason)

@@ -1,0 +1,217 @@
+"""Deciding where a stable study goes.
+
+A study is stable when no instance has arrived for `routing.stable_seconds`. Its destinations come from,
+in order: (1) the called AE title, when it is a destination alias; (2) destination codes in the routing
+code attribute; (3) the static rules. The first that yields destinations decides. A study with none
+goes to quarantine with the reason; nothing is dropped. A study that already has transfers (a late
+instance, a replaced instance) goes again to the same destinations.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Table, select, update
+
+from imex.db import Database, utcnow
+from imex.db.models import Institution, Instance, Node, Patient, Series, Study, Transfer
+from imex.routing.queue import queue_study
+from imex.routing.rules import Rule, StudyFacts
+
+log = logging.getLogger("imex.routing")
+
+studies: Table = Study.__table__  # type: ignore[assignment]
+instances: Table = Instance.__table__  # type: ignore[assignment]
+series: Table = Series.__table__  # type: ignore[assignment]
+nodes: Table = Node.__table__  # type: ignore[assignment]
+institutions: Table = Institution.__table__  # type: ignore[assignment]
+patients: Table = Patient.__table__  # type: ignore[assignment]
+transfers: Table = Transfer.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Decision:
+    destinations: dict[int, str]  # node id -> why
+    problem: str = ""  # why there are none, for the quarantine
+
+
+class Router:
+    def __init__(self, db: Database, rules: list[Rule], hub_aet: str, code_attribute: str,
+                 stable_seconds: float) -> None:
+        self.db = db
+        self.rules = rules
+        self.hub_aet = hub_aet.upper()
+        self.code_attribute = code_attribute
+        self.stable_seconds = stable_seconds
+
+    def route_stable(self, limit: int = 50) -> int:
+        """Route every study that became stable; returns how many were routed or quarantined."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.stable_seconds)
+        with self.db.engine.connect() as conn:
+            ids = conn.execute(select(studies.c.id).where(
+                studies.c.route_state == "receiving", studies.c.last_received_at <= cutoff)
+                .order_by(studies.c.last_received_at).limit(limit)).scalars().all()
+            conn.rollback()
+        done = 0
+        for study_id in ids:
+            if self.route_one(study_id, cutoff):
+                done += 1
+        return done
+
+    def route_one(self, study_id: int, cutoff: dt.datetime | None = None) -> bool:
+        with self.db.engine.begin() as conn:
+            query = select(studies).where(studies.c.id == study_id, studies.c.route_state == "receiving")
+            if cutoff is not None:
+                query = query.where(studies.c.last_received_at <= cutoff)
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            study = conn.execute(query).first()
+            if study is None:
+                return False  # another process took it, or a new instance arrived meanwhile
+            existing = conn.execute(select(transfers.c.destination_node_id, transfers.c.reason).where(
+                transfers.c.study_id == study_id)).all()
+            if existing:
+                decision = Decision({row.destination_node_id: row.reason for row in existing})
+            else:
+                decision = self.decide(conn, study)
+            if not decision.destinations:
+                conn.execute(update(studies).where(studies.c.id == study_id).values(
+                    route_state="quarantined", quarantine_reason=decision.problem, routed_seq=study.received_seq))
+                log.warning("study %s quarantined: %s", study.study_uid, decision.problem)
+                return True
+            queue_study(conn, study_id, decision.destinations)
+            conn.execute(update(studies).where(studies.c.id == study_id).values(
+                route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
+            log.info("study %s routed to %s", study.study_uid, ", ".join(decision.destinations.values()))
+            return True
+
+    # -- deciding -----------------------------------------------------------------------------------
+
+    def decide(self, conn: Connection, study) -> Decision:  # type: ignore[no-untyped-def]
+        arrivals = conn.execute(select(instances.c.called_aet, instances.c.source_node_id).distinct().where(
+            instances.c.study_id == study.id)).all()
+        source_node_ids = {row.source_node_id for row in arrivals if row.source_node_id is not None}
+        called = {row[0].strip().upper() for row in arrivals if row[0]}
+        problems: list[str] = []
+
+        by_alias: dict[int, str] = {}
+        for aet in sorted(called - {self.hub_aet}):
+            found, problem = self._alias_targets(conn, aet)
+            by_alias.update({n: f"alias {aet}" for n in found})
+            if problem:
+                problems.append(problem)
+        decided = self._without_sources(by_alias, source_node_ids, problems)
+        if decided:
+            return Decision(decided)
+        if not called - {self.hub_aet}:
+            problems.append(f"sent to {self.hub_aet}, which is no destination alias")
+
+        codes = [c for c in (study.routing_codes or "").split("\\") if c]
+        by_code: dict[int, str] = {}
+        if self.code_attribute:
+            if not codes:
+                problems.append(f"no destination code in {self.code_attribute}")
+            for code in codes:
+                found, problem = self._targets(conn, code)
+                by_code.update({n: f"code {code} in {self.code_attribute}" for n in found})
+                if problem:
+                    problems.append(f"{self.code_attribute} {problem}")
+        decided = self._without_sources(by_code, source_node_ids, problems)
+        if decided:
+            return Decision(decided)
+
+        facts = self._facts(conn, study, source_node_ids, called)
+        by_rule: dict[int, str] = {}
+        matched = [rule for rule in self.rules if rule.matches(facts)]
+        for rule in matched:
+            for target in rule.to:
+                found, problem = self._targets(conn, target)
+                by_rule.update({n: f"rule '{rule.name}'" for n in found})
+                if problem:
+                    problems.append(f"rule '{rule.name}': {problem}")
+        if not matched:
+            problems.append(f"no rule matches (source {', '.join(sorted(facts.source_nodes)) or '?'}, "
+                            f"modality {', '.join(sorted(facts.modalities)) or '?'})")
+        decided = self._without_sources(by_rule, source_node_ids, problems)
+        return Decision(decided, "" if decided else "; ".join(problems))
+
+    @staticmethod
+    def _without_sources(found: dict[int, str], sources: set[int], problems: list[str]) -> dict[int, str]:
+        kept = {n: why for n, why in found.items() if n not in sources}
+        if found and not kept:
+            problems.append("the only destination found is the node that sent the study")
+        return kept
+
+    def _destination_nodes(self, conn: Connection, institution_id: int) -> list[int]:
+        return list(conn.execute(select(nodes.c.id).where(
+            nodes.c.institution_id == institution_id, nodes.c.destination.is_(True),
+            nodes.c.enabled.is_(True))).scalars())
+
+    def _alias_targets(self, conn: Connection, aet: str) -> tuple[list[int], str]:
+        node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.alias == aet)).first()
+        if node is not None:
+            return ([node.id], "") if node.enabled else ([], f"alias {aet} names a disabled node")
+        inst = conn.execute(select(institutions.c.id).where(
+            (institutions.c.alias == aet) | (institutions.c.ods_code == aet))).scalar()
+        if inst is None:
+            return [], f"called AE title {aet} is no alias"
+        found = self._destination_nodes(conn, inst)
+        return found, "" if found else f"institution of alias {aet} has no destination node"
+
+    def _targets(self, conn: Connection, target: str) -> tuple[list[int], str]:
+        """Nodes for a rule or code target: a node name, else an institution's ODS code."""
+        node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.name == target)).first()
+        if node is None:
+            node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(
+                nodes.c.name.ilike(target))).first()
+        if node is not None:
+            return ([node.id], "") if node.enabled else ([], f"node {target} is disabled")
+        inst = conn.execute(select(institutions.c.id).where(institutions.c.ods_code == target.upper())).scalar()
+        if inst is None:
+            return [], f"{target} is neither an institution's ODS code nor a node"
+        found = self._destination_nodes(conn, inst)
+        return found, "" if found else f"institution {target} has no destination node"
+
+    def _facts(self, conn: Connection, study, source_node_ids: set[int], called: set[str]) -> StudyFacts:  # type: ignore[no-untyped-def]
+        source_names: set[str] = set()
+        if source_node_ids:
+            for row in conn.execute(select(nodes.c.name, nodes.c.ae_title).where(nodes.c.id.in_(source_node_ids))):
+                source_names.update({row.name.upper(), row.ae_title.upper()})
+        ods = conn.execute(select(institutions.c.ods_code).where(
+            institutions.c.id == study.institution_id)).scalar_one()
+        patient_id = conn.execute(select(patients.c.patient_id).where(
+            patients.c.id == study.patient_pk)).scalar_one()
+        series_rows = conn.execute(select(series.c.description, series.c.body_part).where(
+            series.c.study_id == study.id)).all()
+        return StudyFacts(
+            source_nodes=frozenset(source_names), source_institution=ods,
+            modalities=frozenset(m.upper() for m in (study.modalities or "").split("\\") if m),
+            called_aets=frozenset(called),
+            fields={
+                "StudyDescription": [study.description], "AccessionNumber": [study.accession_number],
+                "PatientID": [patient_id], "ReferringPhysicianName": [study.referring_physician],
+                "StudyDate": [study.study_date],
+                "SeriesDescription": [r.description for r in series_rows],
+                "BodyPartExamined": [r.body_part for r in series_rows],
+            },
+        )
+
+
+def route_manually(db: Database, study_uid: str, targets: list[str], who: str = "operator") -> list[int]:
+    """Send a (quarantined or any) study to the given ODS codes or node names; returns transfer ids."""
+    router = Router(db, [], "", "", 0)
+    with db.engine.begin() as conn:
+        study = conn.execute(select(studies).where(studies.c.study_uid == study_uid)).first()
+        if study is None:
+            raise ValueError(f"no study {study_uid}")
+        destinations: dict[int, str] = {}
+        for target in targets:
+            found, problem = router._targets(conn, target)
+            if problem:
+                raise ValueError(problem)
+            destinations.update({n: f"routed by {who} to {target}" for n in found})
+        ids = queue_study(conn, study.id, destinations)
+        conn.execute(update(studies).where(studies.c.id == study.id).values(
+            route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
+        return ids

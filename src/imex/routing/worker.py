@@ -1,0 +1,192 @@
+"""Delivery: a worker claims a transfer, opens one association to its destination and sends the
+instances not yet confirmed, committing each confirmation as it comes, so a crash resends at most the
+instance that was in flight. Failures are retried with exponential backoff up to a limit; then the
+transfer stays `failed` until an operator retries it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Table, func, select, update
+
+from imex import metrics
+from imex.config import Config
+from imex.db import Database, utcnow
+from imex.db.models import Institution, Instance, Node, Study
+from imex.dicom.scu import AssociationFailed, NoAcceptableContext, Outgoing, Sender, is_success, plan_contexts
+from imex.notify import email
+from imex.routing import queue
+from imex.routing.queue import Claim, items, record, transfers
+from imex.store import BlobStore
+
+log = logging.getLogger("imex.delivery")
+
+instances: Table = Instance.__table__  # type: ignore[assignment]
+nodes: Table = Node.__table__  # type: ignore[assignment]
+studies: Table = Study.__table__  # type: ignore[assignment]
+institutions: Table = Institution.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Pending:
+    item_id: int
+    instance_id: int
+    outgoing: Outgoing
+    size: int
+    sop_uid: str
+
+
+def backoff(attempt: int, config: Config) -> float:
+    """Seconds before the next attempt after `attempt` attempts failed."""
+    delay = config["delivery.retry_initial_seconds"] * config["delivery.retry_multiplier"] ** max(attempt - 1, 0)
+    return min(delay, config["delivery.retry_max_seconds"])
+
+
+class DeliveryWorker:
+    def __init__(self, config: Config, db: Database, store: BlobStore, name: str) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
+        self.name = name
+        self.lease = dt.timedelta(seconds=config["delivery.lease_seconds"])
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = queue.claim(self.db, self.name, self.config["delivery.lease_seconds"],
+                                      self.config["delivery.per_destination"])
+                if claimed is None:
+                    stop.wait(self.config["delivery.poll_interval"])
+                    continue
+                self.deliver(claimed, stop)
+            except Exception:
+                log.exception("delivery worker %s hit an error; continuing", self.name)
+                stop.wait(1.0)
+
+    # -- one transfer -------------------------------------------------------------------------------
+
+    def _pending(self, transfer_id: int) -> list[Pending]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(items.c.id, instances.c.id.label("instance_id"), instances.c.blob_key,
+                       instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.size,
+                       instances.c.sop_uid)
+                .join(instances, instances.c.id == items.c.instance_id)
+                .where(items.c.transfer_id == transfer_id, items.c.state == "pending")
+                .order_by(instances.c.series_id, instances.c.number, instances.c.id)).all()
+        return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
+                                                      r.transfer_syntax_uid), r.size, r.sop_uid) for r in rows]
+
+    def deliver(self, claimed: Claim, stop: threading.Event) -> None:
+        with self.db.engine.connect() as conn:
+            node = conn.execute(select(nodes).where(nodes.c.id == claimed.destination_node_id)).one()
+            conn.rollback()
+        pending = self._pending(claimed.transfer_id)
+        errors: list[str] = []
+        lost = False
+        for group in plan_contexts((p.outgoing.sop_class_uid, p.outgoing.transfer_syntax_uid) for p in pending):
+            group_classes = {sop for sop, _ in group}
+            batch = [p for p in pending if p.outgoing.sop_class_uid in group_classes]
+            try:
+                sender = Sender(self.config["dicom.ae_title"], node.ae_title, node.host, node.port, group,
+                                timeout=self.config["dicom.dimse_timeout"])
+            except AssociationFailed as exc:
+                errors.append(str(exc))
+                break
+            try:
+                for p in batch:
+                    if stop.is_set():
+                        lost = True
+                        break
+                    outcome = self._send_one(sender, claimed, p)
+                    if outcome == "lost":
+                        lost = True
+                        break
+                    if outcome:
+                        errors.append(outcome)
+            except AssociationFailed as exc:
+                errors.append(str(exc))
+                break
+            finally:
+                sender.close()
+            if lost:
+                break
+        self._finish(claimed, node, errors, interrupted=lost)
+
+    def _send_one(self, sender: Sender, claimed: Claim, p: Pending) -> str:
+        """Send one instance and commit the result; '' on success, an error text, or 'lost' when this
+        worker no longer owns the transfer (cancelled, or its lease was taken over)."""
+        if not p.outgoing.path.exists():
+            return self._item_failed(claimed, p, None, f"stored file of {p.sop_uid} is missing from the blob store")
+        try:
+            status, comment = sender.send(p.outgoing)
+        except NoAcceptableContext as exc:
+            return self._item_failed(claimed, p, None, str(exc))
+        now = utcnow()
+        if not is_success(status):
+            detail = f"{p.sop_uid}: status 0x{status:04X}" + (f" ({comment})" if comment else "")
+            return self._item_failed(claimed, p, status, f"destination refused {detail}")
+        with self.db.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.id == p.item_id).values(state="sent", status=status,
+                                                                              sent_at=now, error=None))
+            owned = conn.execute(update(transfers).where(
+                transfers.c.id == claimed.transfer_id, transfers.c.state == "sending",
+                transfers.c.claimed_by == self.name).values(
+                instances_sent=transfers.c.instances_sent + 1, bytes_sent=transfers.c.bytes_sent + p.size,
+                lease_until=now + self.lease, updated_at=now)).rowcount
+        metrics.INSTANCES_SENT.inc()
+        metrics.BYTES_SENT.inc(p.size)
+        return "" if owned else "lost"
+
+    def _item_failed(self, claimed: Claim, p: Pending, status: int | None, error: str) -> str:
+        with self.db.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.id == p.item_id).values(status=status, error=error[:2000]))
+            conn.execute(update(transfers).where(transfers.c.id == claimed.transfer_id,
+                                                 transfers.c.claimed_by == self.name)
+                         .values(lease_until=utcnow() + self.lease))
+        log.warning("transfer %s: %s", claimed.transfer_id, error)
+        return error
+
+    def _finish(self, claimed: Claim, node, errors: list[str], interrupted: bool) -> None:  # type: ignore[no-untyped-def]
+        now = utcnow()
+        notify_delivered = notify_failed = False
+        with self.db.engine.begin() as conn:
+            row = conn.execute(select(transfers).where(transfers.c.id == claimed.transfer_id)).one()
+            if row.state != "sending" or row.claimed_by != self.name:
+                return  # cancelled by an operator, or taken over after a lost lease
+            left = conn.execute(select(func.count()).select_from(items).where(
+                items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
+            release = dict(claimed_by=None, lease_until=None, updated_at=now)
+            if left == 0:
+                conn.execute(update(transfers).where(transfers.c.id == row.id).values(
+                    state="delivered", delivered_at=now, last_error=None, **release))
+                record(conn, row.id, "delivered", f"{row.instances_sent} instances, {row.bytes_sent} bytes "
+                                                  f"to {node.ae_title}@{node.host}:{node.port}")
+                study = conn.execute(select(studies.c.last_received_at).where(studies.c.id == row.study_id)).one()
+                metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
+                metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()
+                notify_delivered = True
+            elif interrupted and not errors:
+                conn.execute(update(transfers).where(transfers.c.id == row.id).values(
+                    state="pending", next_attempt_at=now, attempts=transfers.c.attempts - 1, **release))
+                record(conn, row.id, "paused", f"{left} instances left; the hub is stopping")
+            else:
+                error = "; ".join(dict.fromkeys(errors))[:2000] or "unknown error"
+                if row.attempts >= self.config["delivery.max_attempts"]:
+                    conn.execute(update(transfers).where(transfers.c.id == row.id).values(
+                        state="failed", last_error=error, **release))
+                    record(conn, row.id, "failed", f"gave up after {row.attempts} attempts: {error}")
+                    metrics.TRANSFERS_FINISHED.labels(state="failed").inc()
+                    notify_failed = True
+                else:
+                    delay = backoff(row.attempts, self.config)
+                    conn.execute(update(transfers).where(transfers.c.id == row.id).values(
+                        state="pending", last_error=error, next_attempt_at=now + dt.timedelta(seconds=delay),
+                        **release))
+                    record(conn, row.id, "retry-scheduled", f"attempt {row.attempts} failed: {error}; "
+                                                            f"next in {delay:.0f} s")
+            if notify_delivered or notify_failed:
+                email.queue_transfer_alert(conn, row.id, delivered=notify_delivered)

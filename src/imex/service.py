@@ -1,0 +1,108 @@
+"""`imex serve`: one process running the DICOM listener, the router, the delivery workers, the e-mail
+sender and the HTTP listener. Several processes can share one PostgreSQL database and blob store;
+everything they coordinate on is in the database."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import uvicorn
+
+from imex.config import Config
+from imex.db import Database
+from imex.dicom.scp import DicomListener
+from imex.directory import NodeCache, load_from_config
+from imex.index.ingest import Ingest
+from imex.notify.email import EmailSender
+from imex.portal.app import create_app
+from imex.routing import queue
+from imex.routing.router import Router
+from imex.routing.rules import parse_rules
+from imex.routing.worker import DeliveryWorker
+from imex.store import BlobStore
+
+log = logging.getLogger("imex")
+
+
+def open_database(config: Config) -> Database:
+    db = Database(config.database_url)
+    db.migrate()
+    return db
+
+
+class Hub:
+    """Everything `imex serve` runs; `start()` returns once the listeners accept connections."""
+
+    def __init__(self, config: Config, db: Database | None = None) -> None:
+        self.config = config
+        self.db = db or open_database(config)
+        load_from_config(self.db, config.institutions, config.nodes)
+        self.rules = parse_rules(config.rules)
+        self.store = BlobStore(config.store_path, fsync=config["store.fsync"])
+        self.nodes = NodeCache(self.db)
+        self.ingest = Ingest(self.db, self.store)
+        self.listener = DicomListener(config, self.nodes, self.ingest)
+        self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
+                             config["routing.stable_seconds"])
+        self.emails = EmailSender(config, self.db)
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.http: uvicorn.Server | None = None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _loop(self, name: str, step, interval: float) -> None:  # type: ignore[no-untyped-def]
+        while not self.stop_event.is_set():
+            try:
+                step()
+            except Exception:
+                log.exception("%s failed; continuing", name)
+            self.stop_event.wait(interval)
+
+    def _housekeeping(self) -> None:
+        self.router.route_stable()
+        queue.reap_expired_leases(self.db)
+
+    def _spawn(self, name: str, target, *args) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def start(self) -> None:
+        removed = self.store.clean_temporary()
+        if removed:
+            log.info("removed %d partial blob(s) left by an interrupted write", removed)
+        self.listener.start()
+        self._spawn("router", self._loop, "router", self._housekeeping, self.config["routing.scan_interval"])
+        for i in range(self.config["delivery.workers"]):
+            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}")
+            self._spawn(f"delivery-{i}", worker.run, self.stop_event)
+        self._spawn("email", self.emails.run, self.stop_event)
+        if self.config["http.port"]:
+            app = create_app(self)
+            self.http = uvicorn.Server(uvicorn.Config(app, host=self.config["http.host"],
+                                                      port=self.config["http.port"], log_level="warning",
+                                                      access_log=False))
+            self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            self._spawn("http", self.http.run)
+            deadline = time.monotonic() + 15
+            while not self.http.started and time.monotonic() < deadline:
+                time.sleep(0.05)
+        log.info("imex hub %s ready: DICOM %s:%s, HTTP %s:%s", self.worker_id, self.config["dicom.host"],
+                 self.listener.port, self.config["http.host"], self.config["http.port"])
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.listener.stop()
+        if self.http is not None:
+            self.http.should_exit = True
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.db.dispose()
+
+    def wait(self) -> None:
+        """Block until stop() or a signal (the CLI installs SIGTERM/SIGINT handlers that call stop)."""
+        while not self.stop_event.is_set():
+            self.stop_event.wait(1.0)

@@ -1,0 +1,93 @@
+"""Content-addressed blob store on the local filesystem.
+
+A blob is written to a temporary file in the store, optionally fsync'd, then renamed into place, so a
+crash at any moment leaves either the whole file or none: the index never points at half a file.
+Identical content is stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+class BlobStore:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """Where the blob with this SHA-256 hex key lives (two levels of fan-out)."""
+        return self.root / key[:2] / key[2:4] / key
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def put(self, chunks: list[bytes] | tuple[bytes, ...]) -> tuple[str, int]:
+        """Store the concatenation of `chunks`; returns (key, size). Chunks avoid joining big buffers."""
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+        key = digest.hexdigest()
+        final = self.path(key)
+        if final.exists():
+            return key, size
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            if self.fsync:
+                self._fsync_dir(final.parent)
+        except BaseException:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+            raise
+        return key, size
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        return self.put((data,))
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def clean_temporary(self, older_than: float = 3600.0) -> int:
+        """Remove temp files left by a crash mid-write (never indexed); returns how many. Only old ones:
+        another process sharing the store may be writing the young ones right now."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for leftover in self.tmp.glob("in-*"):
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
