@@ -65,15 +65,16 @@ class _PolicyACSE(ACSE):
 
 def _fast_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
     got = 0
     sock = self.socket
-    while got < nr_bytes:
-        n = sock.recv_into(view[got:], nr_bytes - got)
-        if not n:
-            del buffer[got:]
-            return buffer
-        got += n
+    with memoryview(buffer) as view:
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:
+                break  # connection closed: return what arrived, as pynetdicom's own recv does
+            got += n
+    if got < nr_bytes:
+        del buffer[got:]
     return buffer
 
 

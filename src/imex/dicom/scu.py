@@ -14,7 +14,7 @@ from typing import Iterable
 
 from pydicom import dcmread
 from pydicom.uid import UID
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
 from imex.dicom import net
@@ -84,13 +84,17 @@ class Sender:
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, syntaxes)
         self.called = f"{called_aet}@{host}:{port}"
-        assoc = ae.associate(host, port, ae_title=called_aet)
+        connected: list[bool] = []
+        assoc = ae.associate(host, port, ae_title=called_aet,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
         if not assoc.is_established:
+            if not connected:
+                raise AssociationFailed(f"cannot connect to {self.called}: connection refused or unreachable")
             if assoc.is_rejected:
                 raise AssociationFailed(f"{self.called} rejected the association ({_reject_reason(assoc)})")
             if assoc.is_aborted:
                 raise AssociationFailed(f"{self.called} aborted the association request")
-            raise AssociationFailed(f"cannot connect to {self.called}")
+            raise AssociationFailed(f"{self.called} did not answer the association request")
         self.assoc: Association = assoc
         self._accepted: dict[tuple[str, str], bool] = {}
         for cx in assoc.accepted_contexts:
@@ -119,7 +123,8 @@ class Sender:
         else:
             ds = dcmread(item.path)
             if UID(item.transfer_syntax_uid).is_compressed:
-                ds.decompress()  # pydicom's handlers (pylibjpeg, numpy RLE) decode it
+                # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
+                ds.decompress(generate_instance_uid=False)
             status = self.assoc.send_c_store(ds)
         if not status or "Status" not in status:
             if not self.assoc.is_established:
