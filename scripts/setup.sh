@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare this checkout: a virtual environment in .venv with imex installed (and its test extras
+# plus the DICOM peers from Debian when called with --test). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+if [[ $want_test == 1 ]]; then
+  missing=()
+  command -v storescu >/dev/null || missing+=(dcmtk)
+  [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)
+  if (( ${#missing[@]} )); then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    echo "installing ${missing[*]} from Debian"
+    $sudo apt-get update -qq
+    # Debian's orthanc package may try to start a system service; policy-rc.d or no systemd stops that,
+    # and the tests start their own Orthanc processes on free ports anyway.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [[ $want_test == 1 ]]; then
+  .venv/bin/python -m pip install -q -e ".[test]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
