@@ -80,7 +80,31 @@ class DeliveryWorker:
         return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
                                                       r.transfer_syntax_uid), r.size, r.sop_uid) for r in rows]
 
+    def _heartbeat(self, transfer_id: int, done: threading.Event) -> None:
+        """Renew the lease while a transfer runs, even while one large instance takes minutes to send,
+        so no other worker takes it over while this one is alive."""
+        interval = max(self.lease.total_seconds() / 3, 0.1)
+        while not done.wait(interval):
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(update(transfers).where(
+                        transfers.c.id == transfer_id, transfers.c.claimed_by == self.name,
+                        transfers.c.state == "sending").values(lease_until=utcnow() + self.lease))
+            except Exception:
+                log.exception("could not renew the lease of transfer %s", transfer_id)
+
     def deliver(self, claimed: Claim, stop: threading.Event) -> None:
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(claimed.transfer_id, done), daemon=True,
+                                name=f"lease-{claimed.transfer_id}")
+        beat.start()
+        try:
+            self._deliver(claimed, stop)
+        finally:
+            done.set()
+            beat.join()
+
+    def _deliver(self, claimed: Claim, stop: threading.Event) -> None:
         with self.db.engine.connect() as conn:
             node = conn.execute(select(nodes).where(nodes.c.id == claimed.destination_node_id)).one()
             conn.rollback()
