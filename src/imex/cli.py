@@ -198,11 +198,18 @@ def node_remove(ctx: click.Context, name: str) -> None:
     """Remove a node (disabled instead when transfers refer to it)."""
     from imex.directory import remove_node
 
+    db = _db(ctx)
     try:
-        remove_node(_db(ctx), name)
+        remove_node(db, name)
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"removed node {name}")
+    with db.session() as s:
+        kept = s.scalar(select(Node.id).where(Node.name == name)) is not None
+    if kept:
+        click.echo(f"disabled node {name}: transfers refer to it, so it is kept for their history; it no longer "
+                   "connects to the hub nor receives studies")
+    else:
+        click.echo(f"removed node {name}")
 
 
 @node.command("echo")
@@ -210,7 +217,7 @@ def node_remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def node_echo(ctx: click.Context, name: str) -> None:
     """C-ECHO a node from the hub's AE title: is it reachable and does it accept the hub?"""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
     from pynetdicom.sop_class import Verification
 
     from imex.dicom import net
@@ -225,13 +232,32 @@ def node_echo(ctx: click.Context, name: str) -> None:
     ae = AE(ae_title=config["dicom.ae_title"])
     ae.acse_timeout = ae.connection_timeout = ae.network_timeout = 10
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=ae_title)
+    where = f"{name} ({ae_title}@{host}:{port})"
+    connected: list[bool] = []
+    try:
+        assoc = ae.associate(host, port, ae_title=ae_title,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
+    except OSError as exc:  # e.g. the host name does not resolve
+        raise click.ClickException(f"{where}: cannot reach {host}: {exc}. Check the node's host "
+                                   f"(`imex node add {name} ... --update`).") from None
     if not assoc.is_established:
-        raise click.ClickException(f"{name} ({ae_title}@{host}:{port}) did not accept an association")
+        if not connected:
+            raise click.ClickException(f"{where}: cannot connect: nothing accepted a connection at {host}:{port}. "
+                                       "Is it running, and are the host and port right?")
+        if assoc.is_rejected:
+            from imex.dicom.scu import _reject_reason
+
+            raise click.ClickException(
+                f"{where} rejected the association ({_reject_reason(assoc)}): it must know the hub as "
+                f"AE title {config['dicom.ae_title']} at this machine's address")
+        if assoc.is_aborted:
+            raise click.ClickException(f"{where} aborted the association request")
+        raise click.ClickException(f"{where} did not answer the association request")
     status = assoc.send_c_echo()
     assoc.release()
-    if not status or status.Status != 0:
-        raise click.ClickException(f"{name} answered C-ECHO with {status.get('Status') if status else 'nothing'}")
+    if not status or "Status" not in status or status.Status != 0:
+        answer = f"status 0x{int(status.Status):04X}" if status and "Status" in status else "no answer"
+        raise click.ClickException(f"{where} answered C-ECHO with {answer}")
     click.echo(f"{name} ({ae_title}@{host}:{port}) answered C-ECHO: success")
 
 
@@ -310,14 +336,21 @@ def transfers_retry(ctx: click.Context, transfer_ids: tuple[int, ...], all_faile
     if all_failed:
         with db.session() as s:
             ids += list(s.scalars(select(Transfer.id).where(Transfer.state == "failed")))
-    if not ids:
+    if not ids and not all_failed:
         raise click.UsageError("give transfer ids or --all-failed")
+    if not ids:
+        click.echo("no failed transfers")
+        return
+    problems = 0
     for tid in ids:
         try:
             queue.retry(db, tid)
             click.echo(f"transfer {tid}: queued again")
         except QueueError as exc:
-            click.echo(f"transfer {tid}: {exc}", err=True)
+            click.echo(f"error: {exc}", err=True)
+            problems += 1
+    if problems:
+        sys.exit(1)
 
 
 @transfers.command("cancel")
@@ -327,12 +360,16 @@ def transfers_cancel(ctx: click.Context, transfer_ids: tuple[int, ...]) -> None:
     """Cancel transfers (a transfer being sent stops before its next instance)."""
     from imex.routing import queue
 
+    problems = 0
     for tid in transfer_ids:
         try:
             queue.cancel(_db(ctx), tid)
             click.echo(f"transfer {tid}: cancelled")
         except QueueError as exc:
-            click.echo(f"transfer {tid}: {exc}", err=True)
+            click.echo(f"error: {exc}", err=True)
+            problems += 1
+    if problems:
+        sys.exit(1)
 
 
 @main.group()
@@ -384,8 +421,12 @@ def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, hub: str
     config = _load(ctx)
     host, port = config["send.hub"], config["dicom.port"]
     if hub:
-        host, _, raw_port = hub.partition(":")
-        port = int(raw_port) if raw_port else port
+        host, _, raw_port = hub.rpartition(":") if ":" in hub else (hub, "", "")
+        try:
+            port = int(raw_port) if raw_port else port
+        except ValueError:
+            raise click.BadParameter(f"{hub!r} is not HOST or HOST:PORT", param_hint="--hub") from None
+        host = host or config["send.hub"]
     called = destination.strip().upper()
     report = PushReport()
     with ExitStack() as scratch:

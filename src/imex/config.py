@@ -46,7 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.max_pdu", 262144, "Largest PDU the hub accepts, in bytes (0 means no limit). Larger "
             "PDUs mean fewer round trips per instance."),
     Setting("dicom.max_associations", 32, "Most simultaneous inbound associations."),
-    Setting("dicom.acse_timeout", 30.0, "Seconds to wait for association negotiation."),
+    Setting("dicom.acse_timeout", 10.0, "Seconds to wait for association negotiation; a connection that "
+            "never completes one holds an association slot this long."),
     Setting("dicom.dimse_timeout", 120.0, "Seconds to wait for a DIMSE message (e.g. a C-STORE response)."),
     Setting("dicom.network_timeout", 120.0, "Seconds an idle association is kept open."),
     Setting("dicom.check_peer_address", True, "Refuse a known calling AE title that connects from an address "
@@ -74,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp.starttls", False, "Upgrade the SMTP connection with STARTTLS before sending."),
     Setting("smtp.sender", "imex@localhost", "From address of alerts."),
     Setting("smtp.timeout", 15.0, "Seconds to wait for the SMTP server."),
+    Setting("smtp.retry_initial_seconds", 30.0, "Delay before an alert that could not be sent is tried again."),
+    Setting("smtp.retry_max_seconds", 300.0, "Longest delay between attempts to send an alert (they give up "
+            "after a day)."),
     Setting("send.calling_aet", "IMEXSEND", "Calling AE title `imex send` uses; register it as a node."),
     Setting("send.hub", "127.0.0.1", "Host `imex send` pushes to."),
 )

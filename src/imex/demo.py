@@ -55,7 +55,7 @@ class DemoRun:
             f"  data    {c.data_dir}",
             f"  sample  {self.pushed} CT instances pushed from King's (RJZ) to Imperial (RYJ); the demo PACS at",
             f"          {RECEIVER_AET}@127.0.0.1:{self.pacs_port} stores them in {self.pacs_dir}",
-            f"  sign in: the web portal is not part of this release yet; watch delivery with",
+            "  sign in: the web portal is not part of this release yet; watch delivery with",
             f"          imex --config <same config> transfers list   (data_dir {c.data_dir})",
             "Press Ctrl+C to stop.",
             "",

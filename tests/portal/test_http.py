@@ -21,19 +21,28 @@ def test_health_and_metrics_reflect_traffic(make_config, start_hub, storescp, tm
     assert health.status_code == 200
     assert health.json()["checks"] == {"database": "ok", "dicom": "ok", "store": "ok"}
 
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"{base}/metrics").text
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                         if line and not line.startswith("#"))}
+
+    before = scrape()  # counters are per process: other tests in this process count too
     files = make_study(tmp_path / "s", instances_per_series=3)
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 3
     wait_until(lambda: transfer_states(hub) == [("delivered", 3, 3)], message="delivery")
 
-    text = httpx.get(f"{base}/metrics").text
-    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert float(lines['imex_instances_received_total{outcome="new"}']) == 3
-    assert float(lines["imex_instances_sent_total"]) == 3
+    after = scrape()
+
+    def delta(name: str) -> float:
+        return after[name] - before.get(name, 0.0)
+
+    assert delta('imex_instances_received_total{outcome="new"}') == 3
+    assert delta("imex_instances_sent_total") == 3
     with hub.db.session() as s:
         stored_bytes = s.scalar(select(func.sum(Instance.size)))
-    assert float(lines["imex_bytes_sent_total"]) == stored_bytes > 0
-    assert lines['imex_transfers{state="delivered"}'] == "1"
-    assert float(lines["imex_delivery_latency_seconds_count"]) == 1
+    assert delta("imex_bytes_sent_total") == stored_bytes > 0
+    assert after['imex_transfers{state="delivered"}'] == 1  # from this hub's database
+    assert delta("imex_delivery_latency_seconds_count") == 1
 
 
 def test_health_reports_a_stopped_listener(make_config, start_hub):

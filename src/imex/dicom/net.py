@@ -64,18 +64,25 @@ class _PolicyACSE(ACSE):
 
 
 def _fast_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    buffer = bytearray(nr_bytes)
+    # The buffer grows with what actually arrives: a peer declaring a 4 GiB PDU and sending nothing
+    # must not make the hub allocate 4 GiB.
+    buffer = bytearray(min(nr_bytes, _FIRST_CHUNK))
     got = 0
     sock = self.socket
-    with memoryview(buffer) as view:
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:
-                break  # connection closed: return what arrived, as pynetdicom's own recv does
-            got += n
-    if got < nr_bytes:
+    while got < nr_bytes:
+        if got == len(buffer):
+            buffer.extend(bytes(min(len(buffer), nr_bytes - got)))
+        with memoryview(buffer) as view:
+            n = sock.recv_into(view[got:], len(buffer) - got)
+        if not n:
+            break  # connection closed: return what arrived, as pynetdicom's own recv does
+        got += n
+    if got < len(buffer):
         del buffer[got:]
     return buffer
+
+
+_FIRST_CHUNK = 1 << 20
 
 
 def _nodelay(sock: socket.socket) -> None:

@@ -6,6 +6,7 @@ first and proves every length fits, including sequences and encapsulated pixel d
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
@@ -28,6 +30,11 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _MAX_DEPTH = 64
+
+# A deflated dataset is inflated in memory to be checked. Deflate reaches ratios above 1000:1, so
+# without a bound a peer could make the hub allocate gigabytes with a few megabytes on the wire.
+# Read at call time, so a deployment (or a test) can change it.
+MAX_INFLATED_BYTES = 512 * 1024 * 1024
 
 
 class InvalidInstance(ValueError):
@@ -188,20 +195,40 @@ class _Walker:
             pos += length
 
 
-def decode_layout(dataset: bytes, transfer_syntax: str) -> tuple[bytes, bool, bool]:
-    """The dataset as plain bytes (inflated if deflated) and whether it is implicit VR / little endian."""
+def _inflate(dataset: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        # Never produce more than limit + 1 bytes: enough to tell that the limit is exceeded.
+        plain = inflater.decompress(dataset, limit + 1)
+        if len(plain) <= limit and not inflater.unconsumed_tail:
+            plain += inflater.flush()  # all input consumed: nothing more than buffered output
+    except zlib.error as exc:
+        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset is corrupt: {exc}") from None
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise InvalidInstance(STATUS_OUT_OF_RESOURCES, f"deflated dataset inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, "deflated dataset is truncated")
+    return plain
+
+
+def decode_layout(
+    dataset: bytes, transfer_syntax: str, max_inflated: int | None = None
+) -> tuple[bytes, bool, bool]:
+    """The dataset as plain bytes (inflated if deflated) and whether it is implicit VR / little endian.
+
+    A deflated dataset inflating to more than `max_inflated` bytes (default MAX_INFLATED_BYTES) is
+    refused with Out of Resources before the whole of it is inflated."""
     ts = UID(transfer_syntax)
-    if ts.is_deflated:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            plain = inflater.decompress(dataset) + inflater.flush()
-        except zlib.error as exc:
-            raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset is corrupt: {exc}") from None
-        if not inflater.eof:
-            raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, "deflated dataset is truncated")
-        return plain, False, True
-    if not ts.is_transfer_syntax:
+    try:
+        known = ts.is_transfer_syntax
+        deflated = known and ts.is_deflated
+    except ValueError:  # pydicom raises for UIDs that are not transfer syntaxes at all
+        known = deflated = False
+    if not known:
         raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"unknown transfer syntax {transfer_syntax}")
+    if deflated:
+        limit = MAX_INFLATED_BYTES if max_inflated is None else max_inflated
+        return _inflate(dataset, limit), False, True
     return dataset, ts.is_implicit_VR, ts.is_little_endian
 
 
@@ -230,8 +257,28 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+_UID_PART = re.compile(r"[0-9]+", re.ASCII)
+
+
 def _valid_uid(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(part.isdigit() for part in value.split("."))
+    # ASCII digits only: str.isdigit() also accepts "²" or "٣", which a UI value decodes to from
+    # bytes above 0x7F. Leading zeros are tolerated (common in the field, though not conformant).
+    return 0 < len(value) <= 64 and all(_UID_PART.fullmatch(part) for part in value.split("."))
+
+
+def _codes(value: object) -> tuple[str, ...]:
+    """Routing codes from an attribute value: one per value, upper case, empty ones dropped."""
+    if value is None or isinstance(value, Sequence):
+        return ()
+    if isinstance(value, (bytes, bytearray)):
+        # A private or unknown attribute read as UN (always so in implicit VR): the raw text.
+        items: list[object] = list(bytes(value).decode("latin-1").split("\\"))
+    elif isinstance(value, (MultiValue, list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    codes = (str(v).replace("\x00", "").strip().upper() for v in items)
+    return tuple(c for c in codes if c)
 
 
 def read_instance(
@@ -271,30 +318,30 @@ def read_instance(
             STATUS_DATASET_MISMATCH,
             f"dataset SOP Instance UID {sop_uid} does not match the request's {expected_sop_uid}",
         )
-    codes: tuple[str, ...] = ()
-    if code_tag is not None and code_tag in ds:
-        value = ds[code_tag].value
-        items = list(value) if isinstance(value, MultiValue) else [value]
-        codes = tuple(str(v).strip().upper() for v in items if str(v).strip())
-    return IndexFields(
-        sop_class_uid=sop_class,
-        sop_uid=sop_uid,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        patient_id=_text(ds, "PatientID")[:64],
-        issuer=_text(ds, "IssuerOfPatientID")[:64],
-        patient_name=_text(ds, "PatientName")[:320],
-        birth_date=_text(ds, "PatientBirthDate")[:8],
-        sex=_text(ds, "PatientSex")[:16],
-        accession_number=_text(ds, "AccessionNumber")[:64],
-        study_date=_text(ds, "StudyDate")[:8],
-        study_time=_text(ds, "StudyTime")[:32],
-        study_description=_text(ds, "StudyDescription")[:128],
-        referring_physician=_text(ds, "ReferringPhysicianName")[:320],
-        modality=_text(ds, "Modality")[:16],
-        series_description=_text(ds, "SeriesDescription")[:128],
-        series_number=_int(ds, "SeriesNumber"),
-        body_part=_text(ds, "BodyPartExamined")[:64],
-        instance_number=_int(ds, "InstanceNumber"),
-        routing_codes=codes,
-    )
+    # pydicom converts values lazily: a malformed value (e.g. a VR whose length is no multiple of its
+    # size) raises only here, and must be answered like any other undecodable dataset.
+    try:
+        return IndexFields(
+            sop_class_uid=sop_class,
+            sop_uid=sop_uid,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_id=_text(ds, "PatientID")[:64],
+            issuer=_text(ds, "IssuerOfPatientID")[:64],
+            patient_name=_text(ds, "PatientName")[:320],
+            birth_date=_text(ds, "PatientBirthDate")[:8],
+            sex=_text(ds, "PatientSex")[:16],
+            accession_number=_text(ds, "AccessionNumber")[:64],
+            study_date=_text(ds, "StudyDate")[:8],
+            study_time=_text(ds, "StudyTime")[:32],
+            study_description=_text(ds, "StudyDescription")[:128],
+            referring_physician=_text(ds, "ReferringPhysicianName")[:320],
+            modality=_text(ds, "Modality")[:16],
+            series_description=_text(ds, "SeriesDescription")[:128],
+            series_number=_int(ds, "SeriesNumber"),
+            body_part=_text(ds, "BodyPartExamined")[:64],
+            instance_number=_int(ds, "InstanceNumber"),
+            routing_codes=_codes(ds[code_tag].value) if code_tag is not None and code_tag in ds else (),
+        )
+    except Exception as exc:
+        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be decoded: {exc}") from None

@@ -34,9 +34,10 @@ def _candidate_files(path: Path, scratch: ExitStack) -> Iterator[Path]:
     elif zipfile.is_zipfile(path):
         folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="imex-zip-")))
         with zipfile.ZipFile(path) as archive:
+            root = folder.resolve()
             for member in archive.infolist():
-                target = (folder / member.filename).resolve()
-                if not str(target).startswith(str(folder.resolve())) or member.is_dir():
+                target = (root / member.filename).resolve()
+                if member.is_dir() or target == root or not target.is_relative_to(root):
                     continue  # refuse paths that climb out of the folder
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, open(target, "wb") as dst:

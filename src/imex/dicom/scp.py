@@ -74,6 +74,9 @@ class DicomListener:
             return _failure(0x0124, f"calling AE title {calling} is no longer registered")
         request = event.request
         context = event.context
+        if request.AffectedSOPClassUID != context.abstract_syntax:
+            metrics.INSTANCES_REJECTED.inc()
+            return _failure(0x0122, "SOP class not negotiated on this presentation context")
         try:
             dataset = request.DataSet.getvalue()
             fields = read_instance(

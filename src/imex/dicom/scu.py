@@ -85,8 +85,11 @@ class Sender:
             ae.add_requested_context(sop_class, syntaxes)
         self.called = f"{called_aet}@{host}:{port}"
         connected: list[bool] = []
-        assoc = ae.associate(host, port, ae_title=called_aet,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
+        try:
+            assoc = ae.associate(host, port, ae_title=called_aet,
+                                 evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
+        except OSError as exc:  # e.g. a host name that does not resolve
+            raise AssociationFailed(f"cannot connect to {self.called}: {exc}") from None
         if not assoc.is_established:
             if not connected:
                 raise AssociationFailed(f"cannot connect to {self.called}: connection refused or unreachable")
@@ -121,10 +124,15 @@ class Sender:
         if ts == item.transfer_syntax_uid:
             status = self.assoc.send_c_store(item.path)
         else:
-            ds = dcmread(item.path)
-            if UID(item.transfer_syntax_uid).is_compressed:
-                # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
-                ds.decompress(generate_instance_uid=False)
+            try:
+                ds = dcmread(item.path)
+                if UID(item.transfer_syntax_uid).is_compressed:
+                    # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
+                    ds.decompress(generate_instance_uid=False)
+            except Exception as exc:  # no decoder for it, or corrupt compressed data
+                raise NoAcceptableContext(
+                    f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
+                    f"decompressed: {exc}") from None
             status = self.assoc.send_c_store(ds)
         if not status or "Status" not in status:
             if not self.assoc.is_established:

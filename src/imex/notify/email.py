@@ -10,7 +10,7 @@ import smtplib
 import threading
 from email.message import EmailMessage
 
-from sqlalchemy import Connection, Table, distinct, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 
 from imex.config import Config
 from imex.db import Database, utcnow
@@ -25,7 +25,13 @@ nodes: Table = Node.__table__  # type: ignore[assignment]
 institutions: Table = Institution.__table__  # type: ignore[assignment]
 instances: Table = Instance.__table__  # type: ignore[assignment]
 
-MAX_ATTEMPTS = 10
+# Retries while the mail server is down double from smtp.retry_initial_seconds up to smtp.retry_max_seconds,
+# so an alert goes out within minutes of the server coming back; one still unsent after a day is given up.
+GIVE_UP_AFTER = dt.timedelta(hours=24)
+# Errors that concern one message (a refused recipient, sender or content), as opposed to the mail server
+# being unreachable or refusing the session, after which the rest of the batch waits for the next round.
+# (smtplib's exceptions are OSErrors too.)
+MESSAGE_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
 
 
 def queue_email(conn: Connection, recipients: list[str], subject: str, body: str) -> None:
@@ -52,7 +58,7 @@ def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool)
                 f"{dest.name} ({dest.ae_title}).\n\nTransfer {t.id}: {t.instances_sent} instances delivered at "
                 f"{t.delivered_at or utcnow():%Y-%m-%d %H:%M} UTC.\n")
     else:
-        source_node_ids = conn.execute(select(distinct(instances.c.source_node_id)).where(
+        source_node_ids = conn.execute(select(instances.c.source_node_id).distinct().where(
             instances.c.study_id == study.id)).scalars().all()
         node_emails = conn.execute(select(nodes.c.contact_email).where(nodes.c.id.in_(
             [n for n in source_node_ids if n is not None]))).scalars().all()
@@ -64,12 +70,27 @@ def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool)
     queue_email(conn, recipients, subject, body)
 
 
+def _first_code(exc: Exception) -> int | None:
+    """The SMTP reply code of a refusal (SMTPRecipientsRefused keeps them per recipient)."""
+    recipients = getattr(exc, "recipients", None)
+    if isinstance(recipients, dict):
+        for code, _ in recipients.values():
+            return int(code)
+    return None
+
+
 class EmailSender:
     """Sends the outbox over SMTP; a failure leaves the message for a later attempt."""
 
     def __init__(self, config: Config, db: Database) -> None:
         self.config = config
         self.db = db
+        self.retry_initial = float(config["smtp.retry_initial_seconds"])
+        self.retry_max = float(config["smtp.retry_max_seconds"])
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds before the next try of a message that failed `attempts` times."""
+        return min(self.retry_initial * 2 ** max(attempts - 1, 0), self.retry_max)
 
     @property
     def enabled(self) -> bool:
@@ -104,18 +125,28 @@ class EmailSender:
                 conn.execute(update(emails).where(emails.c.id == row.id).values(
                     next_attempt_at=now + dt.timedelta(minutes=5)))
         sent = 0
+        server_down: Exception | None = None
         for row in due:
+            permanent = False
             try:
+                if server_down is not None:
+                    raise server_down  # do not wait for a dead server once per message
                 self._send(row.recipient, row.subject, row.body)
                 values: dict = dict(state="sent", sent_at=utcnow(), attempts=row.attempts + 1, last_error=None)
                 sent += 1
             except (OSError, smtplib.SMTPException) as exc:
+                if isinstance(exc, MESSAGE_ERRORS):  # a 5xx answer will not change on a retry
+                    code = getattr(exc, "smtp_code", None) or _first_code(exc)
+                    permanent = code is not None and 500 <= code < 600
+                else:
+                    server_down = exc
                 attempts = row.attempts + 1
-                values = dict(attempts=attempts, last_error=str(exc)[:500],
-                              next_attempt_at=utcnow() + dt.timedelta(seconds=min(30 * 2 ** attempts, 3600)))
-                if attempts >= MAX_ATTEMPTS:
+                values = dict(attempts=attempts, last_error=f"{type(exc).__name__}: {exc}"[:500],
+                              next_attempt_at=utcnow() + dt.timedelta(seconds=self.retry_delay(attempts)))
+                if permanent or utcnow() - row.created_at > GIVE_UP_AFTER:
                     values["state"] = "failed"
-                log.warning("e-mail to %s not sent (attempt %s): %s", row.recipient, attempts, exc)
+                log.warning("e-mail to %s not sent (attempt %s%s): %s", row.recipient, attempts,
+                            ", giving up" if "state" in values else "", exc)
             with self.db.engine.begin() as conn:
                 conn.execute(update(emails).where(emails.c.id == row.id).values(**values))
         return sent

@@ -100,6 +100,9 @@ class DeliveryWorker:
         beat.start()
         try:
             self._deliver(claimed, stop)
+        except Exception as exc:  # whatever it was, the transfer must not stay claimed and loop forever
+            log.exception("transfer %s: unexpected error", claimed.transfer_id)
+            self._finish(claimed, None, [f"internal error: {type(exc).__name__}: {exc}"], interrupted=False)
         finally:
             done.set()
             beat.join()
@@ -187,8 +190,8 @@ class DeliveryWorker:
             if left == 0:
                 conn.execute(update(transfers).where(transfers.c.id == row.id).values(
                     state="delivered", delivered_at=now, last_error=None, **release))
-                record(conn, row.id, "delivered", f"{row.instances_sent} instances, {row.bytes_sent} bytes "
-                                                  f"to {node.ae_title}@{node.host}:{node.port}")
+                where = f" to {node.ae_title}@{node.host}:{node.port}" if node is not None else ""
+                record(conn, row.id, "delivered", f"{row.instances_sent} instances, {row.bytes_sent} bytes{where}")
                 study = conn.execute(select(studies.c.last_received_at).where(studies.c.id == row.study_id)).one()
                 metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
                 metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()
