@@ -152,3 +152,15 @@ def sop_uids(paths: Any) -> list[str]:
     from pydicom import dcmread
 
     return sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths)
+
+
+def encode_dataset(ds: Any, implicit: bool = False, little: bool = True) -> bytes:
+    """A dataset's encoding without file meta, as it travels in a C-STORE."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = implicit
+    fp.is_little_endian = little
+    write_dataset(fp, ds)
+    return fp.getvalue()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any

@@ -13,6 +13,7 @@ from pydicom import dcmread
 sys.path.insert(0, str(Path(__file__).parent))
 
 import peers  # noqa: E402
+
 from imex.samples import compress_jpeg_lossless, compress_rle, make_study  # noqa: E402
 
 needs_dcmtk = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk not installed")

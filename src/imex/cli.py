@@ -13,7 +13,15 @@ from sqlalchemy import func, select
 from imex import config as config_module
 from imex.config import Config, ConfigError
 from imex.db import Database
-from imex.db.models import Institution, Node, Patient, Study, Transfer, TransferEvent, TransferItem
+from imex.db.models import (
+    Institution,
+    Node,
+    Patient,
+    Study,
+    Transfer,
+    TransferEvent,
+    TransferItem,
+)
 from imex.directory import DirectoryError
 from imex.routing.queue import QueueError
 

@@ -6,9 +6,8 @@ import struct
 import zlib
 
 import pytest
+from hubtools import encode_dataset
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
@@ -47,12 +46,6 @@ LAYOUTS = {  # transfer syntax -> (implicit VR, little endian) of its encoding
 }
 
 
-def encode(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 def deflate(data: bytes) -> bytes:
@@ -102,7 +95,7 @@ def _split_encode(ds: Dataset, tag: int, raw_element: bytes) -> bytes:
     """Explicit VR LE encoding of `ds` with `raw_element` in place of (or inserted as) element `tag`."""
     head = Dataset({k: v for k, v in ds.items() if k < tag})
     tail = Dataset({k: v for k, v in ds.items() if k > tag})
-    return encode(head) + raw_element + encode(tail)
+    return encode_dataset(head) + raw_element + encode_dataset(tail)
 
 
 def element_offset(data: bytes, tag: int, little: bool = True) -> int:
@@ -119,7 +112,7 @@ def element_offset(data: bytes, tag: int, little: bool = True) -> int:
 
 @pytest.mark.parametrize("ts", list(LAYOUTS), ids=lambda ts: ts.name)
 def test_each_layout_is_read_with_all_index_fields(ts):
-    data = encode(instance(), *LAYOUTS[ts])
+    data = encode_dataset(instance(), *LAYOUTS[ts])
     fields = read_instance(data, ts, expected_sop_class=CTImageStorage, expected_sop_uid=SOP_UID,
                            code_tag=REQUESTING_SERVICE)
     assert (fields.sop_class_uid, fields.sop_uid, fields.study_uid, fields.series_uid) == (
@@ -134,13 +127,13 @@ def test_each_layout_is_read_with_all_index_fields(ts):
 
 def test_layouts_really_differ():
     """Guard for the test itself: the three encodings are distinct byte streams."""
-    encodings = {encode(instance(), *layout) for layout in LAYOUTS.values()}
+    encodings = {encode_dataset(instance(), *layout) for layout in LAYOUTS.values()}
     assert len(encodings) == 3
 
 
 @pytest.mark.parametrize("ts", list(LAYOUTS), ids=lambda ts: ts.name)
 def test_pixel_data_cut_short_is_truncation(ts):
-    data = encode(instance(pixels=bytes(range(256)) * 4), *LAYOUTS[ts])
+    data = encode_dataset(instance(pixels=bytes(range(256)) * 4), *LAYOUTS[ts])
     err = refused(data[:-100], ts)
     assert err.status == STATUS_CANNOT_UNDERSTAND
     assert "truncated" in str(err) and "(7FE0,0010)" in str(err)
@@ -149,7 +142,7 @@ def test_pixel_data_cut_short_is_truncation(ts):
 @pytest.mark.parametrize("ts", list(LAYOUTS), ids=lambda ts: ts.name)
 @pytest.mark.parametrize("cut", [1, 3, 6, 7])
 def test_cut_inside_an_element_header_is_truncation(ts, cut):
-    data = encode(instance(pixels=None), *LAYOUTS[ts])
+    data = encode_dataset(instance(pixels=None), *LAYOUTS[ts])
     start = element_offset(data, 0x00200011, little=LAYOUTS[ts][1])  # Series Number, after the UIDs
     err = refused(data[: start + cut], ts)
     assert err.status == STATUS_CANNOT_UNDERSTAND
@@ -158,7 +151,7 @@ def test_cut_inside_an_element_header_is_truncation(ts, cut):
 
 def test_cut_inside_a_long_explicit_header_is_truncation():
     # OW header: tag(4) VR(2) reserved(2) length(4); 10 bytes are enough for a short header only
-    data = encode(instance())
+    data = encode_dataset(instance())
     start = element_offset(data, 0x7FE00010)
     with pytest.raises(InvalidInstance, match="needs 12 bytes"):
         check_structure(data[: start + 10], implicit=False, little=True)
@@ -166,7 +159,7 @@ def test_cut_inside_a_long_explicit_header_is_truncation():
 
 def test_cut_exactly_between_elements_is_not_detectable_but_uids_are_required():
     # a stream cut at an element boundary is structurally complete: the UID checks catch it
-    data = encode(instance(pixels=None))
+    data = encode_dataset(instance(pixels=None))
     err = refused(data[: element_offset(data, 0x0020000E)])  # before Series Instance UID
     assert err.status == STATUS_DATASET_MISMATCH
     assert "Series Instance UID" in str(err)
@@ -187,7 +180,7 @@ def test_garbage_is_refused_with_cannot_understand():
 
 
 def test_unknown_transfer_syntax_is_refused_not_crashed():
-    data = encode(instance())
+    data = encode_dataset(instance())
     for ts in ("1.2.826.0.1.3680043.9.7133.99", "not a uid", CTImageStorage):
         err = refused(data, ts)
         assert err.status == STATUS_CANNOT_UNDERSTAND
@@ -198,7 +191,7 @@ def test_unknown_transfer_syntax_is_refused_not_crashed():
 
 
 def test_deflated_dataset_is_inflated_and_read():
-    plain = encode(instance(pixels=b"\x00" * 4096))
+    plain = encode_dataset(instance(pixels=b"\x00" * 4096))
     data = deflate(plain)
     assert len(data) < len(plain) // 4
     fields = read_instance(data, DeflatedExplicitVRLittleEndian, expected_sop_uid=SOP_UID)
@@ -208,14 +201,14 @@ def test_deflated_dataset_is_inflated_and_read():
 
 @pytest.mark.parametrize("keep", [0.5, 0.9])
 def test_truncated_deflated_dataset_is_refused(keep):
-    data = deflate(encode(instance(pixels=bytes(range(256)) * 16)))
+    data = deflate(encode_dataset(instance(pixels=bytes(range(256)) * 16)))
     err = refused(data[: int(len(data) * keep)], DeflatedExplicitVRLittleEndian)
     assert err.status == STATUS_CANNOT_UNDERSTAND
     assert "truncated" in str(err)
 
 
 def test_corrupt_deflate_stream_is_refused():
-    data = bytearray(deflate(encode(instance())))
+    data = bytearray(deflate(encode_dataset(instance())))
     data[0] = 0xFF  # invalid block type
     err = refused(bytes(data), DeflatedExplicitVRLittleEndian)
     assert err.status == STATUS_CANNOT_UNDERSTAND
@@ -223,14 +216,14 @@ def test_corrupt_deflate_stream_is_refused():
 
 
 def test_complete_deflate_stream_of_a_truncated_dataset_is_refused():
-    plain = encode(instance(pixels=bytes(range(256)) * 4))
+    plain = encode_dataset(instance(pixels=bytes(range(256)) * 4))
     err = refused(deflate(plain[:-50]), DeflatedExplicitVRLittleEndian)
     assert err.status == STATUS_CANNOT_UNDERSTAND
     assert "(7FE0,0010)" in str(err)
 
 
 def test_deflate_bomb_is_refused_before_inflating_it_all():
-    plain = encode(instance(pixels=b"\x00" * (4 << 20)))  # 4 MiB of zeros: about 4 KiB deflated
+    plain = encode_dataset(instance(pixels=b"\x00" * (4 << 20)))  # 4 MiB of zeros: about 4 KiB deflated
     data = deflate(plain)
     assert len(data) < 16 << 10
     with pytest.raises(InvalidInstance) as info:
@@ -243,7 +236,7 @@ def test_deflate_bomb_is_refused_before_inflating_it_all():
 
 
 def test_deflate_limit_defaults_to_the_module_setting(monkeypatch):
-    data = deflate(encode(instance(pixels=b"\x00" * (1 << 20))))
+    data = deflate(encode_dataset(instance(pixels=b"\x00" * (1 << 20))))
     monkeypatch.setattr(parse, "MAX_INFLATED_BYTES", 64 << 10)
     err = refused(data, DeflatedExplicitVRLittleEndian)
     assert err.status == STATUS_OUT_OF_RESOURCES
@@ -265,27 +258,27 @@ def _encapsulated(frames: list[bytes], *, delimiter: bool = True) -> bytes:
 
 
 def test_encapsulated_pixel_data_complete_is_accepted():
-    data = encode(instance(pixels=None)) + _encapsulated([b"\xff\xd8jpeg-1\xff\xd9", b"\xff\xd8jpeg-2\xff\xd9"])
+    data = encode_dataset(instance(pixels=None)) + _encapsulated([b"\xff\xd8jpeg-1\xff\xd9", b"\xff\xd8jpeg-2\xff\xd9"])
     fields = read_instance(data, JPEGBaseline8Bit, expected_sop_uid=SOP_UID)
     assert fields.sop_uid == SOP_UID
 
 
 def test_encapsulated_pixel_data_without_sequence_delimiter_is_truncation():
-    data = encode(instance(pixels=None)) + _encapsulated([b"\xff\xd8jpeg\xff\xd9"], delimiter=False)
+    data = encode_dataset(instance(pixels=None)) + _encapsulated([b"\xff\xd8jpeg\xff\xd9"], delimiter=False)
     err = refused(data, JPEGBaseline8Bit)
     assert err.status == STATUS_CANNOT_UNDERSTAND
     assert "truncated" in str(err)
 
 
 def test_encapsulated_fragment_cut_short_is_truncation():
-    data = encode(instance(pixels=None)) + _encapsulated([b"\xff\xd8" + b"x" * 100 + b"\xff\xd9"], delimiter=False)
+    data = encode_dataset(instance(pixels=None)) + _encapsulated([b"\xff\xd8" + b"x" * 100 + b"\xff\xd9"], delimiter=False)
     err = refused(data[:-20], JPEGBaseline8Bit)
     assert "pixel data fragment" in str(err)
 
 
 def test_encapsulated_pixel_data_with_a_foreign_item_is_refused():
     bad = _encapsulated([b"abcd"]).replace(struct.pack("<HH", 0xFFFE, 0xE0DD), struct.pack("<HH", 0xFFFE, 0xE00D))
-    err = refused(encode(instance(pixels=None)) + bad, JPEGBaseline8Bit)
+    err = refused(encode_dataset(instance(pixels=None)) + bad, JPEGBaseline8Bit)
     assert err.status == STATUS_CANNOT_UNDERSTAND
     assert "bad pixel data fragment" in str(err)
 
@@ -319,7 +312,7 @@ _ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 @pytest.mark.parametrize("undefined", [True, False], ids=["undefined-length", "defined-length"])
 def test_nested_sequences_are_walked(implicit, undefined):
     ds = _nested(undefined)
-    data = encode(ds, implicit=implicit)
+    data = encode_dataset(ds, implicit=implicit)
     assert (data.count(_SEQ_DELIMITER) == 2) is undefined  # the encoding really is what we test
     ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     fields = read_instance(data, ts)
@@ -328,7 +321,7 @@ def test_nested_sequences_are_walked(implicit, undefined):
 
 @pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
 def test_nested_sequence_missing_delimiters_is_truncation(implicit):
-    data = encode(_nested(undefined=True), implicit=implicit)
+    data = encode_dataset(_nested(undefined=True), implicit=implicit)
     # drop the pixel data (after the sequence) and the outer sequence delimiter
     cut = data[: data.rindex(_SEQ_DELIMITER)]
     ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
@@ -341,7 +334,7 @@ def test_nested_sequence_missing_delimiters_is_truncation(implicit):
 
 def test_defined_length_sequence_with_item_overrunning_it_is_refused():
     ds = _nested(undefined=False)
-    data = bytearray(encode(ds))
+    data = bytearray(encode_dataset(ds))
     seq_at = element_offset(bytes(data), 0x00081115)
     item_len_at = seq_at + 12 + 4
     (length,) = struct.unpack_from("<L", data, item_len_at)
@@ -352,20 +345,20 @@ def test_defined_length_sequence_with_item_overrunning_it_is_refused():
 
 
 def test_item_delimiter_at_top_level_is_refused():
-    data = encode(instance(pixels=None)) + _ITEM_DELIMITER
+    data = encode_dataset(instance(pixels=None)) + _ITEM_DELIMITER
     assert "unexpected item delimiter" in str(refused(data))
 
 
 def test_sequence_with_non_item_content_is_refused():
     header = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
     junk = struct.pack("<HHL", 0x0010, 0x0010, 4) + b"ABCD"
-    data = encode(instance(pixels=None)) + header + junk
+    data = encode_dataset(instance(pixels=None)) + header + junk
     assert "expected a sequence item" in str(refused(data))
 
 
 def test_un_of_undefined_length_holds_an_implicit_sequence():
     # PS3.5 6.2.2: a UN element of undefined length is a sequence encoded in implicit VR LE
-    item = encode(_nested(undefined=False).ReferencedSeriesSequence[0], implicit=True)
+    item = encode_dataset(_nested(undefined=False).ReferencedSeriesSequence[0], implicit=True)
     body = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + item + _ITEM_DELIMITER + _SEQ_DELIMITER
     un = struct.pack("<HH2sHL", 0x0009, 0x1001, b"UN", 0, 0xFFFFFFFF) + body
     data = _split_encode(instance(pixels=None), 0x00091001, un)
@@ -377,7 +370,7 @@ def test_un_of_undefined_length_holds_an_implicit_sequence():
     err = refused(data.replace(_SEQ_DELIMITER, b""))
     assert err.status == STATUS_CANNOT_UNDERSTAND and "expected a sequence item" in str(err)
     # and at the end of the dataset, the missing delimiter is a truncation
-    assert "truncated" in str(refused(encode(instance(pixels=None)) + un[: -len(_SEQ_DELIMITER)]))
+    assert "truncated" in str(refused(encode_dataset(instance(pixels=None)) + un[: -len(_SEQ_DELIMITER)]))
 
 
 def test_sequences_nested_too_deeply_are_refused():
@@ -389,7 +382,7 @@ def test_sequences_nested_too_deeply_are_refused():
         outer["ReferencedSeriesSequence"].is_undefined_length = True
         item.is_undefined_length_sequence_item = True
         item = outer
-    data = encode(instance(pixels=None)) + encode(item)
+    data = encode_dataset(instance(pixels=None)) + encode_dataset(item)
     assert "nested too deeply" in str(refused(data))
 
 
@@ -401,7 +394,7 @@ def test_sequences_nested_too_deeply_are_refused():
     ("SeriesInstanceUID", "Series Instance UID"), ("SOPClassUID", "SOP Class UID"),
 ])
 def test_missing_uid_is_dataset_mismatch(keyword, label):
-    err = refused(encode(instance(**{keyword: None})))
+    err = refused(encode_dataset(instance(**{keyword: None})))
     assert err.status == STATUS_DATASET_MISMATCH
     assert f"no {label}" in str(err)
 
@@ -411,13 +404,13 @@ def test_invalid_uid_is_dataset_mismatch(value):
     # "\u00b2" is byte 0xB2 on the wire: str.isdigit() holds for it, a UID must be ASCII digits
     ds = instance()
     ds.StudyInstanceUID = value
-    err = refused(encode(ds))
+    err = refused(encode_dataset(ds))
     assert err.status == STATUS_DATASET_MISMATCH
     assert "not a valid UID" in str(err)
 
 
 def test_sop_class_and_instance_must_match_the_request():
-    data = encode(instance())
+    data = encode_dataset(instance())
     err = refused(data, expected_sop_class=MRImageStorage)
     assert err.status == STATUS_DATASET_MISMATCH and "SOP Class UID" in str(err)
     err = refused(data, expected_sop_uid=SOP_UID + ".1")
@@ -474,14 +467,14 @@ def test_attribute_tag_rejects_nonsense(spec):
 ])
 def test_routing_codes_single_and_multi_valued(ts, value, codes):
     ds = instance(RequestingService=value)
-    fields = read_instance(encode(ds, *LAYOUTS[ts]), ts, code_tag=attribute_tag("RequestingService"))
+    fields = read_instance(encode_dataset(ds, *LAYOUTS[ts]), ts, code_tag=attribute_tag("RequestingService"))
     assert fields.routing_codes == codes
 
 
 def test_routing_codes_absent_attribute_or_no_code_tag():
-    data = encode(instance(RequestingService=None))
+    data = encode_dataset(instance(RequestingService=None))
     assert read_instance(data, ExplicitVRLittleEndian, code_tag=REQUESTING_SERVICE).routing_codes == ()
-    assert read_instance(encode(instance()), ExplicitVRLittleEndian, code_tag=None).routing_codes == ()
+    assert read_instance(encode_dataset(instance()), ExplicitVRLittleEndian, code_tag=None).routing_codes == ()
 
 
 @pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
@@ -490,11 +483,11 @@ def test_routing_codes_from_a_private_attribute(ts):
     ds = instance()
     ds.add_new(0x00090010, "LO", "IMEX ROUTING")
     ds.add_new(0x00091010, "LO", ["ryj", "rjz"])
-    fields = read_instance(encode(ds, *LAYOUTS[ts]), ts, code_tag=attribute_tag("0009,1010"))
+    fields = read_instance(encode_dataset(ds, *LAYOUTS[ts]), ts, code_tag=attribute_tag("0009,1010"))
     assert fields.routing_codes == ("RYJ", "RJZ")
 
 
 def test_routing_codes_from_a_sequence_attribute_are_none():
     ds = _nested(undefined=False)
-    fields = read_instance(encode(ds), ExplicitVRLittleEndian, code_tag=attribute_tag("ReferencedSeriesSequence"))
+    fields = read_instance(encode_dataset(ds), ExplicitVRLittleEndian, code_tag=attribute_tag("ReferencedSeriesSequence"))
     assert fields.routing_codes == ()

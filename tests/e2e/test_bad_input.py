@@ -23,22 +23,25 @@ from pathlib import Path
 import peers
 import pynetdicom
 import pytest
-from hubtools import register_hospitals, wait_until
+from hubtools import encode_dataset, register_hospitals, wait_until
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
 )
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind, StorageCommitmentPushModel, Verification
+from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
+    Verification,
+)
 from sqlalchemy import func, select
 
 from imex.db.models import Instance, Study
@@ -139,19 +142,13 @@ def assert_rejected(assoc, reason: int) -> None:
     assert (rj.result, rj.result_source, rj.diagnostic) == (REJECTED_PERMANENT, SERVICE_USER, reason)
 
 
-def encode(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 def dataset_bytes(path: Path) -> tuple[Dataset, bytes]:
     """A sample file's dataset and its exact explicit VR little endian encoding."""
     ds = dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    return ds, encode(ds)
+    return ds, encode_dataset(ds)
 
 
 @pytest.fixture
@@ -219,9 +216,9 @@ def store_command(sop_class: str, sop_uid: str, message_id: int = 1) -> bytes:
     cmd.Priority = 0
     cmd.CommandDataSetType = 0x0000  # anything but 0x0101: a dataset follows
     cmd.AffectedSOPInstanceUID = sop_uid
-    rest = encode(cmd, implicit=True)
+    rest = encode_dataset(cmd, implicit=True)
     cmd.CommandGroupLength = len(rest)
-    return encode(cmd, implicit=True)
+    return encode_dataset(cmd, implicit=True)
 
 
 class RawPeer:
@@ -455,7 +452,7 @@ def test_deflate_bomb_is_refused_with_out_of_resources(hub, tmp_path, send_bytes
     ds.Rows, ds.Columns = 4096, 4096
     ds.PixelData = bytes(4096 * 4096 * 2)
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    bomb = z.compress(encode(ds)) + z.flush()
+    bomb = z.compress(encode_dataset(ds)) + z.flush()
     assert len(bomb) < 64 << 10
     assoc = associate(hub, contexts=[(CTImageStorage, [DeflatedExplicitVRLittleEndian])])
     assert assoc.is_established
@@ -615,7 +612,7 @@ def test_c_store_of_a_worklist_sop_class_on_a_storage_context_aborts(hub, tmp_pa
     try:
         assert peer.associate([(1, CTImageStorage, [ExplicitVRLittleEndian])]) == {1: 0x00}
         peer.send(pdata(1, store_command(ModalityWorklistInformationFind, ds.SOPInstanceUID), command=True,
-                        last=True) + pdata(1, encode(ds), command=False, last=True))
+                        last=True) + pdata(1, encode_dataset(ds), command=False, last=True))
         pdu_type, _ = peer.read_pdu()
         assert pdu_type == A_ABORT
     finally:
@@ -634,7 +631,7 @@ def test_c_store_of_another_storage_class_than_negotiated_is_refused(hub, tmp_pa
     try:
         assert peer.associate([(1, CTImageStorage, [ExplicitVRLittleEndian])]) == {1: 0x00}
         peer.send(pdata(1, store_command(MRImageStorage, ds.SOPInstanceUID), command=True, last=True)
-                  + pdata(1, encode(ds), command=False, last=True))
+                  + pdata(1, encode_dataset(ds), command=False, last=True))
         status = peer.store_status()
     finally:
         peer.close()

@@ -6,7 +6,12 @@ import numpy as np
 import peers
 from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1, RLELossless
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    RLELossless,
+)
 from sqlalchemy import select
 
 from imex.db.models import Transfer, TransferEvent

@@ -110,7 +110,7 @@ def test_orthanc_as_source_study_routed_by_called_alias(destination, make_config
     # the study is attributed to King's, sent by its Orthanc node
     from sqlalchemy import select
 
-    from imex.db.models import Institution, Instance, Study
+    from imex.db.models import Instance, Institution, Study
     with hub.db.session() as s:
         study = s.scalars(select(Study)).one()
         assert s.get(Institution, study.institution_id).ods_code == "RJZ"

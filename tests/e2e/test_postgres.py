@@ -6,7 +6,14 @@ from collections import Counter
 
 import peers
 import pytest
-from hubtools import fast_config, register_hospitals, sop_uids, transfer_states, wait_until, write_toml
+from hubtools import (
+    fast_config,
+    register_hospitals,
+    sop_uids,
+    transfer_states,
+    wait_until,
+    write_toml,
+)
 from pydicom import dcmread
 from sqlalchemy import create_engine, text
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import httpx
 import peers
 from hubtools import register_hospitals, transfer_states, wait_until
-
 from sqlalchemy import func, select
 
 from imex.db.models import Instance

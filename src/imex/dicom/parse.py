@@ -20,7 +20,6 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-
 # PS3.4 C.4.2.1.4 / B.2.3: C-STORE failure statuses the hub answers with.
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_DATASET_MISMATCH = 0xA900
@@ -139,7 +138,7 @@ class _Walker:
                 if length > end - pos:
                     raise _truncated(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X})", length, end - pos)
                 if vr == b"SQ":
-                    self.defined_sequence(pos, pos + length, implicit, depth + 1)
+                    self.sequence(pos, pos + length, implicit, depth + 1, defined=True)
                 pos += length
         if until_item_end:
             raise _truncated("item without its delimiter", 8, 0)
@@ -152,11 +151,12 @@ class _Walker:
         (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 4)
         return tag, length
 
-    def sequence(self, pos: int, end: int, implicit: bool, depth: int) -> int:
-        while True:
+    def sequence(self, pos: int, end: int, implicit: bool, depth: int, defined: bool = False) -> int:
+        """Walk the items of a sequence: up to its delimiter, or (defined=True) exactly to `end`."""
+        while not defined or pos < end:
             tag, length = self._item_header(pos, end)
             pos += 8
-            if tag == _SEQ_END:
+            if tag == _SEQ_END and not defined:
                 return pos
             if tag != _ITEM:
                 raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"expected a sequence item at offset {pos - 8}")
@@ -167,20 +167,7 @@ class _Walker:
                     raise _truncated("sequence item", length, end - pos)
                 self.dataset(pos, pos + length, implicit, depth, until_item_end=False)
                 pos += length
-
-    def defined_sequence(self, pos: int, end: int, implicit: bool, depth: int) -> None:
-        while pos < end:
-            tag, length = self._item_header(pos, end)
-            pos += 8
-            if tag != _ITEM:
-                raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"expected a sequence item at offset {pos - 8}")
-            if length == _UNDEFINED:
-                pos = self.dataset(pos, end, implicit, depth, until_item_end=True)
-            else:
-                if length > end - pos:
-                    raise _truncated("sequence item", length, end - pos)
-                self.dataset(pos, pos + length, implicit, depth, until_item_end=False)
-                pos += length
+        return pos
 
     def fragments(self, pos: int, end: int) -> int:
         while True:

@@ -15,7 +15,14 @@ from typing import Callable, Iterable, Iterator
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from imex.dicom.scu import AssociationFailed, NoAcceptableContext, Outgoing, Sender, is_success, plan_contexts
+from imex.dicom.scu import (
+    AssociationFailed,
+    NoAcceptableContext,
+    Outgoing,
+    Sender,
+    is_success,
+    plan_contexts,
+)
 
 
 @dataclass

@@ -18,8 +18,17 @@ from pynetdicom.transport import ThreadedAssociationServer
 from imex import metrics
 from imex.config import Config
 from imex.dicom import net
-from imex.dicom.net import CALLED_AE_NOT_RECOGNIZED, CALLING_AE_NOT_RECOGNIZED, Rejection
-from imex.dicom.parse import STATUS_OUT_OF_RESOURCES, InvalidInstance, attribute_tag, read_instance
+from imex.dicom.net import (
+    CALLED_AE_NOT_RECOGNIZED,
+    CALLING_AE_NOT_RECOGNIZED,
+    Rejection,
+)
+from imex.dicom.parse import (
+    STATUS_OUT_OF_RESOURCES,
+    InvalidInstance,
+    attribute_tag,
+    read_instance,
+)
 from imex.dicom.syntaxes import ACCEPTED
 from imex.directory import NodeCache
 from imex.index.ingest import Ingest, Source

@@ -18,7 +18,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
 from imex.dicom import net
-from imex.dicom.syntaxes import UNCOMPRESSED, name as syntax_name
+from imex.dicom.syntaxes import UNCOMPRESSED
+from imex.dicom.syntaxes import name as syntax_name
 
 log = logging.getLogger("imex.dicom.scu")
 

@@ -13,15 +13,9 @@ from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
-from imex.db.models import Instance, Patient, Series, Study, TransferItem
+from imex.db.tables import instances, items, patients, series, studies
 from imex.dicom.parse import IndexFields
 from imex.store import BlobStore
-
-_patients: Table = Patient.__table__  # type: ignore[assignment]
-_studies: Table = Study.__table__  # type: ignore[assignment]
-_series: Table = Series.__table__  # type: ignore[assignment]
-_instances: Table = Instance.__table__  # type: ignore[assignment]
-_items: Table = TransferItem.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,9 +56,9 @@ class Ingest:
         with self.db.engine.begin() as conn:
             patient_id = self._patient(conn, fields, source)
             study_id, study_new = self._study(conn, fields, source, patient_id, now)
-            series_id, series_new = self._series(conn, fields, study_id)
+            series_id, series_new = self.series(conn, fields, study_id)
             row = conn.execute(
-                select(_instances.c.id, _instances.c.blob_key).where(_instances.c.sop_uid == fields.sop_uid)
+                select(instances.c.id, instances.c.blob_key).where(instances.c.sop_uid == fields.sop_uid)
             ).first()
             values = dict(
                 sop_class_uid=fields.sop_class_uid, transfer_syntax_uid=transfer_syntax,
@@ -74,67 +68,67 @@ class Ingest:
             if row is not None and row.blob_key == key:
                 return Stored(study_id, row.id, key, size, "duplicate")
             if row is not None:
-                conn.execute(update(_instances).where(_instances.c.id == row.id)
+                conn.execute(update(instances).where(instances.c.id == row.id)
                              .values(study_id=study_id, series_id=series_id, **values))
                 # different bytes under the same UID: every destination must get the new version
-                conn.execute(update(_items).where(_items.c.instance_id == row.id).values(state="pending"))
+                conn.execute(update(items).where(items.c.instance_id == row.id).values(state="pending"))
                 instance_id, outcome = row.id, "replaced"
             else:
                 instance_id = conn.execute(
-                    insert(_instances).values(study_id=study_id, series_id=series_id, sop_uid=fields.sop_uid,
-                                              **values).returning(_instances.c.id)
+                    insert(instances).values(study_id=study_id, series_id=series_id, sop_uid=fields.sop_uid,
+                                              **values).returning(instances.c.id)
                 ).scalar_one()
                 outcome = "new"
-                conn.execute(update(_series).where(_series.c.id == series_id)
-                             .values(num_instances=_series.c.num_instances + 1))
-            study_values: dict = dict(received_seq=_studies.c.received_seq + 1, last_received_at=now,
+                conn.execute(update(series).where(series.c.id == series_id)
+                             .values(num_instances=series.c.num_instances + 1))
+            study_values: dict = dict(received_seq=studies.c.received_seq + 1, last_received_at=now,
                                       route_state="receiving")
             if outcome == "new":
-                study_values["num_instances"] = _studies.c.num_instances + 1
+                study_values["num_instances"] = studies.c.num_instances + 1
             if series_new:
-                study_values["num_series"] = _studies.c.num_series + 1
+                study_values["num_series"] = studies.c.num_series + 1
             if series_new or fields.routing_codes:
-                current = conn.execute(select(_studies.c.modalities, _studies.c.routing_codes)
-                                       .where(_studies.c.id == study_id)).one()
+                current = conn.execute(select(studies.c.modalities, studies.c.routing_codes)
+                                       .where(studies.c.id == study_id)).one()
                 study_values.update(_merged("modalities", current.modalities, (fields.modality,)))
                 study_values.update(_merged("routing_codes", current.routing_codes, fields.routing_codes))
-            conn.execute(update(_studies).where(_studies.c.id == study_id).values(**study_values))
+            conn.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
         return Stored(study_id, instance_id, key, size, outcome)
 
     def _patient(self, conn: Connection, f: IndexFields, source: Source) -> int:
         where = (
-            (_patients.c.institution_id == source.institution_id)
-            & (_patients.c.patient_id == f.patient_id)
-            & (_patients.c.issuer == f.issuer)
+            (patients.c.institution_id == source.institution_id)
+            & (patients.c.patient_id == f.patient_id)
+            & (patients.c.issuer == f.issuer)
         )
-        found = conn.execute(select(_patients.c.id).where(where)).scalar()
+        found = conn.execute(select(patients.c.id).where(where)).scalar()
         if found is not None:
             return found
-        self._insert_ignore(conn, _patients, dict(
+        self._insert_ignore(conn, patients, dict(
             institution_id=source.institution_id, patient_id=f.patient_id, issuer=f.issuer,
             name=f.patient_name, birth_date=f.birth_date, sex=f.sex))
-        return conn.execute(select(_patients.c.id).where(where)).scalar_one()
+        return conn.execute(select(patients.c.id).where(where)).scalar_one()
 
     def _study(self, conn: Connection, f: IndexFields, source: Source, patient_id: int, now) -> tuple[int, bool]:
-        found = conn.execute(select(_studies.c.id).where(_studies.c.study_uid == f.study_uid)).scalar()
+        found = conn.execute(select(studies.c.id).where(studies.c.study_uid == f.study_uid)).scalar()
         if found is not None:
             return found, False
-        created = self._insert_ignore(conn, _studies, dict(
+        created = self._insert_ignore(conn, studies, dict(
             study_uid=f.study_uid, patient_pk=patient_id, institution_id=source.institution_id,
             accession_number=f.accession_number, study_date=f.study_date, study_time=f.study_time,
             description=f.study_description, modalities="", referring_physician=f.referring_physician,
             num_series=0, num_instances=0, routing_codes="", received_seq=0, routed_seq=0, first_received_at=now,
             last_received_at=now, route_state="receiving"))
-        return conn.execute(select(_studies.c.id).where(_studies.c.study_uid == f.study_uid)).scalar_one(), created
+        return conn.execute(select(studies.c.id).where(studies.c.study_uid == f.study_uid)).scalar_one(), created
 
-    def _series(self, conn: Connection, f: IndexFields, study_id: int) -> tuple[int, bool]:
-        found = conn.execute(select(_series.c.id).where(_series.c.series_uid == f.series_uid)).scalar()
+    def series(self, conn: Connection, f: IndexFields, study_id: int) -> tuple[int, bool]:
+        found = conn.execute(select(series.c.id).where(series.c.series_uid == f.series_uid)).scalar()
         if found is not None:
             return found, False
-        created = self._insert_ignore(conn, _series, dict(
+        created = self._insert_ignore(conn, series, dict(
             study_id=study_id, series_uid=f.series_uid, modality=f.modality, description=f.series_description,
             number=f.series_number, body_part=f.body_part, num_instances=0))
-        return conn.execute(select(_series.c.id).where(_series.c.series_uid == f.series_uid)).scalar_one(), created
+        return conn.execute(select(series.c.id).where(series.c.series_uid == f.series_uid)).scalar_one(), created
 
 
 def _merged(column: str, current: str, new: tuple[str, ...]) -> dict[str, str]:

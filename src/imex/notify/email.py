@@ -10,20 +10,14 @@ import smtplib
 import threading
 from email.message import EmailMessage
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import Email, Institution, Instance, Node, Study, Transfer
+from imex.db.tables import emails, instances, institutions, nodes, studies, transfers
 
 log = logging.getLogger("imex.notify")
 
-emails: Table = Email.__table__  # type: ignore[assignment]
-transfers: Table = Transfer.__table__  # type: ignore[assignment]
-studies: Table = Study.__table__  # type: ignore[assignment]
-nodes: Table = Node.__table__  # type: ignore[assignment]
-institutions: Table = Institution.__table__  # type: ignore[assignment]
-instances: Table = Instance.__table__  # type: ignore[assignment]
 
 # Retries while the mail server is down double from smtp.retry_initial_seconds up to smtp.retry_max_seconds,
 # so an alert goes out within minutes of the server coming back; one still unsent after a day is given up.

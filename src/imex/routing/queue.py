@@ -15,13 +15,7 @@ from sqlalchemy import Connection, Table, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
-from imex.db.models import Instance, Node, Transfer, TransferEvent, TransferItem
-
-transfers: Table = Transfer.__table__  # type: ignore[assignment]
-items: Table = TransferItem.__table__  # type: ignore[assignment]
-events: Table = TransferEvent.__table__  # type: ignore[assignment]
-instances: Table = Instance.__table__  # type: ignore[assignment]
-nodes: Table = Node.__table__  # type: ignore[assignment]
+from imex.db.tables import events, instances, items, nodes, transfers
 
 ACTIVE = ("pending", "sending")
 FINAL = ("delivered", "failed", "cancelled")

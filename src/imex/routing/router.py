@@ -12,22 +12,23 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
-from imex.db.models import Institution, Instance, Node, Patient, Series, Study, Transfer
+from imex.db.tables import (
+    instances,
+    institutions,
+    nodes,
+    patients,
+    series,
+    studies,
+    transfers,
+)
 from imex.routing.queue import queue_study
 from imex.routing.rules import Rule, StudyFacts
 
 log = logging.getLogger("imex.routing")
 
-studies: Table = Study.__table__  # type: ignore[assignment]
-instances: Table = Instance.__table__  # type: ignore[assignment]
-series: Table = Series.__table__  # type: ignore[assignment]
-nodes: Table = Node.__table__  # type: ignore[assignment]
-institutions: Table = Institution.__table__  # type: ignore[assignment]
-patients: Table = Patient.__table__  # type: ignore[assignment]
-transfers: Table = Transfer.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

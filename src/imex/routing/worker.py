@@ -10,24 +10,27 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import func, select, update
 
 from imex import metrics
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import Institution, Instance, Node, Study
-from imex.dicom.scu import AssociationFailed, NoAcceptableContext, Outgoing, Sender, is_success, plan_contexts
+from imex.db.tables import instances, items, nodes, studies, transfers
+from imex.dicom.scu import (
+    AssociationFailed,
+    NoAcceptableContext,
+    Outgoing,
+    Sender,
+    is_success,
+    plan_contexts,
+)
 from imex.notify import email
 from imex.routing import queue
-from imex.routing.queue import Claim, items, record, transfers
+from imex.routing.queue import Claim, record
 from imex.store import BlobStore
 
 log = logging.getLogger("imex.delivery")
 
-instances: Table = Instance.__table__  # type: ignore[assignment]
-nodes: Table = Node.__table__  # type: ignore[assignment]
-studies: Table = Study.__table__  # type: ignore[assignment]
-institutions: Table = Institution.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
