@@ -15,14 +15,7 @@ from typing import Callable, Iterable, Iterator
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from imex.dicom.scu import (
-    AssociationFailed,
-    NoAcceptableContext,
-    Outgoing,
-    Sender,
-    is_success,
-    plan_contexts,
-)
+from imex.dicom.scu import Outgoing, is_success, send_all
 
 
 @dataclass
@@ -77,31 +70,13 @@ def collect(paths: Iterable[Path], scratch: ExitStack, report: PushReport) -> li
 
 def push(files: list[Outgoing], *, host: str, port: int, called_aet: str, calling_aet: str,
          report: PushReport, progress: Callable[[int], None] = lambda n: None) -> PushReport:
-    for group in plan_contexts((f.sop_class_uid, f.transfer_syntax_uid) for f in files):
-        classes = {sop for sop, _ in group}
-        batch = [f for f in files if f.sop_class_uid in classes]
-        try:
-            sender = Sender(calling_aet, called_aet, host, port, group)
-        except AssociationFailed as exc:
-            report.failed.extend((f.path, str(exc)) for f in batch)
-            progress(len(batch))
-            continue
-        try:
-            for index, f in enumerate(batch):
-                try:
-                    status, comment = sender.send(f)
-                except NoAcceptableContext as exc:
-                    report.failed.append((f.path, str(exc)))
-                except AssociationFailed as exc:
-                    report.failed.extend((g.path, str(exc)) for g in batch[index:])
-                    progress(len(batch) - index)
-                    break
-                else:
-                    if is_success(status):
-                        report.sent += 1
-                    else:
-                        report.failed.append((f.path, f"status 0x{status:04X} {comment}".strip()))
-                progress(1)
-        finally:
-            sender.close()
+    for f, sent in send_all(files, lambda f: f, calling_aet=calling_aet, called_aet=called_aet, host=host,
+                            port=port):
+        if sent.status is None:
+            report.failed.append((f.path, sent.error))
+        elif is_success(sent.status):
+            report.sent += 1
+        else:
+            report.failed.append((f.path, f"status 0x{sent.status:04X} {sent.error}".strip()))
+        progress(1)
     return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pydicom import dcmread
 from pydicom.uid import UID
@@ -146,6 +146,52 @@ class Sender:
             self.assoc.release()
         else:
             self.assoc.abort()
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What happened to one instance: `status` is the DICOM status, or None when it was not sent; `error`
+    says why. `association_lost`: the association failed, and the rest of its batch was not sent either."""
+
+    status: int | None
+    error: str = ""
+    association_lost: bool = False
+
+
+def send_all(items: Sequence[T], outgoing: Callable[[T], Outgoing], *, calling_aet: str, called_aet: str,
+             host: str, port: int, timeout: float = 60.0) -> Iterator[tuple[T, Sent]]:
+    """Send items over as few associations as the presentation-context limit allows, yielding each
+    item with its outcome as soon as it is known. Stopping the iteration releases the association."""
+    for group in plan_contexts((outgoing(i).sop_class_uid, outgoing(i).transfer_syntax_uid) for i in items):
+        classes = {sop for sop, _ in group}
+        batch = [i for i in items if outgoing(i).sop_class_uid in classes]
+        try:
+            sender = Sender(calling_aet, called_aet, host, port, group, timeout=timeout)
+        except AssociationFailed as exc:
+            for item in batch:
+                yield item, Sent(None, str(exc), association_lost=True)
+            continue
+        try:
+            for index, item in enumerate(batch):
+                out = outgoing(item)
+                if not out.path.exists():
+                    yield item, Sent(None, f"stored file {out.path.name} is missing")
+                    continue
+                try:
+                    status, comment = sender.send(out)
+                except NoAcceptableContext as exc:
+                    yield item, Sent(None, str(exc))
+                except AssociationFailed as exc:
+                    for rest in batch[index:]:
+                        yield rest, Sent(None, str(exc), association_lost=True)
+                    break
+                else:
+                    yield item, Sent(status, comment)
+        finally:
+            sender.close()
 
 
 def _reject_reason(assoc: Association) -> str:

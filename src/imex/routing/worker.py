@@ -16,14 +16,7 @@ from imex import metrics
 from imex.config import Config
 from imex.db import Database, utcnow
 from imex.db.tables import instances, items, nodes, studies, transfers
-from imex.dicom.scu import (
-    AssociationFailed,
-    NoAcceptableContext,
-    Outgoing,
-    Sender,
-    is_success,
-    plan_contexts,
-)
+from imex.dicom.scu import Outgoing, is_success, send_all
 from imex.notify import email
 from imex.routing import queue
 from imex.routing.queue import Claim, record
@@ -114,51 +107,30 @@ class DeliveryWorker:
         with self.db.engine.connect() as conn:
             node = conn.execute(select(nodes).where(nodes.c.id == claimed.destination_node_id)).one()
             conn.rollback()
-        pending = self._pending(claimed.transfer_id)
         errors: list[str] = []
-        lost = False
-        for group in plan_contexts((p.outgoing.sop_class_uid, p.outgoing.transfer_syntax_uid) for p in pending):
-            group_classes = {sop for sop, _ in group}
-            batch = [p for p in pending if p.outgoing.sop_class_uid in group_classes]
-            try:
-                sender = Sender(self.config["dicom.ae_title"], node.ae_title, node.host, node.port, group,
-                                timeout=self.config["dicom.dimse_timeout"])
-            except AssociationFailed as exc:
-                errors.append(str(exc))
+        interrupted = False
+        for p, sent in send_all(self._pending(claimed.transfer_id), lambda p: p.outgoing,
+                                calling_aet=self.config["dicom.ae_title"], called_aet=node.ae_title,
+                                host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"]):
+            if sent.association_lost:
+                errors.append(sent.error)
+                break  # the destination is gone: retry the rest later
+            if sent.status is None:
+                errors.append(self._item_failed(claimed, p, None, sent.error))
+            elif not is_success(sent.status):
+                detail = f"{p.sop_uid}: status 0x{sent.status:04X}" + (f" ({sent.error})" if sent.error else "")
+                errors.append(self._item_failed(claimed, p, sent.status, f"destination refused {detail}"))
+            elif not self._confirm(claimed, p, sent.status):
+                interrupted = True  # cancelled, or taken over after a lost lease
                 break
-            try:
-                for p in batch:
-                    if stop.is_set():
-                        lost = True
-                        break
-                    outcome = self._send_one(sender, claimed, p)
-                    if outcome == "lost":
-                        lost = True
-                        break
-                    if outcome:
-                        errors.append(outcome)
-            except AssociationFailed as exc:
-                errors.append(str(exc))
+            if stop.is_set():
+                interrupted = True
                 break
-            finally:
-                sender.close()
-            if lost:
-                break
-        self._finish(claimed, node, errors, interrupted=lost)
+        self._finish(claimed, node, errors, interrupted=interrupted)
 
-    def _send_one(self, sender: Sender, claimed: Claim, p: Pending) -> str:
-        """Send one instance and commit the result; '' on success, an error text, or 'lost' when this
-        worker no longer owns the transfer (cancelled, or its lease was taken over)."""
-        if not p.outgoing.path.exists():
-            return self._item_failed(claimed, p, None, f"stored file of {p.sop_uid} is missing from the blob store")
-        try:
-            status, comment = sender.send(p.outgoing)
-        except NoAcceptableContext as exc:
-            return self._item_failed(claimed, p, None, str(exc))
+    def _confirm(self, claimed: Claim, p: Pending, status: int) -> bool:
+        """Commit one confirmed instance; False when this worker no longer owns the transfer."""
         now = utcnow()
-        if not is_success(status):
-            detail = f"{p.sop_uid}: status 0x{status:04X}" + (f" ({comment})" if comment else "")
-            return self._item_failed(claimed, p, status, f"destination refused {detail}")
         with self.db.engine.begin() as conn:
             conn.execute(update(items).where(items.c.id == p.item_id).values(state="sent", status=status,
                                                                               sent_at=now, error=None))
@@ -169,7 +141,7 @@ class DeliveryWorker:
                 lease_until=now + self.lease, updated_at=now)).rowcount
         metrics.INSTANCES_SENT.inc()
         metrics.BYTES_SENT.inc(p.size)
-        return "" if owned else "lost"
+        return bool(owned)
 
     def _item_failed(self, claimed: Claim, p: Pending, status: int | None, error: str) -> str:
         with self.db.engine.begin() as conn:
