@@ -61,10 +61,11 @@ def collect(paths: Iterable[Path], scratch: ExitStack, report: PushReport) -> li
                 ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
                 ts = ds.file_meta.TransferSyntaxUID
                 sop_class = ds.file_meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID
+                sop_uid = ds.file_meta.get("MediaStorageSOPInstanceUID") or ds.SOPInstanceUID
             except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError) as exc:
                 report.skipped.append((path, f"not a DICOM file ({type(exc).__name__})"))
                 continue
-            found.append(Outgoing(path, str(sop_class), str(ts)))
+            found.append(Outgoing(path, str(sop_class), str(ts), str(sop_uid)))
     return found
 
 

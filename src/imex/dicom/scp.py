@@ -29,6 +29,7 @@ from imex.dicom.parse import (
     attribute_tag,
     read_instance,
 )
+from imex.dicom.part10 import file_meta
 from imex.dicom.syntaxes import ACCEPTED
 from imex.directory import NodeCache
 from imex.index.ingest import Ingest, Source
@@ -99,7 +100,8 @@ class DicomListener:
             return _failure(exc.status, str(exc))
         try:
             stored = self.ingest.store_instance(
-                (event.encoded_dataset(include_meta=True),), str(context.transfer_syntax), fields,
+                (file_meta(fields.sop_class_uid, fields.sop_uid, str(context.transfer_syntax), calling), dataset),
+                str(context.transfer_syntax), fields,
                 Source(node.institution_id, node.id, calling, called),
             )
         except OSError as exc:

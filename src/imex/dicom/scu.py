@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
-from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
 
-from imex.dicom import net
+from imex.dicom.part10 import dataset_offset
 from imex.dicom.syntaxes import UNCOMPRESSED
 from imex.dicom.syntaxes import name as syntax_name
+from imex.dicom.upper_layer import Accepted, Requestor, UpperLayerError
 
 log = logging.getLogger("imex.dicom.scu")
 
@@ -41,6 +43,7 @@ class Outgoing:
     path: Path
     sop_class_uid: str
     transfer_syntax_uid: str
+    sop_instance_uid: str
 
 
 def plan_contexts(kinds: Iterable[tuple[str, str]]) -> list[list[tuple[str, list[str]]]]:
@@ -70,82 +73,68 @@ def plan_contexts(kinds: Iterable[tuple[str, str]]) -> list[list[tuple[str, list
 
 
 class Sender:
-    """One association to a destination, used to send many instances in turn."""
+    """One association to a destination, used to send many instances in turn (see upper_layer for why
+    this does not go through pynetdicom's association machinery)."""
 
     def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0, max_pdu: int = 0) -> None:
-        net.install()
-        _config.STORE_SEND_CHUNKED_DATASET = True
-        ae = AE(ae_title=calling_aet)
-        ae.acse_timeout = timeout
-        ae.dimse_timeout = timeout
-        ae.network_timeout = timeout
-        ae.connection_timeout = timeout
-        ae.maximum_pdu_size = max_pdu
-        for sop_class, syntaxes in contexts:
-            ae.add_requested_context(sop_class, syntaxes)
+                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0) -> None:
         self.called = f"{called_aet}@{host}:{port}"
-        connected: list[bool] = []
         try:
-            assoc = ae.associate(host, port, ae_title=called_aet,
-                                 evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
-        except OSError as exc:  # e.g. a host name that does not resolve
-            raise AssociationFailed(f"cannot connect to {self.called}: {exc}") from None
-        if not assoc.is_established:
-            if not connected:
-                raise AssociationFailed(f"cannot connect to {self.called}: connection refused or unreachable")
-            if assoc.is_rejected:
-                raise AssociationFailed(f"{self.called} rejected the association ({_reject_reason(assoc)})")
-            if assoc.is_aborted:
-                raise AssociationFailed(f"{self.called} aborted the association request")
-            raise AssociationFailed(f"{self.called} did not answer the association request")
-        self.assoc: Association = assoc
-        self._accepted: dict[tuple[str, str], bool] = {}
-        for cx in assoc.accepted_contexts:
-            self._accepted[(cx.abstract_syntax, cx.transfer_syntax[0])] = True
+            self.requestor = Requestor(calling_aet, called_aet, host, port, contexts, timeout=timeout)
+        except UpperLayerError as exc:
+            raise AssociationFailed(str(exc)) from None
 
-    def _choose(self, item: Outgoing) -> str | None:
-        if (item.sop_class_uid, item.transfer_syntax_uid) in self._accepted:
-            return item.transfer_syntax_uid
+    def _choose(self, item: Outgoing) -> Accepted | None:
+        accepted = self.requestor.accepted
+        if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
+            return accepted[(item.sop_class_uid, item.transfer_syntax_uid)]
         for ts in UNCOMPRESSED:
-            if (item.sop_class_uid, ts) in self._accepted:
-                return ts
+            if (item.sop_class_uid, ts) in accepted:
+                return accepted[(item.sop_class_uid, ts)]
         return None
+
+    def _converted(self, item: Outgoing, ts: str) -> bytes:
+        """The instance decoded and re-encoded in an uncompressed transfer syntax the destination accepts."""
+        try:
+            ds = dcmread(item.path)
+            if UID(item.transfer_syntax_uid).is_compressed:
+                # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
+                ds.decompress(generate_instance_uid=False)
+            return encode_dataset(ds, implicit=UID(ts).is_implicit_VR)
+        except Exception as exc:  # no decoder for it, or corrupt compressed data
+            raise NoAcceptableContext(
+                f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
+                f"decompressed: {exc}") from None
 
     def send(self, item: Outgoing) -> tuple[int, str]:
         """Send one instance; returns (DICOM status, error comment). Raises AssociationFailed when the
         association is lost and NoAcceptableContext when no context fits."""
-        if not self.assoc.is_established:
-            raise AssociationFailed(f"association with {self.called} was lost")
-        ts = self._choose(item)
-        if ts is None:
+        cx = self._choose(item)
+        if cx is None:
             raise NoAcceptableContext(
                 f"{self.called} accepts neither {syntax_name(item.transfer_syntax_uid)} nor uncompressed "
                 f"transfer syntaxes for SOP class {UID(item.sop_class_uid).name or item.sop_class_uid}")
-        if ts == item.transfer_syntax_uid:
-            status = self.assoc.send_c_store(item.path)
+        if cx.transfer_syntax == item.transfer_syntax_uid:
+            data = item.path.read_bytes()
+            dataset: bytes | memoryview = memoryview(data)[dataset_offset(data):]
         else:
-            try:
-                ds = dcmread(item.path)
-                if UID(item.transfer_syntax_uid).is_compressed:
-                    # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
-                    ds.decompress(generate_instance_uid=False)
-            except Exception as exc:  # no decoder for it, or corrupt compressed data
-                raise NoAcceptableContext(
-                    f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
-                    f"decompressed: {exc}") from None
-            status = self.assoc.send_c_store(ds)
-        if not status or "Status" not in status:
-            if not self.assoc.is_established:
-                raise AssociationFailed(f"{self.called} dropped the association during C-STORE")
-            raise AssociationFailed(f"no C-STORE response from {self.called}")
-        return int(status.Status), str(status.get("ErrorComment", "") or "")
+            dataset = self._converted(item, cx.transfer_syntax)
+        try:
+            status = self.requestor.c_store(cx, item.sop_instance_uid, dataset)
+        except UpperLayerError as exc:
+            raise AssociationFailed(str(exc)) from None
+        return int(status.get("Status", 0xFFFF)), str(status.get("ErrorComment", "") or "")
 
     def close(self) -> None:
-        if self.assoc.is_established:
-            self.assoc.release()
-        else:
-            self.assoc.abort()
+        self.requestor.release()
+
+
+def encode_dataset(ds: Dataset, implicit: bool) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = implicit
+    fp.is_little_endian = True
+    write_dataset(fp, ds)
+    return fp.getvalue()
 
 
 T = TypeVar("T")
@@ -192,19 +181,6 @@ def send_all(items: Sequence[T], outgoing: Callable[[T], Outgoing], *, calling_a
                     yield item, Sent(status, comment)
         finally:
             sender.close()
-
-
-def _reject_reason(assoc: Association) -> str:
-    rsp = assoc.acceptor.primitive
-    if rsp is None:
-        return "no reason given"
-    reasons = {
-        (1, 2): "no reason given", (1, 3): "calling AE title not recognised",
-        (1, 7): "called AE title not recognised", (2, 1): "no reason given",
-        (2, 2): "application context not supported", (3, 1): "temporary congestion",
-        (3, 2): "local limit exceeded", (2, 3): "local limit exceeded",
-    }
-    return reasons.get((rsp.result_source, rsp.diagnostic), f"source {rsp.result_source}, reason {rsp.diagnostic}")
 
 
 def is_success(status: int) -> bool:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from imex.db import Database, utcnow
 from imex.db.tables import instances, items, patients, series, studies
@@ -43,6 +44,8 @@ class Ingest:
         self.db = db
         self.store = store
         self._dialect_insert = postgresql.insert if db.is_postgres else sqlite.insert
+        # ids of patient, study and series rows by their identity, so most instances need no lookup
+        self._ids: dict[tuple, int] = {}
 
     def _insert_ignore(self, conn: Connection, table: Table, values: dict) -> bool:
         """Insert unless another transaction already did; True when this one did."""
@@ -52,48 +55,81 @@ class Ingest:
                        source: Source) -> Stored:
         """Write the Part 10 bytes (given as chunks) and index them; returns what happened."""
         key, size = self.store.put(chunks)
+        try:
+            return self._index(key, size, transfer_syntax, fields, source)
+        except IntegrityError:
+            # a cached patient/study/series row was deleted meanwhile (retention): look them up again
+            self._ids.clear()
+            return self._index(key, size, transfer_syntax, fields, source)
+
+    def _index(self, key: str, size: int, transfer_syntax: str, fields: IndexFields, source: Source) -> Stored:
         now = utcnow()
+        seen: dict[tuple, int] = {}
+
+        def cached(ident: tuple, lookup) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+            """(row id, created): from the ids this process has seen, else from the database."""
+            found = self._ids.get(ident)
+            if found is not None:
+                return found, False
+            row_id, created = lookup()
+            seen[ident] = row_id
+            return row_id, created
+
         with self.db.engine.begin() as conn:
-            patient_id = self._patient(conn, fields, source)
-            study_id, study_new = self._study(conn, fields, source, patient_id, now)
-            series_id, series_new = self.series(conn, fields, study_id)
-            row = conn.execute(
-                select(instances.c.id, instances.c.blob_key).where(instances.c.sop_uid == fields.sop_uid)
-            ).first()
+            patient_id, _ = cached(("p", source.institution_id, fields.patient_id, fields.issuer),
+                                   lambda: (self._patient(conn, fields, source), False))
+            study_id, _ = cached(("st", fields.study_uid),
+                                 lambda: self._study(conn, fields, source, patient_id, now))
+            series_id, series_new = cached(("se", fields.series_uid),
+                                           lambda: self._series_row(conn, fields, study_id))
             values = dict(
                 sop_class_uid=fields.sop_class_uid, transfer_syntax_uid=transfer_syntax,
                 number=fields.instance_number, blob_key=key, size=size, source_node_id=source.node_id,
                 calling_aet=source.calling_aet, called_aet=source.called_aet, received_at=now,
             )
-            if row is not None and row.blob_key == key:
-                return Stored(study_id, row.id, key, size, "duplicate")
-            if row is not None:
-                conn.execute(update(instances).where(instances.c.id == row.id)
-                             .values(study_id=study_id, series_id=series_id, **values))
-                # different bytes under the same UID: every destination must get the new version
-                conn.execute(update(items).where(items.c.instance_id == row.id).values(state="pending"))
-                instance_id, outcome = row.id, "replaced"
-            else:
-                instance_id = conn.execute(
-                    insert(instances).values(study_id=study_id, series_id=series_id, sop_uid=fields.sop_uid,
-                                              **values).returning(instances.c.id)
-                ).scalar_one()
-                outcome = "new"
-                conn.execute(update(series).where(series.c.id == series_id)
-                             .values(num_instances=series.c.num_instances + 1))
-            study_values: dict = dict(received_seq=studies.c.received_seq + 1, last_received_at=now,
-                                      route_state="receiving")
-            if outcome == "new":
-                study_values["num_instances"] = studies.c.num_instances + 1
-            if series_new:
-                study_values["num_series"] = studies.c.num_series + 1
-            if series_new or fields.routing_codes:
-                current = conn.execute(select(studies.c.modalities, studies.c.routing_codes)
-                                       .where(studies.c.id == study_id)).one()
-                study_values.update(_merged("modalities", current.modalities, (fields.modality,)))
-                study_values.update(_merged("routing_codes", current.routing_codes, fields.routing_codes))
-            conn.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
+            # the common case, a new instance, in one statement; a UID seen before falls through
+            instance_id = conn.execute(
+                self._dialect_insert(instances).values(study_id=study_id, series_id=series_id,
+                                                       sop_uid=fields.sop_uid, **values)
+                .on_conflict_do_nothing().returning(instances.c.id)).scalar()
+            outcome = "new"
+            if instance_id is None:
+                row = conn.execute(select(instances.c.id, instances.c.blob_key).where(
+                    instances.c.sop_uid == fields.sop_uid)).one()
+                instance_id = row.id
+                if row.blob_key == key:
+                    outcome = "duplicate"
+                else:
+                    conn.execute(update(instances).where(instances.c.id == row.id)
+                                 .values(study_id=study_id, series_id=series_id, **values))
+                    # different bytes under the same UID: every destination must get the new version
+                    conn.execute(update(items).where(items.c.instance_id == row.id).values(state="pending"))
+                    outcome = "replaced"
+            if outcome != "duplicate":
+                self._count(conn, fields, study_id, series_id, series_new, outcome == "new", now)
+        if len(self._ids) > 50_000:
+            self._ids.clear()
+        self._ids.update(seen)  # only once committed: a rolled-back row must not be remembered
         return Stored(study_id, instance_id, key, size, outcome)
+
+    def _count(self, conn: Connection, fields: IndexFields, study_id: int, series_id: int, series_new: bool,
+               new: bool, now) -> None:  # type: ignore[no-untyped-def]
+        """Update the series and study counters, and tell the router the study changed."""
+        if new:
+            conn.execute(update(series).where(series.c.id == series_id)
+                         .values(num_instances=series.c.num_instances + 1))
+        study_values: dict = dict(received_seq=studies.c.received_seq + 1, last_received_at=now,
+                                  route_state="receiving")
+        if new:
+            study_values["num_instances"] = studies.c.num_instances + 1
+        if series_new:
+            study_values["num_series"] = studies.c.num_series + 1
+        if series_new or fields.routing_codes:
+            current = conn.execute(select(studies.c.modalities, studies.c.routing_codes)
+                                   .where(studies.c.id == study_id)).one()
+            study_values.update(_merged("modalities", current.modalities, (fields.modality,)))
+            study_values.update(_merged("routing_codes", current.routing_codes, fields.routing_codes))
+        conn.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
 
     def _patient(self, conn: Connection, f: IndexFields, source: Source) -> int:
         where = (
@@ -121,7 +157,7 @@ class Ingest:
             last_received_at=now, route_state="receiving"))
         return conn.execute(select(studies.c.id).where(studies.c.study_uid == f.study_uid)).scalar_one(), created
 
-    def series(self, conn: Connection, f: IndexFields, study_id: int) -> tuple[int, bool]:
+    def _series_row(self, conn: Connection, f: IndexFields, study_id: int) -> tuple[int, bool]:
         found = conn.execute(select(series.c.id).where(series.c.series_uid == f.series_uid)).scalar()
         if found is not None:
             return found, False

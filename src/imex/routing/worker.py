@@ -74,7 +74,7 @@ class DeliveryWorker:
                 .where(items.c.transfer_id == transfer_id, items.c.state == "pending")
                 .order_by(instances.c.series_id, instances.c.number, instances.c.id)).all()
         return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
-                                                      r.transfer_syntax_uid), r.size, r.sop_uid) for r in rows]
+                                                      r.transfer_syntax_uid, r.sop_uid), r.size, r.sop_uid) for r in rows]
 
     def _heartbeat(self, transfer_id: int, done: threading.Event) -> None:
         """Renew the lease while a transfer runs, even while one large instance takes minutes to send,

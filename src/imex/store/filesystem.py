@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ class BlobStore:
         self.fsync = fsync
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._folders: set[str] = set()  # fan-out folders known to exist, to skip a mkdir per blob
 
     def path(self, key: str) -> Path:
         """Where the blob with this SHA-256 hex key lives (two levels of fan-out)."""
@@ -38,16 +39,27 @@ class BlobStore:
         final = self.path(key)
         if final.exists():
             return key, size
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
+        tmp_name = os.path.join(self.tmp, f"in-{secrets.token_hex(12)}")
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            with os.fdopen(fd, "wb") as fh:
+            try:
                 for chunk in chunks:
-                    fh.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                 if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, final)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            folder = str(final.parent)
+            if folder not in self._folders:
+                os.makedirs(folder, exist_ok=True)
+                self._folders.add(folder)
+            try:
+                os.replace(tmp_name, final)
+            except FileNotFoundError:  # its folder was removed (e.g. by retention) since we saw it
+                os.makedirs(folder, exist_ok=True)
+                os.replace(tmp_name, final)
             if self.fsync:
                 self._fsync_dir(final.parent)
         except BaseException:
