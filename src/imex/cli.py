@@ -253,10 +253,12 @@ def node_echo(ctx: click.Context, name: str) -> None:
             raise click.ClickException(f"{where}: cannot connect: nothing accepted a connection at {host}:{port}. "
                                        "Is it running, and are the host and port right?")
         if assoc.is_rejected:
-            from imex.dicom.scu import _reject_reason
+            from imex.dicom.upper_layer import reject_reason
 
+            rj = assoc.acceptor.primitive
             raise click.ClickException(
-                f"{where} rejected the association ({_reject_reason(assoc)}): it must know the hub as "
+                f"{where} rejected the association ({reject_reason(rj.result_source, rj.diagnostic)}): it must "
+                f"know the hub as "
                 f"AE title {config['dicom.ae_title']} at this machine's address")
         if assoc.is_aborted:
             raise click.ClickException(f"{where} aborted the association request")

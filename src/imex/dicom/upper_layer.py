@@ -18,7 +18,6 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -28,8 +27,10 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
+from imex.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-_ASSOCIATE_AC, _ASSOCIATE_RJ, _P_DATA, _RELEASE_RQ, _RELEASE_RP, _ABORT = 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = 1, 2, 3, 4, 5, 6, 7
 # Our own limit on what we accept from the peer, and the fragment size when the peer sets no limit.
 OWN_MAX_PDU = 1 << 20
 _REJECT_REASONS = {
@@ -38,6 +39,11 @@ _REJECT_REASONS = {
     (2, 1): "no reason given", (2, 2): "protocol version not supported",
     (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
 }
+
+
+def reject_reason(source: int, reason: int) -> str:
+    """The words for an A-ASSOCIATE-RJ source and reason (PS3.8 9.3.4)."""
+    return _REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
 
 
 class UpperLayerError(ConnectionError):
@@ -63,55 +69,45 @@ def _encode_implicit(ds: Dataset) -> bytes:
     return fp.getvalue()
 
 
-class Requestor:
-    """One association as requestor: negotiate, send C-STOREs one after another, release."""
+class PduStream:
+    """PDUs over one blocking socket: read whole PDUs, send messages as P-DATA-TF, abort, close."""
 
-    def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0) -> None:
-        self.peer = f"{called_aet}@{host}:{port}"
+    def __init__(self, sock: socket.socket, peer: str, timeout: float | None) -> None:
+        self.sock = sock
+        self.peer = peer
         self.timeout = timeout
-        try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            raise UpperLayerError(f"cannot connect to {self.peer}: {exc.strerror or exc}") from None
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.open = False
-        self.message_id = 0
-        try:
-            self.accepted, self.peer_max_pdu = self._negotiate(calling_aet, called_aet, contexts)
-        except BaseException:
-            self.sock.close()
-            raise
-        self.open = True
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    # -- PDUs ---------------------------------------------------------------------------------------
-
-    def _recv_exact(self, n: int) -> bytes:
-        buffer = bytearray(n)
-        view = memoryview(buffer)
+    def recv_exact(self, n: int) -> bytes:
+        # grows with what arrives: a declared length is not trusted with an allocation
+        buffer = bytearray(min(n, 1 << 20))
         got = 0
         while got < n:
+            if got == len(buffer):
+                buffer.extend(bytes(min(len(buffer), n - got)))
             try:
-                chunk = self.sock.recv_into(view[got:], n - got)
+                with memoryview(buffer) as view:
+                    chunk = self.sock.recv_into(view[got:], len(buffer) - got)
             except socket.timeout:
-                raise UpperLayerError(f"{self.peer} did not answer within {self.timeout:.0f} s") from None
+                raise UpperLayerError(f"{self.peer} sent nothing for {self.timeout:.0f} s") from None
             except OSError as exc:
                 raise UpperLayerError(f"connection to {self.peer} failed: {exc}") from None
             if not chunk:
                 raise UpperLayerError(f"{self.peer} closed the connection")
             got += chunk
-        view.release()
         return bytes(buffer)
 
-    def _read_pdu(self) -> tuple[int, bytes]:
-        header = self._recv_exact(6)
+    def read_pdu(self, max_length: int) -> tuple[int, bytes]:
+        """(PDU type, the whole PDU); a PDU longer than `max_length` is refused with an A-ABORT."""
+        header = self.recv_exact(6)
         pdu_type, _, length = struct.unpack(">BBL", header)
-        if length > OWN_MAX_PDU + 1024 and pdu_type == _P_DATA:
-            self.abort()
-            raise UpperLayerError(f"{self.peer} sent a PDU of {length} bytes, more than the {OWN_MAX_PDU} allowed")
-        return pdu_type, header + self._recv_exact(length)
+        if length > max_length:
+            self.abort(0x02, 0x06)  # service provider: invalid PDU parameter value
+            raise UpperLayerError(f"{self.peer} sent a PDU of {length} bytes, more than the {max_length} allowed")
+        return pdu_type, header + self.recv_exact(length)
 
-    def _send(self, *parts: bytes | memoryview) -> None:
+    def send(self, *parts: bytes | memoryview) -> None:
         try:
             total = sum(len(p) for p in parts)
             sent = self.sock.sendmsg(list(parts))
@@ -119,6 +115,77 @@ class Requestor:
                 self.sock.sendall(b"".join(bytes(p) for p in parts)[sent:])
         except OSError as exc:
             raise UpperLayerError(f"sending to {self.peer} failed: {exc}") from None
+
+    def send_message(self, context_id: int, payload: memoryview | bytes, command: bool, peer_max: int) -> None:
+        """A command set or dataset as P-DATA-TF PDUs of one PDV each, within the peer's maximum length."""
+        limit = (peer_max or OWN_MAX_PDU) - 6  # the PDV item header takes 6 bytes
+        view = memoryview(payload)
+        total = len(view)
+        offset = 0
+        while True:
+            chunk = view[offset:offset + limit]
+            offset += len(chunk)
+            control = (0x01 if command else 0x00) | (0x02 if offset >= total else 0x00)
+            header = struct.pack(">BBLLBB", P_DATA, 0, len(chunk) + 6, len(chunk) + 2, context_id, control)
+            self.send(header, chunk)
+            if offset >= total:
+                break
+
+    def abort(self, source: int = 0x00, reason: int = 0x00) -> None:
+        try:
+            self.sock.sendall(struct.pack(">BBLBBBB", ABORT, 0, 4, 0, 0, source, reason))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
+    """(context id, message control header, fragment) of each PDV item in a P-DATA-TF PDU."""
+    items = []
+    pos = 6
+    while pos + 6 <= len(pdu):
+        (item_length,) = struct.unpack_from(">L", pdu, pos)
+        if item_length < 2 or pos + 4 + item_length > len(pdu):
+            raise UpperLayerError("malformed PDV item")
+        items.append((pdu[pos + 4], pdu[pos + 5], pdu[pos + 6:pos + 4 + item_length]))
+        pos += 4 + item_length
+    if pos != len(pdu):
+        raise UpperLayerError("malformed P-DATA-TF PDU")
+    return items
+
+
+def encode_command(command: Dataset) -> bytes:
+    """A DIMSE command set in implicit VR little endian, with its group length first."""
+    body = _encode_implicit(command)
+    command.CommandGroupLength = len(body)
+    return _encode_implicit(command)
+
+
+class Requestor:
+    """One association as requestor: negotiate, send C-STOREs one after another, release."""
+
+    def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
+                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0) -> None:
+        peer = f"{called_aet}@{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise UpperLayerError(f"cannot connect to {peer}: {exc.strerror or exc}") from None
+        self.stream = PduStream(sock, peer, timeout)
+        self.peer = peer
+        self.open = False
+        self.message_id = 0
+        try:
+            self.accepted, self.peer_max_pdu = self._negotiate(calling_aet, called_aet, contexts)
+        except BaseException:
+            self.stream.close()
+            raise
+        self.open = True
 
     def _negotiate(self, calling: str, called: str, contexts: list[tuple[str, list[str]]]) \
             -> tuple[dict[tuple[str, str], Accepted], int]:
@@ -134,25 +201,18 @@ class Requestor:
             cx.transfer_syntax = list(syntaxes)
             proposed[cx.context_id] = abstract
             rq.presentation_context_definition_list.append(cx)
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = OWN_MAX_PDU
-        implementation = ImplementationClassUIDNotification()
-        implementation.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-        version = ImplementationVersionNameNotification()
-        version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
-        rq.user_information = [max_length, implementation, version]
+        rq.user_information = user_information(OWN_MAX_PDU)
         pdu = A_ASSOCIATE_RQ()
         pdu.from_primitive(rq)
-        self._send(pdu.encode())
+        self.stream.send(pdu.encode())
 
-        pdu_type, data = self._read_pdu()
-        if pdu_type == _ASSOCIATE_RJ:
+        pdu_type, data = self.stream.read_pdu(OWN_MAX_PDU)
+        if pdu_type == ASSOCIATE_RJ:
             _result, source, reason = data[7], data[8], data[9]
-            raise Rejected(f"{self.peer} rejected the association "
-                           f"({_REJECT_REASONS.get((source, reason), f'source {source}, reason {reason}')})")
-        if pdu_type == _ABORT:
+            raise Rejected(f"{self.peer} rejected the association ({reject_reason(source, reason)})")
+        if pdu_type == ABORT:
             raise UpperLayerError(f"{self.peer} aborted the association request")
-        if pdu_type != _ASSOCIATE_AC:
+        if pdu_type != ASSOCIATE_AC:
             raise UpperLayerError(f"{self.peer} answered the association request with PDU type {pdu_type}")
         ac = A_ASSOCIATE_AC()
         ac.decode(data)
@@ -163,28 +223,7 @@ class Requestor:
                 abstract = proposed[cx.context_id]
                 ts = str(cx.transfer_syntax[0])
                 accepted.setdefault((abstract, ts), Accepted(cx.context_id, abstract, ts))
-        peer_max = 0
-        for item in primitive.user_information:
-            if isinstance(item, MaximumLengthNotification):
-                peer_max = item.maximum_length_received or 0
-        return accepted, peer_max
-
-    # -- C-STORE ------------------------------------------------------------------------------------
-
-    def _pdata(self, context_id: int, payload: memoryview | bytes, command: bool) -> None:
-        """Send a message's bytes as P-DATA-TF PDUs of one PDV each, within the peer's maximum length."""
-        limit = (self.peer_max_pdu or OWN_MAX_PDU) - 6  # the PDV item header takes 6 bytes
-        view = memoryview(payload)
-        total = len(view)
-        offset = 0
-        while True:
-            chunk = view[offset:offset + limit]
-            offset += len(chunk)
-            control = (0x01 if command else 0x00) | (0x02 if offset >= total else 0x00)
-            header = struct.pack(">BBLLBB", _P_DATA, 0, len(chunk) + 6, len(chunk) + 2, context_id, control)
-            self._send(header, chunk)
-            if offset >= total:
-                break
+        return accepted, max_length_of(primitive.user_information)
 
     def c_store(self, cx: Accepted, sop_instance_uid: str, dataset: memoryview | bytes) -> Dataset:
         """Send one C-STORE-RQ with its encoded dataset; returns the C-STORE-RSP command set."""
@@ -198,28 +237,22 @@ class Requestor:
         command.Priority = 0x0000
         command.CommandDataSetType = 0x0000
         command.AffectedSOPInstanceUID = sop_instance_uid
-        body = _encode_implicit(command)
-        command.CommandGroupLength = len(body)
-        self._pdata(cx.context_id, _encode_implicit(command), command=True)
-        self._pdata(cx.context_id, dataset, command=False)
+        self.stream.send_message(cx.context_id, encode_command(command), True, self.peer_max_pdu)
+        self.stream.send_message(cx.context_id, dataset, False, self.peer_max_pdu)
         return self._read_response()
 
     def _read_response(self) -> Dataset:
         fragments: list[bytes] = []
         while True:
-            pdu_type, data = self._read_pdu()
-            if pdu_type == _ABORT:
+            pdu_type, data = self.stream.read_pdu(OWN_MAX_PDU + 1024)
+            if pdu_type == ABORT:
                 self.open = False
                 raise UpperLayerError(f"{self.peer} aborted the association")
-            if pdu_type != _P_DATA:
+            if pdu_type != P_DATA:
                 self.abort()
                 raise UpperLayerError(f"{self.peer} sent PDU type {pdu_type} instead of a C-STORE response")
-            pos = 6
-            while pos + 6 <= len(data):
-                (item_length,) = struct.unpack_from(">L", data, pos)
-                control = data[pos + 5]
-                fragments.append(data[pos + 6:pos + 4 + item_length])
-                pos += 4 + item_length
+            for _cx, control, fragment in pdvs(data):
+                fragments.append(fragment)
                 if control & 0x01 and control & 0x02:  # last fragment of a command
                     ds = read_dataset(BytesIO(b"".join(fragments)), True, True)
                     if int(ds.get("CommandField", 0)) != 0x8001:
@@ -227,26 +260,37 @@ class Requestor:
                         raise UpperLayerError(f"{self.peer} answered with command 0x{ds.CommandField:04X}")
                     return ds
 
-    # -- ending -------------------------------------------------------------------------------------
-
     def release(self) -> None:
         if self.open:
             self.open = False
             try:
-                self._send(struct.pack(">BBLL", _RELEASE_RQ, 0, 4, 0))
-                self.sock.settimeout(min(self.timeout, 10.0))
-                pdu_type, _ = self._read_pdu()
-                if pdu_type != _RELEASE_RP:
-                    raise UpperLayerError("no release response")
+                self.stream.send(struct.pack(">BBLL", RELEASE_RQ, 0, 4, 0))
+                self.stream.sock.settimeout(min(self.stream.timeout or 10.0, 10.0))
+                self.stream.read_pdu(1024)
             except UpperLayerError:
                 pass
-        self.sock.close()
+        self.stream.close()
 
     def abort(self) -> None:
         if self.open:
             self.open = False
-            try:
-                self.sock.sendall(struct.pack(">BBLBBBB", _ABORT, 0, 4, 0, 0, 0, 0))
-            except OSError:
-                pass
-        self.sock.close()
+            self.stream.abort()
+        self.stream.close()
+
+
+def user_information(max_pdu: int) -> list:
+    """Maximum length, implementation class UID and version: the user information items both sides send."""
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    return [max_length, implementation, version]
+
+
+def max_length_of(items: list) -> int:
+    for item in items:
+        if isinstance(item, MaximumLengthNotification):
+            return item.maximum_length_received or 0
+    return 0
