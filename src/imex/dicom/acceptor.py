@@ -1,0 +1,300 @@
+"""A lean DICOM upper-layer acceptor for the receive hot path: a thread per association, blocking reads,
+no reactor.
+
+pynetdicom moves every PDU between a reader thread and the association thread through polled queues;
+on a 300-instance CT that costs more than storing and indexing the instances (bench/README.md). Here one
+thread reads a PDU, reassembles the message and calls the handler. Association negotiation follows PS3.8
+(A-ASSOCIATE-RQ/AC/RJ, release, abort) with pynetdicom's PDU classes doing the encoding.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Callable
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
+
+from imex.dicom.upper_layer import (
+    ABORT,
+    APPLICATION_CONTEXT,
+    ASSOCIATE_RJ,
+    ASSOCIATE_RQ,
+    OWN_MAX_PDU,
+    P_DATA,
+    RELEASE_RP,
+    RELEASE_RQ,
+    PduStream,
+    UpperLayerError,
+    encode_command,
+    max_length_of,
+    pdvs,
+    user_information,
+)
+
+log = logging.getLogger("imex.dicom.acceptor")
+
+VERIFICATION = "1.2.840.10008.1.1"
+# PS3.8 9.3.3.2 presentation context results
+_ACCEPTANCE, _ABSTRACT_SYNTAX_NOT_SUPPORTED, _TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
+# A-ABORT source 2 (service provider) reasons
+_UNRECOGNIZED_PDU, _UNEXPECTED_PDU, _INVALID_PARAMETER = 1, 2, 6
+_MAX_DATASET = 4 << 30
+
+
+@dataclass(frozen=True)
+class Request:
+    """A C-STORE as the handler sees it."""
+
+    calling_aet: str
+    called_aet: str
+    peer: str
+    abstract_syntax: str  # of the presentation context it came on
+    transfer_syntax: str
+    command: Dataset
+    dataset: bytes
+
+
+Policy = Callable[[str, str, str], "tuple[int, int, int] | None"]
+StoreHandler = Callable[[Request], "tuple[int, str]"]
+
+
+class Acceptor:
+    """Listens, negotiates associations with `policy`, answers C-ECHO, hands C-STOREs to `on_store`."""
+
+    def __init__(self, host: str, port: int, *, policy: Policy, on_store: StoreHandler,
+                 storage_syntaxes: dict[str, tuple[str, ...]], max_associations: int, acse_timeout: float,
+                 network_timeout: float, max_pdu: int) -> None:
+        self.policy = policy
+        self.on_store = on_store
+        self.supported = dict(storage_syntaxes)
+        self.max_associations = max_associations
+        self.acse_timeout = acse_timeout
+        self.network_timeout = network_timeout
+        self.max_pdu = max_pdu if max_pdu else OWN_MAX_PDU * 64
+        self._active: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closing = False
+        self.sock = socket.create_server((host, port), reuse_port=False, backlog=128)
+        self.server_address = self.sock.getsockname()
+        self._thread = threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._closing:
+            try:
+                conn, address = self.sock.accept()
+            except OSError:
+                if self._closing:
+                    return
+                continue
+            with self._lock:
+                self._active.add(conn)
+                count = len(self._active)
+            threading.Thread(target=self._serve, args=(conn, address[0], count), daemon=True,
+                             name=f"dicom-{address[0]}:{address[1]}").start()
+
+    @property
+    def active_associations(self) -> list[socket.socket]:
+        """Connections being served (an association, or one still negotiating)."""
+        with self._lock:
+            return list(self._active)
+
+    def shutdown(self) -> None:
+        self._closing = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            active = list(self._active)
+        for conn in active:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=5)
+
+    # -- one association ------------------------------------------------------------------------------
+
+    def _serve(self, conn: socket.socket, peer: str, count: int) -> None:
+        stream = PduStream(conn, peer, self.acse_timeout)
+        try:
+            _Association(self, stream, peer, count).run()
+        except UpperLayerError as exc:
+            log.debug("association from %s ended: %s", peer, exc)
+        except Exception:
+            log.exception("association from %s failed", peer)
+            stream.abort(0x02, 0x00)
+        finally:
+            stream.close()
+            with self._lock:
+                self._active.discard(conn)
+
+
+class _Association:
+    def __init__(self, acceptor: Acceptor, stream: PduStream, peer: str, count: int) -> None:
+        self.acceptor = acceptor
+        self.stream = stream
+        self.peer = peer
+        self.count = count
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.peer_max = 0
+        self.calling = self.called = ""
+
+    def _reject(self, result: int, source: int, reason: int) -> None:
+        self.stream.send(struct.pack(">BBLBBBB", ASSOCIATE_RJ, 0, 4, 0, result, source, reason))
+
+    def run(self) -> None:
+        if not self._associate():
+            return
+        self.stream.sock.settimeout(self.acceptor.network_timeout)
+        self.stream.timeout = self.acceptor.network_timeout
+        command_parts: list[bytes] = []
+        data_parts: list[bytes] = []
+        data_size = 0
+        command: Dataset | None = None
+        context_id = 0
+        while True:
+            try:
+                pdu_type, pdu = self.stream.read_pdu(self.acceptor.max_pdu + 1024)
+            except UpperLayerError as exc:
+                if "sent nothing" in str(exc):
+                    self.stream.abort(0x02, 0x00)  # idle too long: ARTIM expired
+                raise
+            if pdu_type == RELEASE_RQ:
+                self.stream.send(struct.pack(">BBLL", RELEASE_RP, 0, 4, 0))
+                return
+            if pdu_type == ABORT:
+                return
+            if pdu_type != P_DATA:
+                self.stream.abort(0x02, _UNEXPECTED_PDU if 1 <= pdu_type <= 7 else _UNRECOGNIZED_PDU)
+                return
+            try:
+                items = pdvs(pdu)
+            except UpperLayerError:
+                self.stream.abort(0x02, _INVALID_PARAMETER)
+                return
+            for cx_id, control, fragment in items:
+                if cx_id not in self.contexts or (command is not None and cx_id != context_id):
+                    # a message on a context that was not accepted (PS3.8 9.3.5): nothing sensible to answer
+                    self.stream.abort(0x02, _INVALID_PARAMETER)
+                    return
+                context_id = cx_id
+                if control & 0x01:
+                    command_parts.append(fragment)
+                    if control & 0x02:
+                        try:
+                            command = read_dataset(BytesIO(b"".join(command_parts)), True, True)
+                            int(command.CommandField)
+                        except Exception:
+                            self.stream.abort(0x02, _INVALID_PARAMETER)
+                            return
+                        command_parts = []
+                        if int(command.get("CommandDataSetType", 0x0101)) == 0x0101:
+                            self._dispatch(context_id, command, b"")
+                            command = None
+                else:
+                    if command is None:
+                        self.stream.abort(0x02, _INVALID_PARAMETER)  # a dataset before its command
+                        return
+                    data_parts.append(fragment)
+                    data_size += len(fragment)
+                    if data_size > _MAX_DATASET:
+                        self.stream.abort(0x02, _INVALID_PARAMETER)
+                        return
+                    if control & 0x02:
+                        dataset = b"".join(data_parts)
+                        data_parts, data_size = [], 0
+                        self._dispatch(context_id, command, dataset)
+                        command = None
+
+    def _associate(self) -> bool:
+        pdu_type, pdu = self.stream.read_pdu(1 << 20)
+        if pdu_type != ASSOCIATE_RQ:
+            self.stream.abort(0x02, _UNEXPECTED_PDU if 1 <= pdu_type <= 7 else _UNRECOGNIZED_PDU)
+            return False
+        try:
+            rq = A_ASSOCIATE_RQ()
+            rq.decode(pdu)
+            primitive = rq.to_primitive()
+            self.calling = (primitive.calling_ae_title or "").strip()
+            self.called = (primitive.called_ae_title or "").strip()
+        except Exception:
+            self.stream.abort(0x02, _INVALID_PARAMETER)
+            return False
+        if self.count > self.acceptor.max_associations:
+            log.warning("rejected association from %s: %d associations open", self.peer, self.count - 1)
+            self._reject(0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
+            return False
+        verdict = self.acceptor.policy(self.calling, self.called, self.peer)
+        if verdict is not None:
+            self._reject(*verdict)
+            return False
+        self.peer_max = max_length_of(primitive.user_information)
+        results = []
+        for cx in primitive.presentation_context_definition_list:
+            result = PresentationContext()
+            result.context_id = cx.context_id
+            proposed = [str(ts) for ts in cx.transfer_syntax]
+            allowed = self.acceptor.supported.get(str(cx.abstract_syntax))
+            chosen = next((ts for ts in proposed if allowed and ts in allowed), None)
+            if allowed is None:
+                result.result = _ABSTRACT_SYNTAX_NOT_SUPPORTED
+            elif chosen is None:
+                result.result = _TRANSFER_SYNTAXES_NOT_SUPPORTED
+            else:
+                result.result = _ACCEPTANCE
+                self.contexts[cx.context_id] = (str(cx.abstract_syntax), chosen)
+            result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
+            results.append(result)
+        ac = A_ASSOCIATE()
+        ac.application_context_name = APPLICATION_CONTEXT
+        ac.calling_ae_title = primitive.calling_ae_title
+        ac.called_ae_title = primitive.called_ae_title
+        ac.result = 0
+        ac.presentation_context_definition_results_list = results
+        ac.user_information = user_information(self.acceptor.max_pdu)
+        pdu_ac = A_ASSOCIATE_AC()
+        pdu_ac.from_primitive(ac)
+        self.stream.send(pdu_ac.encode())
+        return True
+
+    def _respond(self, context_id: int, command: Dataset, field: int, status: int, comment: str = "") -> None:
+        rsp = Dataset()
+        rsp.AffectedSOPClassUID = command.get("AffectedSOPClassUID", "")
+        rsp.CommandField = field
+        rsp.MessageIDBeingRespondedTo = command.get("MessageID", 0)
+        rsp.CommandDataSetType = 0x0101
+        rsp.Status = status
+        if "AffectedSOPInstanceUID" in command:
+            rsp.AffectedSOPInstanceUID = command.AffectedSOPInstanceUID
+        if comment:
+            rsp.ErrorComment = comment[:64]
+        self.stream.send_message(context_id, encode_command(rsp), True, self.peer_max)
+
+    def _dispatch(self, context_id: int, command: Dataset, dataset: bytes) -> None:
+        abstract, ts = self.contexts[context_id]
+        field = int(command.CommandField)
+        if field == 0x0030:  # C-ECHO-RQ
+            self._respond(context_id, command, 0x8030, 0x0000)
+        elif field == 0x0001 and abstract != VERIFICATION:  # C-STORE-RQ
+            status, comment = self.acceptor.on_store(Request(
+                self.calling, self.called, self.peer, abstract, ts, command, dataset))
+            self._respond(context_id, command, 0x8001, status, comment)
+        elif field == 0x0001:
+            self._respond(context_id, command, 0x8001, 0x0122, "SOP class not supported")
+        else:
+            # a DIMSE service the hub does not provide on this context: "unrecognized operation"
+            self._respond(context_id, command, field | 0x8000, 0x0211, "operation not supported")
