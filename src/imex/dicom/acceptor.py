@@ -13,11 +13,8 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Callable
 
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
@@ -31,8 +28,10 @@ from imex.dicom.upper_layer import (
     P_DATA,
     RELEASE_RP,
     RELEASE_RQ,
+    Command,
     PduStream,
     UpperLayerError,
+    decode_command,
     encode_command,
     max_length_of,
     pdvs,
@@ -58,7 +57,7 @@ class Request:
     peer: str
     abstract_syntax: str  # of the presentation context it came on
     transfer_syntax: str
-    command: Dataset
+    command: Command
     dataset: bytes
 
 
@@ -164,7 +163,7 @@ class _Association:
         command_parts: list[bytes] = []
         data_parts: list[bytes] = []
         data_size = 0
-        command: Dataset | None = None
+        command: Command | None = None
         context_id = 0
         while True:
             try:
@@ -196,9 +195,8 @@ class _Association:
                     command_parts.append(fragment)
                     if control & 0x02:
                         try:
-                            command = read_dataset(BytesIO(b"".join(command_parts)), True, True)
-                            int(command.CommandField)
-                        except Exception:
+                            command = decode_command(b"".join(command_parts))
+                        except ValueError:
                             self.stream.abort(0x02, _INVALID_PARAMETER)
                             return
                         command_parts = []
@@ -271,20 +269,17 @@ class _Association:
         self.stream.send(pdu_ac.encode())
         return True
 
-    def _respond(self, context_id: int, command: Dataset, field: int, status: int, comment: str = "") -> None:
-        rsp = Dataset()
-        rsp.AffectedSOPClassUID = command.get("AffectedSOPClassUID", "")
-        rsp.CommandField = field
-        rsp.MessageIDBeingRespondedTo = command.get("MessageID", 0)
-        rsp.CommandDataSetType = 0x0101
-        rsp.Status = status
+    def _respond(self, context_id: int, command: Command, field: int, status: int, comment: str = "") -> None:
+        rsp = Command(AffectedSOPClassUID=command.get("AffectedSOPClassUID", ""), CommandField=field,
+                      MessageIDBeingRespondedTo=command.get("MessageID", 0), CommandDataSetType=0x0101,
+                      Status=status)
         if "AffectedSOPInstanceUID" in command:
-            rsp.AffectedSOPInstanceUID = command.AffectedSOPInstanceUID
+            rsp["AffectedSOPInstanceUID"] = command["AffectedSOPInstanceUID"]
         if comment:
-            rsp.ErrorComment = comment[:64]
+            rsp["ErrorComment"] = comment[:64]
         self.stream.send_message(context_id, encode_command(rsp), True, self.peer_max)
 
-    def _dispatch(self, context_id: int, command: Dataset, dataset: bytes) -> None:
+    def _dispatch(self, context_id: int, command: Command, dataset: bytes) -> None:
         abstract, ts = self.contexts[context_id]
         field = int(command.CommandField)
         if field == 0x0030:  # C-ECHO-RQ

@@ -12,11 +12,9 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from io import BytesIO
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -159,11 +157,69 @@ def pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
     return items
 
 
-def encode_command(command: Dataset) -> bytes:
-    """A DIMSE command set in implicit VR little endian, with its group length first."""
-    body = _encode_implicit(command)
-    command.CommandGroupLength = len(body)
-    return _encode_implicit(command)
+# DIMSE command elements (PS3.7 E.1) the hub reads and writes: keyword -> (element in group 0000, VR)
+_COMMAND_ELEMENTS = {
+    "AffectedSOPClassUID": (0x0002, "UI"), "CommandField": (0x0100, "US"), "MessageID": (0x0110, "US"),
+    "MessageIDBeingRespondedTo": (0x0120, "US"), "Priority": (0x0700, "US"), "CommandDataSetType": (0x0800, "US"),
+    "Status": (0x0900, "US"), "ErrorComment": (0x0902, "LO"), "ErrorID": (0x0903, "US"),
+    "AffectedSOPInstanceUID": (0x1000, "UI"), "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "MoveOriginatorMessageID": (0x1031, "US"),
+}
+_BY_ELEMENT = {element: (keyword, vr) for keyword, (element, vr) in _COMMAND_ELEMENTS.items()}
+
+
+class Command(dict):
+    """A DIMSE command set as {keyword: value}; attribute access like a pydicom Dataset."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def encode_command(command: dict) -> bytes:
+    """A command set in implicit VR little endian with its group length first, packed directly: pydicom's
+    generic writer costs more than the rest of a C-STORE response."""
+    parts = []
+    for element, keyword in sorted((e, k) for k, (e, _vr) in _COMMAND_ELEMENTS.items() if k in command):
+        vr = _COMMAND_ELEMENTS[keyword][1]
+        value = command[keyword]
+        if vr == "US":
+            raw = struct.pack("<H", int(value))
+        else:
+            raw = str(value).encode("ascii", "replace")
+            if len(raw) % 2:
+                raw += b"\x00" if vr == "UI" else b" "
+        parts.append(struct.pack("<HHL", 0x0000, element, len(raw)) + raw)
+    body = b"".join(parts)
+    return struct.pack("<HHLL", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def decode_command(data: bytes) -> Command:
+    """Read a command set (implicit VR little endian, group 0000); ValueError when it is malformed."""
+    command = Command()
+    pos = 0
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise ValueError("command set truncated")
+        group, element, length = struct.unpack_from("<HHL", data, pos)
+        if group != 0x0000 or pos + 8 + length > len(data):
+            raise ValueError("malformed command set")
+        known = _BY_ELEMENT.get(element)
+        if known is not None:
+            raw = data[pos + 8:pos + 8 + length]
+            keyword, vr = known
+            if vr == "US":
+                if length != 2:
+                    raise ValueError(f"command element (0000,{element:04X}) has length {length}")
+                command[keyword] = struct.unpack("<H", raw)[0]
+            else:
+                command[keyword] = raw.decode("ascii", "replace").strip("\x00 ")
+        pos += 8 + length
+    if "CommandField" not in command:
+        raise ValueError("command set without Command Field")
+    return command
 
 
 class Requestor:
@@ -225,23 +281,18 @@ class Requestor:
                 accepted.setdefault((abstract, ts), Accepted(cx.context_id, abstract, ts))
         return accepted, max_length_of(primitive.user_information)
 
-    def c_store(self, cx: Accepted, sop_instance_uid: str, dataset: memoryview | bytes) -> Dataset:
+    def c_store(self, cx: Accepted, sop_instance_uid: str, dataset: memoryview | bytes) -> Command:
         """Send one C-STORE-RQ with its encoded dataset; returns the C-STORE-RSP command set."""
         if not self.open:
             raise UpperLayerError(f"association with {self.peer} is closed")
         self.message_id = (self.message_id % 0xFFFF) + 1
-        command = Dataset()
-        command.AffectedSOPClassUID = cx.abstract_syntax
-        command.CommandField = 0x0001
-        command.MessageID = self.message_id
-        command.Priority = 0x0000
-        command.CommandDataSetType = 0x0000
-        command.AffectedSOPInstanceUID = sop_instance_uid
+        command = Command(AffectedSOPClassUID=cx.abstract_syntax, CommandField=0x0001, MessageID=self.message_id,
+                          Priority=0x0000, CommandDataSetType=0x0000, AffectedSOPInstanceUID=sop_instance_uid)
         self.stream.send_message(cx.context_id, encode_command(command), True, self.peer_max_pdu)
         self.stream.send_message(cx.context_id, dataset, False, self.peer_max_pdu)
         return self._read_response()
 
-    def _read_response(self) -> Dataset:
+    def _read_response(self) -> Command:
         fragments: list[bytes] = []
         while True:
             pdu_type, data = self.stream.read_pdu(OWN_MAX_PDU + 1024)
@@ -254,8 +305,12 @@ class Requestor:
             for _cx, control, fragment in pdvs(data):
                 fragments.append(fragment)
                 if control & 0x01 and control & 0x02:  # last fragment of a command
-                    ds = read_dataset(BytesIO(b"".join(fragments)), True, True)
-                    if int(ds.get("CommandField", 0)) != 0x8001:
+                    try:
+                        ds = decode_command(b"".join(fragments))
+                    except ValueError as exc:
+                        self.abort()
+                        raise UpperLayerError(f"{self.peer} sent an unreadable response: {exc}") from None
+                    if ds.CommandField != 0x8001:
                         self.abort()
                         raise UpperLayerError(f"{self.peer} answered with command 0x{ds.CommandField:04X}")
                     return ds
