@@ -491,3 +491,15 @@ def test_routing_codes_from_a_sequence_attribute_are_none():
     ds = _nested(undefined=False)
     fields = read_instance(encode_dataset(ds), ExplicitVRLittleEndian, code_tag=attribute_tag("ReferencedSeriesSequence"))
     assert fields.routing_codes == ()
+
+
+def test_names_are_decoded_in_the_dataset_character_set():
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.4", "1.2.5"
+    ds.PatientName = "Müller^Jürgen"
+    ds.SeriesNumber = "7"
+    for implicit, ts in ((True, "1.2.840.10008.1.2"), (False, "1.2.840.10008.1.2.1")):
+        fields = read_instance(encode_dataset(ds, implicit=implicit), ts)
+        assert fields.patient_name == "Müller^Jürgen" and fields.series_number == 7

@@ -10,13 +10,9 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
 
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
@@ -93,7 +89,10 @@ def _truncated(what: str, need: int, have: int) -> InvalidInstance:
 class _Walker:
     """Walks element headers of a little/big endian dataset, checking that every length fits."""
 
-    def __init__(self, buf: bytes, implicit: bool, little: bool) -> None:
+    def __init__(self, buf: bytes, implicit: bool, little: bool, wanted: frozenset[int] = frozenset()) -> None:
+        self.wanted = wanted
+        # top-level elements of the wanted tags: tag -> (VR, or b"" in implicit VR; value offset; length)
+        self.found: dict[int, tuple[bytes, int, int]] = {}
         self.buf = buf
         self.implicit = implicit
         self.e = "<" if little else ">"
@@ -137,6 +136,8 @@ class _Walker:
             else:
                 if length > end - pos:
                     raise _truncated(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X})", length, end - pos)
+                if depth == 0 and tag in self.wanted:
+                    self.found[tag] = (bytes(vr), pos, length)
                 if vr == b"SQ":
                     self.sequence(pos, pos + length, implicit, depth + 1, defined=True)
                 pos += length
@@ -219,29 +220,18 @@ def decode_layout(
     return dataset, ts.is_implicit_VR, ts.is_little_endian
 
 
-def check_structure(plain: bytes, implicit: bool, little: bool) -> None:
-    """Raise InvalidInstance unless every element of the dataset is complete."""
+def check_structure(plain: bytes, implicit: bool, little: bool,
+                    wanted: frozenset[int] = frozenset()) -> dict[int, tuple[bytes, int, int]]:
+    """Raise InvalidInstance unless every element of the dataset is complete; returns where the wanted
+    top-level elements are: tag -> (VR, value offset, length)."""
     if not plain:
         raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, "empty dataset")
+    walker = _Walker(plain, implicit, little, wanted)
     try:
-        _Walker(plain, implicit, little).dataset(0, len(plain), implicit, 0, until_item_end=False)
+        walker.dataset(0, len(plain), implicit, 0, until_item_end=False)
     except struct.error:
         raise _truncated("element header", 8, 0) from None
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    return str(value).strip().replace("\x00", "")
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    return walker.found
 
 
 _UID_PART = re.compile(r"[0-9]+", re.ASCII)
@@ -253,19 +243,63 @@ def _valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and all(_UID_PART.fullmatch(part) for part in value.split("."))
 
 
-def _codes(value: object) -> tuple[str, ...]:
-    """Routing codes from an attribute value: one per value, upper case, empty ones dropped."""
-    if value is None or isinstance(value, Sequence):
-        return ()
-    if isinstance(value, (bytes, bytearray)):
-        # A private or unknown attribute read as UN (always so in implicit VR): the raw text.
-        items: list[object] = list(bytes(value).decode("latin-1").split("\\"))
-    elif isinstance(value, (MultiValue, list, tuple)):
-        items = list(value)
-    else:
-        items = [value]
-    codes = (str(v).replace("\x00", "").strip().upper() for v in items)
-    return tuple(c for c in codes if c)
+_TEXT_VRS = {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"PN", b"SH", b"ST", b"TM", b"UC",
+             b"UI", b"UR", b"UT", b"UN", b""}
+_CHARSET = 0x00080005
+# the attributes the index reads: keyword -> tag
+_FIELDS = {keyword: int(tag_for_keyword(keyword)) for keyword in (  # type: ignore[arg-type]
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "IssuerOfPatientID",
+    "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyDate", "StudyTime",
+    "StudyDescription", "ReferringPhysicianName", "Modality", "SeriesDescription", "SeriesNumber",
+    "BodyPartExamined", "InstanceNumber")}
+_PERSON_NAMES = {_FIELDS["PatientName"], _FIELDS["ReferringPhysicianName"]}
+
+
+class _Values:
+    """Decodes the collected elements' text, in the dataset's character set, without building a pydicom
+    Dataset (which costs more than the rest of receiving an instance)."""
+
+    def __init__(self, plain: bytes, found: dict[int, tuple[bytes, int, int]]) -> None:
+        self.plain = plain
+        self.found = found
+        self.encodings = ["iso8859"]
+        if _CHARSET in found:
+            terms = [t.strip() for t in self.raw(_CHARSET).decode("ascii", "replace").split("\\")]
+            try:
+                self.encodings = convert_encodings(terms)
+            except LookupError:
+                pass
+
+    def raw(self, tag: int) -> bytes:
+        _vr, pos, length = self.found[tag]
+        return self.plain[pos:pos + length]
+
+    def text(self, tag: int) -> str:
+        if tag not in self.found:
+            return ""
+        vr = self.found[tag][0]
+        if vr not in _TEXT_VRS:
+            raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be decoded: ({tag >> 16:04X},"
+                                                            f"{tag & 0xFFFF:04X}) has VR {vr.decode(errors='replace')}")
+        delimiters = {0x5E, 0x3D} if tag in _PERSON_NAMES else set()
+        try:
+            value = decode_bytes(self.raw(tag), self.encodings, delimiters)
+        except Exception:
+            value = self.raw(tag).decode("latin-1")
+        return value.replace("\x00", "").strip()
+
+    def number(self, tag: int) -> int | None:
+        try:
+            return int(self.text(tag).split("\\")[0]) if self.text(tag) else None
+        except ValueError:
+            return None
+
+    def codes(self, tag: int) -> tuple[str, ...]:
+        """Routing codes: one per value, upper case, empty ones dropped; none from a sequence."""
+        if tag not in self.found or self.found[tag][0] == b"SQ":
+            return ()
+        text = self.raw(tag).decode("latin-1")
+        return tuple(c for c in (v.replace("\x00", "").strip().upper() for v in text.split("\\")) if c)
 
 
 def read_instance(
@@ -278,17 +312,13 @@ def read_instance(
 ) -> IndexFields:
     """Validate an encoded dataset and extract its index fields; raises InvalidInstance with the status."""
     plain, implicit, little = decode_layout(dataset, transfer_syntax)
-    check_structure(plain, implicit, little)
-    try:
-        ds = read_dataset(BytesIO(plain), implicit, little)
-        sop_class = _text(ds, "SOPClassUID")
-        sop_uid = _text(ds, "SOPInstanceUID")
-        study_uid = _text(ds, "StudyInstanceUID")
-        series_uid = _text(ds, "SeriesInstanceUID")
-    except InvalidInstance:
-        raise
-    except Exception as exc:  # pydicom raises many types for bad values
-        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be decoded: {exc}") from None
+    wanted = frozenset({*_FIELDS.values(), _CHARSET, *((code_tag,) if code_tag is not None else ())})
+    values = _Values(plain, check_structure(plain, implicit, little, wanted))
+    text = values.text
+    sop_class = text(_FIELDS["SOPClassUID"])
+    sop_uid = text(_FIELDS["SOPInstanceUID"])
+    study_uid = text(_FIELDS["StudyInstanceUID"])
+    series_uid = text(_FIELDS["SeriesInstanceUID"])
     for label, value in (("SOP Instance UID (0008,0018)", sop_uid), ("Study Instance UID (0020,000D)", study_uid),
                          ("Series Instance UID (0020,000E)", series_uid), ("SOP Class UID (0008,0016)", sop_class)):
         if not value:
@@ -305,30 +335,25 @@ def read_instance(
             STATUS_DATASET_MISMATCH,
             f"dataset SOP Instance UID {sop_uid} does not match the request's {expected_sop_uid}",
         )
-    # pydicom converts values lazily: a malformed value (e.g. a VR whose length is no multiple of its
-    # size) raises only here, and must be answered like any other undecodable dataset.
-    try:
-        return IndexFields(
-            sop_class_uid=sop_class,
-            sop_uid=sop_uid,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            patient_id=_text(ds, "PatientID")[:64],
-            issuer=_text(ds, "IssuerOfPatientID")[:64],
-            patient_name=_text(ds, "PatientName")[:320],
-            birth_date=_text(ds, "PatientBirthDate")[:8],
-            sex=_text(ds, "PatientSex")[:16],
-            accession_number=_text(ds, "AccessionNumber")[:64],
-            study_date=_text(ds, "StudyDate")[:8],
-            study_time=_text(ds, "StudyTime")[:32],
-            study_description=_text(ds, "StudyDescription")[:128],
-            referring_physician=_text(ds, "ReferringPhysicianName")[:320],
-            modality=_text(ds, "Modality")[:16],
-            series_description=_text(ds, "SeriesDescription")[:128],
-            series_number=_int(ds, "SeriesNumber"),
-            body_part=_text(ds, "BodyPartExamined")[:64],
-            instance_number=_int(ds, "InstanceNumber"),
-            routing_codes=_codes(ds[code_tag].value) if code_tag is not None and code_tag in ds else (),
-        )
-    except Exception as exc:
-        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be decoded: {exc}") from None
+    return IndexFields(
+        sop_class_uid=sop_class,
+        sop_uid=sop_uid,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        patient_id=text(_FIELDS["PatientID"])[:64],
+        issuer=text(_FIELDS["IssuerOfPatientID"])[:64],
+        patient_name=text(_FIELDS["PatientName"])[:320],
+        birth_date=text(_FIELDS["PatientBirthDate"])[:8],
+        sex=text(_FIELDS["PatientSex"])[:16],
+        accession_number=text(_FIELDS["AccessionNumber"])[:64],
+        study_date=text(_FIELDS["StudyDate"])[:8],
+        study_time=text(_FIELDS["StudyTime"])[:32],
+        study_description=text(_FIELDS["StudyDescription"])[:128],
+        referring_physician=text(_FIELDS["ReferringPhysicianName"])[:320],
+        modality=text(_FIELDS["Modality"])[:16],
+        series_description=text(_FIELDS["SeriesDescription"])[:128],
+        series_number=values.number(_FIELDS["SeriesNumber"]),
+        body_part=text(_FIELDS["BodyPartExamined"])[:64],
+        instance_number=values.number(_FIELDS["InstanceNumber"]),
+        routing_codes=values.codes(code_tag) if code_tag is not None else (),
+    )
