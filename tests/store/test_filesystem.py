@@ -26,7 +26,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def broken_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fdatasync", broken_fsync)
     with pytest.raises(OSError):
         store.put_bytes(b"x" * 1000)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -48,7 +48,7 @@ class BlobStore:
                     while view:
                         view = view[os.write(fd, view):]
                 if self.fsync:
-                    os.fsync(fd)
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
             folder = str(final.parent)
