@@ -9,6 +9,7 @@ import peers
 from hubtools import fast_config, sop_uids, wait_until, write_toml
 
 from imex.samples import make_study
+from imex.store import BlobStore
 
 INSTITUTIONS = [{"ods": "RJZ", "name": "King's College Hospital"}, {"ods": "RYJ", "name": "Imperial"}]
 
@@ -91,8 +92,7 @@ def test_kill_9_mid_receive_loses_no_acknowledged_instance(storescp, hub_process
     assert 30 <= len(indexed) < 300
     # every indexed instance has its whole file in the blob store
     for key, size in _query(db_path, "SELECT blob_key, size FROM instances"):
-        blob = config.store_path / key[:2] / key[2:4] / key
-        assert blob.stat().st_size == size
+        assert BlobStore(config.store_path).path(key).stat().st_size == size
 
     hub_process(path, name="hub-restarted")
     # the sending PACS retries the whole study, as PACS do after a failed association

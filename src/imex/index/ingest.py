@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, DateTime, Table, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -37,6 +37,19 @@ class Stored:
     size: int
     # new | replaced (same UID, other bytes) | duplicate (same UID, same bytes)
     outcome: str
+
+
+# The statements every instance runs, written once as text: building SQLAlchemy expressions and their
+# cache keys per instance cost more than executing them. The syntax is the same on SQLite and PostgreSQL.
+_INSERT_INSTANCE = text(
+    "INSERT INTO instances (study_id, series_id, sop_uid, sop_class_uid, transfer_syntax_uid, number, blob_key, "
+    "size, source_node_id, calling_aet, called_aet, received_at) VALUES (:study_id, :series_id, :sop_uid, "
+    ":sop_class_uid, :transfer_syntax_uid, :number, :blob_key, :size, :source_node_id, :calling_aet, "
+    ":called_aet, :received_at) ON CONFLICT DO NOTHING RETURNING id").bindparams(bindparam("received_at", type_=DateTime))
+_COUNT_SERIES = text("UPDATE series SET num_instances = num_instances + 1 WHERE id = :id")
+_COUNT_STUDY = text(
+    "UPDATE studies SET num_instances = num_instances + 1, received_seq = received_seq + 1, "
+    "last_received_at = :now, route_state = 'receiving' WHERE id = :id").bindparams(bindparam("now", type_=DateTime))
 
 
 class Ingest:
@@ -88,10 +101,8 @@ class Ingest:
                 calling_aet=source.calling_aet, called_aet=source.called_aet, received_at=now,
             )
             # the common case, a new instance, in one statement; a UID seen before falls through
-            instance_id = conn.execute(
-                self._dialect_insert(instances).values(study_id=study_id, series_id=series_id,
-                                                       sop_uid=fields.sop_uid, **values)
-                .on_conflict_do_nothing().returning(instances.c.id)).scalar()
+            instance_id = conn.execute(_INSERT_INSTANCE, dict(study_id=study_id, series_id=series_id,
+                                                              sop_uid=fields.sop_uid, **values)).scalar()
             outcome = "new"
             if instance_id is None:
                 row = conn.execute(select(instances.c.id, instances.c.blob_key).where(
@@ -116,8 +127,10 @@ class Ingest:
                new: bool, now) -> None:  # type: ignore[no-untyped-def]
         """Update the series and study counters, and tell the router the study changed."""
         if new:
-            conn.execute(update(series).where(series.c.id == series_id)
-                         .values(num_instances=series.c.num_instances + 1))
+            conn.execute(_COUNT_SERIES, {"id": series_id})
+        if new and not series_new and not fields.routing_codes:  # most instances: one prepared statement
+            conn.execute(_COUNT_STUDY, {"id": study_id, "now": now})
+            return
         study_values: dict = dict(received_seq=studies.c.received_seq + 1, last_received_at=now,
                                   route_state="receiving")
         if new:

@@ -20,10 +20,15 @@ class BlobStore:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._folders: set[str] = set()  # fan-out folders known to exist, to skip a mkdir per blob
+        if not (self.root / "fff").is_dir():  # made once, so no blob write pays for a mkdir
+            for n in range(4096):
+                (self.root / f"{n:03x}").mkdir(exist_ok=True)
+        self._folders.update(str(self.root / f"{n:03x}") for n in range(4096))
 
     def path(self, key: str) -> Path:
-        """Where the blob with this SHA-256 hex key lives (two levels of fan-out)."""
-        return self.root / key[:2] / key[2:4] / key
+        """Where the blob with this SHA-256 hex key lives: one of 4096 folders by its first 3 hex digits
+        (10 million instances make about 2,500 files a folder)."""
+        return self.root / key[:3] / key
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
