@@ -48,6 +48,10 @@ class Database:
                 session.rollback()
                 raise
 
+    def reader(self):  # type: ignore[no-untyped-def]
+        """A connection for reads only: on SQLite it does not take the write lock."""
+        return self.engine.connect().execution_options(readonly=True)
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision; several processes starting at once take turns."""
         cfg = AlembicConfig()
@@ -75,4 +79,5 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # read-only work (the pollers' "anything to do?") must not take the write lock from ingest
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")

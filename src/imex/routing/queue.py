@@ -84,6 +84,12 @@ class Claim:
 def claim(db: Database, worker: str, lease_seconds: float, default_limit: int) -> Claim | None:
     """Take the most urgent due transfer whose destination has a free slot; None when there is none."""
     now = utcnow()
+    with db.reader() as conn:  # the common answer, "nothing due", without the write lock
+        due = conn.execute(select(transfers.c.id).where(
+            transfers.c.state == "pending", transfers.c.next_attempt_at <= now).limit(1)).first()
+        conn.rollback()
+    if due is None:
+        return None
     with db.engine.begin() as conn:
         query = (select(transfers.c.id, transfers.c.destination_node_id, transfers.c.attempts)
                  .where(transfers.c.state == "pending", transfers.c.next_attempt_at <= now)
@@ -119,6 +125,12 @@ def reap_expired_leases(db: Database) -> int:
     """Put back transfers whose worker stopped renewing its lease (its process died): they resume and
     send only the items not yet confirmed."""
     now = utcnow()
+    with db.reader() as conn:
+        expired = conn.execute(select(transfers.c.id).where(
+            transfers.c.state == "sending", transfers.c.lease_until < now).limit(1)).first()
+        conn.rollback()
+    if expired is None:
+        return 0
     with db.engine.begin() as conn:
         query = select(transfers.c.id, transfers.c.claimed_by).where(
             transfers.c.state == "sending", transfers.c.lease_until < now)

@@ -49,7 +49,7 @@ class Router:
     def route_stable(self, limit: int = 50) -> int:
         """Route every study that became stable; returns how many were routed or quarantined."""
         cutoff = utcnow() - dt.timedelta(seconds=self.stable_seconds)
-        with self.db.engine.connect() as conn:
+        with self.db.reader() as conn:
             ids = conn.execute(select(studies.c.id).where(
                 studies.c.route_state == "receiving", studies.c.last_received_at <= cutoff)
                 .order_by(studies.c.last_received_at).limit(limit)).scalars().all()
