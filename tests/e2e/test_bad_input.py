@@ -722,3 +722,20 @@ def test_hang_up_mid_dataset_stores_nothing(hub, tmp_path, how):
     finally:
         assoc.release()
     assert instance_count(hub) == 2
+
+
+def test_association_limit_rejects_with_local_limit_exceeded_then_recovers(make_config, start_hub, tmp_path):
+    hub = start_hub(make_config(dicom__acse_timeout=ACSE_TIMEOUT, dicom__max_associations=1))
+    register_hospitals(hub, dest_port=peers.free_port())
+    first = associate(hub)
+    assert first.is_established
+    try:
+        second = associate(hub)
+        assert second.is_rejected
+        rj = second.acceptor.primitive
+        # rejected-transient, DICOM UL service provider (presentation), local limit exceeded (PS3.8 9.3.4)
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+    finally:
+        first.release()
+    wait_idle(hub)
+    assert_still_serving(hub, tmp_path)
