@@ -48,6 +48,8 @@ class Hub:
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.emails = EmailSender(config, self.db)
+        self.work_queued = threading.Event()
+        self.router.on_queued = self.work_queued.set
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.http: uvicorn.Server | None = None
@@ -77,7 +79,7 @@ class Hub:
         self.listener.start()
         self._spawn("router", self._loop, "router", self._housekeeping, self.config["routing.scan_interval"])
         for i in range(self.config["delivery.workers"]):
-            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}")
+            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}", wake=self.work_queued)
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
         if self.config["http.port"]:
@@ -95,6 +97,7 @@ class Hub:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.work_queued.set()  # idle workers see the stop at once
         self.listener.stop()
         if self.http is not None:
             self.http.should_exit = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import Connection, select, update
 
@@ -45,6 +46,8 @@ class Router:
         self.hub_aet = hub_aet.upper()
         self.code_attribute = code_attribute
         self.stable_seconds = stable_seconds
+        self.on_queued: Callable[[], None] | None = None
+        self.queued_work = False
 
     def route_stable(self, limit: int = 50) -> int:
         """Route every study that became stable; returns how many were routed or quarantined."""
@@ -56,8 +59,11 @@ class Router:
             conn.rollback()
         done = 0
         for study_id in ids:
+            self.queued_work = False
             if self.route_one(study_id, cutoff):
                 done += 1
+            if self.queued_work and self.on_queued is not None:
+                self.on_queued()  # committed: wake this process's delivery workers now
         return done
 
     def route_one(self, study_id: int, cutoff: dt.datetime | None = None) -> bool:
@@ -81,7 +87,8 @@ class Router:
                     route_state="quarantined", quarantine_reason=decision.problem, routed_seq=study.received_seq))
                 log.warning("study %s quarantined: %s", study.study_uid, decision.problem)
                 return True
-            queue_study(conn, study_id, decision.destinations)
+            if queue_study(conn, study_id, decision.destinations):
+                self.queued_work = True
             conn.execute(update(studies).where(studies.c.id == study_id).values(
                 route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
             log.info("study %s routed to %s", study.study_uid, ", ".join(decision.destinations.values()))

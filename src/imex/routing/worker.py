@@ -51,12 +51,14 @@ def backoff(attempt: int, config: Config) -> float:
 
 
 class DeliveryWorker:
-    def __init__(self, config: Config, db: Database, store: BlobStore, name: str) -> None:
+    def __init__(self, config: Config, db: Database, store: BlobStore, name: str,
+                 wake: threading.Event | None = None) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.name = name
         self.lease = dt.timedelta(seconds=config["delivery.lease_seconds"])
+        self.wake = wake or threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -64,7 +66,9 @@ class DeliveryWorker:
                 claimed = queue.claim(self.db, self.name, self.config["delivery.lease_seconds"],
                                       self.config["delivery.per_destination"])
                 if claimed is None:
-                    stop.wait(self.config["delivery.poll_interval"])
+                    # the router of this process sets `wake` when it queues work; others are found by polling
+                    if self.wake.wait(self.config["delivery.poll_interval"]):
+                        self.wake.clear()
                     continue
                 self.deliver(claimed, stop)
             except Exception:
