@@ -12,6 +12,7 @@ from typing import Any, Callable
 from peers import free_port, wait_port
 
 from imex.config import Config, load
+from imex.dicom.part10 import encode_dataset  # noqa: F401  (re-exported for the tests)
 
 FAST = {
     "dicom.host": "127.0.0.1",
@@ -152,15 +153,3 @@ def sop_uids(paths: Any) -> list[str]:
     from pydicom import dcmread
 
     return sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths)
-
-
-def encode_dataset(ds: Any, implicit: bool = False, little: bool = True) -> bytes:
-    """A dataset's encoding without file meta, as it travels in a C-STORE."""
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little
-    write_dataset(fp, ds)
-    return fp.getvalue()

@@ -30,6 +30,7 @@ from imex.dicom.upper_layer import (
     RELEASE_RQ,
     Command,
     PduStream,
+    PeerTimeout,
     UpperLayerError,
     decode_command,
     encode_command,
@@ -61,6 +62,11 @@ class Request:
     dataset: bytes
 
 
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4: rejected-permanent by the DICOM UL service-user
+CALLING_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x03)
+CALLED_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x07)
+
+# (calling AE title, called AE title, peer address) -> None to accept, or the rejection to send
 Policy = Callable[[str, str, str], "tuple[int, int, int] | None"]
 StoreHandler = Callable[[Request], "tuple[int, str]"]
 
@@ -168,9 +174,8 @@ class _Association:
         while True:
             try:
                 pdu_type, pdu = self.stream.read_pdu(self.acceptor.max_pdu + 1024)
-            except UpperLayerError as exc:
-                if "sent nothing" in str(exc):
-                    self.stream.abort(0x02, 0x00)  # idle too long: ARTIM expired
+            except PeerTimeout:
+                self.stream.abort(0x02, 0x00)  # idle too long: ARTIM expired
                 raise
             if pdu_type == RELEASE_RQ:
                 self.stream.send(struct.pack(">BBLL", RELEASE_RP, 0, 4, 0))

@@ -290,8 +290,8 @@ class _Values:
 
     def number(self, tag: int) -> int | None:
         try:
-            return int(self.text(tag).split("\\")[0]) if self.text(tag) else None
-        except ValueError:
+            return int(self.text(tag).split("\\")[0])
+        except ValueError:  # absent (empty) or not a number
             return None
 
     def codes(self, tag: int) -> tuple[str, ...]:

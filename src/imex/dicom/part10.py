@@ -9,6 +9,10 @@ from __future__ import annotations
 import struct
 import uuid
 
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
 from imex import __version__
 
 # A UUID-derived UID (PS3.5 B.2: 2.25 and the UUID as an integer) from a name-based UUID, so it is the same
@@ -63,3 +67,12 @@ def dataset_offset(data: bytes | memoryview) -> int:
     return pos
 
 
+
+
+def encode_dataset(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:
+    """A dataset's encoding without file meta, as it travels in a C-STORE."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = implicit
+    fp.is_little_endian = little
+    write_dataset(fp, ds)
+    return fp.getvalue()

@@ -16,11 +16,12 @@ from pynetdicom.presentation import StoragePresentationContexts
 
 from imex import metrics
 from imex.config import Config
-from imex.dicom.acceptor import VERIFICATION, Acceptor, Request
-from imex.dicom.net import (
+from imex.dicom.acceptor import (
     CALLED_AE_NOT_RECOGNIZED,
     CALLING_AE_NOT_RECOGNIZED,
-    Rejection,
+    VERIFICATION,
+    Acceptor,
+    Request,
 )
 from imex.dicom.parse import (
     STATUS_OUT_OF_RESOURCES,
@@ -47,19 +48,19 @@ class DicomListener:
         self.code_tag = attribute_tag(config["routing.code_attribute"])
         self.server: Acceptor | None = None
 
-    def _policy(self, calling: str, called: str, peer: str) -> Rejection | None:
+    def _policy(self, calling: str, called: str, peer: str) -> tuple[int, int, int] | None:
         node = self.nodes.by_aet(calling)
         if node is None:
             log.warning("rejected association from %s: calling AE title %r is not a registered node", peer, calling)
-            return Rejection(*CALLING_AE_NOT_RECOGNIZED, "unknown calling AE title")
+            return CALLING_AE_NOT_RECOGNIZED
         if self.config["dicom.check_peer_address"] and not self.nodes.address_matches(node, peer):
             log.warning("rejected association: AE title %r connected from %s, but node %s is at %s",
                         calling, peer, node.name, node.host)
-            return Rejection(*CALLING_AE_NOT_RECOGNIZED, "calling AE title at an unexpected address")
+            return CALLING_AE_NOT_RECOGNIZED
         if called.upper() != self.ae_title.upper() and self.nodes.alias(called) is None:
             log.warning("rejected association from %s (%s): called AE title %r is neither %s nor an alias",
                         calling, peer, called, self.ae_title)
-            return Rejection(*CALLED_AE_NOT_RECOGNIZED, "unknown called AE title")
+            return CALLED_AE_NOT_RECOGNIZED
         return None
 
     def _on_store(self, request: Request) -> tuple[int, str]:

@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
-from imex.dicom.part10 import dataset_offset
+from imex.dicom.part10 import dataset_offset, encode_dataset
 from imex.dicom.syntaxes import UNCOMPRESSED
 from imex.dicom.syntaxes import name as syntax_name
 from imex.dicom.upper_layer import Accepted, Requestor, UpperLayerError
@@ -86,11 +83,10 @@ class Sender:
 
     def _choose(self, item: Outgoing) -> Accepted | None:
         accepted = self.requestor.accepted
-        if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
-            return accepted[(item.sop_class_uid, item.transfer_syntax_uid)]
-        for ts in UNCOMPRESSED:
-            if (item.sop_class_uid, ts) in accepted:
-                return accepted[(item.sop_class_uid, ts)]
+        for ts in (item.transfer_syntax_uid, *UNCOMPRESSED):  # as stored first, then uncompressed
+            cx = accepted.get((item.sop_class_uid, ts))
+            if cx is not None:
+                return cx
         return None
 
     def _converted(self, item: Outgoing, ts: str) -> bytes:
@@ -127,14 +123,6 @@ class Sender:
 
     def close(self) -> None:
         self.requestor.release()
-
-
-def encode_dataset(ds: Dataset, implicit: bool) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = True
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 T = TypeVar("T")

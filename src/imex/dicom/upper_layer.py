@@ -13,9 +13,6 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -48,6 +45,10 @@ class UpperLayerError(ConnectionError):
     """The association could not be made or was lost; the message says what the peer did."""
 
 
+class PeerTimeout(UpperLayerError):
+    """The peer sent nothing for the whole timeout."""
+
+
 class Rejected(UpperLayerError):
     pass
 
@@ -57,14 +58,6 @@ class Accepted:
     context_id: int
     abstract_syntax: str
     transfer_syntax: str
-
-
-def _encode_implicit(ds: Dataset) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = True
-    fp.is_little_endian = True
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 class PduStream:
@@ -88,7 +81,7 @@ class PduStream:
                 with memoryview(buffer) as view:
                     chunk = self.sock.recv_into(view[got:], len(buffer) - got)
             except socket.timeout:
-                raise UpperLayerError(f"{self.peer} sent nothing for {self.timeout:.0f} s") from None
+                raise PeerTimeout(f"{self.peer} sent nothing for {self.timeout:.0f} s") from None
             except OSError as exc:
                 raise UpperLayerError(f"connection to {self.peer} failed: {exc}") from None
             if not chunk:

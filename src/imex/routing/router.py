@@ -105,7 +105,7 @@ class Router:
 
         by_alias: dict[int, str] = {}
         for aet in sorted(called - {self.hub_aet}):
-            found, problem = self._alias_targets(conn, aet)
+            found, problem = _alias_targets(conn, aet)
             by_alias.update({n: f"alias {aet}" for n in found})
             if problem:
                 problems.append(problem)
@@ -121,7 +121,7 @@ class Router:
             if not codes:
                 problems.append(f"no destination code in {self.code_attribute}")
             for code in codes:
-                found, problem = self._targets(conn, code)
+                found, problem = _targets(conn, code)
                 by_code.update({n: f"code {code} in {self.code_attribute}" for n in found})
                 if problem:
                     problems.append(f"{self.code_attribute} {problem}")
@@ -134,7 +134,7 @@ class Router:
         matched = [rule for rule in self.rules if rule.matches(facts)]
         for rule in matched:
             for target in rule.to:
-                found, problem = self._targets(conn, target)
+                found, problem = _targets(conn, target)
                 by_rule.update({n: f"rule '{rule.name}'" for n in found})
                 if problem:
                     problems.append(f"rule '{rule.name}': {problem}")
@@ -150,36 +150,6 @@ class Router:
         if found and not kept:
             problems.append("the only destination found is the node that sent the study")
         return kept
-
-    def _destination_nodes(self, conn: Connection, institution_id: int) -> list[int]:
-        return list(conn.execute(select(nodes.c.id).where(
-            nodes.c.institution_id == institution_id, nodes.c.destination.is_(True),
-            nodes.c.enabled.is_(True))).scalars())
-
-    def _alias_targets(self, conn: Connection, aet: str) -> tuple[list[int], str]:
-        node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.alias == aet)).first()
-        if node is not None:
-            return ([node.id], "") if node.enabled else ([], f"alias {aet} names a disabled node")
-        inst = conn.execute(select(institutions.c.id).where(
-            (institutions.c.alias == aet) | (institutions.c.ods_code == aet))).scalar()
-        if inst is None:
-            return [], f"called AE title {aet} is no alias"
-        found = self._destination_nodes(conn, inst)
-        return found, "" if found else f"institution of alias {aet} has no destination node"
-
-    def _targets(self, conn: Connection, target: str) -> tuple[list[int], str]:
-        """Nodes for a rule or code target: a node name, else an institution's ODS code."""
-        node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.name == target)).first()
-        if node is None:
-            node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(
-                nodes.c.name.ilike(target))).first()
-        if node is not None:
-            return ([node.id], "") if node.enabled else ([], f"node {target} is disabled")
-        inst = conn.execute(select(institutions.c.id).where(institutions.c.ods_code == target.upper())).scalar()
-        if inst is None:
-            return [], f"{target} is neither an institution's ODS code nor a node"
-        found = self._destination_nodes(conn, inst)
-        return found, "" if found else f"institution {target} has no destination node"
 
     def _facts(self, conn: Connection, study, source_node_ids: set[int], called: set[str]) -> StudyFacts:  # type: ignore[no-untyped-def]
         source_names: set[str] = set()
@@ -206,16 +176,48 @@ class Router:
         )
 
 
+def _destination_nodes(conn: Connection, institution_id: int) -> list[int]:
+    return list(conn.execute(select(nodes.c.id).where(
+        nodes.c.institution_id == institution_id, nodes.c.destination.is_(True),
+        nodes.c.enabled.is_(True))).scalars())
+
+
+def _alias_targets(conn: Connection, aet: str) -> tuple[list[int], str]:
+    node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.alias == aet)).first()
+    if node is not None:
+        return ([node.id], "") if node.enabled else ([], f"alias {aet} names a disabled node")
+    inst = conn.execute(select(institutions.c.id).where(
+        (institutions.c.alias == aet) | (institutions.c.ods_code == aet))).scalar()
+    if inst is None:
+        return [], f"called AE title {aet} is no alias"
+    found = _destination_nodes(conn, inst)
+    return found, "" if found else f"institution of alias {aet} has no destination node"
+
+
+def _targets(conn: Connection, target: str) -> tuple[list[int], str]:
+    """Nodes for a rule or code target: a node name, else an institution's ODS code."""
+    node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.name == target)).first()
+    if node is None:
+        node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(
+            nodes.c.name.ilike(target))).first()
+    if node is not None:
+        return ([node.id], "") if node.enabled else ([], f"node {target} is disabled")
+    inst = conn.execute(select(institutions.c.id).where(institutions.c.ods_code == target.upper())).scalar()
+    if inst is None:
+        return [], f"{target} is neither an institution's ODS code nor a node"
+    found = _destination_nodes(conn, inst)
+    return found, "" if found else f"institution {target} has no destination node"
+
+
 def route_manually(db: Database, study_uid: str, targets: list[str], who: str = "operator") -> list[int]:
     """Send a (quarantined or any) study to the given ODS codes or node names; returns transfer ids."""
-    router = Router(db, [], "", "", 0)
     with db.engine.begin() as conn:
         study = conn.execute(select(studies).where(studies.c.study_uid == study_uid)).first()
         if study is None:
             raise ValueError(f"no study {study_uid}")
         destinations: dict[int, str] = {}
         for target in targets:
-            found, problem = router._targets(conn, target)
+            found, problem = _targets(conn, target)
             if problem:
                 raise ValueError(problem)
             destinations.update({n: f"routed by {who} to {target}" for n in found})

@@ -41,7 +41,6 @@ class Pending:
     instance_id: int
     outgoing: Outgoing
     size: int
-    sop_uid: str
 
 
 def backoff(attempt: int, config: Config) -> float:
@@ -87,7 +86,7 @@ class DeliveryWorker:
                 .where(items.c.transfer_id == transfer_id, items.c.state == "pending")
                 .order_by(instances.c.series_id, instances.c.number, instances.c.id)).all()
         return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
-                                                      r.transfer_syntax_uid, r.sop_uid), r.size, r.sop_uid) for r in rows]
+                                                      r.transfer_syntax_uid, r.sop_uid), r.size) for r in rows]
 
     def _heartbeat(self, transfer_id: int, done: threading.Event) -> None:
         """Renew the lease while a transfer runs, even while one large instance takes minutes to send,
@@ -131,7 +130,7 @@ class DeliveryWorker:
             if sent.status is None:
                 errors.append(self._item_failed(claimed, p, None, sent.error))
             elif not is_success(sent.status):
-                detail = f"{p.sop_uid}: status 0x{sent.status:04X}" + (f" ({sent.error})" if sent.error else "")
+                detail = f"{p.outgoing.sop_instance_uid}: status 0x{sent.status:04X}" + (f" ({sent.error})" if sent.error else "")
                 errors.append(self._item_failed(claimed, p, sent.status, f"destination refused {detail}"))
             elif not self._confirm(claimed, p, sent.status):
                 interrupted = True  # cancelled, or taken over after a lost lease
