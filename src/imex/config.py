@@ -53,7 +53,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.check_peer_address", True, "Refuse a known calling AE title that connects from an address "
             "other than its node's host."),
     Setting("http.host", "0.0.0.0", "Address the HTTP listener (health, metrics) binds to."),
-    Setting("http.port", 8080, "HTTP port for /healthz and /metrics. 0 disables the HTTP listener."),
+    Setting("http.port", 8080, "HTTP port of the portal, the JSON API, /healthz and /metrics. 0 disables "
+            "the HTTP listener."),
+    Setting("http.max_body_bytes", 1048576, "Largest request body the portal and API accept, in bytes; "
+            "larger requests get 413."),
+    Setting("http.session_idle_minutes", 30, "A portal session ends after this many minutes without a request."),
+    Setting("http.session_max_hours", 12, "A portal session ends this many hours after sign-in, active or not."),
+    Setting("http.token_days", 90, "Default lifetime of API tokens (bearer tokens for scripts), in days."),
+    Setting("http.worklist_refresh_seconds", 5, "How often open worklist pages refresh themselves."),
+    Setting("auth.secret_key", "", "Key that encrypts second-factor secrets at rest (never logged). Empty: "
+            "a random key kept in DATA_DIR/secret.key, made on first start. Every process sharing a "
+            "database needs the same key."),
+    Setting("auth.max_failed_logins", 5, "Failed sign-ins (password or second factor) in a row that lock "
+            "an account."),
+    Setting("auth.lockout_minutes", 15, "How long a locked account stays locked (an admin reset unlocks it)."),
+    Setting("auth.password_min_length", 12, "Shortest password accepted."),
     Setting("routing.stable_seconds", 10.0, "A study is routed when no instance has arrived for this long."),
     Setting("routing.scan_interval", 0.5, "Seconds between scans for stable studies."),
     Setting("routing.code_attribute", "RequestingService", "Header attribute (keyword or gggg,eeee) in which "
@@ -80,6 +94,29 @@ SETTINGS: tuple[Setting, ...] = (
             "after a day)."),
     Setting("send.calling_aet", "IMEXSEND", "Calling AE title `imex send` uses; register it as a node."),
     Setting("send.hub", "127.0.0.1", "Host `imex send` pushes to."),
+    # -- header harmonisation ([[harmonise]] rules are in the TOML file; see README)
+    Setting("harmonisation.secret_key", "", "Secret that keys pseudonyms and new UIDs of harmonised and "
+            "de-identified studies (never logged). Empty: a random key kept in DATA_DIR/pseudonym.key, made "
+            "on first use. Every process sharing a database needs the same key, or a patient gets two "
+            "pseudonyms."),
+    # -- HL7 reports ([[ris]] endpoints are in the TOML file; see README)
+    Setting("hl7.host", "0.0.0.0", "Address the HL7 MLLP listener binds to."),
+    Setting("hl7.port", 2575, "HL7 MLLP listener port for reports from RIS endpoints. 0 disables it."),
+    Setting("hl7.max_message_bytes", 4194304, "Largest HL7 message accepted, in bytes; a larger one is "
+            "answered AR and its connection closed."),
+    Setting("hl7.tls_cert", "", "PEM certificate for MLLP over TLS. Empty: plain TCP."),
+    Setting("hl7.tls_key", "", "PEM private key of hl7.tls_cert."),
+    Setting("hl7.idle_timeout", 300.0, "Seconds an MLLP connection may stay silent before it is closed."),
+    Setting("hl7.send_timeout", 30.0, "Seconds to wait for a RIS's ACK when forwarding or querying."),
+    Setting("hl7.retry_initial_seconds", 10.0, "Delay before a report delivery that failed is tried again."),
+    Setting("hl7.retry_max_seconds", 900.0, "Longest delay between attempts to deliver a report."),
+    Setting("hl7.max_attempts", 10, "Attempts before a report delivery stays `failed`."),
+    Setting("hl7.retrieve_after_seconds", 600.0, "A routed study without a report after this long is asked "
+            "for at its source RIS, when that RIS has a query_template."),
+    Setting("hl7.retrieve_interval_seconds", 900.0, "Delay between report queries for the same study."),
+    Setting("hl7.retrieve_max_attempts", 8, "Report queries per study before the hub stops asking."),
+    Setting("hl7.report_form", "sr", "DICOM form of reports sent to destination PACS: sr (Enhanced SR "
+            "with the text), or none."),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -115,6 +152,8 @@ class Config:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
+    harmonise: list[dict[str, Any]] = field(default_factory=list)
+    ris: list[dict[str, Any]] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -127,7 +166,8 @@ class Config:
             if key not in _BY_KEY:
                 raise ConfigError(f"unknown setting {key}")
             values[key] = _coerce(_BY_KEY[key], value, "override")
-        return Config(values, list(self.institutions), list(self.nodes), list(self.rules), self.path)
+        return Config(values, list(self.institutions), list(self.nodes), list(self.rules), self.path,
+                      list(self.harmonise), list(self.ris))
 
     @property
     def data_dir(self) -> Path:
@@ -153,7 +193,7 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-STRUCTURED = ("institutions", "nodes", "rules")
+STRUCTURED = ("institutions", "nodes", "rules", "harmonise", "ris")
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -185,7 +225,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
             values[setting.key] = _coerce(setting, env[setting.env], setting.env)
     if file_path is not None and not Path(values["data_dir"]).is_absolute() and "data_dir" in data:
         values["data_dir"] = str(file_path.parent / values["data_dir"])
-    return Config(values, structured["institutions"], structured["nodes"], structured["rules"], file_path)
+    return Config(values, structured["institutions"], structured["nodes"], structured["rules"], file_path,
+                  structured["harmonise"], structured["ris"])
 
 
 def settings_markdown() -> str:

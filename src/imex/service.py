@@ -15,6 +15,7 @@ from imex.config import Config
 from imex.db import Database
 from imex.dicom.scp import DicomListener
 from imex.directory import NodeCache, load_from_config
+from imex.harmonise.prepare import Harmoniser
 from imex.index.ingest import Ingest
 from imex.notify.email import EmailSender
 from imex.portal.app import create_app
@@ -41,6 +42,7 @@ class Hub:
         self.db = db or open_database(config)
         load_from_config(self.db, config.institutions, config.nodes)
         self.rules = parse_rules(config.rules)
+        self.harmoniser = Harmoniser.from_config(config)  # a bad [[harmonise]] rule stops start-up
         self.store = BlobStore(config.store_path, fsync=config["store.fsync"])
         self.nodes = NodeCache(self.db)
         self.ingest = Ingest(self.db, self.store)
@@ -79,7 +81,8 @@ class Hub:
         self.listener.start()
         self._spawn("router", self._loop, "router", self._housekeeping, self.config["routing.scan_interval"])
         for i in range(self.config["delivery.workers"]):
-            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}", wake=self.work_queued)
+            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}", wake=self.work_queued,
+                                    harmoniser=self.harmoniser)
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
         if self.config["http.port"]:

@@ -42,6 +42,8 @@ class Institution(Base):
     alias: Mapped[str | None] = mapped_column(String(16), unique=True)
     contact_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # every portal user of this institution must sign in with a second factor (TOTP)
+    require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Node(Base):
@@ -212,3 +214,236 @@ class Email(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+# -- portal: accounts, roles, sessions, audit, notifications ----------------------------------------
+
+
+class User(Base):
+    """A person who signs in to the portal; belongs to one institution, which scopes what they see."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="RESTRICT"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(200), default="")
+    password_changed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # the password must be changed at the next sign-in (set by `imex user reset` and admin resets)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_secret: Mapped[str | None] = mapped_column(String(200))  # encrypted at rest
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the last TOTP time step accepted, so a code cannot be replayed within its window
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # e-mail preferences: which events reach this user by e-mail (space-separated event kinds)
+    email_events: Mapped[str] = mapped_column(String(400), default="transfer.arrived transfer.failed")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Role(Base):
+    """A named set of permissions: built-in (institution_id NULL) or defined by an institution's admins."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("institution_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"))
+    permissions: Mapped[str] = mapped_column(Text, default="")  # space-separated permission names
+    description: Mapped[str] = mapped_column(String(200), default="")
+
+
+class RoleGrant(Base):
+    __tablename__ = "role_grants"
+    __table_args__ = (UniqueConstraint("user_id", "role_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), index=True)
+
+
+class WebSession(Base):
+    """A signed-in browser or API token: only a hash of the token is stored, so a database leak does not
+    hand out sessions."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # browser | token (bearer token for scripts)
+    kind: Mapped[str] = mapped_column(String(8), default="browser")
+    name: Mapped[str] = mapped_column(String(100), default="")
+    csrf_token: Mapped[str] = mapped_column(String(64), default="")
+    # a browser session is fully signed in only after the second factor, when the user has one
+    second_factor_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditEvent(Base):
+    """Who did what, when, from where, to which patient and study, and how it ended. Append-only: the
+    database refuses UPDATE and DELETE on this table (see migration 0002)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_at", "at"), Index("ix_audit_institution_at", "institution_id", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="success")  # success | failure | denied
+    user_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: the trail outlives the user
+    username: Mapped[str] = mapped_column(String(64), default="")
+    institution_id: Mapped[int | None] = mapped_column(Integer)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    study_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    object_type: Mapped[str] = mapped_column(String(32), default="")
+    object_id: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Notification(Base):
+    """An in-app notification for one user (the same events may also go out by e-mail)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user", "user_id", "read_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(200))
+    link: Mapped[str] = mapped_column(String(200), default="")
+    read_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Worklist(Base):
+    """A virtual node: a named view of an institution's transfers (e.g. one per department), chosen by
+    conditions on the study like a routing rule's (modality, source, description pattern)."""
+
+    __tablename__ = "worklists"
+    __table_args__ = (UniqueConstraint("institution_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    modalities: Mapped[str] = mapped_column(String(128), default="")  # space-separated; empty: any
+    description_pattern: Mapped[str] = mapped_column(String(128), default="")  # * and ? wildcards
+    source_ods: Mapped[str] = mapped_column(String(128), default="")  # space-separated; empty: any
+
+
+# -- HL7 reports: RIS endpoints, reports, their delivery outbox and retrieval queries -------------------
+
+
+class RisEndpoint(Base):
+    """An institution's RIS speaking HL7 v2 over MLLP: it sends reports (identified by MSH-4 and its
+    address), receives forwarded ones at host:port, and may answer report queries."""
+
+    __tablename__ = "ris_endpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="RESTRICT"), index=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    port: Mapped[int] = mapped_column(Integer, default=0)  # 0: it receives nothing from the hub
+    facilities: Mapped[str] = mapped_column(String(400), default="")  # MSH-4 values it sends, space-separated
+    peer_host: Mapped[str] = mapped_column(String(255), default="")  # where it connects from; empty: anywhere
+    receiving_application: Mapped[str] = mapped_column(String(64), default="")  # MSH-5 of messages to it
+    query_template: Mapped[str] = mapped_column(Text, default="")  # empty: it answers no report queries
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Report(Base):
+    """One version of a radiology report as a RIS sent it; attached to its study when that is known.
+    A later version of the same accession marks the earlier ones superseded."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("institution_id", "control_id"),
+                      Index("ix_reports_match", "institution_id", "accession_number"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="RESTRICT"))
+    ris_endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("ris_endpoints.id", ondelete="SET NULL"))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    control_id: Mapped[str] = mapped_column(String(64))  # MSH-10 of the message that carried it
+    hl7_version: Mapped[str] = mapped_column(String(8), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    identifiers: Mapped[str] = mapped_column(Text, default="")  # every PID-3 value, space-separated
+    nhs_number: Mapped[str] = mapped_column(String(16), default="")
+    patient_name: Mapped[str] = mapped_column(String(320), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    study_uid: Mapped[str] = mapped_column(String(64), default="")  # from a ZDS segment, when sent
+    procedure: Mapped[str] = mapped_column(String(200), default="")
+    # preliminary | final | corrected | addendum
+    status: Mapped[str] = mapped_column(String(16))
+    clinician: Mapped[str] = mapped_column(String(320), default="")
+    observed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    text: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(8), default="push")  # push | query
+    superseded_by: Mapped[int | None] = mapped_column(Integer)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))  # of its DICOM form (SR), made on receipt
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    matched_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class ReportDelivery(Base):
+    """Outbox of report deliveries: one per (report version, destination node, form), written in the same
+    transaction as the transfer's delivery or the report's arrival, sent and retried by the hub."""
+
+    __tablename__ = "report_deliveries"
+    __table_args__ = (UniqueConstraint("report_id", "destination_node_id", "kind"),
+                      Index("ix_report_deliveries_queue", "state", "next_attempt_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    destination_node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # hl7 (to the institution's RIS) | dicom (SR to the node)
+    # pending | sent | failed | cancelled (a newer version replaced it before it went)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # what this delivery replaces at the destination: the earlier message's control ID or SR's SOP UID
+    supersedes: Mapped[str] = mapped_column(String(64), default="")
+    message_id: Mapped[str] = mapped_column(String(64), default="")  # control ID or SOP UID sent
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class ReportQuery(Base):
+    """Asking the source RIS for the report of a study that has none yet, retried on a schedule."""
+
+    __tablename__ = "report_queries"
+    __table_args__ = (Index("ix_report_queries_due", "state", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    # pending | found | given-up
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# -- header harmonisation: transfers held for reconciliation -----------------------------------------
+
+class Reconciliation(Base):
+    """A transfer held because its destination requires an NHS number the study lacks (`open`), and the
+    patient ID and accession number a user entered to release it (`resolved`); one row per transfer."""
+
+    __tablename__ = "reconciliations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transfer_id: Mapped[int] = mapped_column(ForeignKey("transfers.id", ondelete="CASCADE"), unique=True)
+    # open | resolved
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    issuer: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

@@ -4,6 +4,13 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from imex.db.models import (
+    AuditEvent,
+    Notification,
+    Role,
+    RoleGrant,
+    User,
+    WebSession,
+    Worklist,
     Email,
     Instance,
     Institution,
@@ -31,3 +38,23 @@ transfers = _table(Transfer)
 items = _table(TransferItem)
 events = _table(TransferEvent)
 emails = _table(Email)
+users = _table(User)
+roles = _table(Role)
+role_grants = _table(RoleGrant)
+web_sessions = _table(WebSession)
+audit_events = _table(AuditEvent)
+notifications = _table(Notification)
+worklists = _table(Worklist)
+
+# HL7 reports
+from imex.db.models import Report, ReportDelivery, ReportQuery, RisEndpoint  # noqa: E402
+
+ris_endpoints = _table(RisEndpoint)
+reports = _table(Report)
+report_deliveries = _table(ReportDelivery)
+report_queries = _table(ReportQuery)
+
+# header harmonisation
+from imex.db.models import Reconciliation  # noqa: E402
+
+reconciliations = _table(Reconciliation)

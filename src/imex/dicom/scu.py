@@ -8,12 +8,14 @@ and sent that way.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pydicom import dcmread
-from pydicom.uid import UID
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from imex.dicom.part10 import dataset_offset, encode_dataset
 from imex.dicom.syntaxes import UNCOMPRESSED
@@ -35,12 +37,15 @@ class NoAcceptableContext(ValueError):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A stored instance to send: where its file is, and its SOP class and transfer syntax."""
+    """A stored instance to send: where its file is, and its SOP class and transfer syntax. `coerce`, when
+    given, changes the decoded dataset before it goes (header harmonisation); without it the stored bytes
+    go as they are."""
 
     path: Path
     sop_class_uid: str
     transfer_syntax_uid: str
     sop_instance_uid: str
+    coerce: Callable[[Dataset], object] | None = None
 
 
 def plan_contexts(kinds: Iterable[tuple[str, str]]) -> list[list[tuple[str, list[str]]]]:
@@ -102,6 +107,27 @@ class Sender:
                 f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
                 f"decompressed: {exc}") from None
 
+    def _coerced(self, item: Outgoing, ts: str) -> tuple[bytes, str]:
+        """A copy of the stored instance with its header changed by `item.coerce`, encoded in `ts`;
+        pixel data keep their bytes unless the destination needs them decompressed."""
+        ds = dcmread(item.path)
+        assert item.coerce is not None
+        item.coerce(ds)
+        if ts != item.transfer_syntax_uid:
+            try:
+                if UID(item.transfer_syntax_uid).is_compressed:
+                    ds.decompress(generate_instance_uid=False)
+            except Exception as exc:
+                raise NoAcceptableContext(
+                    f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
+                    f"decompressed: {exc}") from None
+        uid = UID(ts)
+        encoded = encode_dataset(ds, implicit=uid.is_implicit_VR, little=uid.is_little_endian)
+        if uid == DeflatedExplicitVRLittleEndian:
+            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            encoded = packer.compress(encoded) + packer.flush()
+        return encoded, str(ds.SOPInstanceUID)
+
     def send(self, item: Outgoing) -> tuple[int, str]:
         """Send one instance; returns (DICOM status, error comment). Raises AssociationFailed when the
         association is lost and NoAcceptableContext when no context fits."""
@@ -110,13 +136,17 @@ class Sender:
             raise NoAcceptableContext(
                 f"{self.called} accepts neither {syntax_name(item.transfer_syntax_uid)} nor uncompressed "
                 f"transfer syntaxes for SOP class {UID(item.sop_class_uid).name or item.sop_class_uid}")
-        if cx.transfer_syntax == item.transfer_syntax_uid:
+        sop_instance_uid = item.sop_instance_uid
+        dataset: bytes | memoryview
+        if item.coerce is not None:
+            dataset, sop_instance_uid = self._coerced(item, cx.transfer_syntax)
+        elif cx.transfer_syntax == item.transfer_syntax_uid:
             data = item.path.read_bytes()
-            dataset: bytes | memoryview = memoryview(data)[dataset_offset(data):]
+            dataset = memoryview(data)[dataset_offset(data):]
         else:
             dataset = self._converted(item, cx.transfer_syntax)
         try:
-            status = self.requestor.c_store(cx, item.sop_instance_uid, dataset)
+            status = self.requestor.c_store(cx, sop_instance_uid, dataset)
         except UpperLayerError as exc:
             raise AssociationFailed(str(exc)) from None
         return int(status.get("Status", 0xFFFF)), str(status.get("ErrorComment", "") or "")

@@ -17,7 +17,9 @@ from imex.config import Config
 from imex.db import Database, utcnow
 from imex.db.tables import instances, items, nodes, studies, transfers
 from imex.dicom.scu import Outgoing, is_success, send_all
-from imex.notify import email
+from imex.harmonise.prepare import Harmoniser
+from imex.harmonise.reconcile import hold
+from imex.notify import email, inbox
 from imex.routing import queue
 from imex.routing.queue import Claim, record
 from imex.store import BlobStore
@@ -51,8 +53,9 @@ def backoff(attempt: int, config: Config) -> float:
 
 class DeliveryWorker:
     def __init__(self, config: Config, db: Database, store: BlobStore, name: str,
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None, harmoniser: Harmoniser | None = None) -> None:
         self.config = config
+        self.harmoniser = harmoniser or Harmoniser.from_config(config)
         self.db = db
         self.store = store
         self.name = name
@@ -76,7 +79,7 @@ class DeliveryWorker:
 
     # -- one transfer -------------------------------------------------------------------------------
 
-    def _pending(self, transfer_id: int) -> list[Pending]:
+    def _pending(self, transfer_id: int, coerce=None) -> list[Pending]:  # type: ignore[no-untyped-def]
         with self.db.engine.connect() as conn:
             rows = conn.execute(
                 select(items.c.id, instances.c.id.label("instance_id"), instances.c.blob_key,
@@ -86,7 +89,7 @@ class DeliveryWorker:
                 .where(items.c.transfer_id == transfer_id, items.c.state == "pending")
                 .order_by(instances.c.series_id, instances.c.number, instances.c.id)).all()
         return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
-                                                      r.transfer_syntax_uid, r.sop_uid), r.size) for r in rows]
+                                                      r.transfer_syntax_uid, r.sop_uid, coerce), r.size) for r in rows]
 
     def _heartbeat(self, transfer_id: int, done: threading.Event) -> None:
         """Renew the lease while a transfer runs, even while one large instance takes minutes to send,
@@ -119,9 +122,15 @@ class DeliveryWorker:
         with self.db.engine.connect() as conn:
             node = conn.execute(select(nodes).where(nodes.c.id == claimed.destination_node_id)).one()
             conn.rollback()
+        # header harmonisation for this destination: None keeps the byte-for-byte path
+        prepared = self.harmoniser.for_transfer(self.db, self.store, claimed.transfer_id)
+        if prepared.hold:
+            hold(self.db, claimed.transfer_id, self.name, prepared.hold)
+            return
+        coerce = prepared.coercion.apply if prepared.coercion is not None else None
         errors: list[str] = []
         interrupted = False
-        for p, sent in send_all(self._pending(claimed.transfer_id), lambda p: p.outgoing,
+        for p, sent in send_all(self._pending(claimed.transfer_id, coerce), lambda p: p.outgoing,
                                 calling_aet=self.config["dicom.ae_title"], called_aet=node.ae_title,
                                 host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"]):
             if sent.association_lost:
@@ -200,3 +209,4 @@ class DeliveryWorker:
                                                             f"next in {delay:.0f} s")
             if notify_delivered or notify_failed:
                 email.queue_transfer_alert(conn, row.id, delivered=notify_delivered)
+                inbox.queue_transfer_notice(conn, row.id, delivered=notify_delivered)
