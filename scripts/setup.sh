@@ -11,6 +11,8 @@ if [[ $want_test == 1 ]]; then
   missing=()
   command -v storescu >/dev/null || missing+=(dcmtk)
   [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)
+  # Playwright cannot download its own browser here: the page tests drive Debian's chromium.
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   if (( ${#missing[@]} )); then
     sudo=""
     [[ $(id -u) -ne 0 ]] && sudo="sudo"

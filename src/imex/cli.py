@@ -225,50 +225,18 @@ def node_remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def node_echo(ctx: click.Context, name: str) -> None:
     """C-ECHO a node from the hub's AE title: is it reachable and does it accept the hub?"""
-    from pynetdicom import AE, evt
-    from pynetdicom.sop_class import Verification
+    from imex.dicom.echo import echo
 
-    from imex.dicom import net
-
-    net.install()
     config = _load(ctx)
     with _db(ctx).session() as s:
         n = s.scalar(select(Node).where(Node.name == name))
         if n is None:
             raise click.ClickException(f"no node named {name}")
         ae_title, host, port = n.ae_title, n.host, n.port
-    ae = AE(ae_title=config["dicom.ae_title"])
-    ae.acse_timeout = ae.connection_timeout = ae.network_timeout = 10
-    ae.add_requested_context(Verification)
-    where = f"{name} ({ae_title}@{host}:{port})"
-    connected: list[bool] = []
-    try:
-        assoc = ae.associate(host, port, ae_title=ae_title,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
-    except OSError as exc:  # e.g. the host name does not resolve
-        raise click.ClickException(f"{where}: cannot reach {host}: {exc}. Check the node's host "
-                                   f"(`imex node add {name} ... --update`).") from None
-    if not assoc.is_established:
-        if not connected:
-            raise click.ClickException(f"{where}: cannot connect: nothing accepted a connection at {host}:{port}. "
-                                       "Is it running, and are the host and port right?")
-        if assoc.is_rejected:
-            from imex.dicom.upper_layer import reject_reason
-
-            rj = assoc.acceptor.primitive
-            raise click.ClickException(
-                f"{where} rejected the association ({reject_reason(rj.result_source, rj.diagnostic)}): it must "
-                f"know the hub as "
-                f"AE title {config['dicom.ae_title']} at this machine's address")
-        if assoc.is_aborted:
-            raise click.ClickException(f"{where} aborted the association request")
-        raise click.ClickException(f"{where} did not answer the association request")
-    status = assoc.send_c_echo()
-    assoc.release()
-    if not status or "Status" not in status or status.Status != 0:
-        answer = f"status 0x{int(status.Status):04X}" if status and "Status" in status else "no answer"
-        raise click.ClickException(f"{where} answered C-ECHO with {answer}")
-    click.echo(f"{name} ({ae_title}@{host}:{port}) answered C-ECHO: success")
+    result = echo(config["dicom.ae_title"], name, ae_title, host, port)
+    if not result.ok:
+        raise click.ClickException(result.message)
+    click.echo(result.message)
 
 
 # -- transfers and quarantine -------------------------------------------------------------------------
@@ -283,7 +251,7 @@ def transfers() -> None:
 
 
 @transfers.command("list")
-@click.option("--state", type=click.Choice(["pending", "sending", "delivered", "failed", "cancelled"]))
+@click.option("--state", type=click.Choice(["pending", "sending", "held", "delivered", "failed", "cancelled"]))
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
 def transfers_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -416,7 +384,248 @@ def quarantine_route(ctx: click.Context, study_uid: str, targets: tuple[str, ...
     click.echo(f"queued transfer(s) {', '.join(map(str, ids)) or '(none: already delivered)'}")
 
 
+# -- header harmonisation --------------------------------------------------------------------------
+
+@main.group()
+def harmonise() -> None:
+    """Header harmonisation: rule checks, dry runs, transfers held for reconciliation."""
+
+
+def _harmoniser(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from imex.harmonise.prepare import Harmoniser
+
+    try:
+        return Harmoniser.from_config(_load(ctx))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@harmonise.command("check")
+@click.pass_context
+def harmonise_check(ctx: click.Context) -> None:
+    """Check the [[harmonise]] rules of imex.toml as `imex serve` would at start-up."""
+    rules = _harmoniser(ctx).rules
+    for rule in rules:
+        click.echo(f"line {rule.line or '?'}: {rule.name}")
+    click.echo(f"{len(rules)} harmonisation rule(s): ok")
+
+
+@harmonise.command("preview")
+@click.argument("study_uid")
+@click.option("--to", "target", required=True, help="Destination ODS code or node name.")
+@click.pass_context
+def harmonise_preview(ctx: click.Context, study_uid: str, target: str) -> None:
+    """Print the attributes that would change, old and new, if STUDY_UID were sent to --to now."""
+    from imex.harmonise.preview import PreviewError, preview, render
+    from imex.store import BlobStore
+
+    config = _load(ctx)
+    harmoniser = _harmoniser(ctx)
+    try:
+        results = preview(_db(ctx), BlobStore(config.store_path, fsync=False), harmoniser, study_uid, target)
+    except PreviewError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render(results))
+
+
+@harmonise.command("held")
+@click.option("--institution", "ods", help="Only transfers this institution (ODS code) sends or receives.")
+@click.pass_context
+def harmonise_held(ctx: click.Context, ods: str | None) -> None:
+    """Transfers held for reconciliation, oldest first."""
+    from imex.harmonise.reconcile import pending_reconciliations
+
+    db = _db(ctx)
+    with db.engine.connect() as conn:
+        institution_id = None
+        if ods:
+            with db.session() as s:
+                institution_id = s.scalar(select(Institution.id).where(Institution.ods_code == ods.upper()))
+            if institution_id is None:
+                raise click.ClickException(f"no institution {ods}")
+        rows = pending_reconciliations(conn, institution_id)
+    if not rows:
+        click.echo("no transfers are held for reconciliation")
+    for r in rows:
+        click.echo(f"transfer {r.transfer_id}: {r.source_ods} -> {r.destination_node} ({r.destination_ods})  "
+                   f"{r.study_date} {r.modalities} {r.description!r} accession {r.accession_number!r}  "
+                   f"held {_age(r.held_at)}\n    {r.reason}")
+
+
+@harmonise.command("reconcile")
+@click.argument("transfer_id", type=int)
+@click.option("--patient-id", required=True, help="Patient ID to send with (an NHS number, or the destination's ID).")
+@click.option("--accession", help="Accession number to send with (default: as the rules make it).")
+@click.option("--issuer", help="Issuer of the patient ID (default: NHS for an NHS number, else the "
+                               "destination's ODS code).")
+@click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="the current user",
+              help="Who reconciled it, for the transfer's history.")
+@click.pass_context
+def harmonise_reconcile(ctx: click.Context, transfer_id: int, patient_id: str, accession: str | None,
+                        issuer: str | None, actor: str) -> None:
+    """Release a held transfer with the patient ID (and accession number) to send it with."""
+    from imex.harmonise.reconcile import ReconcileError, reconcile
+
+    try:
+        reconcile(_db(ctx), transfer_id, patient_id, accession, actor, issuer=issuer)
+    except ReconcileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"transfer {transfer_id}: reconciled by {actor}; queued to send")
+
+
 # -- send ------------------------------------------------------------------------------------------
+
+# -- users ---------------------------------------------------------------------------------------------
+
+def _policy(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from imex.auth.accounts import LoginPolicy
+
+    return LoginPolicy.from_config(_load(ctx))
+
+
+def _user(session, username: str):  # type: ignore[no-untyped-def]
+    from imex.db.models import User
+
+    found = session.scalar(select(User).where(User.username == username))
+    if found is None:
+        raise click.ClickException(f"no user {username!r}; `imex user list` shows them")
+    return found
+
+
+def _cli_audit(session, action: str, username: str, detail: str = "") -> None:  # type: ignore[no-untyped-def]
+    import getpass
+
+    from imex import audit
+
+    audit.record(session, action, username=f"cli:{getpass.getuser()}"[:64], object_type="user", object_id=username,
+                 detail=detail)
+
+
+@main.group()
+def user() -> None:
+    """Portal users: add, reset, disable, grant roles."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--institution", "ods", required=True, help="ODS code of the user's institution.")
+@click.option("--name", "full_name", default="", help="Full name.")
+@click.option("--email", default="", help="E-mail address for notifications.")
+@click.option("--role", "roles", multiple=True, help="Role to grant (repeatable): system_admin, "
+              "institution_admin, sender, viewer, pacs_guardian, auditor or one of the institution's own.")
+@click.option("--admin", is_flag=True, help="Make this user a system admin (the hub's first admin).")
+@click.option("--password", help="Initial password (default: ask; the user must change it at first sign-in).")
+@click.pass_context
+def user_add(ctx: click.Context, username: str, ods: str, full_name: str, email: str, roles: tuple[str, ...],
+             admin: bool, password: str | None) -> None:
+    """Add a portal user, e.g. `imex user add jsmith --institution RJZ --role sender`."""
+    from imex.auth.accounts import AccountError, add_user, institution_by_ods
+
+    if password is None:
+        password = click.prompt("Initial password", hide_input=True, confirmation_prompt=True)
+    wanted = list(dict.fromkeys([*roles, *(["system_admin"] if admin else [])]))
+    policy = _policy(ctx)
+    with _db(ctx).sessions() as s:
+        try:
+            added = add_user(s, username=username, institution=institution_by_ods(s, ods.upper()), password=password,
+                             full_name=full_name, email=email, roles=wanted, policy=policy,
+                             must_change_password=True)
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        _cli_audit(s, "user.add", added.username, f"roles: {', '.join(wanted) or 'none'}")
+        s.commit()
+    click.echo(f"added {username} at {ods.upper()} with roles {', '.join(wanted) or '(none)'}; "
+               "they choose a new password at first sign-in")
+
+
+@user.command("list")
+@click.option("--institution", "ods", help="Only this institution's users.")
+@click.pass_context
+def user_list(ctx: click.Context, ods: str | None) -> None:
+    """List users with their roles and state."""
+    from imex.auth.accounts import role_names
+    from imex.db.models import User
+
+    with _db(ctx).sessions() as s:
+        query = select(User, Institution.ods_code).join(Institution, Institution.id == User.institution_id)
+        if ods:
+            query = query.where(Institution.ods_code == ods.upper())
+        rows = s.execute(query.order_by(Institution.ods_code, User.username)).all()
+        if not rows:
+            click.echo("no users; add the first admin with `imex user add NAME --institution ODS --admin`")
+        for u, inst in rows:
+            state = "disabled" if u.disabled else "active"
+            click.echo(f"{u.username:20} {inst:8} {state:9} {'2FA' if u.totp_enabled else '   '} "
+                       f"{', '.join(role_names(s, u.id)) or '(no roles)'}")
+
+
+@user.command("reset")
+@click.argument("username")
+@click.option("--remove-second-factor", is_flag=True, help="Also remove their authenticator (lost phone).")
+@click.pass_context
+def user_reset(ctx: click.Context, username: str, remove_second_factor: bool) -> None:
+    """Give a user a one-time password (printed), unlock them and end their sessions."""
+    from imex.auth import sessions
+    from imex.auth.accounts import reset_password
+
+    with _db(ctx).sessions() as s:
+        found = _user(s, username)
+        temporary = reset_password(s, found)
+        if remove_second_factor:
+            found.totp_enabled, found.totp_secret, found.totp_last_step = False, None, None
+        sessions.revoke_all(s, found.id)
+        _cli_audit(s, "user.reset", username, "second factor removed" if remove_second_factor else "")
+        s.commit()
+    click.echo(f"one-time password for {username}: {temporary}\n(they must choose a new one at sign-in)")
+
+
+@user.command("disable")
+@click.argument("username")
+@click.pass_context
+def user_disable(ctx: click.Context, username: str) -> None:
+    """Disable a user and end their sessions (the audit trail keeps their history)."""
+    from imex.auth import sessions
+
+    with _db(ctx).sessions() as s:
+        found = _user(s, username)
+        found.disabled = True
+        sessions.revoke_all(s, found.id)
+        _cli_audit(s, "user.disable", username)
+        s.commit()
+    click.echo(f"disabled {username}")
+
+
+@user.command("enable")
+@click.argument("username")
+@click.pass_context
+def user_enable(ctx: click.Context, username: str) -> None:
+    """Enable a disabled user."""
+    with _db(ctx).sessions() as s:
+        _user(s, username).disabled = False
+        _cli_audit(s, "user.enable", username)
+        s.commit()
+    click.echo(f"enabled {username}")
+
+
+@user.command("grant")
+@click.argument("username")
+@click.argument("role")
+@click.option("--revoke", is_flag=True, help="Take the role away instead.")
+@click.pass_context
+def user_grant(ctx: click.Context, username: str, role: str, revoke: bool) -> None:
+    """Grant a role to a user (or take it away with --revoke)."""
+    from imex.auth.accounts import AccountError, grant_role, revoke_role
+
+    with _db(ctx).sessions() as s:
+        found = _user(s, username)
+        try:
+            (revoke_role if revoke else grant_role)(s, found, role)
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        _cli_audit(s, "role.revoke" if revoke else "role.grant", username, role)
+        s.commit()
+    click.echo(f"{'took' if revoke else 'granted'} {role} {'from' if revoke else 'to'} {username}")
+
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -1,15 +1,23 @@
-"""The HTTP application: GET /healthz and GET /metrics (Prometheus text format)."""
+"""The HTTP application: the portal's pages, the JSON API under /api/v1 (OpenAPI at
+/api/v1/openapi.json), static files, GET /healthz and GET /metrics (Prometheus text format); with the
+security headers and the request size limit every response and request goes through."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import generate_latest
 from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
 from imex.db.models import Study, Transfer
+from imex.portal import errors, pages
+from imex.portal.api import account, admin, audit_trail, transfers
+from imex.portal.context import Portal
+from imex.portal.guard import BodyLimit, SecurityHeaders
 
 if TYPE_CHECKING:
     from imex.service import Hub
@@ -35,9 +43,21 @@ def _gauges(hub: "Hub") -> str:
 
 
 def create_app(hub: "Hub") -> FastAPI:
-    app = FastAPI(title="imex", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="imex", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json",
+                  description="The imex hub's JSON API: everything the portal's pages do. Sign in with a "
+                              "bearer token from POST /api/v1/auth/token, or a portal session cookie plus "
+                              "its X-CSRF-Token header on changes.")
+    app.state.portal = Portal.create(hub.db, hub.config, hub)
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"])
+    app.add_middleware(SecurityHeaders)
+    for module in (transfers, admin, account, audit_trail):
+        app.include_router(module.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
-    @app.get("/healthz")
+    @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -52,7 +72,7 @@ def create_app(hub: "Hub") -> FastAPI:
         return JSONResponse({"status": "ok" if healthy else "degraded", "version": __version__, "checks": checks},
                             status_code=200 if healthy else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     def prometheus() -> PlainTextResponse:
         body = generate_latest(metrics.REGISTRY).decode() + _gauges(hub)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")

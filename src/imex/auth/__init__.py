@@ -1,0 +1,1 @@
+"""Accounts and access: passwords, the second factor, sessions and API tokens, roles and permissions."""

@@ -1,0 +1,120 @@
+"""What a principal may see, decided in one place: every portal page and API route reads transfers,
+studies, nodes, users and audit events through these functions, never with its own WHERE clause.
+
+A transfer is visible to the institution that sent the study (outgoing) and to the one it goes to
+(incoming); a study to its source institution and to every institution it was sent to. System admins see
+everything. Anything not visible is "not found", so IDs of other institutions reveal nothing.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, exists, false, or_, select, true
+from sqlalchemy.orm import aliased
+
+from imex.auth.permissions import Principal
+from imex.db.models import AuditEvent, Institution, Node, Patient, Study, Transfer, User, Worklist
+
+DestNode = aliased(Node, name="dest_node")
+DestInstitution = aliased(Institution, name="dest_institution")
+SourceInstitution = aliased(Institution, name="source_institution")
+
+
+class NotVisible(LookupError):
+    """The object does not exist, or the principal may not see it: both are answered 404."""
+
+
+def transfer_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """Rows of a query joined with Transfer, Study and DestNode that `p` may see."""
+    if p.is_system_admin:
+        return true()
+    if not p.can("transfers.view"):
+        return false()
+    return or_(Study.institution_id == p.institution_id, DestNode.institution_id == p.institution_id)
+
+
+def transfers_query(p: Principal) -> Select:
+    """Transfers with their study, patient, destination node and both institutions, scoped to `p`."""
+    return (select(Transfer, Study, Patient, DestNode, DestInstitution, SourceInstitution)
+            .join(Study, Study.id == Transfer.study_id)
+            .join(Patient, Patient.id == Study.patient_pk)
+            .join(DestNode, DestNode.id == Transfer.destination_node_id)
+            .join(DestInstitution, DestInstitution.id == DestNode.institution_id)
+            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+            .where(transfer_clause(p)))
+
+
+def study_clause(p: Principal):  # type: ignore[no-untyped-def]
+    if p.is_system_admin:
+        return true()
+    if not (p.can("transfers.view") or p.can("studies.view")):
+        return false()
+    sent_here = exists(select(Transfer.id).join(Node, Node.id == Transfer.destination_node_id).where(
+        Transfer.study_id == Study.id, Node.institution_id == p.institution_id))
+    return or_(Study.institution_id == p.institution_id, sent_here)
+
+
+def studies_query(p: Principal) -> Select:
+    return (select(Study, Patient, SourceInstitution)
+            .join(Patient, Patient.id == Study.patient_pk)
+            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+            .where(study_clause(p)))
+
+
+def own_institution_clause(p: Principal, column):  # type: ignore[no-untyped-def]
+    """For objects an institution owns (nodes, users, roles, worklists, quarantined studies)."""
+    return true() if p.is_system_admin else column == p.institution_id
+
+
+def nodes_query(p: Principal) -> Select:
+    return select(Node, Institution).join(Institution).where(own_institution_clause(p, Node.institution_id))
+
+
+def users_query(p: Principal) -> Select:
+    return select(User, Institution).join(Institution).where(own_institution_clause(p, User.institution_id))
+
+
+def institutions_query(p: Principal) -> Select:
+    return select(Institution).where(own_institution_clause(p, Institution.id))
+
+
+def worklists_query(p: Principal) -> Select:
+    return select(Worklist).where(own_institution_clause(p, Worklist.institution_id))
+
+
+def quarantine_query(p: Principal) -> Select:
+    return studies_query(p).where(Study.route_state == "quarantined",
+                                  own_institution_clause(p, Study.institution_id))
+
+
+def audit_institution(p: Principal) -> int | None:
+    """Whose audit events `p` may read: None means every institution's (system admins)."""
+    return None if p.is_system_admin else p.institution_id
+
+
+def audit_clause(p: Principal):  # type: ignore[no-untyped-def]
+    scope = audit_institution(p)
+    return true() if scope is None else AuditEvent.institution_id == scope
+
+
+def direction_clause(p: Principal, direction: str):  # type: ignore[no-untyped-def]
+    """incoming: sent to p's institution; outgoing: sent by it; anything else: both."""
+    if direction == "incoming":
+        return DestNode.institution_id == p.institution_id
+    if direction == "outgoing":
+        return Study.institution_id == p.institution_id
+    return true()
+
+
+def worklist_clause(worklist: Worklist):  # type: ignore[no-untyped-def]
+    """A virtual node: the incoming transfers of its institution that match its conditions."""
+    conditions = [DestNode.institution_id == worklist.institution_id]
+    modalities = worklist.modalities.split()
+    if modalities:
+        conditions.append(or_(*(Study.modalities.like(f"%{m}%") for m in modalities)))
+    if worklist.description_pattern:
+        pattern = worklist.description_pattern.replace("%", r"\%").replace("_", r"\_")
+        pattern = pattern.replace("*", "%").replace("?", "_")
+        conditions.append(Study.description.ilike(pattern, escape="\\"))
+    sources = [s.upper() for s in worklist.source_ods.split()]
+    if sources:
+        conditions.append(SourceInstitution.ods_code.in_(sources))
+    return and_(*conditions)
