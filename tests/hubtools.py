@@ -35,6 +35,8 @@ def fast_config(data_dir: Path, rules: list[dict] | None = None, **overrides: An
     values["data_dir"] = str(data_dir)
     values["dicom.port"] = free_port()
     values["http.port"] = free_port()
+    values["hl7.port"] = free_port()
+    values["hl7.host"] = "127.0.0.1"
     for key, value in overrides.items():
         values[key.replace("__", ".")] = value
     config = load(path=None, env={})

@@ -50,6 +50,10 @@ class Hub:
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.emails = EmailSender(config, self.db)
+        # HL7 reports: RIS endpoints from [[ris]], the MLLP listener and the report outbox sender
+        from imex.hl7.service import ReportService
+
+        self.reports = ReportService(config, self.db, self.store, self.harmoniser)
         self.work_queued = threading.Event()
         self.router.on_queued = self.work_queued.set
         self.stop_event = threading.Event()
@@ -79,6 +83,7 @@ class Hub:
         if removed:
             log.info("removed %d partial blob(s) left by an interrupted write", removed)
         self.listener.start()
+        self.reports.start(self._spawn, self._loop, self.stop_event)
         self._spawn("router", self._loop, "router", self._housekeeping, self.config["routing.scan_interval"])
         for i in range(self.config["delivery.workers"]):
             worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}", wake=self.work_queued,
@@ -102,6 +107,7 @@ class Hub:
         self.stop_event.set()
         self.work_queued.set()  # idle workers see the stop at once
         self.listener.stop()
+        self.reports.stop()
         if self.http is not None:
             self.http.should_exit = True
         for thread in self.threads:
