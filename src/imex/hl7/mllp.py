@@ -150,6 +150,7 @@ class MllpListener:
                              f"message exceeds the limit of {self.max_bytes} bytes", "207")
                 writer.write(frame(answer))
                 await writer.drain()
+                await self._discard_rest(reader, buffer)
                 return None
             chunk = await asyncio.wait_for(reader.read(256 * 1024), self.idle_timeout)
             if not chunk:
@@ -157,6 +158,19 @@ class MllpListener:
                     log.warning("MLLP connection from %s closed in the middle of a message", peer)
                 return None
             buffer.extend(chunk)
+
+    async def _discard_rest(self, reader: asyncio.StreamReader, buffer: bytearray) -> None:
+        """Read and drop the rest of a refused message (up to 64 times the limit), so the sender, still
+        writing, can read the AR instead of seeing its connection reset."""
+        tail = bytes(buffer[-1:])
+        buffer.clear()
+        budget = 64 * self.max_bytes
+        while budget > 0:
+            chunk = await asyncio.wait_for(reader.read(1024 * 1024), self.idle_timeout)
+            if not chunk or END in tail + chunk:
+                return
+            tail = chunk[-1:]
+            budget -= len(chunk)
 
     def _handle(self, message: bytes, peer: str) -> bytes:
         try:
