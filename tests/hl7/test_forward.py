@@ -1,0 +1,90 @@
+"""End to end: a study routed from King's (RJZ) to Imperial (RYJ) carries its report. The report arrives
+before the study and waits; after delivery Imperial's RIS (a recording MLLP listener) gets the ORU and
+Imperial's PACS (dcmtk storescp) gets the SR in the same study. A final after the preliminary reaches
+both and is marked as superseding."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
+from pydicom import dcmread
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hl7tools import RecordingRis, register_ris, variant  # noqa: E402
+
+from imex.db.tables import report_deliveries, studies  # noqa: E402
+from imex.hl7 import client, reports_for_study  # noqa: E402
+from imex.hl7.parse import parse_oru  # noqa: E402
+from imex.samples import make_study  # noqa: E402
+
+SR = "1.2.840.10008.5.1.4.1.1.88.22"
+
+
+def _srs(dest) -> list:
+    out = []
+    for path in dest.files():
+        if peers.file_is_complete(path):
+            ds = dcmread(path, stop_before_pixels=True)
+            if ds.SOPClassUID == SR:
+                out.append(ds)
+    return out
+
+
+def test_report_follows_study_and_final_supersedes(make_config, start_hub, storescp, tmp_path):
+    dest = storescp("RYJPACS")
+    ris = RecordingRis().start()
+    try:
+        hub = start_hub(make_config())
+        register_hospitals(hub, dest_port=dest.port)
+        register_ris(hub, dest_ris_port=ris.port)
+        port = hub.reports.port
+
+        # the preliminary report arrives before its study: accepted, waiting
+        assert client.send("127.0.0.1", port, variant("oru_v23_final.hl7", "P1", status="P")).code == "AA"
+        files = make_study(tmp_path / "study", instances_per_series=3, patient_id="K1234567",
+                           patient_name="KNIGHT^ANNA", accession="RJZACC1001")
+        study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        result = peers.storescu(files, hub.listener.port, "RYJ", "STORESCU")
+        assert result.statuses == [0] * 3, result.output[-2000:]
+        wait_until(lambda: transfer_states(hub) == [("delivered", 3, 3)], message="images delivered")
+
+        wait_until(lambda: len(ris.messages) == 1, message="ORU at Imperial's RIS")
+        first = parse_oru(ris.messages[0])
+        assert (first.status, first.accession_number, first.patient_id) == ("preliminary", "RJZACC1001", "K1234567")
+        assert first.study_uid == study_uid and "ZIX" not in first.z_segments
+        assert first.header.sending_facility == "RJZ" and first.header.receiving_facility == "RYJ"
+        srs = wait_until(lambda: _srs(dest), message="report SR at Imperial's PACS")
+        assert len(srs) == 1
+        sr = srs[0]
+        assert (sr.StudyInstanceUID, sr.PatientID, sr.AccessionNumber) == (study_uid, "K1234567", "RJZACC1001")
+        assert sr.CompletionFlag == "PARTIAL" and sr.PreliminaryFlag == "PRELIMINARY"
+        assert "No pulmonary embolus" in str(sr.ContentSequence[-1].TextValue)
+        assert len(dest.wait_for(4)) == 4  # 3 images and the SR
+
+        # the final version: forwarded again to both, marked as superseding the preliminary
+        assert client.send("127.0.0.1", port, variant("oru_v23_final.hl7", "F1", status="F")).code == "AA"
+        wait_until(lambda: len(ris.messages) == 2, message="final ORU at Imperial's RIS")
+        second = parse_oru(ris.messages[1])
+        assert second.status == "final"
+        assert second.z_segments["ZIX"] == f"ZIX|SUPERSEDES|{first.header.control_id}"
+        assert b"NTE|1||This report supersedes" in ris.messages[1]
+        srs = wait_until(lambda: [s for s in _srs(dest) if s.CompletionFlag == "COMPLETE"], message="final SR")
+        final = srs[0]
+        assert final.VerificationFlag == "VERIFIED" and final.StudyInstanceUID == study_uid
+        assert final.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0] \
+            .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
+
+        with hub.db.engine.connect() as conn:
+            study_id = conn.execute(select(studies.c.id).where(studies.c.study_uid == study_uid)).scalar_one()
+            shown = reports_for_study(conn, study_id)
+            states = conn.execute(select(report_deliveries.c.kind, report_deliveries.c.state)
+                                  .order_by(report_deliveries.c.id)).all()
+        assert [(r["status"], r["superseded"]) for r in shown] == [("final", False), ("preliminary", True)]
+        assert set(shown[0]) == {"id", "status", "accession_number", "observed_at", "clinician", "text",
+                                 "superseded", "received_at"}
+        assert sorted(states) == [("dicom", "sent"), ("dicom", "sent"), ("hl7", "sent"), ("hl7", "sent")]
+    finally:
+        ris.stop()
