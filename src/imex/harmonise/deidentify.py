@@ -70,7 +70,7 @@ EMPTY = (
     "PatientBirthDate", "PatientSex", "PlacerOrderNumberImagingServiceRequest", "ReferringPhysicianName",
     "StudyDate", "StudyID", "StudyTime", "InstanceCreationDate", "InstanceCreationTime",
 )
-METHOD = "PS3.15 E.1 Basic Application Level Confidentiality Profile (imex)"
+METHOD = "PS3.15 Basic Application Level Confidentiality Profile (imex)"
 
 
 def pseudonym(key: bytes, identity: str) -> str:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 # What senders write as the issuer of an NHS number: names, and the HL7 OID of the NHS number.
 NHS_ISSUERS = frozenset({"NHS", "NHSN", "NHS NUMBER", "NHSNUMBER", "NHS_NUMBER", "NHS-NUMBER",
@@ -84,9 +85,9 @@ def discover(ds: Dataset, attribute: str | None = None) -> Found | None:
     None when there is no candidate at all."""
     candidates: list[tuple[str, str]] = []
     if attribute:
-        value = ds.get(attribute)
-        if value is not None and value.value not in (None, ""):
-            candidates.append((str(value.value), attribute))
+        value = ds.get(attribute)  # a keyword: the value (several for a multi-valued attribute)
+        values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+        candidates += [(str(v), attribute) for v in values if v not in (None, "")]
     patient_id = str(ds.get("PatientID", "") or "")
     issuer = _issuer_of(ds)
     if patient_id and (is_nhs_issuer(issuer) or (not issuer and is_valid(patient_id))):
