@@ -24,12 +24,50 @@ SENDER_AET = "KINGSPACS"
 RECEIVER_AET = "IMPERIALPACS"
 
 
+# demo sign-ins: (user name, institution, roles, what they show)
+DEMO_USERS = (
+    ("admin", "RJZ", ["system_admin"], "hub administrator: every institution, nodes, users, audit"),
+    ("kings", "RJZ", ["institution_admin", "auditor"], "King's PACS manager: sends, quarantine, audit"),
+    ("imperial", "RYJ", ["viewer", "pacs_guardian"], "Imperial radiologist: sees what arrived"),
+)
+
+
+def ensure_demo_users(db, data_dir: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Create the demo users once with random passwords, kept (owner-only) in DATA_DIR/demo-users.txt so
+    every later demo run can print them again."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from imex.auth.accounts import add_user, institution_by_ods
+    from imex.db.models import User
+
+    saved = data_dir / "demo-users.txt"
+    known: dict[str, str] = {}
+    if saved.exists():
+        known = dict(line.split(" ", 1) for line in saved.read_text().splitlines() if " " in line)
+    with db.sessions() as s:
+        for username, ods, roles, _ in DEMO_USERS:
+            if s.scalar(select(User.id).where(User.username == username)) is not None and username in known:
+                continue
+            if s.scalar(select(User.id).where(User.username == username)) is not None:
+                continue  # made by someone else: leave it alone
+            password = "demo-" + secrets.token_urlsafe(9)
+            add_user(s, username=username, institution=institution_by_ods(s, ods), password=password, roles=roles)
+            known[username] = password
+        s.commit()
+    saved.write_text("".join(f"{u} {p}\n" for u, p in known.items()))
+    saved.chmod(0o600)
+    return known
+
+
 @dataclass
 class DemoRun:
     pacs_dir: Path
     pacs_port: int
     server: object
     pushed: int = 0
+    users: dict[str, str] | None = None
 
     def push_sample(self, hub) -> None:  # type: ignore[no-untyped-def]
         """Push a 24-slice CT from King's demo PACS to Imperial (called AE title RYJ: an alias)."""
@@ -55,8 +93,10 @@ class DemoRun:
             f"  data    {c.data_dir}",
             f"  sample  {self.pushed} CT instances pushed from King's (RJZ) to Imperial (RYJ); the demo PACS at",
             f"          {RECEIVER_AET}@127.0.0.1:{self.pacs_port} stores them in {self.pacs_dir}",
-            "  sign in: the web portal is not part of this release yet; watch delivery with",
-            f"          imex --config <same config> transfers list   (data_dir {c.data_dir})",
+            f"  portal  http://127.0.0.1:{c['http.port']}/   sign in as:",
+            *[f"          {u:9} password {(self.users or {}).get(u, '(set before; see demo-users.txt)'):22} {what}"
+              for u, _, _, what in DEMO_USERS],
+            f"          (kept in {c.data_dir / 'demo-users.txt'})",
             "Press Ctrl+C to stop.",
             "",
         ])
@@ -99,6 +139,6 @@ def prepare(hub) -> DemoRun:  # type: ignore[no-untyped-def]
     hub.nodes.invalidate()
     folder = hub.config.data_dir / "demo-pacs"
     server = _start_demo_pacs(folder, pacs_port)
-    return DemoRun(folder, pacs_port, server)
+    return DemoRun(folder, pacs_port, server, users=ensure_demo_users(db, hub.config.data_dir))
 
 

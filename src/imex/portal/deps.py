@@ -86,7 +86,7 @@ def _resolve(request: Request, s: Session, p: Portal, *, allow_partial: bool = F
                                  step="/login/enrol" if not user.totp_enabled else "/login/second-factor")
         if user.must_change_password:
             raise SignInRequired("choose a new password first", step="/login/password")
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not allow_partial:  # sign-in steps check their form's token
         check_csrf(request, row.csrf_token)
     return found, True
 
