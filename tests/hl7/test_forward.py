@@ -88,3 +88,31 @@ def test_report_follows_study_and_final_supersedes(make_config, start_hub, store
         assert sorted(states) == [("dicom", "sent"), ("dicom", "sent"), ("hl7", "sent"), ("hl7", "sent")]
     finally:
         ris.stop()
+
+
+def test_report_carries_the_harmonised_identity(make_config, start_hub, storescp, tmp_path):
+    """With a harmonisation rule for Imperial (Patient ID becomes the NHS number, accession prefixed), the
+    ORU and the SR name the patient and accession exactly as the images that Imperial received."""
+    dest = storescp("RYJPACS")
+    ris = RecordingRis().start()
+    try:
+        config = make_config()
+        config.harmonise = [{"name": "Imperial by NHS number", "destination": ["RYJ"], "nhs_number": "use",
+                             "nhs_attribute": "OtherPatientIDs", "accession_prefix": "{source_ods}-"}]
+        hub = start_hub(config)
+        register_hospitals(hub, dest_port=dest.port)
+        register_ris(hub, dest_ris_port=ris.port)
+        files = make_study(tmp_path / "study", instances_per_series=2, patient_id="K1234567",
+                           accession="RJZACC1001", extra={"OtherPatientIDs": "9434765919"})
+        assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 2
+        assert client.send("127.0.0.1", hub.reports.port, variant("oru_v23_final.hl7", "H1")).code == "AA"
+        wait_until(lambda: len(ris.messages) == 1, message="ORU at Imperial's RIS")
+        images = [dcmread(p) for p in dest.wait_for(3) if dcmread(p, stop_before_pixels=True).SOPClassUID != SR]
+        assert {(d.PatientID, d.AccessionNumber) for d in images} == {("9434765919", "RJZ-RJZACC1001")}
+        oru = parse_oru(ris.messages[0])
+        assert (oru.patient_id, oru.accession_number) == ("9434765919", "RJZ-RJZACC1001")
+        sr = wait_until(lambda: _srs(dest), message="SR")[0]
+        assert (sr.PatientID, sr.AccessionNumber, sr.IssuerOfPatientID) == ("9434765919", "RJZ-RJZACC1001", "NHS")
+        assert sr.StudyInstanceUID == images[0].StudyInstanceUID
+    finally:
+        ris.stop()
