@@ -28,14 +28,23 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def db_session(p: Portal = Depends(portal)) -> Iterator[Session]:
+def db_session(request: Request, p: Portal = Depends(portal)) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back when it raises, except
     for refusals (not visible, not permitted, failed sign-in): those commit, so their audit events stay."""
     with p.db.sessions() as s:
         try:
             yield s
             s.commit()
-        except (NotVisible, PermissionDenied, Refused):
+        except PermissionDenied as exc:
+            s.rollback()
+            who: Principal | None = getattr(request.state, "principal", None)
+            if who is not None:
+                audit.record(s, "access.denied", outcome="denied", object_type="permission",
+                             object_id=exc.permission, detail=f"{request.method} {request.url.path[:200]}",
+                             **who.audit_fields())
+            s.commit()
+            raise
+        except (NotVisible, Refused):
             s.commit()
             raise
         except BaseException:
