@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import peers
+import pytest
 from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from sqlalchemy import select
@@ -33,11 +34,18 @@ def _srs(dest) -> list:
     return out
 
 
-def test_report_follows_study_and_final_supersedes(make_config, start_hub, storescp, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request) -> str:
+    """Empty (SQLite in the data folder) or a new PostgreSQL database; set up before the hub, so it is
+    dropped only after the hub stopped."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
+
+
+def test_report_follows_study_and_final_supersedes(database_url, make_config, start_hub, storescp, tmp_path):
     dest = storescp("RYJPACS")
     ris = RecordingRis().start()
     try:
-        hub = start_hub(make_config())
+        hub = start_hub(make_config(database__url=database_url))
         register_hospitals(hub, dest_port=dest.port)
         register_ris(hub, dest_ris_port=ris.port)
         port = hub.reports.port
