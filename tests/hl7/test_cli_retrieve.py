@@ -81,3 +81,22 @@ def test_missing_report_is_retrieved_from_the_source_ris(make_config, start_hub,
         assert query.state == "found" and query.attempts >= 2
     finally:
         listener.stop()
+
+
+def test_ris_endpoints_from_imex_toml(make_config, tmp_path):
+    from imex.config import load
+    from imex.db.tables import ris_endpoints
+    from imex.service import Hub
+
+    config = make_config()
+    toml = write_toml(tmp_path / "imex.toml", config, institutions=[{"ods": "RJZ", "name": "King's"}])
+    toml.write_text(toml.read_text() + '\n[[ris]]\nname = "KINGS_RIS"\ninstitution = "RJZ"\n'
+                    'facilities = ["RJZ", "KCH"]\nhost = "127.0.0.1"\nport = 2575\nreceiving_application = "CRIS"\n')
+    hub = Hub(load(toml, env={}))
+    try:
+        with hub.db.engine.connect() as conn:
+            row = conn.execute(select(ris_endpoints)).one()
+        assert (row.name, row.facilities, row.peer_host, row.port, row.receiving_application) == (
+            "KINGS_RIS", "RJZ KCH", "127.0.0.1", 2575, "CRIS")
+    finally:
+        hub.db.dispose()
