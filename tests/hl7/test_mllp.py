@@ -128,3 +128,35 @@ def test_bad_input_keeps_the_listener_serving(hub):
         while data.count(b"\x1c\r") < 2:
             data += sock.recv(65536)
     assert data.count(b"MSA|AA|") == 2
+
+
+def test_report_waits_for_its_study_and_not_for_another_patients(hub, tmp_path):
+    """Matching by accession and patient: a study with the accession but another Patient ID gets no report;
+    the right one does when it arrives."""
+    import peers
+    from hubtools import wait_until
+
+    from imex.samples import make_study
+
+    port = hub.reports.port
+    assert client.send("127.0.0.1", port, sample("oru_v23_final.hl7")).code == "AA"
+    other = make_study(tmp_path / "other", instances_per_series=1, patient_id="SOMEONE9", accession="RJZACC1001")
+    assert peers.storescu(other, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
+    wait_until(lambda: hub.reports.housekeeping() is None and _study_count(hub) == 1, message="other study indexed")
+    hub.reports.housekeeping()
+    assert _rows(hub)[0].study_id is None
+    right = make_study(tmp_path / "right", instances_per_series=1, patient_id="K1234567", accession="RJZACC1001")
+    assert peers.storescu(right, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
+    wait_until(lambda: _rows(hub)[0].study_id is not None, message="report attached")
+    with hub.db.engine.connect() as conn:
+        from imex.db.tables import patients, studies
+        pid = conn.execute(select(patients.c.patient_id).join(studies, studies.c.patient_pk == patients.c.id)
+                           .where(studies.c.id == _rows(hub)[0].study_id)).scalar_one()
+    assert pid == "K1234567"
+
+
+def _study_count(hub) -> int:
+    from imex.db.tables import studies
+
+    with hub.db.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(studies)).scalar_one()

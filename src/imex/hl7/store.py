@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
@@ -132,10 +132,14 @@ def match_waiting(db: Database, limit: int = 200) -> int:
     """Attach reports that arrived before their study, now that the study may be indexed (called by the
     hub's housekeeping loop). Returns how many were attached."""
     with db.reader() as conn:
+        # the patient test is in SQL too, so a report whose accession names another patient's study is not
+        # looked at again on every round
+        patient_matches = (literal(" ") + reports.c.identifiers + literal(" ")).like(
+            literal("% ") + func.upper(func.replace(patients.c.patient_id, " ", "")) + literal(" %"))
         waiting = conn.execute(
             select(reports.c.id).where(reports.c.study_id.is_(None), reports.c.superseded_by.is_(None))
-            .where(select(studies.c.id).where(
-                studies.c.institution_id == reports.c.institution_id,
+            .where(select(studies.c.id).join(patients, patients.c.id == studies.c.patient_pk).where(
+                studies.c.institution_id == reports.c.institution_id, patient_matches,
                 (studies.c.accession_number == reports.c.accession_number)
                 | and_(reports.c.study_uid != "", studies.c.study_uid == reports.c.study_uid)).exists())
             .order_by(reports.c.id).limit(limit)).scalars().all()
