@@ -3,6 +3,7 @@ coerced copy to dcmtk storescp, and the stored original stays as received."""
 from __future__ import annotations
 
 import peers
+import pytest
 from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -72,8 +73,16 @@ def test_patient_id_becomes_nhs_number_with_originals_recorded(make_config, star
 
 
 def test_invalid_nhs_number_is_held_until_reconciled(make_config, start_hub, storescp, tmp_path):
+    _held_then_reconciled(make_config(), start_hub, storescp, tmp_path)
+
+
+@pytest.mark.postgres
+def test_held_and_reconciled_on_postgres(make_config, start_hub, storescp, postgres_url, tmp_path):
+    _held_then_reconciled(make_config(database__url=postgres_url), start_hub, storescp, tmp_path)
+
+
+def _held_then_reconciled(config, start_hub, storescp, tmp_path) -> None:  # type: ignore[no-untyped-def]
     dest = storescp("RYJPACS")
-    config = make_config()
     config.harmonise = [RULE]
     hub = start_hub(config)
     register_hospitals(hub, dest_port=dest.port)
