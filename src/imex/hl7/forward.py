@@ -49,6 +49,10 @@ class DeliveryError(RuntimeError):
     """A report could not be delivered this time; the message says why."""
 
 
+class NotWanted(RuntimeError):
+    """This delivery is not to be made (e.g. hl7.report_form is none); it is cancelled, not retried."""
+
+
 def report_series_uid(study_uid: str) -> str:
     """One series per study holds the hub's report SRs, the same at every destination."""
     return generate_uid(entropy_srcs=[study_uid, "imex report series"])
@@ -99,6 +103,8 @@ class ReportSender:
             attempts = row.attempts + 1
             try:
                 message_id, supersedes = self.deliver(row)
+            except NotWanted as exc:
+                values = dict(state="cancelled", attempts=attempts, last_error=str(exc))
             except Exception as exc:
                 error = str(exc) if isinstance(exc, (DeliveryError, client.MllpError)) else f"{type(exc).__name__}: {exc}"
                 give_up = attempts >= self.config["hl7.max_attempts"]
@@ -154,9 +160,9 @@ class ReportSender:
                 raise DeliveryError(f"RIS {endpoint.name} answered {answer.code or 'without MSA'}: {answer.text}")
             log.info("report %s sent as HL7 to RIS %s (%s)", report.id, endpoint.name, control)
             return control, supersedes
-        if self.config["hl7.report_form"] == "none":
-            raise DeliveryError("hl7.report_form is none: reports are not sent to PACS as DICOM")
-        sr = make_sr(header, report, previous_sop_uid=supersedes)
+        if self.config["hl7.report_form"] != "sr":
+            raise NotWanted(f"hl7.report_form is {self.config['hl7.report_form']!r}: no DICOM form is sent")
+        sr = make_sr(header, report, previous_sop_uid=supersedes, organisation=source)
         self._store(sr, node)
         log.info("report %s sent as SR %s to %s", report.id, sr.SOPInstanceUID, node.ae_title)
         return str(sr.SOPInstanceUID), supersedes
@@ -206,7 +212,8 @@ def _identity(header: Dataset, report) -> build.Identity:  # type: ignore[no-unt
         sex=str(header.get("PatientSex", "") or report.sex))
 
 
-def make_sr(header: Dataset, report, previous_sop_uid: str = "") -> Dataset:  # type: ignore[no-untyped-def]
+def make_sr(header: Dataset, report, previous_sop_uid: str = "",  # type: ignore[no-untyped-def]
+            organisation: str = "") -> Dataset:
     """The report as an Enhanced SR (made with highdicom) in the study of `header`: the text as one TEXT
     item, completion and verification flags from its status, the earlier version as predecessor."""
     from highdicom.sr import CodedConcept, ContainerContentItem, ContentSequence, EnhancedSR, TextContentItem
@@ -243,7 +250,7 @@ def make_sr(header: Dataset, report, previous_sop_uid: str = "") -> Dataset:  # 
                         sop_instance_uid=report.sop_instance_uid, instance_number=report.id, manufacturer="imex",
                         is_complete=done, is_final=done, is_verified=done,
                         verifying_observer_name=_person_name(report.clinician) if done else None,
-                        verifying_organization="Reporting institution" if done else None,
+                        verifying_organization=(organisation or "RIS") if done else None,
                         previous_versions=previous or None)
     sr.PreliminaryFlag = "FINAL" if done else "PRELIMINARY"
     sr.SeriesDescription = "Radiology report"
