@@ -124,3 +124,26 @@ def test_report_carries_the_harmonised_identity(make_config, start_hub, storescp
         assert sr.StudyInstanceUID == images[0].StudyInstanceUID
     finally:
         ris.stop()
+
+
+def test_report_sr_joins_the_study_in_orthanc(make_config, start_hub, tmp_path):
+    """Orthanc as the destination PACS files the report SR under the same patient and study as the images."""
+    if not (peers.have_orthanc() and peers.have_dcmtk()):
+        pytest.skip("Orthanc or dcmtk is not installed")
+    orthanc = peers.Orthanc(tmp_path / "orthanc", aet="RYJORTHANC")
+    orthanc.start()
+    try:
+        hub = start_hub(make_config())
+        register_hospitals(hub, dest_port=orthanc.dicom_port, dest_aet="RYJORTHANC")
+        register_ris(hub)
+        assert client.send("127.0.0.1", hub.reports.port, variant("oru_v23_final.hl7", "O1")).code == "AA"
+        files = make_study(tmp_path / "study", instances_per_series=2, patient_id="K1234567",
+                           accession="RJZACC1001")
+        assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 2
+        wait_until(lambda: orthanc.statistics()["CountInstances"] == 3, message="images and SR in Orthanc")
+        stats = orthanc.statistics()
+        assert (stats["CountPatients"], stats["CountStudies"], stats["CountSeries"]) == (1, 1, 2)
+        modalities = {orthanc.get(f"/series/{s}")["MainDicomTags"].get("Modality") for s in orthanc.get("/series")}
+        assert modalities == {"CT", "SR"}
+    finally:
+        orthanc.stop()
