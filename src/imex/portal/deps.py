@@ -3,10 +3,10 @@ Routes declare `principal: Principal = Depends(signed_in)` and read nothing else
 from __future__ import annotations
 
 import hmac
-from typing import Iterator
+from typing import Annotated, Iterator
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from imex import audit
@@ -18,6 +18,9 @@ from imex.portal.errors import Problem, Refused, SignInRequired
 from imex.portal.scope import NotVisible
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# An object's ID in a URL: bounded so a huge number is a 422, not a database overflow
+ObjectId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The object's ID")]
 
 
 def portal(request: Request) -> Portal:

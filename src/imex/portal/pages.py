@@ -24,7 +24,7 @@ from imex.portal.api import account as account_api
 from imex.portal.api import admin as admin_api
 from imex.portal.api import transfers as transfers_api
 from imex.portal.context import Portal
-from imex.portal.deps import check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
+from imex.portal.deps import ObjectId, check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
 from imex.portal.errors import Problem
 
 router = APIRouter(include_in_schema=False)
@@ -259,13 +259,13 @@ def worklist_page(request: Request, direction: str = Query("incoming", max_lengt
 
 
 @router.get("/transfers/{transfer_id}")
-def transfer_page(transfer_id: int, request: Request, p: Principal = Depends(signed_in),
+def transfer_page(transfer_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
                   s: Session = Depends(db_session)) -> HTMLResponse:
     return render(request, "transfer.html", t=transfers_api.get_transfer(transfer_id, p, s))
 
 
 @router.get("/studies/{study_id}")
-def study_page(study_id: int, request: Request, p: Principal = Depends(signed_in),
+def study_page(study_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> HTMLResponse:
     return render(request, "study.html", study=transfers_api.get_study(study_id, p, s))
 

@@ -18,7 +18,7 @@ from imex.notify import inbox
 from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, utcnow
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import client_ip, db_session, portal, signed_in
+from imex.portal.deps import ObjectId, client_ip, db_session, portal, signed_in
 from imex.portal.errors import Problem, Refused
 from imex.portal.scope import DestNode
 from imex.portal.views import audit_row, iso, transfer_row
@@ -155,7 +155,7 @@ def get_tokens(p: Principal = Depends(signed_in), s: Session = Depends(db_sessio
 
 
 @router.delete("/auth/tokens/{token_id}", summary="Revoke one of your API tokens")
-def delete_token(token_id: int, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, int]:
+def delete_token(token_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, int]:
     row = s.scalar(select(WebSession).where(WebSession.id == token_id, WebSession.user_id == p.user_id,
                                             WebSession.kind == "token"))
     if row is None:

@@ -15,7 +15,7 @@ from imex.auth.permissions import BUILTIN_ROLES, PERMISSIONS, Principal
 from imex.db.models import Institution, Node, Role, User, Worklist
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import db_session, deny, portal, signed_in
+from imex.portal.deps import ObjectId, db_session, deny, portal, signed_in
 from imex.portal.errors import Problem
 from imex.portal.scope import NotVisible
 from imex.portal.views import node_row, user_row
@@ -46,7 +46,7 @@ class InstitutionChange(BaseModel):
 
 
 @router.patch("/institutions/{institution_id}", summary="Change an institution's contact or sign-in policy")
-def patch_institution(institution_id: int, body: InstitutionChange, p: Principal = Depends(signed_in),
+def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Principal = Depends(signed_in),
                       s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("users.manage")
     inst = s.scalar(scope.institutions_query(p).where(Institution.id == institution_id))
@@ -124,7 +124,7 @@ def post_node(body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depe
 
 
 @router.put("/nodes/{node_id}", summary="Change a DICOM node")
-def put_node(node_id: int, body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+def put_node(node_id: ObjectId, body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
              s: Session = Depends(db_session)) -> dict[str, Any]:
     node = _visible_node(s, p, node_id)
     if node.name != body.name:
@@ -133,7 +133,7 @@ def put_node(node_id: int, body: NodeIn, p: Principal = Depends(signed_in), pt: 
 
 
 @router.delete("/nodes/{node_id}", summary="Remove a node (disabled instead when transfers refer to it)")
-def delete_node(node_id: int, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+def delete_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
     node = _visible_node(s, p, node_id)
     name = node.name
@@ -147,7 +147,7 @@ def delete_node(node_id: int, p: Principal = Depends(signed_in), pt: Portal = De
 
 
 @router.post("/nodes/{node_id}/echo", summary="Test a node with C-ECHO from the hub")
-def echo_node(node_id: int, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+def echo_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
               s: Session = Depends(db_session)) -> dict[str, Any]:
     from imex.dicom.echo import echo
 
@@ -228,7 +228,7 @@ def post_user(body: UserIn, p: Principal = Depends(signed_in), pt: Portal = Depe
 
 
 @router.post("/users/{user_id}/disable", summary="Disable a user and end their sessions")
-def disable_user(user_id: int, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def disable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     if user.id == p.user_id:
         raise Problem(409, "you cannot disable your own account")
@@ -240,7 +240,7 @@ def disable_user(user_id: int, p: Principal = Depends(signed_in), s: Session = D
 
 
 @router.post("/users/{user_id}/enable", summary="Enable a disabled user")
-def enable_user(user_id: int, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def enable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     user.disabled = False
     audit.record(s, "user.enable", object_type="user", object_id=user.username, **p.audit_fields())
@@ -249,7 +249,7 @@ def enable_user(user_id: int, p: Principal = Depends(signed_in), s: Session = De
 
 
 @router.post("/users/{user_id}/reset", summary="Give a user a one-time password, unlock them, end their sessions")
-def reset_user(user_id: int, remove_second_factor: bool = False, p: Principal = Depends(signed_in),
+def reset_user(user_id: ObjectId, remove_second_factor: bool = False, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     temporary = accounts.reset_password(s, user)
@@ -267,7 +267,7 @@ class RoleGrantIn(BaseModel):
 
 
 @router.post("/users/{user_id}/roles", summary="Grant a role")
-def grant_role(user_id: int, body: RoleGrantIn, p: Principal = Depends(signed_in),
+def grant_role(user_id: ObjectId, body: RoleGrantIn, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [body.role])
@@ -281,7 +281,7 @@ def grant_role(user_id: int, body: RoleGrantIn, p: Principal = Depends(signed_in
 
 
 @router.delete("/users/{user_id}/roles/{role}", summary="Take a role away")
-def revoke_role(user_id: int, role: str, p: Principal = Depends(signed_in),
+def revoke_role(user_id: ObjectId, role: str, p: Principal = Depends(signed_in),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [role])
@@ -362,7 +362,7 @@ def post_worklist(body: WorklistIn, p: Principal = Depends(signed_in), s: Sessio
 
 
 @router.delete("/worklists/{worklist_id}", summary="Remove a worklist")
-def delete_worklist(worklist_id: int, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def delete_worklist(worklist_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("nodes.manage")
     w = s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id))
     if w is None:

@@ -14,7 +14,7 @@ from imex.auth.permissions import Principal
 from imex.db.models import Instance, Series, Study, Transfer, TransferEvent, TransferItem, Worklist
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import db_session, deny, portal, signed_in
+from imex.portal.deps import ObjectId, db_session, deny, portal, signed_in
 from imex.portal.errors import Problem
 from imex.portal.scope import DestNode, NotVisible, SourceInstitution
 from imex.portal.views import iso, study_row, transfer_row
@@ -115,7 +115,7 @@ def visible_transfer(s: Session, p: Principal, transfer_id: int) -> dict[str, An
 
 
 @router.get("/transfers/{transfer_id}", summary="A transfer with its history and per-instance errors")
-def get_transfer(transfer_id: int, p: Principal = Depends(signed_in),
+def get_transfer(transfer_id: ObjectId, p: Principal = Depends(signed_in),
                  s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("transfers.view")
     detail = visible_transfer(s, p, transfer_id)
@@ -152,13 +152,13 @@ def _operate(s: Session, p: Principal, transfer_id: int, action: str, reason: st
 
 
 @router.post("/transfers/{transfer_id}/retry", summary="Retry a failed or cancelled transfer now")
-def retry_transfer(transfer_id: int, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+def retry_transfer(transfer_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                    s: Session = Depends(db_session)) -> dict[str, Any]:
     return _operate(s, p, transfer_id, "transfer.retry", "", lambda: queue.retry(pt.db, transfer_id))
 
 
 @router.post("/transfers/{transfer_id}/cancel", summary="Cancel a transfer")
-def cancel_transfer(transfer_id: int, body: Reason, p: Principal = Depends(signed_in),
+def cancel_transfer(transfer_id: ObjectId, body: Reason, p: Principal = Depends(signed_in),
                     pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
     reason = body.reason.strip() or "cancelled in the portal"
     return _operate(s, p, transfer_id, "transfer.cancel", reason,
@@ -185,7 +185,7 @@ def _reports(s: Session, study_id: int) -> list[dict[str, Any]]:
 
 
 @router.get("/studies/{study_id}", summary="A study with its series, transfers and reports")
-def get_study(study_id: int, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def get_study(study_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     study, patient, source = visible_study(s, p, study_id)
     detail = study_row(study, patient, source)
     series = s.execute(select(Series).where(Series.study_id == study_id).order_by(Series.number, Series.id)).scalars()
@@ -232,7 +232,7 @@ def _quarantined(s: Session, p: Principal, study_id: int):  # type: ignore[no-un
 
 
 @router.post("/quarantine/{study_id}/route", summary="Send a quarantined study to the destinations given")
-def route_quarantined(study_id: int, body: RouteRequest, p: Principal = Depends(signed_in),
+def route_quarantined(study_id: ObjectId, body: RouteRequest, p: Principal = Depends(signed_in),
                       pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
     from imex.routing.router import route_manually
 
@@ -251,7 +251,7 @@ def route_quarantined(study_id: int, body: RouteRequest, p: Principal = Depends(
 
 
 @router.post("/quarantine/{study_id}/delete", summary="Delete a quarantined study and its images")
-def delete_quarantined(study_id: int, body: DeleteRequest, p: Principal = Depends(signed_in),
+def delete_quarantined(study_id: ObjectId, body: DeleteRequest, p: Principal = Depends(signed_in),
                        pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
     from imex.index.remove import delete_study
 
