@@ -115,6 +115,12 @@ def test_bad_input_keeps_the_listener_serving(hub):
     unknown = sample("oru_v23_final.hl7").replace(b"|CRIS|RJZ|", b"|CRIS|XYZ|").replace(b"RJZ0001", b"XYZ1")
     answer = client.send("127.0.0.1", port, unknown)
     assert answer.code == "AE" and "not a registered RIS" in answer.text
+    # a registered facility connecting from an address other than its RIS's: AE
+    from imex.hl7.endpoints import add_ris
+    add_ris(hub.db, "FAR_RIS", "RJZ", facilities=["FAR"], peer_host="10.255.255.1")
+    far = sample("oru_v23_final.hl7").replace(b"|CRIS|RJZ|", b"|CRIS|FAR|").replace(b"RJZ0001", b"FAR1")
+    answer = client.send("127.0.0.1", port, far)
+    assert answer.code == "AE" and "FAR at 127.0.0.1 is not a registered RIS" in answer.text
     # an unknown accession: accepted, waiting for its study
     answer = client.send("127.0.0.1", port, variant("oru_v23_final.hl7", "RJZ0100").replace(b"RJZACC1001", b"NOSUCH9"))
     assert answer.code == "AA"

@@ -88,6 +88,12 @@ class ReportSender:
     def send_due(self, limit: int = 20) -> int:
         """Send every due report delivery; returns how many went out."""
         now = utcnow()
+        with self.db.reader() as conn:  # the idle check must not take SQLite's write lock from ingest
+            anything = conn.execute(select(report_deliveries.c.id).where(
+                report_deliveries.c.state == "pending", report_deliveries.c.next_attempt_at <= now).limit(1)).first()
+            conn.rollback()
+        if anything is None:
+            return 0
         with self.db.engine.begin() as conn:
             query = (select(report_deliveries).where(report_deliveries.c.state == "pending",
                                                      report_deliveries.c.next_attempt_at <= now)

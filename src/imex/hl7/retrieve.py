@@ -18,20 +18,28 @@ from imex.hl7 import build, client, store
 
 log = logging.getLogger("imex.hl7.retrieve")
 
+# Only studies received this recently are considered, so the scan stays small however large the index grows.
+WINDOW = dt.timedelta(days=14)
+
 
 def schedule(db: Database, config: Config, limit: int = 100) -> int:
     """Create a query for each routed study that still has no report and whose RIS can be asked."""
     cutoff = utcnow() - dt.timedelta(seconds=config["hl7.retrieve_after_seconds"])
-    with db.engine.begin() as conn:
+    with db.reader() as conn:  # looking must not take SQLite's write lock from ingest
         ids = conn.execute(
             select(studies.c.id).join(ris_endpoints, ris_endpoints.c.institution_id == studies.c.institution_id)
             .where(studies.c.route_state == "routed", studies.c.accession_number != "",
-                   studies.c.last_received_at <= cutoff, ris_endpoints.c.query_template != "",
+                   studies.c.last_received_at <= cutoff, studies.c.last_received_at >= utcnow() - WINDOW,
+                   ris_endpoints.c.query_template != "",
                    ris_endpoints.c.port > 0, ris_endpoints.c.enabled.is_(True),
                    ~select(reports.c.id).where(reports.c.study_id == studies.c.id).exists(),
                    ~select(report_queries.c.id).where(report_queries.c.study_id == studies.c.id).exists())
             .distinct().limit(limit)).scalars().all()
-        insert = postgresql.insert if db.is_postgres else sqlite.insert
+        conn.rollback()
+    if not ids:
+        return 0
+    insert = postgresql.insert if db.is_postgres else sqlite.insert
+    with db.engine.begin() as conn:
         for study_id in ids:
             conn.execute(insert(report_queries).values(study_id=study_id, state="pending", attempts=0,
                                                        next_attempt_at=utcnow(), created_at=utcnow())
@@ -42,6 +50,12 @@ def schedule(db: Database, config: Config, limit: int = 100) -> int:
 def query_due(db: Database, config: Config, limit: int = 20) -> int:
     """Send the due queries; returns how many found their report."""
     now = utcnow()
+    with db.reader() as conn:
+        anything = conn.execute(select(report_queries.c.id).where(
+            report_queries.c.state == "pending", report_queries.c.next_attempt_at <= now).limit(1)).first()
+        conn.rollback()
+    if anything is None:
+        return 0
     with db.engine.begin() as conn:
         due = conn.execute(
             select(report_queries.c.id, report_queries.c.attempts, studies.c.id.label("study_id"),
