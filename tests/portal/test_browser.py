@@ -71,6 +71,20 @@ def test_worklist_updates_live_and_actions_work(make_config, start_hub, storescp
     assert page.locator("#total").inner_text() == "1"
     page.screenshot(path=str(tmp_path / "worklist.png"), full_page=True)
 
+    # a hostile patient name arrives: shown as text by the live update and by the server page, never run
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    hostile = make_study(tmp_path / "evil", instances_per_series=1, patient_name="<i>EVIL</i>^<b>X</b>",
+                         patient_id="E1", modality="CT", description="<script>alert(2)</script>")
+    assert peers.storescu(hostile, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
+    expect(page.locator("#total")).to_have_text("2", timeout=20000)
+    expect(page.locator("#worklist tbody")).to_contain_text("<script>alert(2)</script>")
+    assert page.locator("#worklist tbody i, #worklist tbody b, #worklist tbody script").count() == 0
+    page.reload()
+    expect(page.locator("#worklist tbody")).to_contain_text("<I>EVIL</I>, <B>X</B>")
+    assert page.locator("#worklist tbody i, #worklist tbody b, #worklist tbody script").count() == 0
+    assert dialogs == []
+
     # filters: a search that matches nothing, then sorting links keep the filter
     page.fill("input[name=q]", "nobody-by-this-name")
     page.click("#filters button[type=submit]")

@@ -165,6 +165,34 @@ def cancel_transfer(transfer_id: ObjectId, body: Reason, p: Principal = Depends(
                     lambda: queue.cancel(pt.db, transfer_id, f"{reason} (by {p.username})"))
 
 
+class ReconcileIn(BaseModel):
+    patient_id: str = Field(..., min_length=1, max_length=64, description="The patient ID to send with "
+                            "(an NHS number, or the destination's own ID for the patient)")
+    accession_number: str | None = Field(None, max_length=16, description="The accession number to send with")
+
+
+@router.post("/transfers/{transfer_id}/reconcile",
+             summary="Release a transfer held for reconciliation with the patient ID (and accession) to use")
+def reconcile_transfer(transfer_id: ObjectId, body: ReconcileIn, p: Principal = Depends(signed_in),
+                       pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+    from imex.harmonise.reconcile import ReconcileError, reconcile
+
+    p.require("transfers.manage")
+    detail = visible_transfer(s, p, transfer_id)
+    s.commit()
+    try:
+        reconcile(pt.db, transfer_id, body.patient_id, body.accession_number or None, actor=p.username)
+    except ReconcileError as exc:
+        raise Problem(409 if "not held" in str(exc) else 422, str(exc)) from None
+    audit.record(s, "transfer.reconcile", study_uid=detail["study_uid"], patient_id=detail["patient_id"],
+                 object_type="transfer", object_id=transfer_id,
+                 detail=f"send as patient ID {body.patient_id.strip()[:64]}"
+                        + (f", accession {body.accession_number.strip()[:16]}" if body.accession_number else ""),
+                 **p.audit_fields())
+    s.commit()
+    return visible_transfer(s, p, transfer_id)
+
+
 # -- studies ------------------------------------------------------------------------------------------
 
 def visible_study(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
