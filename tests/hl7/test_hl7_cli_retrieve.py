@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import peers
+import pytest
 from hubtools import register_hospitals, wait_until, write_toml
 from pydicom import dcmread
 from sqlalchemy import select
@@ -47,7 +48,12 @@ def test_send_and_reports_commands(make_config, start_hub, storescp, tmp_path):
     assert "accession RJZACC1001" in shown and "No pulmonary embolus" in shown and "HALL, ROBERT (4567)" in shown
 
 
-def test_missing_report_is_retrieved_from_the_source_ris(make_config, start_hub, storescp, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request) -> str:
+    return request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
+
+
+def test_missing_report_is_retrieved_from_the_source_ris(database_url, make_config, start_hub, storescp, tmp_path):
     queries: list[bytes] = []
     answer_with_report = {"on": False}
 
@@ -61,7 +67,8 @@ def test_missing_report_is_retrieved_from_the_source_ris(make_config, start_hub,
     listener.start()
     try:
         dest = storescp("RYJPACS")
-        hub = start_hub(make_config(hl7__retrieve_after_seconds=0.0, hl7__retrieve_interval_seconds=0.5))
+        hub = start_hub(make_config(database__url=database_url, hl7__retrieve_after_seconds=0.0,
+                                    hl7__retrieve_interval_seconds=0.5))
         register_hospitals(hub, dest_port=dest.port)
         register_ris(hub, dest_ris_port=listener.port, query_template=DEFAULT_QUERY)
         files = make_study(tmp_path / "s", instances_per_series=1, patient_id="K1234567", accession="RJZACC1001")

@@ -56,15 +56,17 @@ def query_due(db: Database, config: Config, limit: int = 20) -> int:
         conn.rollback()
     if anything is None:
         return 0
+    query = (select(report_queries.c.id, report_queries.c.attempts, studies.c.id.label("study_id"),
+                    studies.c.accession_number, studies.c.institution_id, patients.c.patient_id,
+                    institutions.c.ods_code)
+             .join(studies, studies.c.id == report_queries.c.study_id)
+             .join(patients, patients.c.id == studies.c.patient_pk)
+             .join(institutions, institutions.c.id == studies.c.institution_id)
+             .where(report_queries.c.state == "pending", report_queries.c.next_attempt_at <= now).limit(limit))
+    if db.is_postgres:  # several hubs: each query is sent by one of them
+        query = query.with_for_update(of=report_queries, skip_locked=True)
     with db.engine.begin() as conn:
-        due = conn.execute(
-            select(report_queries.c.id, report_queries.c.attempts, studies.c.id.label("study_id"),
-                   studies.c.accession_number, studies.c.institution_id, patients.c.patient_id,
-                   institutions.c.ods_code)
-            .join(studies, studies.c.id == report_queries.c.study_id)
-            .join(patients, patients.c.id == studies.c.patient_pk)
-            .join(institutions, institutions.c.id == studies.c.institution_id)
-            .where(report_queries.c.state == "pending", report_queries.c.next_attempt_at <= now).limit(limit)).all()
+        due = conn.execute(query).all()
         for q in due:
             conn.execute(update(report_queries).where(report_queries.c.id == q.id).values(
                 next_attempt_at=now + dt.timedelta(seconds=config["hl7.retrieve_interval_seconds"])))
