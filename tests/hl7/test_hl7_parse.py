@@ -79,3 +79,10 @@ def test_built_oru_parses_back():
     assert r.text == "Line & one\nLine ^ two"
     assert r.clinician == "HALL, ROBERT (4567)"
     assert r.z_segments["ZIX"] == "ZIX|SUPERSEDES|C0"
+
+
+@pytest.mark.parametrize("missing", ["PID", "OBR"])
+def test_missing_segment_is_named(missing):
+    data = b"\r".join(s for s in sample("oru_v23_final.hl7").split(b"\r") if not s.startswith(missing.encode()))
+    with pytest.raises(HL7Error, match=f"no {missing} segment"):
+        parse_oru(data)

@@ -199,11 +199,12 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
     except (ParseException, IndexError, ValueError) as exc:
         raise HL7Reject(f"the message cannot be parsed: {exc}") from None
     r = _Reader(message)
-    try:
-        pid = message.segment("PID")
-        obr = message.segment("OBR")
-    except KeyError as exc:
-        raise HL7Error(f"the ORU has no {exc.args[0] if exc.args else 'PID or OBR'} segment", "100") from None
+    present = {str(seg[0]) for seg in message}
+    for required in ("PID", "OBR"):
+        if required not in present:
+            raise HL7Error(f"the ORU has no {required} segment", "100")
+    pid = message.segment("PID")
+    obr = message.segment("OBR")
     identifiers: list[PatientIdentifier] = []
     nhs = ""
     for rep in r.reps(pid, 3):
