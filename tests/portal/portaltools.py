@@ -70,3 +70,19 @@ def user_row(hub: Any, username: str) -> User:
 
     with hub.db.sessions() as s:
         return s.scalar(select(User).where(User.username == username))
+
+
+def assert_audit_is_append_only(hub: Any) -> None:
+    """The database itself refuses to change or delete audit events (triggers of migration 0002)."""
+    import pytest
+    from sqlalchemy import text
+
+    with hub.db.engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM audit_events")).scalar()
+        assert before > 0
+        for statement in ("UPDATE audit_events SET username = 'nobody'", "DELETE FROM audit_events"):
+            with pytest.raises(Exception, match="(?i)append-only|audit"):
+                conn.execute(text(statement))
+            conn.rollback()
+        assert conn.execute(text("SELECT count(*) FROM audit_events WHERE username = 'nobody'")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar() == before

@@ -3,7 +3,7 @@ Routes declare `principal: Principal = Depends(signed_in)` and read nothing else
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Path, Request
@@ -18,6 +18,7 @@ from imex.portal.errors import Problem, Refused, SignInRequired
 from imex.portal.scope import NotVisible
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+T = TypeVar("T")
 
 # An object's ID in a URL: bounded so a huge number is a 422, not a database overflow
 ObjectId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The object's ID")]
@@ -118,6 +119,15 @@ def partly_signed_in(request: Request, s: Session = Depends(db_session), p: Port
     if not by_cookie:
         raise Problem(400, "this step is for browser sign-in")
     return row, user
+
+
+def visible_or_deny(s: Session, principal: Principal, found: T | None, object_type: str, object_id: object,
+                    label: str = "") -> T:
+    """`found` when the scoped query found it; otherwise audit the attempt and answer 404."""
+    if found is None:
+        deny(s, principal, object_type, object_id)
+        raise NotVisible(f"no {label or object_type} {object_id}")
+    return found
 
 
 def deny(s: Session, principal: Principal, object_type: str, object_id: object, action: str = "access.denied") -> None:

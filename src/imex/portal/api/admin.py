@@ -15,9 +15,8 @@ from imex.auth.permissions import BUILTIN_ROLES, PERMISSIONS, Principal
 from imex.db.models import Institution, Node, Role, User, Worklist
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import ObjectId, db_session, deny, portal, signed_in
+from imex.portal.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem
-from imex.portal.scope import NotVisible
 from imex.portal.views import node_row, user_row
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
@@ -49,10 +48,8 @@ class InstitutionChange(BaseModel):
 def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Principal = Depends(signed_in),
                       s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("users.manage")
-    inst = s.scalar(scope.institutions_query(p).where(Institution.id == institution_id))
-    if inst is None:
-        deny(s, p, "institution", institution_id)
-        raise NotVisible(f"no institution {institution_id}")
+    inst = visible_or_deny(s, p, s.scalar(scope.institutions_query(p).where(Institution.id == institution_id)),
+                           "institution", institution_id)
     changes = []
     if body.contact_email is not None:
         inst.contact_email = body.contact_email.strip() or None
@@ -89,10 +86,7 @@ class NodeIn(BaseModel):
 
 def _visible_node(s: Session, p: Principal, node_id: int) -> Node:
     p.require("nodes.manage")
-    row = s.execute(scope.nodes_query(p).where(Node.id == node_id)).first()
-    if row is None:
-        deny(s, p, "node", node_id)
-        raise NotVisible(f"no node {node_id}")
+    row = visible_or_deny(s, p, s.execute(scope.nodes_query(p).where(Node.id == node_id)).first(), "node", node_id)
     return row[0]
 
 
@@ -173,10 +167,7 @@ def get_rules(p: Principal = Depends(signed_in), pt: Portal = Depends(portal)) -
 
 def _visible_user(s: Session, p: Principal, user_id: int) -> User:
     p.require("users.manage")
-    row = s.execute(scope.users_query(p).where(User.id == user_id)).first()
-    if row is None:
-        deny(s, p, "user", user_id)
-        raise NotVisible(f"no user {user_id}")
+    row = visible_or_deny(s, p, s.execute(scope.users_query(p).where(User.id == user_id)).first(), "user", user_id)
     return row[0]
 
 
@@ -364,10 +355,8 @@ def post_worklist(body: WorklistIn, p: Principal = Depends(signed_in), s: Sessio
 @router.delete("/worklists/{worklist_id}", summary="Remove a worklist")
 def delete_worklist(worklist_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("nodes.manage")
-    w = s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id))
-    if w is None:
-        deny(s, p, "worklist", worklist_id)
-        raise NotVisible(f"no worklist {worklist_id}")
+    w = visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
+                        "worklist", worklist_id)
     s.delete(w)
     audit.record(s, "worklist.remove", object_type="worklist", object_id=w.name, **p.audit_fields())
     s.commit()

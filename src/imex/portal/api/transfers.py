@@ -14,9 +14,9 @@ from imex.auth.permissions import Principal
 from imex.db.models import Instance, Series, Study, Transfer, TransferEvent, TransferItem, Worklist
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import ObjectId, db_session, deny, portal, signed_in
+from imex.portal.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem
-from imex.portal.scope import DestNode, NotVisible, SourceInstitution
+from imex.portal.scope import DestNode, SourceInstitution
 from imex.portal.views import iso, study_row, transfer_row
 from imex.routing import queue
 
@@ -45,10 +45,8 @@ def _like(text: str) -> str:
 
 
 def worklist_of(s: Session, p: Principal, worklist_id: int) -> Worklist:
-    wl = s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id))
-    if wl is None:
-        deny(s, p, "worklist", worklist_id)
-        raise NotVisible(f"no worklist {worklist_id}")
+    wl = visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
+                         "worklist", worklist_id)
     return wl
 
 
@@ -107,10 +105,8 @@ def get_transfers(
 
 
 def visible_transfer(s: Session, p: Principal, transfer_id: int) -> dict[str, Any]:
-    row = s.execute(scope.transfers_query(p).where(Transfer.id == transfer_id)).first()
-    if row is None:
-        deny(s, p, "transfer", transfer_id)
-        raise NotVisible(f"no transfer {transfer_id}")
+    row = visible_or_deny(s, p, s.execute(scope.transfers_query(p).where(Transfer.id == transfer_id)).first(),
+                          "transfer", transfer_id)
     return transfer_row(p, *row)
 
 
@@ -196,10 +192,8 @@ def reconcile_transfer(transfer_id: ObjectId, body: ReconcileIn, p: Principal = 
 # -- studies ------------------------------------------------------------------------------------------
 
 def visible_study(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
-    row = s.execute(scope.studies_query(p).where(Study.id == study_id)).first()
-    if row is None:
-        deny(s, p, "study", study_id)
-        raise NotVisible(f"no study {study_id}")
+    row = visible_or_deny(s, p, s.execute(scope.studies_query(p).where(Study.id == study_id)).first(),
+                          "study", study_id)
     return row
 
 
@@ -252,10 +246,8 @@ class DeleteRequest(BaseModel):
 
 def _quarantined(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
     p.require("quarantine.manage")
-    row = s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first()
-    if row is None:
-        deny(s, p, "study", study_id)
-        raise NotVisible(f"no quarantined study {study_id}")
+    row = visible_or_deny(s, p, s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first(),
+                          "study", study_id, label="quarantined study")
     return row
 
 
