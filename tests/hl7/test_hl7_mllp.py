@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import DATA, register_ris, sample, variant  # noqa: E402
+from hl7tools import register_ris, sample, variant  # noqa: E402
 from hubtools import register_hospitals  # noqa: E402
 
 from imex.db.tables import reports  # noqa: E402

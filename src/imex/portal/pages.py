@@ -12,13 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import __version__, audit
 from imex.auth import accounts, sessions, totp
 from imex.auth.permissions import PERMISSIONS, Principal
-from imex.db.models import Institution, User
+from imex.db.models import User
 from imex.portal import scope
 from imex.portal.api import account as account_api
 from imex.portal.api import admin as admin_api

@@ -16,7 +16,6 @@ from imex.portal import scope
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem
-from imex.portal.scope import DestNode, SourceInstitution
 from imex.portal.views import iso, study_row, transfer_row
 from imex.routing import queue
 
