@@ -141,7 +141,7 @@ def test_delivery_notifies_the_destination_users_in_app_and_by_email(hub, tmp_pa
     board = rad.get("/api/v1/dashboard").json()
     assert [t["patient_name"] for t in board["arrived"]] == ["NOTIFY, Me"]
     # preferences: no more e-mail for arrivals
-    assert rad.put("/api/v1/me/preferences", json={"email_events": []}).json() == {"email_events": []}
+    assert rad.put("/api/v1/me/preferences", json={"email_events": []}).json()["email_events"] == []
     assert rad.put("/api/v1/me/preferences", json={"email_events": ["spam"]}).status_code == 422
 
 
@@ -186,3 +186,27 @@ def test_audit_trail_cannot_be_altered(hub):
     add_user(hub, "someone", "RJZ", ["viewer"])
     browser(hub, "someone")
     assert_audit_is_append_only(hub)
+
+
+def test_users_choose_the_worklists_they_hear_about(hub, tmp_path):
+    add_user(hub, "ct_rad", "RYJ", ["viewer"])
+    add_user(hub, "mr_rad", "RYJ", ["viewer"])
+    add_user(hub, "ryj_admin", "RYJ", ["institution_admin"])
+    admin = browser(hub, "ryj_admin")
+    ct = admin.post("/api/v1/worklists", json={"name": "CT", "modalities": "CT"}).json()["id"]
+    mr = admin.post("/api/v1/worklists", json={"name": "MR", "modalities": "MR"}).json()["id"]
+    ct_rad, mr_rad = browser(hub, "ct_rad"), browser(hub, "mr_rad")
+    assert ct_rad.put("/api/v1/me/preferences", json={"email_events": [], "worklists": [ct]}).json() == {
+        "email_events": [], "notify_worklists": [ct]}
+    mr_rad.put("/api/v1/me/preferences", json={"email_events": [], "worklists": [mr]})
+    add_user(hub, "kings_admin", "RJZ", ["institution_admin"])
+    other = browser(hub, "kings_admin").post("/api/v1/worklists", json={"name": "K", "modalities": "CT"}).json()["id"]
+    stolen = ct_rad.put("/api/v1/me/preferences", json={"email_events": [], "worklists": [other]})
+    assert stolen.status_code == 404  # another institution's worklist
+    files = make_study(tmp_path / "ct", instances_per_series=1, modality="CT")
+    assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
+    wait_until(lambda: transfer_states(hub) == [("delivered", 1, 1)], message="delivery")
+    assert ct_rad.get("/api/v1/notifications").json()["unread"] == 1
+    assert mr_rad.get("/api/v1/notifications").json()["unread"] == 0
+    assert admin.get("/api/v1/notifications").json()["unread"] == 1  # chose none: hears of all
+    assert "CT" in ct_rad.get("/account").text

@@ -64,6 +64,9 @@ class Node(Base):
     max_associations: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # secure transport (0005): the node talks DICOM over TLS only, in both directions, with a certificate
+    # whose common name is its node name
+    tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Patient(Base):
@@ -241,6 +244,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # e-mail preferences: which events reach this user by e-mail (space-separated event kinds)
     email_events: Mapped[str] = mapped_column(String(400), default="transfer.arrived transfer.failed")
+    # arrivals to notify about: only those on these worklists (space-separated IDs); empty: all of them
+    notify_worklists: Mapped[str] = mapped_column(String(400), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 

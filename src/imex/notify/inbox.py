@@ -20,7 +20,8 @@ EVENT_KINDS = {ARRIVED: "A study was delivered to my institution",
 
 def _watchers(conn: Connection, institution_id: int, permission: str) -> list:  # type: ignore[type-arg]
     """Enabled users of the institution whose roles grant `permission` (or system.admin)."""
-    rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, roles.c.permissions)
+    rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, users.c.notify_worklists,
+                               roles.c.permissions)
                         .join(role_grants, role_grants.c.user_id == users.c.id)
                         .join(roles, roles.c.id == role_grants.c.role_id)
                         .where(users.c.institution_id == institution_id, users.c.disabled.is_(False))).all()
@@ -30,6 +31,22 @@ def _watchers(conn: Connection, institution_id: int, permission: str) -> list:  
         if permission in granted or "system.admin" in granted:
             chosen[r.id] = r
     return list(chosen.values())
+
+
+def _on_chosen_worklists(conn: Connection, transfer_id: int, user_rows: list) -> list:  # type: ignore[type-arg]
+    """Users who chose worklists hear of an arrival only when it is on one of them."""
+    from imex.db.models import Worklist
+    from imex.portal.scope import arrivals_on_worklist
+
+    chosen = {int(w) for u in user_rows for w in (u.notify_worklists or "").split() if w.isdigit()}
+    if not chosen:
+        return user_rows
+    matching = set()
+    for worklist in conn.execute(select(Worklist.__table__).where(Worklist.__table__.c.id.in_(chosen))).all():
+        if conn.execute(arrivals_on_worklist(worklist, transfer_id)).first() is not None:
+            matching.add(worklist.id)
+    return [u for u in user_rows if not (u.notify_worklists or "").split()
+            or matching & {int(w) for w in u.notify_worklists.split() if w.isdigit()}]
 
 
 def notify_users(conn: Connection, user_rows: list, kind: str, title: str, link: str,  # type: ignore[type-arg]
@@ -57,7 +74,7 @@ def queue_transfer_notice(conn: Connection, transfer_id: int, *, delivered: bool
     link = f"/transfers/{t.id}"
     if delivered:
         title = f"{what} arrived from {source.name} ({source.ods_code})"
-        watchers = _watchers(conn, dest.institution_id, "transfers.view")
+        watchers = _on_chosen_worklists(conn, t.id, _watchers(conn, dest.institution_id, "transfers.view"))
         kind = ARRIVED
         subject = f"[imex] Images received from {source.name} ({source.ods_code})"
     else:

@@ -25,6 +25,7 @@ from imex.portal.api import transfers as transfers_api
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
 from imex.portal.errors import Problem
+from imex.portal.views import worklist_row
 
 router = APIRouter(include_in_schema=False)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -246,7 +247,7 @@ def worklist_page(request: Request, direction: str = Query("incoming", max_lengt
         audit.record(s, "search", detail=f"worklist search {q.strip()[:64]!r}: {page.total} result(s)",
                      **p.audit_fields())
         s.commit()
-    worklists = [admin_api._worklist_view(w) for w in s.scalars(scope.worklists_query(p))]
+    worklists = [worklist_row(w) for w in s.scalars(scope.worklists_query(p))]
     filters = {"direction": direction, "state": state, "q": q, "modality": modality, "date_from": date_from,
                "date_to": date_to, "worklist": worklist or "", "sort": sort, "order": order}
 
@@ -314,7 +315,8 @@ def audit_page(request: Request, p: Principal = Depends(signed_in)) -> HTMLRespo
 @router.get("/account")
 def account_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
     return render(request, "account.html", account=account_api.me(p, s), tokens=account_api.get_tokens(p, s),
-                  email_events=account_api.EMAIL_EVENTS)
+                  email_events=account_api.EMAIL_EVENTS,
+                  worklists=[worklist_row(w) for w in s.scalars(scope.worklists_query(p))])
 
 
 @router.get("/notifications")

@@ -11,7 +11,8 @@ from sqlalchemy import Select, and_, exists, false, or_, select, true
 from sqlalchemy.orm import aliased
 
 from imex.auth.permissions import Principal
-from imex.db.models import AuditEvent, Institution, Node, Patient, Study, Transfer, User, Worklist
+from imex.db.models import (AuditEvent, Instance, Institution, Node, Patient, Series, Study, Transfer, User,
+                             Worklist)
 
 DestNode = aliased(Node, name="dest_node")
 DestInstitution = aliased(Institution, name="dest_institution")
@@ -118,3 +119,28 @@ def worklist_clause(worklist: Worklist):  # type: ignore[no-untyped-def]
     if sources:
         conditions.append(SourceInstitution.ods_code.in_(sources))
     return and_(*conditions)
+
+
+def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[no-untyped-def]
+    """The transfer, when it is on the worklist (used to decide who is notified of an arrival)."""
+    return (select(Transfer.id).join(Study, Study.id == Transfer.study_id)
+            .join(DestNode, DestNode.id == Transfer.destination_node_id)
+            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+            .where(Transfer.id == transfer_id, worklist_clause(worklist)))
+
+
+# -- DICOMweb and the viewer: series and instances are visible with their study ----------------------------
+
+def series_query(p: Principal) -> Select:
+    """(Study, Patient, SourceInstitution, Series) of the studies `p` may see."""
+    return studies_query(p).add_columns(Series).join(Series, Series.study_id == Study.id)
+
+
+def instances_query(p: Principal) -> Select:
+    """(Study, Patient, SourceInstitution, Series, Instance) of the studies `p` may see."""
+    return series_query(p).add_columns(Instance).join(Instance, Instance.series_id == Series.id)
+
+
+def foreign_study_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """Studies `p` may not add instances to (STOW-RS): those another institution sent."""
+    return false() if p.is_system_admin else Study.institution_id != p.institution_id

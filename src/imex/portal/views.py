@@ -92,3 +92,8 @@ def audit_row(e) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"id": e.id, "at": iso(e.at), "action": e.action, "outcome": e.outcome, "username": e.username,
             "institution_id": e.institution_id, "ip": e.ip, "study_uid": e.study_uid, "patient_id": e.patient_id,
             "object_type": e.object_type, "object_id": e.object_id, "detail": e.detail}
+
+
+def worklist_row(w) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"id": w.id, "name": w.name, "modalities": w.modalities, "description_pattern": w.description_pattern,
+            "source_ods": w.source_ods}

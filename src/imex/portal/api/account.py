@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth import accounts, sessions, totp
 from imex.auth.permissions import Principal
+from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, Worklist, utcnow
 from imex.notify import inbox
-from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, utcnow
 from imex.portal import scope
 from imex.portal.context import Portal
-from imex.portal.deps import ObjectId, client_ip, db_session, portal, signed_in
+from imex.portal.deps import ObjectId, client_ip, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem, Refused
 from imex.portal.scope import DestNode
 from imex.portal.views import audit_row, iso, transfer_row
@@ -35,7 +35,8 @@ def me(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> d
     return {"id": user.id, "username": user.username, "full_name": user.full_name, "email": user.email,
             "institution": p.institution_ods, "roles": accounts.role_names(s, user.id),
             "permissions": sorted(p.permissions), "second_factor": user.totp_enabled,
-            "email_events": user.email_events.split()}
+            "email_events": user.email_events.split(),
+            "notify_worklists": [int(w) for w in user.notify_worklists.split() if w.isdigit()]}
 
 
 class PasswordChange(BaseModel):
@@ -71,6 +72,8 @@ def post_password(body: PasswordChange, request: Request, p: Principal = Depends
 
 class Preferences(BaseModel):
     email_events: list[str] = Field(default_factory=list, max_length=10)
+    worklists: list[int] | None = Field(None, max_length=50, description="Only notify me of arrivals on these "
+                                        "worklists (empty list: all arrivals; omitted: unchanged)")
 
 
 @router.put("/me/preferences", summary="Which events reach you by e-mail")
@@ -81,8 +84,14 @@ def put_preferences(body: Preferences, p: Principal = Depends(signed_in), s: Ses
     user = s.get(User, p.user_id)
     assert user is not None
     user.email_events = " ".join(dict.fromkeys(body.email_events))
+    if body.worklists is not None:
+        for worklist_id in body.worklists:
+            visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
+                            "worklist", worklist_id)
+        user.notify_worklists = " ".join(str(w) for w in dict.fromkeys(body.worklists))
     s.commit()
-    return {"email_events": user.email_events.split()}
+    return {"email_events": user.email_events.split(),
+            "notify_worklists": [int(w) for w in user.notify_worklists.split()]}
 
 
 @router.post("/me/second-factor", summary="Start enrolling a second factor: returns the QR code to scan")

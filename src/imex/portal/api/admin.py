@@ -17,7 +17,7 @@ from imex.portal import scope
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem
-from imex.portal.views import node_row, user_row
+from imex.portal.views import node_row, user_row, worklist_row
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
 
@@ -326,15 +326,10 @@ class WorklistIn(BaseModel):
     source_ods: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9 ]*$")
 
 
-def _worklist_view(w: Worklist) -> dict[str, Any]:
-    return {"id": w.id, "name": w.name, "modalities": w.modalities, "description_pattern": w.description_pattern,
-            "source_ods": w.source_ods}
-
-
 @router.get("/worklists", summary="Your institution's worklists (virtual nodes)")
 def get_worklists(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
     p.require("transfers.view")
-    return [_worklist_view(w) for w in s.scalars(scope.worklists_query(p).order_by(Worklist.name))]
+    return [worklist_row(w) for w in s.scalars(scope.worklists_query(p).order_by(Worklist.name))]
 
 
 @router.post("/worklists", status_code=201, summary="Add a worklist: incoming studies matching its conditions")
@@ -349,7 +344,7 @@ def post_worklist(body: WorklistIn, p: Principal = Depends(signed_in), s: Sessio
     s.flush()
     audit.record(s, "worklist.add", object_type="worklist", object_id=w.name, **p.audit_fields())
     s.commit()
-    return _worklist_view(w)
+    return worklist_row(w)
 
 
 @router.delete("/worklists/{worklist_id}", summary="Remove a worklist")

@@ -50,6 +50,7 @@ def upgrade() -> None:
     sa.Column('locked_until', sa.DateTime(), nullable=True),
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.Column('email_events', sa.String(length=400), nullable=False),
+    sa.Column('notify_worklists', sa.String(length=400), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('last_login_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['institution_id'], ['institutions.id'], ondelete='RESTRICT'),
