@@ -179,7 +179,8 @@ def test_totp_sign_in_retry_a_failed_transfer_and_every_main_page(make_config, s
     page.wait_for_selector("h1:has-text('Transfer')")
     expect(page.locator("dd.error")).to_contain_text("RYJPACS")
     dest.start()
-    page.click("button:has-text('Retry now')")
+    with page.expect_navigation():  # the page reloads itself once the API accepted the retry
+        page.click("button:has-text('Retry now')")
     wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery after retry")
     page.reload()
     expect(page.locator("h1 .state")).to_have_text("delivered")
