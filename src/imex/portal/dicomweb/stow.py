@@ -22,7 +22,7 @@ from imex.index.ingest import Source
 from imex.portal import scope
 from imex.portal.deps import portal, signed_in
 from imex.portal.dicomweb import multipart
-from imex.portal.dicomweb.common import DicomWebRoute, Session_, base_url
+from imex.portal.dicomweb.common import DicomWebRoute, Session_, base_url, study_row
 from imex.portal.errors import Problem
 
 router = APIRouter(prefix="/dicomweb", route_class=DicomWebRoute, include_in_schema=False)
@@ -80,7 +80,7 @@ def _store_one(request: Request, s: Session, p: Principal, data: bytes, study_ui
         code_tag = attribute_tag(hub.config["routing.code_attribute"])
         fields = read_instance(dataset, syntax, code_tag=code_tag)
     except (InvalidInstance, struct.error, ValueError) as exc:
-        return Outcome("", "", "", getattr(exc, "status", CANNOT_UNDERSTAND), str(exc)[:200])
+        return Outcome("", "", "", failure=getattr(exc, "status", CANNOT_UNDERSTAND), reason=str(exc)[:200])
     out = Outcome(fields.sop_class_uid, fields.sop_uid, fields.study_uid, fields.series_uid)
     if study_uid is not None and fields.study_uid != study_uid:
         out.failure, out.reason = STUDY_MISMATCH, "the instance belongs to another study than the one posted to"
@@ -130,13 +130,15 @@ def _answer(request: Request, outcomes: list[Outcome]) -> dict:
 
 def _store(request: Request, s: Session, p: Principal, body: bytes, study_uid: str | None) -> Response:
     p.require("studies.send")
+    if study_uid is not None and s.scalar(select(Study.id).where(Study.study_uid == study_uid)) is not None:
+        study_row(s, p, study_uid)  # an existing study the caller may not see is 404, as in every route
     part_type, parts = multipart.parse(request.headers.get("content-type", ""), body)
     if part_type not in ("application/dicom", ""):
         raise Problem(415, "STOW-RS takes application/dicom parts (metadata with bulk data is not supported)")
     outcomes = []
     for part in parts:
         if part.media_type not in ("application/dicom", ""):
-            outcomes.append(Outcome("", "", "", CANNOT_UNDERSTAND, f"part of type {part.media_type}"))
+            outcomes.append(Outcome("", "", "", failure=CANNOT_UNDERSTAND, reason=f"part of type {part.media_type}"))
             continue
         outcomes.append(_store_one(request, s, p, part.body, study_uid))
     stored = [o for o in outcomes if o.failure is None]
