@@ -117,6 +117,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hl7.retrieve_max_attempts", 8, "Report queries per study before the hub stops asking."),
     Setting("hl7.report_form", "sr", "DICOM form of reports sent to destination PACS: sr (Enhanced SR "
             "with the text), or none."),
+    # -- secure transport and limits (`imex tls` manages the deployment's CA; see docs/security.md)
+    Setting("tls.ca_dir", "", "Folder of the deployment's certificate authority (`imex tls init`). Empty: "
+            "DATA_DIR/tls. Holds the CA key: readable by the imex user only."),
+    Setting("tls.cert", "", "PEM certificate the hub presents on its TLS listeners and to TLS destinations. "
+            "Empty: the hub certificate `imex tls init` made (TLS_CA_DIR/issued/hub.crt)."),
+    Setting("tls.key", "", "PEM private key of tls.cert (never logged). Empty: TLS_CA_DIR/issued/hub.key."),
+    Setting("tls.ca_file", "", "PEM CA certificate(s) trusted for node certificates (inbound) and "
+            "destination certificates (outbound). Empty: the deployment CA (TLS_CA_DIR/ca.crt)."),
+    Setting("tls.crl_file", "", "PEM certificate revocation list checked on every TLS handshake from a node. "
+            "Empty: TLS_CA_DIR/crl.pem, which `imex tls revoke` rewrites and the hub renews."),
+    Setting("tls.expiry_warning_days", 30, "Admins are alerted when a certificate the hub uses or issued "
+            "expires within this many days."),
+    Setting("dicom.tls_port", 0, "DICOM over TLS listener port (2762 is usual). Nodes must present a "
+            "certificate issued to them by the CA; a node with tls = true may only use this port. 0 disables it."),
+    Setting("dicom.max_associations_per_node", 0, "Most simultaneous inbound associations from one node (a "
+            "node's own max_associations overrides it). 0: only dicom.max_associations applies."),
+    Setting("http.tls", False, "Serve the portal, API and DICOMweb over HTTPS with tls.cert/tls.key (HSTS is "
+            "then sent). Behind a TLS-terminating reverse proxy leave it off and see http.trusted_proxies."),
+    Setting("http.trusted_proxies", "127.0.0.1", "Comma-separated addresses of reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto headers are believed (client address for rate limits and "
+            "the audit, https for HSTS and secure cookies). Empty: none."),
+    Setting("http.keepalive_timeout", 5, "Seconds an idle HTTP keep-alive connection is kept open."),
+    Setting("http.max_connections", 1000, "Most simultaneous HTTP connections; more are answered 503."),
+    Setting("hl7.tls", False, "MLLP over TLS with tls.cert/tls.key (or hl7.tls_cert/hl7.tls_key when set)."),
+    Setting("hl7.tls_verify_client", False, "Over TLS, require each RIS to present a certificate from "
+            "tls.ca_file that is not revoked."),
+    Setting("auth.signin_failures_per_ip", 20, "Failed sign-ins from one address within "
+            "auth.signin_window_minutes after which that address is answered 429 until the window passes."),
+    Setting("auth.signin_window_minutes", 10, "Window of auth.signin_failures_per_ip, in minutes."),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -38,6 +38,7 @@ class NodeInfo:
     max_associations: int | None
     contact_email: str | None
     enabled: bool
+    tls: bool = False  # DICOM over TLS only, with a certificate issued to this node
 
 
 def check_ae_title(value: str) -> str:
@@ -83,7 +84,7 @@ def list_institutions(db: Database) -> list[Institution]:
 
 def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_code: str, *,
              alias: str | None = None, contact_email: str | None = None, destination: bool = True,
-             max_associations: int | None = None, update: bool = False) -> Node:
+             max_associations: int | None = None, update: bool = False, tls: bool | None = None) -> Node:
     """Register a DICOM node of an institution (create, or with update=True, change)."""
     ae = check_ae_title(ae_title)
     if not 0 < int(port) < 65536:
@@ -110,6 +111,8 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
         node.alias, node.contact_email, node.destination = alias, contact_email, destination
         node.max_associations = max_associations
         node.enabled = True
+        if tls is not None:
+            node.tls = tls
         s.flush()
         return node
 
@@ -138,7 +141,8 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
             add_node(db, item["name"], item["ae_title"], item["host"], int(item["port"]), item["institution"],
                      alias=item.get("alias"), contact_email=item.get("contact_email"),
                      destination=bool(item.get("destination", True)),
-                     max_associations=item.get("max_associations"), update=True)
+                     max_associations=item.get("max_associations"), update=True,
+                     tls=bool(item["tls"]) if "tls" in item else None)
         except KeyError as exc:
             raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
 
@@ -148,7 +152,7 @@ def _node_infos(db: Database) -> list[NodeInfo]:
         rows = s.execute(select(Node, Institution.ods_code).join(Institution)).all()
         return [
             NodeInfo(n.id, n.name, n.ae_title, n.host, n.port, n.institution_id, ods, n.alias, n.destination,
-                     n.max_associations, n.contact_email, n.enabled)
+                     n.max_associations, n.contact_email, n.enabled, bool(n.tls))
             for n, ods in rows
         ]
 

@@ -90,11 +90,15 @@ class Hub:
                                     harmoniser=self.harmoniser)
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
+        from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
+
+        self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),
+                    3600.0)
         if self.config["http.port"]:
             app = create_app(self)
-            self.http = uvicorn.Server(uvicorn.Config(app, host=self.config["http.host"],
-                                                      port=self.config["http.port"], log_level="warning",
-                                                      access_log=False))
+            from imex.tls.web import uvicorn_config
+
+            self.http = uvicorn.Server(uvicorn_config(app, self.config))
             self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             self._spawn("http", self.http.run)
             deadline = time.monotonic() + 15

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass
@@ -66,8 +67,9 @@ class Request:
 CALLING_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x07)
 
-# (calling AE title, called AE title, peer address) -> None to accept, or the rejection to send
-Policy = Callable[[str, str, str], "tuple[int, int, int] | None"]
+# (calling AE title, called AE title, peer address) -> None to accept, or the rejection to send; over TLS
+# the peer's certificate (SSLSocket.getpeercert()) comes fourth
+Policy = Callable[..., "tuple[int, int, int] | None"]
 StoreHandler = Callable[[Request], "tuple[int, str]"]
 
 
@@ -76,8 +78,12 @@ class Acceptor:
 
     def __init__(self, host: str, port: int, *, policy: Policy, on_store: StoreHandler,
                  storage_syntaxes: dict[str, tuple[str, ...]], max_associations: int, acse_timeout: float,
-                 network_timeout: float, max_pdu: int) -> None:
+                 network_timeout: float, max_pdu: int, tls: Callable[[], ssl.SSLContext] | None = None,
+                 per_caller_limit: Callable[[str], int] | None = None) -> None:
         self.policy = policy
+        self.tls = tls  # DICOM over TLS: the handshake (and client certificate check) comes first
+        self.per_caller_limit = per_caller_limit  # most associations at once per calling AE title (0: any)
+        self._callers: dict[str, int] = {}
         self.on_store = on_store
         self.supported = dict(storage_syntaxes)
         self.max_associations = max_associations
@@ -133,10 +139,56 @@ class Acceptor:
 
     # -- one association ------------------------------------------------------------------------------
 
-    def _serve(self, conn: socket.socket, peer: str, count: int) -> None:
-        stream = PduStream(conn, peer, self.acse_timeout)
+    def _handshake(self, conn: socket.socket, peer: str) -> socket.socket | None:
+        """The TLS handshake, bounded by the ACSE timeout; a peer without an acceptable certificate
+        (none, another CA's, revoked) is dropped here, before any DICOM is read."""
+        assert self.tls is not None
+        raw = conn
         try:
-            _Association(self, stream, peer, count).run()
+            conn.settimeout(self.acse_timeout)
+            tls_conn = self.tls().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            with self._lock:
+                self._active.discard(raw)
+                self._active.add(tls_conn)
+            tls_conn.do_handshake()
+            return tls_conn
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("refused TLS connection from %s: %s", peer, getattr(exc, "verify_message", "") or exc)
+            with self._lock:
+                self._active.discard(raw)
+            try:
+                conn.close()
+            except OSError:
+                pass
+            return None
+
+    def admit(self, calling: str) -> bool:
+        """Count an association from `calling`; False when its per-node limit is reached."""
+        limit = self.per_caller_limit(calling) if self.per_caller_limit else 0
+        with self._lock:
+            if limit and self._callers.get(calling, 0) >= limit:
+                return False
+            self._callers[calling] = self._callers.get(calling, 0) + 1
+            return True
+
+    def _release(self, calling: str) -> None:
+        with self._lock:
+            left = self._callers.get(calling, 0) - 1
+            if left > 0:
+                self._callers[calling] = left
+            else:
+                self._callers.pop(calling, None)
+
+    def _serve(self, conn: socket.socket, peer: str, count: int) -> None:
+        if self.tls is not None:
+            wrapped = self._handshake(conn, peer)
+            if wrapped is None:
+                return
+            conn = wrapped
+        stream = PduStream(conn, peer, self.acse_timeout)
+        association = _Association(self, stream, peer, count)
+        try:
+            association.run()
         except UpperLayerError as exc:
             log.debug("association from %s ended: %s", peer, exc)
         except Exception:
@@ -144,6 +196,8 @@ class Acceptor:
             stream.abort(0x02, 0x00)
         finally:
             stream.close()
+            if association.admitted:
+                self._release(association.calling)
             with self._lock:
                 self._active.discard(conn)
 
@@ -157,6 +211,7 @@ class _Association:
         self.contexts: dict[int, tuple[str, str]] = {}
         self.peer_max = 0
         self.calling = self.called = ""
+        self.admitted = False
 
     def _reject(self, result: int, source: int, reason: int) -> None:
         self.stream.send(struct.pack(">BBLBBBB", ASSOCIATE_RJ, 0, 4, 0, result, source, reason))
@@ -241,10 +296,19 @@ class _Association:
             log.warning("rejected association from %s: %d associations open", self.peer, self.count - 1)
             self._reject(0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
             return False
-        verdict = self.acceptor.policy(self.calling, self.called, self.peer)
+        if isinstance(self.stream.sock, ssl.SSLSocket):
+            verdict = self.acceptor.policy(self.calling, self.called, self.peer, self.stream.sock.getpeercert())
+        else:
+            verdict = self.acceptor.policy(self.calling, self.called, self.peer)
         if verdict is not None:
             self._reject(*verdict)
             return False
+        if not self.acceptor.admit(self.calling):
+            log.warning("rejected association from %s (%s): its node's association limit is reached",
+                        self.calling, self.peer)
+            self._reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
+            return False
+        self.admitted = True
         self.peer_max = max_length_of(primitive.user_information)
         results = []
         for cx in primitive.presentation_context_definition_list:

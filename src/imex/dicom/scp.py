@@ -33,6 +33,8 @@ from imex.dicom.part10 import file_meta
 from imex.dicom.syntaxes import ACCEPTED
 from imex.directory import NodeCache
 from imex.index.ingest import Ingest, Source
+from imex.tls.files import ServerContext, TlsFiles
+from imex.tls.profile import peer_common_name
 
 log = logging.getLogger("imex.dicom.scp")
 
@@ -47,11 +49,20 @@ class DicomListener:
         self.ae_title = config["dicom.ae_title"]
         self.code_tag = attribute_tag(config["routing.code_attribute"])
         self.server: Acceptor | None = None
+        self.tls_server: Acceptor | None = None
 
-    def _policy(self, calling: str, called: str, peer: str) -> tuple[int, int, int] | None:
+    def _policy(self, calling: str, called: str, peer: str, certificate: dict | None = None) \
+            -> tuple[int, int, int] | None:
         node = self.nodes.by_aet(calling)
         if node is None:
             log.warning("rejected association from %s: calling AE title %r is not a registered node", peer, calling)
+            return CALLING_AE_NOT_RECOGNIZED
+        if certificate is None and node.tls:
+            log.warning("rejected association from %s (%s): node %s must use DICOM over TLS", calling, peer, node.name)
+            return CALLING_AE_NOT_RECOGNIZED
+        if certificate is not None and peer_common_name(certificate) != node.name:
+            log.warning("rejected TLS association from %s (%s): its certificate is issued to %r, not node %s",
+                        calling, peer, peer_common_name(certificate), node.name)
             return CALLING_AE_NOT_RECOGNIZED
         if self.config["dicom.check_peer_address"] and not self.nodes.address_matches(node, peer):
             log.warning("rejected association: AE title %r connected from %s, but node %s is at %s",
@@ -103,8 +114,28 @@ class DicomListener:
         self.server = Acceptor(
             *address, policy=self._policy, on_store=self._on_store, storage_syntaxes=syntaxes,
             max_associations=self.config["dicom.max_associations"], acse_timeout=self.config["dicom.acse_timeout"],
-            network_timeout=self.config["dicom.network_timeout"], max_pdu=self.config["dicom.max_pdu"])
+            network_timeout=self.config["dicom.network_timeout"], max_pdu=self.config["dicom.max_pdu"],
+            per_caller_limit=self._caller_limit)
         log.info("DICOM listener %s on %s:%s", self.ae_title, *address)
+        if self.config["dicom.tls_port"]:
+            files = TlsFiles.of(self.config)
+            context = ServerContext(files.cert, files.key, client_ca=files.ca, crl=files.crl, require_client=True)
+            self.tls_server = Acceptor(
+                self.config["dicom.host"], self.config["dicom.tls_port"], policy=self._policy,
+                on_store=self._on_store, storage_syntaxes=syntaxes,
+                max_associations=self.config["dicom.max_associations"],
+                acse_timeout=self.config["dicom.acse_timeout"], network_timeout=self.config["dicom.network_timeout"],
+                max_pdu=self.config["dicom.max_pdu"], tls=context.get, per_caller_limit=self._caller_limit)
+            log.info("DICOM over TLS listener %s on %s:%s", self.ae_title, self.config["dicom.host"], self.tls_port)
+
+    def _caller_limit(self, calling: str) -> int:
+        node = self.nodes.by_aet(calling)
+        own = node.max_associations if node is not None else None
+        return int(own or self.config["dicom.max_associations_per_node"] or 0)
+
+    @property
+    def tls_port(self) -> int | None:
+        return self.tls_server.server_address[1] if self.tls_server is not None else None
 
     @property
     def port(self) -> int:
@@ -115,3 +146,6 @@ class DicomListener:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        if self.tls_server is not None:
+            self.tls_server.shutdown()
+            self.tls_server = None

@@ -8,6 +8,7 @@ and sent that way.
 from __future__ import annotations
 
 import logging
+import ssl
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,11 @@ class Sender:
     this does not go through pynetdicom's association machinery)."""
 
     def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0) -> None:
+                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.called = f"{called_aet}@{host}:{port}"
         try:
-            self.requestor = Requestor(calling_aet, called_aet, host, port, contexts, timeout=timeout)
+            self.requestor = Requestor(calling_aet, called_aet, host, port, contexts, timeout=timeout, tls=tls)
         except UpperLayerError as exc:
             raise AssociationFailed(str(exc)) from None
 
@@ -169,14 +171,16 @@ class Sent:
 
 
 def send_all(items: Sequence[T], outgoing: Callable[[T], Outgoing], *, calling_aet: str, called_aet: str,
-             host: str, port: int, timeout: float = 60.0) -> Iterator[tuple[T, Sent]]:
+             host: str, port: int, timeout: float = 60.0,
+             tls: ssl.SSLContext | None = None) -> Iterator[tuple[T, Sent]]:
     """Send items over as few associations as the presentation-context limit allows, yielding each
-    item with its outcome as soon as it is known. Stopping the iteration releases the association."""
+    item with its outcome as soon as it is known. Stopping the iteration releases the association.
+    With `tls` (a client context from imex.tls), each association runs over TLS."""
     for group in plan_contexts((outgoing(i).sop_class_uid, outgoing(i).transfer_syntax_uid) for i in items):
         classes = {sop for sop, _ in group}
         batch = [i for i in items if outgoing(i).sop_class_uid in classes]
         try:
-            sender = Sender(calling_aet, called_aet, host, port, group, timeout=timeout)
+            sender = Sender(calling_aet, called_aet, host, port, group, timeout=timeout, tls=tls)
         except AssociationFailed as exc:
             for item in batch:
                 yield item, Sent(None, str(exc), association_lost=True)

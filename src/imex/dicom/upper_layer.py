@@ -10,6 +10,7 @@ PDUs (PS3.8 9.3), so negotiation is not reimplemented.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -100,6 +101,10 @@ class PduStream:
 
     def send(self, *parts: bytes | memoryview) -> None:
         try:
+            if isinstance(self.sock, ssl.SSLSocket):  # TLS has no sendmsg: small parts in one record
+                for part in ((b"".join(parts),) if sum(len(p) for p in parts) < 65536 else parts):
+                    self.sock.sendall(part)
+                return
             total = sum(len(p) for p in parts)
             sent = self.sock.sendmsg(list(parts))
             if sent < total:  # rare partial write: finish with sendall on the joined remainder
@@ -219,12 +224,19 @@ class Requestor:
     """One association as requestor: negotiate, send C-STOREs one after another, release."""
 
     def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0) -> None:
+                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         peer = f"{called_aet}@{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
             raise UpperLayerError(f"cannot connect to {peer}: {exc.strerror or exc}") from None
+        if tls is not None:  # DICOM over TLS (PS3.15 B.1): the destination's certificate must name `host`
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+            except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+                sock.close()
+                raise UpperLayerError(f"TLS with {peer} failed: {getattr(exc, 'verify_message', '') or exc}") from None
         self.stream = PduStream(sock, peer, timeout)
         self.peer = peer
         self.open = False

@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass
 
 from imex.hl7.mllp import END, START, frame
+from imex.tls import profile
 
 
 class MllpError(ConnectionError):
@@ -48,7 +49,7 @@ def send(host: str, port: int, message: bytes, *, timeout: float = 30.0, tls: bo
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
-            context = ssl.create_default_context(cafile=ca_file or None)
+            context = profile.client_context(ca_file or None)  # TLS 1.2+, BCP 195 ciphers, name checked
             sock = context.wrap_socket(sock, server_hostname=host)
         sock.sendall(frame(message))
         data = bytearray()

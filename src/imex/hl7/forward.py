@@ -35,6 +35,7 @@ from imex.db.tables import (
     transfers,
 )
 from imex.dicom.scu import Outgoing, is_success, send_all
+from imex.tls import files as tls_files
 from imex.hl7 import build, client
 from imex.hl7.endpoints import endpoint_for_institution
 from imex.store import BlobStore
@@ -200,7 +201,8 @@ class ReportSender:
             out = Outgoing(path, ENHANCED_SR, EXPLICIT_LE, str(sr.SOPInstanceUID))
             for _, sent in send_all([out], lambda o: o, calling_aet=self.config["dicom.ae_title"],
                                     called_aet=node.ae_title, host=node.host, port=node.port,
-                                    timeout=self.config["dicom.dimse_timeout"]):
+                                    timeout=self.config["dicom.dimse_timeout"],
+                                    tls=tls_files.outbound(self.config, bool(getattr(node, "tls", False)))):
                 if sent.status is None:
                     raise DeliveryError(f"{node.ae_title}@{node.host}:{node.port}: {sent.error}")
                 if not is_success(sent.status):

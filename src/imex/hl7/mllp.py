@@ -37,13 +37,14 @@ def _header_of(prefix: bytes):  # type: ignore[no-untyped-def]
 
 class MllpListener:
     def __init__(self, handler: Handler, host: str, port: int, *, max_bytes: int = 4 * 1024 * 1024,
-                 idle_timeout: float = 300.0, tls_cert: str = "", tls_key: str = "", workers: int = 4) -> None:
+                 idle_timeout: float = 300.0, tls_cert: str = "", tls_key: str = "", workers: int = 4,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.host, self.port = host, port
         self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
-        self.ssl: ssl.SSLContext | None = None
-        if tls_cert:
+        self.ssl: ssl.SSLContext | None = ssl_context  # from imex.tls (BCP 195 profile, client certificates)
+        if tls_cert and ssl_context is None:
             self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ssl.load_cert_chain(tls_cert, tls_key or None)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hl7")

@@ -12,6 +12,7 @@ from imex.hl7.endpoints import load_ris_from_config
 from imex.hl7.forward import ReportSender
 from imex.hl7.mllp import MllpListener
 from imex.store import BlobStore
+from imex.tls.files import mllp_context
 
 log = logging.getLogger("imex.hl7")
 
@@ -27,7 +28,7 @@ class ReportService:
             self.listener = MllpListener(
                 store.handler(db, on_report=self.sender.wake.set), config["hl7.host"], config["hl7.port"],
                 max_bytes=config["hl7.max_message_bytes"], idle_timeout=config["hl7.idle_timeout"],
-                tls_cert=config["hl7.tls_cert"], tls_key=config["hl7.tls_key"])
+                ssl_context=mllp_context(config))
 
     @property
     def port(self) -> int | None:
@@ -42,7 +43,7 @@ class ReportService:
         if self.listener is not None:
             self.listener.start()
             log.info("HL7 MLLP listener on %s:%s%s", self.config["hl7.host"], self.listener.port,
-                     " (TLS)" if self.config["hl7.tls_cert"] else "")
+                     " (TLS)" if self.listener.ssl is not None else "")
         spawn("reports", self.sender.run, stop)
         spawn("report-matcher", loop, "report matcher", self.housekeeping, max(self.config["routing.scan_interval"], 0.2))
 

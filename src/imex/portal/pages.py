@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from imex import __version__, audit
-from imex.auth import accounts, sessions, totp
+from imex.auth import accounts, sessions, signin_limit, totp
 from imex.auth.permissions import PERMISSIONS, Principal
 from imex.db.models import User
 from imex.portal import scope
@@ -84,10 +84,13 @@ def login(request: Request, username: str = Form(..., max_length=64), password: 
     if not cookie or not secrets.compare_digest(cookie, csrf_token):
         return _login_page(request, 403, "The sign-in form had expired; please try again.", _safe_next(next))
     ip = client_ip(request)
+    if refusal := signin_limit.for_portal(pt).refusal(ip):
+        return _login_page(request, 429, refusal, _safe_next(next))
     try:
         user = accounts.authenticate(s, username, password, ip, pt.policy)
     except accounts.LoginFailed as exc:
         s.commit()  # keep the failure count and its audit event
+        signin_limit.for_portal(pt).failed(ip)
         return _login_page(request, 401, exc.public, _safe_next(next))
     needs_second = accounts.second_factor_required(s, user)
     token, row = sessions.create(s, user, kind="browser", ip=ip, lifetime=pt.session_max,

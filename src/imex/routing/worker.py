@@ -17,6 +17,7 @@ from imex.config import Config
 from imex.db import Database, utcnow
 from imex.db.tables import instances, items, nodes, studies, transfers
 from imex.dicom.scu import Outgoing, is_success, send_all
+from imex.tls import files as tls_files
 from imex.harmonise.prepare import Harmoniser
 from imex.harmonise.reconcile import hold
 from imex.notify import email, inbox
@@ -132,7 +133,8 @@ class DeliveryWorker:
         interrupted = False
         for p, sent in send_all(self._pending(claimed.transfer_id, coerce), lambda p: p.outgoing,
                                 calling_aet=self.config["dicom.ae_title"], called_aet=node.ae_title,
-                                host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"]):
+                                host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"],
+                                tls=tls_files.outbound(self.config, node.tls)):
             if sent.association_lost:
                 errors.append(sent.error)
                 break  # the destination is gone: retry the rest later

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import accounts, sessions, totp
+from imex.auth import accounts, sessions, signin_limit, totp
 from imex.auth.permissions import Principal
 from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, Worklist, utcnow
 from imex.notify import inbox
@@ -137,9 +137,12 @@ class TokenRequest(BaseModel):
 def post_token(body: TokenRequest, request: Request, pt: Portal = Depends(portal),
                s: Session = Depends(db_session)) -> dict[str, Any]:
     ip = client_ip(request)
+    if refusal := signin_limit.for_portal(pt).refusal(ip):
+        raise Refused(429, refusal)
     try:
         user = accounts.authenticate(s, body.username, body.password, ip, pt.policy)
     except accounts.LoginFailed as exc:
+        signin_limit.for_portal(pt).failed(ip)
         raise Refused(401, exc.public) from None
     if accounts.second_factor_required(s, user):
         if not user.totp_enabled:
