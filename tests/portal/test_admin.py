@@ -210,3 +210,36 @@ def test_users_choose_the_worklists_they_hear_about(hub, tmp_path):
     assert mr_rad.get("/api/v1/notifications").json()["unread"] == 0
     assert admin.get("/api/v1/notifications").json()["unread"] == 1  # chose none: hears of all
     assert "CT" in ct_rad.get("/account").text
+
+
+def test_failed_transfers_are_retried_in_bulk_and_the_worklist_exported(make_config, start_hub, tmp_path):
+    down = peers.StoreSCP(tmp_path / "pacs", aet="RYJPACS")  # not listening yet
+    hub = start_hub(make_config(delivery__max_attempts=1))
+    register_hospitals(hub, dest_port=down.port)
+    for n in range(2):
+        files = make_study(tmp_path / f"s{n}", instances_per_series=1, patient_name=f"BULK^N{n}", patient_id=f"B{n}",
+                           modality="CT")
+        assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
+    wait_until(lambda: [s for s, _, _ in transfer_states(hub)] == ["failed", "failed"], message="both failed")
+    add_user(hub, "kings_admin", "RJZ", ["institution_admin"])
+    add_user(hub, "imperial_viewer", "RYJ", ["viewer"])
+    admin = browser(hub, "kings_admin")
+    page = admin.get("/worklist", params={"direction": "outgoing", "state": "failed"}).text
+    assert "Retry all failed" in page
+    assert browser(hub, "imperial_viewer").post("/api/v1/transfers/retry-failed", json={}).status_code == 403
+    down.start()
+    try:
+        retried = admin.post("/api/v1/transfers/retry-failed", json={"direction": "outgoing"}).json()["retried"]
+        assert len(retried) == 2
+        wait_until(lambda: transfer_states(hub) == [("delivered", 1, 1)] * 2, message="delivered after retry")
+    finally:
+        down.stop()
+    exported = admin.get("/api/v1/transfers/export", params={"direction": "outgoing"})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted(r["patient_name"] for r in rows) == ["BULK, N0", "BULK, N1"]
+    assert {r["state"] for r in rows} == {"delivered"} and {r["destination"] for r in rows} == {"RYJ"}
+    from imex.db.models import AuditEvent
+
+    with hub.db.sessions() as s:
+        actions = [e.action for e in s.scalars(select(AuditEvent).where(AuditEvent.username == "kings_admin"))]
+    assert actions.count("transfer.retry") == 2 and "transfers.export" in actions

@@ -15,7 +15,8 @@ def _safe(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def iter_csv(rows: Iterable) -> Iterator[str]:  # type: ignore[type-arg]
+def csv_lines(columns: Iterable[str], rows: Iterable[Iterable[object]]) -> Iterator[str]:
+    """A header line, then one line per row, each cell safe to open in a spreadsheet."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -25,10 +26,14 @@ def iter_csv(rows: Iterable) -> Iterator[str]:  # type: ignore[type-arg]
         buffer.truncate()
         return text
 
-    writer.writerow(COLUMNS)
+    writer.writerow(list(columns))
     yield flush()
     for row in rows:
-        values = [row.at.isoformat(timespec="seconds") + "Z" if name == "at" else getattr(row, name)
-                  for name in COLUMNS]
-        writer.writerow([_safe(v) for v in values])
+        writer.writerow([_safe(v) for v in row])
         yield flush()
+
+
+def iter_csv(rows: Iterable) -> Iterator[str]:  # type: ignore[type-arg]
+    """Audit events as CSV."""
+    return csv_lines(COLUMNS, ([row.at.isoformat(timespec="seconds") + "Z" if name == "at" else getattr(row, name)
+                                for name in COLUMNS] for row in rows))

@@ -5,6 +5,7 @@ import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import asc, desc, func, or_, select
 from sqlalchemy.orm import Session
@@ -79,28 +80,91 @@ def list_transfers(s: Session, p: Principal, *, direction: str = "all", state: s
     return TransferPage(total=total, items=[transfer_row(p, *row) for row in rows])
 
 
+class TransferFilters:
+    """The worklist's filters, shared by the list, its CSV export and bulk retry."""
+
+    def __init__(
+        self,
+        direction: Literal["all", "incoming", "outgoing"] = "all",
+        state: Literal["pending", "sending", "delivered", "failed", "cancelled", "held"] | None = None,
+        q: str = Query("", max_length=64, description="Patient name or ID, accession number or description"),
+        modality: str = Query("", max_length=16),
+        date_from: str = Query("", max_length=8, description="Study date from, YYYYMMDD"),
+        date_to: str = Query("", max_length=8, description="Study date to, YYYYMMDD"),
+        worklist: int | None = Query(None, ge=1, le=2**31 - 1, description="A virtual node (worklist) id"),
+        sort: Literal["received", "delivered", "updated", "study_date", "state", "images", "id"] = "received",
+        order: Literal["asc", "desc"] = "desc",
+    ) -> None:
+        self.values = dict(direction=direction, state=state, q=q, modality=modality, date_from=date_from,
+                           date_to=date_to, worklist=worklist, sort=sort, order=order)
+
+    def page(self, s: Session, p: Principal, limit: int, offset: int) -> TransferPage:
+        found = list_transfers(s, p, **self.values, limit=limit, offset=offset)  # type: ignore[arg-type]
+        q = str(self.values["q"]).strip()
+        if q:
+            audit.record(s, "search", detail=f"worklist search {q[:64]!r}: {found.total} result(s)",
+                         **p.audit_fields())
+        return found
+
+
 @router.get("/transfers", response_model=TransferPage, summary="Incoming and outgoing transfers (a worklist)")
-def get_transfers(
-    direction: Literal["all", "incoming", "outgoing"] = "all",
-    state: Literal["pending", "sending", "delivered", "failed", "cancelled", "held"] | None = None,
-    q: str = Query("", max_length=64, description="Patient name or ID, accession number or description"),
-    modality: str = Query("", max_length=16),
-    date_from: str = Query("", max_length=8, description="Study date from, YYYYMMDD"),
-    date_to: str = Query("", max_length=8, description="Study date to, YYYYMMDD"),
-    worklist: int | None = Query(None, ge=1, le=2**31 - 1, description="A virtual node (worklist) id"),
-    sort: Literal["received", "delivered", "updated", "study_date", "state", "images", "id"] = "received",
-    order: Literal["asc", "desc"] = "desc",
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10**7),
-    p: Principal = Depends(signed_in), s: Session = Depends(db_session),
-) -> TransferPage:
+def get_transfers(filters: TransferFilters = Depends(), limit: int = Query(50, ge=1, le=500),
+                  offset: int = Query(0, ge=0, le=10**7), p: Principal = Depends(signed_in),
+                  s: Session = Depends(db_session)) -> TransferPage:
     p.require("transfers.view")
-    page = list_transfers(s, p, direction=direction, state=state, q=q, modality=modality, date_from=date_from,
-                          date_to=date_to, worklist=worklist, sort=sort, order=order, limit=limit, offset=offset)
-    if q.strip():
-        audit.record(s, "search", detail=f"worklist search {q.strip()[:64]!r}: {page.total} result(s)",
+    return filters.page(s, p, limit, offset)
+
+
+EXPORT_LIMIT = 10000
+_CSV_COLUMNS = ("id", "state", "direction", "priority", "patient_name", "patient_id", "birth_date", "accession_number",
+                "study_date", "modalities", "description", "images", "source", "destination", "received_at",
+                "delivered_at", "instances_sent", "instances_total", "attempts", "last_error")
+
+
+@router.get("/transfers/export", summary=f"The worklist as CSV (at most {EXPORT_LIMIT} rows), audited",
+            response_class=StreamingResponse)
+def export_transfers(filters: TransferFilters = Depends(), p: Principal = Depends(signed_in),
+                     s: Session = Depends(db_session)) -> StreamingResponse:
+    from imex.audit.export import csv_lines
+
+    p.require("transfers.view")
+    found = filters.page(s, p, EXPORT_LIMIT, 0)
+    audit.record(s, "transfers.export", detail=f"{len(found.items)} transfer(s) as CSV", **p.audit_fields())
+    s.commit()
+
+    def rows():  # type: ignore[no-untyped-def]
+        for t in found.items:
+            yield [t["source"]["ods"] if c == "source" else t["destination"]["ods"] if c == "destination" else t[c]
+                   for c in _CSV_COLUMNS]
+
+    return StreamingResponse(csv_lines(_CSV_COLUMNS, rows()), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="imex-transfers.csv"'})
+
+
+class BulkRetry(BaseModel):
+    direction: Literal["all", "incoming", "outgoing"] = "all"
+
+
+@router.post("/transfers/retry-failed", summary="Retry every failed transfer you may manage (at most 500)")
+def retry_failed(body: BulkRetry, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+                 s: Session = Depends(db_session)) -> dict[str, Any]:
+    p.require("transfers.manage")
+    found = list_transfers(s, p, direction=body.direction, state="failed", sort="id", order="asc", limit=500)
+    s.commit()
+    retried = []
+    for t in found.items:  # each retry is its own transaction (on SQLite, s must not hold the lock meanwhile)
+        try:
+            queue.retry(pt.db, t["id"])
+        except queue.QueueError:
+            continue  # changed meanwhile (retried or cancelled by someone else)
+        retried.append(t)
+    for t in retried:
+        audit.record(s, "transfer.retry", study_uid=t["study_uid"], patient_id=t["patient_id"],
+                     object_type="transfer", object_id=t["id"], detail="bulk retry of failed transfers",
                      **p.audit_fields())
-    return page
+    s.commit()
+    retried = [t["id"] for t in retried]
+    return {"retried": retried}
 
 
 def visible_transfer(s: Session, p: Principal, transfer_id: int) -> dict[str, Any]:
