@@ -210,6 +210,9 @@ def test_users_choose_the_worklists_they_hear_about(hub, tmp_path):
     assert mr_rad.get("/api/v1/notifications").json()["unread"] == 0
     assert admin.get("/api/v1/notifications").json()["unread"] == 1  # chose none: hears of all
     assert "CT" in ct_rad.get("/account").text
+    # "arrived for me" on the dashboard follows the same choice
+    assert len(ct_rad.get("/api/v1/dashboard").json()["arrived"]) == 1
+    assert mr_rad.get("/api/v1/dashboard").json()["arrived"] == []
 
 
 def test_failed_transfers_are_retried_in_bulk_and_the_worklist_exported(make_config, start_hub, tmp_path):

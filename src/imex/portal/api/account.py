@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import desc, func, select, update
+from sqlalchemy import desc, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -212,9 +212,14 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
     outgoing: list[dict[str, Any]] = []
     if p.can("transfers.view"):
         base = scope.transfers_query(p)
-        arrived = [transfer_row(p, *r) for r in s.execute(
-            base.where(DestNode.institution_id == p.institution_id, Transfer.state == "delivered",
-                       Transfer.delivered_at >= since).order_by(desc(Transfer.delivered_at)).limit(10))]
+        mine = base.where(DestNode.institution_id == p.institution_id, Transfer.state == "delivered",
+                          Transfer.delivered_at >= since)
+        user = s.get(User, p.user_id)
+        chosen = [int(w) for w in (user.notify_worklists if user else "").split() if w.isdigit()]
+        if chosen:  # "for me": the worklists this user follows
+            worklists = s.scalars(scope.worklists_query(p).where(Worklist.id.in_(chosen))).all()
+            mine = mine.where(or_(*(scope.worklist_clause(w) for w in worklists))) if worklists else mine
+        arrived = [transfer_row(p, *r) for r in s.execute(mine.order_by(desc(Transfer.delivered_at)).limit(10))]
         failing = [transfer_row(p, *r) for r in s.execute(
             base.where(Transfer.state.in_(("failed", "held"))).order_by(desc(Transfer.updated_at)).limit(10))]
         outgoing = [transfer_row(p, *r) for r in s.execute(
