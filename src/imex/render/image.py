@@ -42,7 +42,7 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     c, w = window.center, window.width
     x = values.astype(np.float64, copy=False)
     if window.function == "sigmoid":
-        y = 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+        y = 255.0 / (1.0 + np.exp(np.clip(-4.0 * (x - c) / w, -700.0, 700.0)))
     elif window.function == "linear_exact":
         y = np.clip((x - c) / w + 0.5, 0.0, 1.0) * 255.0
     else:
