@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
 from imex.db.models import Study, Transfer
-from imex.portal import dicomweb, errors, pages
+from imex.portal import dicomweb, errors, pages, viewer
 from imex.portal.api import account, admin, audit_trail, transfers
 from imex.portal.context import Portal
 from imex.portal.guard import BodyLimit, SecurityHeaders
@@ -55,6 +55,7 @@ def create_app(hub: "Hub") -> FastAPI:
     for module in (transfers, admin, account, audit_trail):
         app.include_router(module.router)
     app.include_router(dicomweb.router)
+    app.include_router(viewer.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
