@@ -82,6 +82,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delivery.lease_seconds", 30.0, "A claimed transfer whose worker has not renewed its lease for "
             "this long (its process died) is taken back into the queue."),
     Setting("delivery.poll_interval", 0.25, "Seconds an idle delivery worker waits before looking again."),
+    Setting("retention.hours", 168, "Hours a study is kept after it was last received or delivered (per "
+            "institution: its retention_hours). 0 keeps studies until an operator deletes them."),
+    Setting("retention.quarantine_hours", 720, "Hours a quarantined study is kept after it last received an "
+            "instance, waiting for someone to route it. 0 keeps it until an operator acts."),
+    Setting("retention.extend_hours", 72, "Hours a permitted user adds, once, to a study about to expire."),
+    Setting("retention.warn_hours", 24, "A study expiring within this many hours is flagged on worklists."),
+    Setting("retention.scan_interval", 60.0, "Seconds between retention passes."),
+    Setting("retention.batch", 50, "Most studies one retention pass deletes (the next pass takes the rest)."),
     Setting("smtp.host", "", "SMTP server for e-mail alerts. Empty disables e-mail."),
     Setting("smtp.port", 25, "SMTP server port (25, or 587 with STARTTLS)."),
     Setting("smtp.username", "", "SMTP user name, if the server needs one."),
@@ -274,3 +282,20 @@ def settings_markdown() -> str:
         lines.append(f"| `{s.key}` | `{s.env}` | `{default}` | {s.help} |")
     lines.append("")
     return "\n".join(lines)
+
+
+SECRET_SETTINGS = ("database.url", "smtp.password", "auth.secret_key", "harmonisation.secret_key")
+
+
+def display_value(key: str, value: Any) -> Any:
+    """A setting's value fit to print or log: secrets hidden, a database URL without its password."""
+    if not value or key not in SECRET_SETTINGS:
+        return value
+    if key == "database.url":
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except Exception:  # not a URL SQLAlchemy can read: show nothing of it
+            return "***"
+    return "***"

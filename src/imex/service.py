@@ -19,6 +19,8 @@ from imex.harmonise.prepare import Harmoniser
 from imex.index.ingest import Ingest
 from imex.notify.email import EmailSender
 from imex.portal.app import create_app
+from imex.retention import job as retention_job
+from imex.retention.policy import RetentionPolicy
 from imex.routing import queue
 from imex.routing.router import Router
 from imex.routing.rules import parse_rules
@@ -49,6 +51,7 @@ class Hub:
         self.listener = DicomListener(config, self.nodes, self.ingest)
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
+        self.router.retention = RetentionPolicy.from_config(config)
         self.emails = EmailSender(config, self.db)
         # HL7 reports: RIS endpoints from [[ris]], the MLLP listener and the report outbox sender
         from imex.hl7.service import ReportService
@@ -68,6 +71,9 @@ class Hub:
             except Exception:
                 log.exception("%s failed; continuing", name)
             self.stop_event.wait(interval)
+
+    def _retention(self) -> None:
+        retention_job.run_once(self.db, self.store, batch=self.config["retention.batch"])
 
     def _housekeeping(self) -> None:
         self.router.route_stable()
@@ -90,6 +96,7 @@ class Hub:
                                     harmoniser=self.harmoniser)
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
+        self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
         from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
 
         self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),

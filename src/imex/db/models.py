@@ -44,6 +44,8 @@ class Institution(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     # every portal user of this institution must sign in with a second factor (TOTP)
     require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    # retention: hours the hub keeps this institution's studies after they were last sent (None: the setting)
+    retention_hours: Mapped[int | None] = mapped_column(Integer)
 
 
 class Node(Base):
@@ -109,7 +111,12 @@ class Study(Base):
     # receiving | routed | quarantined
     route_state: Mapped[str] = mapped_column(String(16), default="receiving")
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
-    __table_args__ = (Index("ix_studies_routing", "route_state", "last_received_at"),)
+    # retention (0007): when the study may be deleted, stamped when it is routed, quarantined or delivered;
+    # a permitted user may extend it once
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    extended_by: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("ix_studies_routing", "route_state", "last_received_at"),
+                      Index("ix_studies_expires_at", "expires_at"))
 
 
 class Series(Base):
@@ -452,3 +459,26 @@ class Reconciliation(Base):
     actor: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+# -- retention --------------------------------------------------------------------------------------------
+
+
+class Tombstone(Base):
+    """What the retention job (or an operator) deleted, when and why: the study is gone, this row and the
+    audit trail stay."""
+
+    __tablename__ = "tombstones"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    institution_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: it outlives the study
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    modalities: Mapped[str] = mapped_column(String(128), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_received_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    deleted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -58,3 +58,8 @@ report_queries = _table(ReportQuery)
 from imex.db.models import Reconciliation  # noqa: E402
 
 reconciliations = _table(Reconciliation)
+
+# retention
+from imex.db.models import Tombstone  # noqa: E402
+
+tombstones = _table(Tombstone)

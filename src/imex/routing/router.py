@@ -25,6 +25,7 @@ from imex.db.tables import (
     studies,
     transfers,
 )
+from imex.retention.policy import RetentionPolicy
 from imex.routing.queue import queue_study
 from imex.routing.rules import Rule, StudyFacts
 
@@ -48,6 +49,7 @@ class Router:
         self.stable_seconds = stable_seconds
         self.on_queued: Callable[[], None] | None = None
         self.queued_work = False
+        self.retention = RetentionPolicy()  # the hub sets its configured policy
 
     def route_stable(self, limit: int = 50) -> int:
         """Route every study that became stable; returns how many were routed or quarantined."""
@@ -85,12 +87,14 @@ class Router:
             if not decision.destinations:
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="quarantined", quarantine_reason=decision.problem, routed_seq=study.received_seq))
+                self.retention.stamp(conn, study_id, study.last_received_at, quarantined=True)
                 log.warning("study %s quarantined: %s", study.study_uid, decision.problem)
                 return True
             if queue_study(conn, study_id, decision.destinations):
                 self.queued_work = True
             conn.execute(update(studies).where(studies.c.id == study_id).values(
                 route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
+            self.retention.stamp(conn, study_id, study.last_received_at)
             log.info("study %s routed to %s", study.study_uid, ", ".join(decision.destinations.values()))
             return True
 

@@ -21,6 +21,7 @@ from imex.tls import files as tls_files
 from imex.harmonise.prepare import Harmoniser
 from imex.harmonise.reconcile import hold
 from imex.notify import email, inbox
+from imex.retention.policy import RetentionPolicy
 from imex.routing import queue
 from imex.routing.queue import Claim, record
 from imex.store import BlobStore
@@ -57,6 +58,7 @@ class DeliveryWorker:
                  wake: threading.Event | None = None, harmoniser: Harmoniser | None = None) -> None:
         self.config = config
         self.harmoniser = harmoniser or Harmoniser.from_config(config)
+        self.retention = RetentionPolicy.from_config(config)
         self.db = db
         self.store = store
         self.name = name
@@ -189,6 +191,7 @@ class DeliveryWorker:
                 study = conn.execute(select(studies.c.last_received_at).where(studies.c.id == row.study_id)).one()
                 metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
                 metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()
+                self.retention.stamp(conn, row.study_id, now)
                 notify_delivered = True
             elif interrupted and not errors:
                 conn.execute(update(transfers).where(transfers.c.id == row.id).values(

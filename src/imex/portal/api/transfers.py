@@ -342,8 +342,12 @@ def delete_quarantined(study_id: ObjectId, body: DeleteRequest, p: Principal = D
     reason = body.reason.strip()
     uid, pid = study.study_uid, patient.patient_id
     s.commit()
-    deleted = delete_study(pt.db, pt.hub.store if pt.hub else None, study_id)
+    deleted = delete_study(pt.db, pt.hub.store if pt.hub else None, study_id,
+                           reason=f"deleted from quarantine by {p.username}: {reason}",
+                           only_if=Study.route_state == "quarantined")
+    if deleted is None:
+        raise Problem(409, "the study left quarantine meanwhile (routed, or receiving new images); not deleted")
     audit.record(s, "quarantine.delete", study_uid=uid, patient_id=pid, object_type="study", object_id=study_id,
-                 detail=f"{deleted} instance(s) deleted: {reason}", **p.audit_fields())
+                 detail=f"{deleted.instances} instance(s) deleted: {reason}", **p.audit_fields())
     s.commit()
-    return {"deleted_instances": deleted}
+    return {"deleted_instances": deleted.instances}
