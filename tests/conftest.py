@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "portal"))  # portaltools: users and signed-in clients
 
 import peers  # noqa: E402
 from hubtools import HubProcess, fast_config  # noqa: E402

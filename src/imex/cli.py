@@ -117,8 +117,7 @@ def config_show(ctx: click.Context) -> None:
     """Print the effective settings (secrets hidden)."""
     config = _load(ctx)
     for key, value in config.values.items():
-        shown = "***" if "password" in key and value else value
-        click.echo(f"{key} = {shown!r}")
+        click.echo(f"{key} = {config_module.display_value(key, value)!r}")
 
 
 # -- institutions and nodes ----------------------------------------------------------------------------
@@ -382,6 +381,68 @@ def quarantine_route(ctx: click.Context, study_uid: str, targets: tuple[str, ...
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"queued transfer(s) {', '.join(map(str, ids)) or '(none: already delivered)'}")
+
+
+# -- retention ---------------------------------------------------------------------------------------
+
+@main.group()
+def retention() -> None:
+    """Expired studies: delete them now, see what was deleted, find stray files."""
+
+
+@retention.command("run")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--batch", default=500, show_default=True, help="Most studies to delete.")
+@click.pass_context
+def retention_run(ctx: click.Context, dry_run: bool, batch: int) -> None:
+    """Run one retention pass now (the hub runs one every retention.scan_interval)."""
+    from imex.retention.job import run_once
+    from imex.store import BlobStore
+
+    config = _load(ctx)
+    result = run_once(_db(ctx), BlobStore(config.store_path, fsync=config["store.fsync"]), batch=batch,
+                      dry_run=dry_run)
+    if dry_run:
+        click.echo("\n".join(result.candidates) or "nothing has expired")
+        return
+    for d in result.deleted:
+        click.echo(f"deleted {d.study_uid}: {d.instances} instances, {d.bytes} bytes")
+    if not result.deleted:
+        click.echo("nothing has expired")
+
+
+@retention.command("tombstones")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def retention_tombstones(ctx: click.Context, limit: int) -> None:
+    """Deleted studies, newest first: what, when and why."""
+    from imex.db.models import Tombstone
+
+    with _db(ctx).session() as s:
+        rows = s.scalars(select(Tombstone).order_by(Tombstone.id.desc()).limit(limit)).all()
+        if not rows:
+            click.echo("no study has been deleted")
+        for t in rows:
+            click.echo(f"{t.deleted_at:%Y-%m-%d %H:%M}  {t.study_uid}  {t.study_date} {t.modalities} "
+                       f"{t.instances} instances\n    {t.reason}")
+
+
+@retention.command("orphans")
+@click.option("--delete", is_flag=True, help="Delete them (files older than an hour that no instance uses).")
+@click.pass_context
+def retention_orphans(ctx: click.Context, delete: bool) -> None:
+    """Blob files no instance refers to (left by a crash between a deletion and its file removal)."""
+    from imex.index.remove import orphans
+    from imex.store import BlobStore
+
+    config = _load(ctx)
+    store = BlobStore(config.store_path, fsync=config["store.fsync"])
+    found = list(orphans(_db(ctx), store))
+    for key in found:
+        click.echo(key)
+        if delete:
+            store.delete(key)
+    click.echo(f"{len(found)} orphan blob(s){' deleted' if delete and found else ''}")
 
 
 # -- header harmonisation --------------------------------------------------------------------------

@@ -118,3 +118,61 @@ def test_orphan_blobs_are_found(hub, tmp_path):
     stray = hub.store.root / "abc" / ("abc" + "0" * 61)
     stray.write_bytes(b"left by a crash between commit and unlink")
     assert list(orphans(hub.db, hub.store, older_than=dt.timedelta(0))) == [stray.name]
+
+
+def test_extend_once_from_the_portal_and_tombstones_for_auditors(hub, tmp_path):
+    from portaltools import add_user, bearer, browser
+
+    uid = push(hub, tmp_path, "ext")
+    wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
+    add_user(hub, "guardian", "RYJ", ["pacs_guardian"])
+    add_user(hub, "viewer", "RYJ", ["viewer"])
+    add_user(hub, "ig", "RJZ", ["auditor"])
+    add_user(hub, "other_ig", "RYJ", ["auditor"])
+    study_id = study(hub, uid).id
+    before = study(hub, uid).expires_at
+    guardian = browser(hub, "guardian")
+    shown = guardian.get(f"/api/v1/studies/{study_id}").json()
+    assert shown["expires_at"] == before.isoformat(timespec="seconds") + "Z" and shown["extended_by"] is None
+    assert "Kept until" in guardian.get(f"/studies/{study_id}").text
+    assert browser(hub, "viewer").post(f"/api/v1/studies/{study_id}/extend", json={"reason": "x"}).status_code == 403
+    extended = guardian.post(f"/api/v1/studies/{study_id}/extend", json={"reason": "MDT on Friday"})
+    assert extended.status_code == 200 and extended.json()["extended_by"] == "guardian"
+    after = study(hub, uid).expires_at
+    assert after >= before + 72 * HOUR
+    again = guardian.post(f"/api/v1/studies/{study_id}/extend", json={"reason": "and again"})
+    assert again.status_code == 409 and "already extended" in again.json()["detail"]
+    assert run_once(hub.db, hub.store, now=before + HOUR).deleted == []  # the old expiry no longer counts
+    assert len(run_once(hub.db, hub.store, now=after + HOUR).deleted) == 1
+
+    stones = bearer(hub, "ig").get("/api/v1/tombstones").json()
+    assert stones["total"] == 1 and stones["items"][0]["study_uid"] == uid  # King's study
+    assert bearer(hub, "other_ig").get("/api/v1/tombstones").json()["total"] == 0
+    with hub.db.sessions() as s:
+        ext = s.scalar(select(AuditEvent).where(AuditEvent.action == "study.extend"))
+        assert ext.username == "guardian" and "MDT on Friday" in ext.detail
+
+
+def test_retention_commands(hub, tmp_path):
+    from click.testing import CliRunner
+    from hubtools import write_toml
+
+    from imex.cli import main
+
+    uid = push(hub, tmp_path, "cli")
+    wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
+    toml = write_toml(tmp_path / "imex.toml", hub.config)
+    with hub.db.sessions() as s:
+        s.execute(update(Study).values(expires_at=dt.datetime(2000, 1, 1)))
+        s.commit()
+
+    def imex(*args: str) -> str:
+        result = CliRunner().invoke(main, ["--config", str(toml), *args], env={"IMEX_CONFIG": None})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert imex("retention", "run", "--dry-run").strip() == uid
+    assert study(hub, uid) is not None
+    assert f"deleted {uid}: 2 instances" in imex("retention", "run")
+    assert uid in imex("retention", "tombstones") and "retention: expired 2000-01-01" in imex("retention", "tombstones")
+    assert "0 orphan blob(s)" in imex("retention", "orphans")

@@ -13,7 +13,7 @@ from imex.auth.permissions import Principal
 from imex.portal import scope
 from imex.portal.context import Portal
 from imex.portal.deps import db_session, portal, signed_in
-from imex.portal.views import audit_row
+from imex.portal.views import audit_row, iso
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
@@ -87,3 +87,24 @@ def export_audit(format: Literal["csv", "atna"] = "csv", params: _Params = Depen
         media, name = "application/xml; charset=utf-8", f"imex-audit-{stamp}.xml"
     return StreamingResponse(body, media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/tombstones", summary="Studies deleted by retention or by an operator: what, when and why")
+def get_tombstones(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**7),
+                   p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+    from sqlalchemy import desc, func, select
+
+    from imex.db.models import Tombstone
+
+    p.require("audit.view")
+    query = select(Tombstone)
+    scope_id = scope.audit_institution(p)
+    if scope_id is not None:
+        query = query.where(Tombstone.institution_id == scope_id)
+    total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = s.scalars(query.order_by(desc(Tombstone.id)).limit(limit).offset(offset)).all()
+    return {"total": total, "items": [{
+        "study_uid": t.study_uid, "patient_id": t.patient_id, "accession_number": t.accession_number,
+        "study_date": t.study_date, "modalities": t.modalities, "instances": t.instances, "bytes": t.bytes,
+        "first_received_at": iso(t.first_received_at), "expired_at": iso(t.expired_at),
+        "deleted_at": iso(t.deleted_at), "reason": t.reason} for t in rows]}

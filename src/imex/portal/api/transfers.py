@@ -281,9 +281,38 @@ def get_study(study_id: ObjectId, p: Principal = Depends(signed_in), s: Session 
                           .order_by(Transfer.id)).all()
     detail["transfers"] = [transfer_row(p, *row) for row in transfers]
     detail["reports"] = _reports(s, study_id)
+    detail["expires_at"] = iso(study.expires_at)
+    detail["extended_by"] = study.extended_by
     audit.record(s, "study.view", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="study",
                  object_id=study_id, **p.audit_fields())
     return detail
+
+
+class ExtendRequest(BaseModel):
+    reason: str = Field(..., min_length=1, max_length=500, description="Why the study must be kept longer")
+
+
+@router.post("/studies/{study_id}/extend", summary="Keep a study longer than its retention, once")
+def extend_study(study_id: ObjectId, body: ExtendRequest, p: Principal = Depends(signed_in),
+                 pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+    import datetime as dt
+
+    from imex.db.models import utcnow
+
+    p.require("transfers.manage")
+    study, patient, _ = visible_study(s, p, study_id)
+    if study.expires_at is None:
+        raise Problem(409, "this study has no expiry yet (it is still arriving, or is kept until deleted)")
+    if study.extended_by:
+        raise Problem(409, f"this study was already extended once, by {study.extended_by}")
+    before = study.expires_at
+    study.expires_at = max(before, utcnow()) + dt.timedelta(hours=pt.config["retention.extend_hours"])
+    study.extended_by = p.username
+    audit.record(s, "study.extend", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="study",
+                 object_id=study_id, detail=f"kept until {study.expires_at:%Y-%m-%d %H:%M} UTC (was "
+                                            f"{before:%Y-%m-%d %H:%M}): {body.reason.strip()}", **p.audit_fields())
+    s.commit()
+    return {"expires_at": iso(study.expires_at), "extended_by": study.extended_by}
 
 
 # -- quarantine ----------------------------------------------------------------------------------------
