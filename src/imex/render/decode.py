@@ -19,12 +19,21 @@ class NotAnImage(ValueError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: grey values in modality units (float32, 2D), or RGB (uint8/uint16, 3D)."""
+    """One decoded frame: grey values (2D) in modality units, or stored integers with their linear
+    `rescale` (slope, intercept) to modality units; or RGB (uint8/uint16, 3D)."""
 
     pixels: np.ndarray
     monochrome1: bool
     window: tuple[float, float] | None  # (center, width) from the instance, if it carries one
     bits_stored: int
+    rescale: tuple[float, float] | None = None
+
+    def modality_range(self) -> tuple[float, float]:
+        low, high = float(self.pixels.min()), float(self.pixels.max())
+        if self.rescale is not None:
+            slope, intercept = self.rescale
+            low, high = sorted((low * slope + intercept, high * slope + intercept))
+        return low, high
 
     @property
     def is_colour(self) -> bool:
@@ -77,5 +86,11 @@ def decode_frame(ds: Dataset, index: int) -> Frame:
         return Frame(rgb, False, None, 16)
     if raw.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) > 1:
         return Frame(raw, False, None, int(ds.get("BitsStored", 8)))
+    monochrome1 = photometric == "MONOCHROME1"
+    if raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2 and "ModalityLUTSequence" not in ds:
+        # keep the stored integers: windowing then goes through a lookup table (rescale folded in)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        return Frame(raw, monochrome1, stored_window(ds), int(ds.get("BitsStored", 16)), (slope, intercept))
     grey = apply_modality_lut(raw, ds).astype(np.float32, copy=False)
-    return Frame(grey, photometric == "MONOCHROME1", stored_window(ds), int(ds.get("BitsStored", 16)))
+    return Frame(grey, monochrome1, stored_window(ds), int(ds.get("BitsStored", 16)))

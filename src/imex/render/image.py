@@ -33,7 +33,7 @@ def default_window(frame: Frame) -> Window:
     """The instance's own window, else the full range of the frame's values."""
     if frame.window is not None:
         return Window(*frame.window)
-    low, high = float(frame.pixels.min()), float(frame.pixels.max())
+    low, high = frame.modality_range()
     return Window((low + high) / 2, max(high - low, 1.0))
 
 
@@ -61,10 +61,23 @@ def to_8bit(frame: Frame, window: Window | None = None, invert: bool = False) ->
             px = (px.astype(np.uint32) >> shift).astype(np.uint8) if shift else px.astype(np.uint8)
         out = px
     else:
-        out = apply_window(frame.pixels, window or default_window(frame))
+        chosen = window or default_window(frame)
+        if frame.rescale is not None:
+            out = _through_lut(frame.pixels, frame.rescale, chosen)
+        else:
+            out = apply_window(frame.pixels, chosen)
         if frame.monochrome1:
             out = 255 - out
     return 255 - out if invert else out
+
+
+def _through_lut(stored: np.ndarray, rescale: tuple[float, float], window: Window) -> np.ndarray:
+    """Window 8/16-bit stored values with one table lookup: the table holds, for every stored value, the
+    rescaled (Slope/Intercept) and windowed output, computed with apply_window itself."""
+    unsigned = stored.view(np.uint8 if stored.dtype.itemsize == 1 else np.uint16)
+    domain = np.arange(1 << (8 * stored.dtype.itemsize), dtype=np.uint32).astype(unsigned.dtype)
+    values = domain.view(stored.dtype).astype(np.float64) * rescale[0] + rescale[1]
+    return apply_window(values, window)[unsigned]
 
 
 def encode(picture: np.ndarray, media_type: str = "image/png", viewport: Viewport | None = None,
