@@ -176,3 +176,20 @@ def test_retention_commands(hub, tmp_path):
     assert f"deleted {uid}: 2 instances" in imex("retention", "run")
     assert uid in imex("retention", "tombstones") and "retention: expired 2000-01-01" in imex("retention", "tombstones")
     assert "0 orphan blob(s)" in imex("retention", "orphans")
+
+
+def test_studies_about_to_expire_are_flagged_on_the_worklist(hub, tmp_path):
+    from portaltools import add_user, browser
+
+    uid = push(hub, tmp_path, "soon")
+    wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
+    add_user(hub, "rad", "RYJ", ["viewer"])
+    rad = browser(hub, "rad")
+    assert "expires soon" not in rad.get("/worklist").text  # 168 h away
+    with hub.db.sessions() as s:
+        s.execute(update(Study).where(Study.study_uid == uid).values(
+            expires_at=dt.datetime.utcnow() + dt.timedelta(hours=3)))
+        s.commit()
+    assert "expires soon" in rad.get("/worklist").text
+    row = rad.get("/api/v1/transfers").json()["items"][0]
+    assert row["expires_at"] and row["expires_at"].endswith("Z")

@@ -25,6 +25,7 @@ from imex.portal.api import transfers as transfers_api
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
 from imex.portal.errors import Problem
+from imex.portal import views
 from imex.portal.views import worklist_row
 
 router = APIRouter(include_in_schema=False)
@@ -40,7 +41,10 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         with pt.db.reader() as conn:  # the route's own session may hold SQLite's write lock
             unread = account_api.unread_count(conn, principal.user_id)
     base = {"request": request, "me": principal, "csrf": getattr(request.state, "csrf", ""), "version": __version__,
-            "refresh": pt.config["http.worklist_refresh_seconds"], "unread": unread}
+            "refresh": pt.config["http.worklist_refresh_seconds"], "unread": unread,
+            # studies expiring before this (ISO, compared as text with the rows' expires_at) are flagged
+            "warn_hours": pt.config["retention.warn_hours"],
+            "warn_before": views.iso(accounts.utcnow() + dt.timedelta(hours=pt.config["retention.warn_hours"]))}
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
 

@@ -48,6 +48,7 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "last_error": transfer.last_error,
         "reason": transfer.reason,
         "updated_at": iso(transfer.updated_at),
+        "expires_at": iso(study.expires_at),
     }
 
 

@@ -118,6 +118,8 @@ function cell(row, text, className) {
 const fmtDate = (d) => (d && d.length === 8) ? d.slice(0, 4) + "-" + d.slice(4, 6) + "-" + d.slice(6, 8) : (d || "");
 const fmtTime = (t) => t ? t.slice(0, 16).replace("T", " ") : "";
 
+let warnHours = 24;
+
 function transferRow(t) {
   const tr = document.createElement("tr");
   tr.dataset.id = t.id;
@@ -125,7 +127,14 @@ function transferRow(t) {
   const state = document.createElement("span");
   state.className = "state state-" + t.state;
   state.textContent = t.state;
-  cell(tr, state);
+  const first = cell(tr, state);
+  if (t.expires_at && Date.parse(t.expires_at) <= Date.now() + warnHours * 3600 * 1000) {
+    const soon = document.createElement("span");
+    soon.className = "state state-expiring";
+    soon.title = "deleted from the hub at " + t.expires_at;
+    soon.textContent = "expires soon";
+    first.append(" ", soon);
+  }
   const who = document.createElement("span");
   const link = document.createElement("a");
   link.href = "/transfers/" + encodeURIComponent(t.id);
@@ -147,6 +156,7 @@ function transferRow(t) {
 
 function liveWorklist(table) {
   const seconds = Number(table.dataset.live) || 10;
+  warnHours = Number(table.dataset.warnHours) || 24;
   const status = document.getElementById("live-status");
   const params = new URLSearchParams(window.location.search);
   params.delete("page");
