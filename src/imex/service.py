@@ -26,6 +26,7 @@ from imex.routing.router import Router
 from imex.routing.rules import parse_rules
 from imex.routing.worker import DeliveryWorker
 from imex.store import BlobStore
+from imex.tls import files as tls_files
 
 log = logging.getLogger("imex")
 
@@ -45,6 +46,7 @@ class Hub:
         load_from_config(self.db, config.institutions, config.nodes)
         self.rules = parse_rules(config.rules)
         self.harmoniser = Harmoniser.from_config(config)  # a bad [[harmonise]] rule stops start-up
+        tls_files.check(config)  # so does a missing or unreadable TLS certificate or key
         self.store = BlobStore(config.store_path, fsync=config["store.fsync"])
         self.nodes = NodeCache(self.db)
         self.ingest = Ingest(self.db, self.store)

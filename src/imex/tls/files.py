@@ -86,3 +86,18 @@ def mllp_context(config: Config) -> ssl.SSLContext | None:
     verify = config["hl7.tls_verify_client"]
     return ServerContext(cert, key, client_ca=files.ca if verify else None, crl=files.crl if verify else None,
                          require_client=verify).get()
+
+
+def check(config: Config) -> None:
+    """Load every TLS file the configured listeners need, so a missing or wrong one stops `imex serve`
+    at start-up with a message naming it (TlsConfigError, a ConfigError)."""
+    files = TlsFiles.of(config)
+    if config["dicom.tls_port"]:
+        ServerContext(files.cert, files.key, client_ca=files.ca, crl=files.crl, require_client=True)
+    if config["http.tls"] and config["http.port"]:
+        ServerContext(files.cert, files.key)
+    if config["hl7.port"]:
+        try:
+            mllp_context(config)
+        except (OSError, ssl.SSLError) as exc:
+            raise profile.TlsConfigError(f"MLLP over TLS: {exc}") from None

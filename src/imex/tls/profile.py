@@ -6,6 +6,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from imex.config import ConfigError
+
 # TLS 1.2 suites of BCP 195 (ECDHE/DHE key exchange, AES-GCM or ChaCha20-Poly1305); TLS 1.3 suites are
 # all AEAD and forward secret, and OpenSSL enables them separately.
 BCP195_CIPHERS = ":".join((
@@ -16,7 +18,7 @@ BCP195_CIPHERS = ":".join((
 ))
 
 
-class TlsConfigError(ValueError):
+class TlsConfigError(ConfigError):
     """A certificate, key or CA file is missing or unreadable; the message names it."""
 
 
