@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "portal"))
-from portaltools import PASSWORD, add_user, base_url, browser, login_form_token  # noqa: E402
+from portaltools import PASSWORD, add_user, base_url, login_form_token  # noqa: E402
 from sectools import dcmtk_tls, make_ca, tls_overrides  # noqa: E402
 
 from imex.cli import main  # noqa: E402
