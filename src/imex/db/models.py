@@ -46,6 +46,8 @@ class Institution(Base):
     require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
     # retention: hours the hub keeps this institution's studies after they were last sent (None: the setting)
     retention_hours: Mapped[int | None] = mapped_column(Integer)
+    # transfers sent here must name a recipient (person or team); without one they are held
+    require_recipient: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Node(Base):
@@ -177,6 +179,10 @@ class Transfer(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # priority transfers (routing/priority.py): who the study is for, and when an overdue emergency alerted
+    recipient: Mapped[str | None] = mapped_column(String(200))
+    recipient_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    escalated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class TransferItem(Base):

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
 from imex.db.tables import events, instances, items, nodes, transfers
+from imex.routing.priority import name as priority_name
 
 ACTIVE = ("pending", "sending")
 FINAL = ("delivered", "failed", "cancelled")
@@ -36,20 +37,24 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
     return conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing()).rowcount or 0
 
 
-def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0) -> list[int]:
+def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0,
+                recipient: str = "") -> list[int]:
     """Make sure each destination node has a transfer of the study with an item for every instance.
 
     New transfers are created; existing ones get items for instances they lack and are reopened if
-    they had finished (a late instance or a replaced one), except those an operator cancelled.
+    they had finished (a late instance or a replaced one), except those an operator cancelled. An
+    existing transfer's priority only rises, and a recipient already named is kept.
     Returns the ids of transfers that have work to do."""
     now = utcnow()
     work: list[int] = []
     for node_id, reason in destinations.items():
         created = _insert_ignore(conn, transfers, [dict(
             study_id=study_id, destination_node_id=node_id, state="pending", priority=priority, reason=reason,
+            recipient=recipient or None,
             attempts=0, next_attempt_at=now, instances_total=0, instances_sent=0, bytes_sent=0,
             created_at=now, updated_at=now)])
-        row = conn.execute(select(transfers.c.id, transfers.c.state).where(
+        row = conn.execute(select(transfers.c.id, transfers.c.state, transfers.c.priority,
+                                  transfers.c.recipient).where(
             transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id)).one()
         missing = conn.execute(
             select(instances.c.id).where(instances.c.study_id == study_id).where(
@@ -61,6 +66,11 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
             items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
         total = conn.execute(select(func.count()).select_from(items).where(items.c.transfer_id == row.id)).scalar_one()
         values: dict = dict(instances_total=total, updated_at=now)
+        if not created and priority > (row.priority or 0):
+            values.update(priority=priority)
+            record(conn, row.id, "priority", f"raised to {priority_name(priority)}")
+        if not created and recipient and not row.recipient:
+            values.update(recipient=recipient)
         if created:
             record(conn, row.id, "queued", f"{reason}; {total} instances")
         elif added:

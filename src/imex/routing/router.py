@@ -26,6 +26,7 @@ from imex.db.tables import (
     transfers,
 )
 from imex.retention.policy import RetentionPolicy
+from imex.routing.priority import EMERGENCY, ROUTINE
 from imex.routing.queue import queue_study
 from imex.routing.rules import Rule, StudyFacts
 
@@ -37,6 +38,8 @@ log = logging.getLogger("imex.routing")
 class Decision:
     destinations: dict[int, str]  # node id -> why
     problem: str = ""  # why there are none, for the quarantine
+    priority: int = ROUTINE
+    recipient: str = ""
 
 
 class Router:
@@ -66,9 +69,31 @@ class Router:
                 done += 1
             if self.queued_work and self.on_queued is not None:
                 self.on_queued()  # committed: wake this process's delivery workers now
+        return done + self.route_emergencies(cutoff, limit)
+
+    def route_emergencies(self, cutoff: dt.datetime, limit: int = 50) -> int:
+        """Cut-through: a study still arriving that goes out as an emergency (an emergency rule matches, or
+        its transfers are emergencies) is routed now, without the stability wait; each later instance
+        re-opens it here at the next scan, and the delivery worker picks up late instances itself."""
+        with self.db.reader() as conn:
+            receiving = (select(studies.c.id).where(studies.c.route_state == "receiving",
+                                                   studies.c.last_received_at > cutoff))
+            ids = set(conn.execute(receiving.where(studies.c.id.in_(select(transfers.c.study_id).where(
+                transfers.c.priority >= EMERGENCY))).limit(limit)).scalars())
+            if any(rule.priority >= EMERGENCY for rule in self.rules):
+                ids.update(conn.execute(receiving.where(~studies.c.id.in_(select(transfers.c.study_id)))
+                                        .limit(limit)).scalars())
+            conn.rollback()
+        done = 0
+        for study_id in sorted(ids):
+            self.queued_work = False
+            if self.route_one(study_id, emergency_only=True):
+                done += 1
+            if self.queued_work and self.on_queued is not None:
+                self.on_queued()
         return done
 
-    def route_one(self, study_id: int, cutoff: dt.datetime | None = None) -> bool:
+    def route_one(self, study_id: int, cutoff: dt.datetime | None = None, emergency_only: bool = False) -> bool:
         with self.db.engine.begin() as conn:
             query = select(studies).where(studies.c.id == study_id, studies.c.route_state == "receiving")
             if cutoff is not None:
@@ -78,19 +103,22 @@ class Router:
             study = conn.execute(query).first()
             if study is None:
                 return False  # another process took it, or a new instance arrived meanwhile
-            existing = conn.execute(select(transfers.c.destination_node_id, transfers.c.reason).where(
-                transfers.c.study_id == study_id)).all()
+            existing = conn.execute(select(transfers.c.destination_node_id, transfers.c.reason,
+                                           transfers.c.priority).where(transfers.c.study_id == study_id)).all()
             if existing:
-                decision = Decision({row.destination_node_id: row.reason for row in existing})
+                decision = Decision({row.destination_node_id: row.reason for row in existing},
+                                    priority=max(row.priority or ROUTINE for row in existing))
             else:
                 decision = self.decide(conn, study)
+            if emergency_only and (decision.priority < EMERGENCY or not decision.destinations):
+                return False  # not an emergency: it waits to be stable like any other study
             if not decision.destinations:
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="quarantined", quarantine_reason=decision.problem, routed_seq=study.received_seq))
                 self.retention.stamp(conn, study_id, study.last_received_at, quarantined=True)
                 log.warning("study %s quarantined: %s", study.study_uid, decision.problem)
                 return True
-            if queue_study(conn, study_id, decision.destinations):
+            if queue_study(conn, study_id, decision.destinations, decision.priority, decision.recipient):
                 self.queued_work = True
             conn.execute(update(studies).where(studies.c.id == study_id).values(
                 route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
@@ -146,7 +174,9 @@ class Router:
             problems.append(f"no rule matches (source {', '.join(sorted(facts.source_nodes)) or '?'}, "
                             f"modality {', '.join(sorted(facts.modalities)) or '?'})")
         decided = self._without_sources(by_rule, source_node_ids, problems)
-        return Decision(decided, "" if decided else "; ".join(problems))
+        level = max((rule.priority for rule in matched), default=ROUTINE)
+        recipient = next((rule.recipient for rule in matched if rule.priority == level and rule.recipient), "")
+        return Decision(decided, "" if decided else "; ".join(problems), level, recipient)
 
     @staticmethod
     def _without_sources(found: dict[int, str], sources: set[int], problems: list[str]) -> dict[int, str]:

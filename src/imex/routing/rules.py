@@ -8,8 +8,12 @@
     called_aet = ["IMEX"]            # the AE title the sender called (any when omitted)
     match = { StudyDescription = "*HEAD*", AccessionNumber = "RJZ*" }   # wildcards * and ?
     to = ["RYJ", "STGEORGES_PACS"]   # ODS codes (the institution's destination nodes) or node names
+    priority = "emergency"           # emergency | urgent | routine (default routine)
+    recipient = "Stroke team"        # named recipient of the transfers this rule makes (optional)
 
-A study matches when every condition given holds; every matching rule adds its destinations.
+A study matches when every condition given holds; every matching rule adds its destinations. The
+transfers get the highest priority of the matching rules; an emergency rule routes a study as its
+instances arrive, without waiting for it to be stable.
 """
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from imex.config import ConfigError
+from imex.routing import priority as priority_levels
 
 MATCH_FIELDS = ("StudyDescription", "AccessionNumber", "PatientID", "ReferringPhysicianName",
                 "SeriesDescription", "BodyPartExamined", "StudyDate")
-_KEYS = {"name", "source", "source_institution", "modality", "called_aet", "match", "to"}
+_KEYS = {"name", "source", "source_institution", "modality", "called_aet", "match", "to", "priority", "recipient"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Rule:
     modality: frozenset[str] = frozenset()
     called_aet: frozenset[str] = frozenset()
     match: dict[str, str] = field(default_factory=dict)
+    priority: int = priority_levels.ROUTINE
+    recipient: str = ""
 
     def matches(self, facts: StudyFacts) -> bool:
         if self.source and not self.source & facts.source_nodes:
@@ -88,12 +95,19 @@ def parse_rules(tables: list[dict]) -> list[Rule]:
                 raise ConfigError(f"{label}: cannot match on {key}; choose from {', '.join(MATCH_FIELDS)}")
             if not isinstance(value, str):
                 raise ConfigError(f"{label}: match.{key} must be a string pattern")
+        try:
+            level = priority_levels.parse(table.get("priority", "routine"))
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        recipient = table.get("recipient", "")
+        if not isinstance(recipient, str) or len(recipient) > 200:
+            raise ConfigError(f"{label}: recipient must be a string of at most 200 characters")
         rules.append(Rule(
             name=str(table.get("name") or f"rule {index}"), to=tuple(sorted(to)),
             source=_names(table.get("source"), f"{label}: source"),
             source_institution=_names(table.get("source_institution"), f"{label}: source_institution"),
             modality=_names(table.get("modality"), f"{label}: modality"),
             called_aet=_names(table.get("called_aet"), f"{label}: called_aet"),
-            match=dict(match),
+            match=dict(match), priority=level, recipient=recipient.strip(),
         ))
     return rules

@@ -23,6 +23,8 @@ from imex.harmonise.reconcile import hold
 from imex.notify import email, inbox
 from imex.retention.policy import RetentionPolicy
 from imex.routing import queue
+from imex.routing import cutthrough, recipient
+from imex.routing.priority import EMERGENCY
 from imex.routing.queue import Claim, record
 from imex.store import BlobStore
 
@@ -130,10 +132,34 @@ class DeliveryWorker:
         if prepared.hold:
             hold(self.db, claimed.transfer_id, self.name, prepared.hold)
             return
+        with self.db.reader() as conn:
+            needs_recipient = recipient.missing_recipient(conn, claimed.transfer_id)
+            level = conn.execute(select(transfers.c.priority).where(
+                transfers.c.id == claimed.transfer_id)).scalar_one() or 0
+            conn.rollback()
+        if needs_recipient:
+            recipient.hold(self.db, claimed.transfer_id, self.name)
+            return
         coerce = prepared.coercion.apply if prepared.coercion is not None else None
         errors: list[str] = []
         interrupted = False
-        for p, sent in send_all(self._pending(claimed.transfer_id, coerce), lambda p: p.outgoing,
+        # rounds: instances that arrived while a round was sent (late ones, or an emergency study still
+        # arriving: cut-through) go in the next round, so the transfer ends only when nothing is left
+        while not errors and not interrupted:
+            if level >= EMERGENCY:
+                with self.db.engine.begin() as conn:
+                    cutthrough.top_up(conn, claimed.transfer_id)
+            batch = self._pending(claimed.transfer_id, coerce)
+            if not batch:
+                break
+            errors, interrupted = self._send_round(claimed, node, batch, stop)
+        self._finish(claimed, node, errors, interrupted=interrupted)
+
+    def _send_round(self, claimed: Claim, node, batch: list[Pending],  # type: ignore[no-untyped-def]
+                    stop: threading.Event) -> tuple[list[str], bool]:
+        """Send a batch on one association; returns the errors and whether the transfer was interrupted."""
+        errors: list[str] = []
+        for p, sent in send_all(batch, lambda p: p.outgoing,
                                 calling_aet=self.config["dicom.ae_title"], called_aet=node.ae_title,
                                 host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"],
                                 tls=tls_files.outbound(self.config, node.tls)):
@@ -146,12 +172,10 @@ class DeliveryWorker:
                 detail = f"{p.outgoing.sop_instance_uid}: status 0x{sent.status:04X}" + (f" ({sent.error})" if sent.error else "")
                 errors.append(self._item_failed(claimed, p, sent.status, f"destination refused {detail}"))
             elif not self._confirm(claimed, p, sent.status):
-                interrupted = True  # cancelled, or taken over after a lost lease
-                break
+                return errors, True  # cancelled, or taken over after a lost lease
             if stop.is_set():
-                interrupted = True
-                break
-        self._finish(claimed, node, errors, interrupted=interrupted)
+                return errors, True
+        return errors, False
 
     def _confirm(self, claimed: Claim, p: Pending, status: int) -> bool:
         """Commit one confirmed instance; False when this worker no longer owns the transfer."""
