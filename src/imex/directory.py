@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from imex.db import Database
-from imex.db.models import Institution, Node, Transfer
+from imex.db.models import Folder, Institution, Node, Transfer
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 _ODS_RE = re.compile(r"^[A-Z0-9]{3,10}$")
@@ -207,6 +207,9 @@ class NodeCache:
             with self.db.session() as s:
                 for inst in s.scalars(select(Institution)):
                     aliases[(inst.alias or inst.ods_code).upper()] = ("institution", inst.id)
+                for folder_id, folder_alias in s.execute(select(Folder.id, Folder.alias).where(
+                        Folder.alias.is_not(None))):
+                    aliases[folder_alias.upper()] = ("folder", folder_id)
             for n in nodes:
                 if n.alias and n.enabled:
                     aliases[n.alias.upper()] = ("node", n.id)
@@ -222,7 +225,7 @@ class NodeCache:
         return self._by_aet.get(ae_title.strip())
 
     def alias(self, called_aet: str) -> tuple[str, int] | None:
-        """("institution", id) or ("node", id) when the called AE title is a destination alias."""
+        """("institution", id), ("node", id) or ("folder", id) when the called AE title is an alias."""
         self._refresh()
         return self._aliases.get(called_aet.strip().upper())
 

@@ -63,3 +63,11 @@ reconciliations = _table(Reconciliation)
 from imex.db.models import Tombstone  # noqa: E402
 
 tombstones = _table(Tombstone)
+
+# sharing folders
+from imex.db.models import Folder, FolderInstitution, FolderMember, FolderStudy  # noqa: E402
+
+folders = _table(Folder)
+folder_institutions = _table(FolderInstitution)
+folder_members = _table(FolderMember)
+folder_studies = _table(FolderStudy)

@@ -37,6 +37,8 @@ class Prepared:
 
 
 NOTHING = Prepared(None)
+# the rule behind a reconciled identity when no configured rule applies: no actions of its own
+RECONCILED = HarmoniseRule(name="identity entered by a user")
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,14 @@ class Harmoniser:
         return self._key
 
     def for_transfer(self, db: Database, store: BlobStore, transfer_id: int) -> Prepared:
-        if not self.rules:
-            return NOTHING
         with db.reader() as conn:
-            row = conn.execute(select(transfers.c.study_id, transfers.c.destination_node_id).where(
-                transfers.c.id == transfer_id)).one()
             rec = conn.execute(select(reconciliations).where(
                 reconciliations.c.transfer_id == transfer_id, reconciliations.c.state == "resolved")).first()
+            if not self.rules and rec is None:
+                conn.rollback()
+                return NOTHING
+            row = conn.execute(select(transfers.c.study_id, transfers.c.destination_node_id).where(
+                transfers.c.id == transfer_id)).one()
             resolved = Resolved(rec.patient_id, rec.issuer, rec.accession_number) if rec is not None else None
             prepared = self.for_study(conn, store, row.study_id, row.destination_node_id, resolved)
             conn.rollback()
@@ -91,7 +94,10 @@ class Harmoniser:
         rules = [r for r in self.rules if r.applies(destination, source, src.ods_code)]
         where = f"{dest.name} ({dest.ods_code})"
         if not rules:
-            return Prepared(None, destination=where)
+            if resolved is None:
+                return Prepared(None, destination=where)
+            # an identity someone entered (reconciliation, import into a local PACS) applies on its own
+            rules = [RECONCILED]
         context = dict(source_ods=src.ods_code, source_name=src.name,
                        source_aet=next((r.ae_title or r.calling_aet for r in arrivals), ""),
                        destination_ods=dest.ods_code, destination_name=dest.inst_name,

@@ -11,10 +11,11 @@ from sqlalchemy import Select, and_, exists, false, or_, select, true
 from sqlalchemy.orm import aliased
 
 from imex.auth.permissions import Principal
-from imex.db.models import (AuditEvent, Instance, Institution, Node, Patient, Series, Study, Transfer, User,
-                             Worklist)
+from imex.db.models import (AuditEvent, Folder, FolderInstitution, FolderMember, FolderStudy, Instance, Institution,
+                             Node, Patient, Series, Study, Transfer, User, Worklist, utcnow)
 
 DestNode = aliased(Node, name="dest_node")
+SharedEntry = aliased(FolderStudy, name="shared_entry")  # its own name: queries may join FolderStudy too
 DestInstitution = aliased(Institution, name="dest_institution")
 SourceInstitution = aliased(Institution, name="source_institution")
 
@@ -50,7 +51,22 @@ def study_clause(p: Principal):  # type: ignore[no-untyped-def]
         return false()
     sent_here = exists(select(Transfer.id).join(Node, Node.id == Transfer.destination_node_id).where(
         Transfer.study_id == Study.id, Node.institution_id == p.institution_id))
-    return or_(Study.institution_id == p.institution_id, sent_here)
+    if not p.can("studies.view"):
+        return or_(Study.institution_id == p.institution_id, sent_here)
+    return or_(Study.institution_id == p.institution_id, sent_here, exists(
+        select(SharedEntry.id).where(SharedEntry.study_id == Study.id, SharedEntry.expires_at > utcnow(),
+                                     SharedEntry.folder_id.in_(visible_folder_ids(p)))))
+
+
+def visible_folder_ids(p: Principal) -> Select:
+    """Folders `p` sees: emergency folders their institution takes part in, elective ones they belong to."""
+    if p.is_system_admin:
+        return select(Folder.id)
+    taking_part = select(FolderInstitution.folder_id).where(FolderInstitution.institution_id == p.institution_id)
+    member = select(FolderMember.folder_id).where(FolderMember.user_id == p.user_id)
+    return select(Folder.id).where(or_(and_(Folder.kind == "emergency", Folder.id.in_(taking_part)),
+                                       and_(Folder.kind == "elective", Folder.id.in_(member),
+                                            Folder.id.in_(taking_part))))
 
 
 def studies_query(p: Principal) -> Select:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, exists, not_, select
 
 from imex.db import Database, utcnow
-from imex.db.tables import studies, transfers
+from imex.db.tables import folder_studies, studies, transfers
+from imex.folders.manage import expire_entries
 from imex.index.remove import Deleted, delete_study
 from imex.store import BlobStore
 
@@ -27,8 +28,10 @@ ACTOR = {"username": "retention"}
 def deletable(now: dt.datetime):  # type: ignore[no-untyped-def]
     """Studies that have expired and that nothing needs any more."""
     busy = exists(select(transfers.c.id).where(transfers.c.study_id == studies.c.id, transfers.c.state.in_(BUSY)))
+    shared = exists(select(folder_studies.c.id).where(folder_studies.c.study_id == studies.c.id,
+                                                      folder_studies.c.expires_at > now))
     return and_(studies.c.expires_at.is_not(None), studies.c.expires_at <= now, studies.c.route_state.in_(SETTLED),
-                not_(busy))
+                not_(busy), not_(shared))
 
 
 @dataclass
@@ -37,12 +40,15 @@ class Pass:
 
     deleted: list[Deleted] = field(default_factory=list)
     candidates: list[str] = field(default_factory=list)
+    left_folders: int = 0  # studies taken out of folders
 
 
 def run_once(db: Database, store: BlobStore | None, *, batch: int = 50, now: dt.datetime | None = None,
              dry_run: bool = False) -> Pass:
     now = now or utcnow()
     result = Pass()
+    if not dry_run:
+        result.left_folders = expire_entries(db, now)
     with db.reader() as conn:
         due = conn.execute(select(studies.c.id, studies.c.study_uid, studies.c.expires_at)
                            .where(deletable(now)).order_by(studies.c.expires_at).limit(batch)).all()

@@ -25,6 +25,7 @@ from imex.db.tables import (
     studies,
     transfers,
 )
+from imex.folders.manage import file_by_alias
 from imex.retention.policy import RetentionPolicy
 from imex.routing.priority import EMERGENCY, ROUTINE
 from imex.routing.queue import queue_study
@@ -112,6 +113,12 @@ class Router:
                 decision = self.decide(conn, study)
             if emergency_only and (decision.priority < EMERGENCY or not decision.destinations):
                 return False  # not an emergency: it waits to be stable like any other study
+            filed = [] if emergency_only else file_by_alias(conn, study_id, _called_aets(conn, study_id), "routing")
+            if filed and not decision.destinations:  # sent to a sharing folder only: shared, not quarantined
+                conn.execute(update(studies).where(studies.c.id == study_id).values(
+                    route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
+                log.info("study %s filed in folder(s) %s", study.study_uid, ", ".join(filed))
+                return True
             if not decision.destinations:
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="quarantined", quarantine_reason=decision.problem, routed_seq=study.received_seq))
@@ -214,6 +221,11 @@ def _destination_nodes(conn: Connection, institution_id: int) -> list[int]:
     return list(conn.execute(select(nodes.c.id).where(
         nodes.c.institution_id == institution_id, nodes.c.destination.is_(True),
         nodes.c.enabled.is_(True))).scalars())
+
+
+def _called_aets(conn: Connection, study_id: int) -> set[str]:
+    return {a.strip().upper() for a in conn.execute(select(instances.c.called_aet).distinct().where(
+        instances.c.study_id == study_id)).scalars() if a}
 
 
 def _alias_targets(conn: Connection, aet: str) -> tuple[list[int], str]:
