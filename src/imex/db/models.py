@@ -46,6 +46,8 @@ class Institution(Base):
     require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
     # retention: hours the hub keeps this institution's studies after they were last sent (None: the setting)
     retention_hours: Mapped[int | None] = mapped_column(Integer)
+    # most bytes of studies the hub holds for this institution (None: no limit); over it, C-STORE gets 0xA700
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # transfers sent here must name a recipient (person or team); without one they are held
     require_recipient: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 

@@ -33,6 +33,7 @@ from imex.dicom.part10 import file_meta
 from imex.dicom.syntaxes import ACCEPTED
 from imex.directory import NodeCache
 from imex.index.ingest import Ingest, Source
+from imex.storage.usage import Quota
 from imex.tls.files import ServerContext, TlsFiles
 from imex.tls.profile import peer_common_name
 
@@ -42,10 +43,11 @@ log = logging.getLogger("imex.dicom.scp")
 class DicomListener:
     """Accepts associations from registered nodes and stores what they send."""
 
-    def __init__(self, config: Config, nodes: NodeCache, ingest: Ingest) -> None:
+    def __init__(self, config: Config, nodes: NodeCache, ingest: Ingest, quota: Quota | None = None) -> None:
         self.config = config
         self.nodes = nodes
         self.ingest = ingest
+        self.quota = quota
         self.ae_title = config["dicom.ae_title"]
         self.code_tag = attribute_tag(config["routing.code_attribute"])
         self.server: Acceptor | None = None
@@ -92,6 +94,10 @@ class DicomListener:
             metrics.INSTANCES_REJECTED.inc()
             log.warning("refused instance %s from %s: %s", sop_uid, calling, exc)
             return exc.status, str(exc)
+        refusal = self.quota.refusal(node.institution_id, len(request.dataset)) if self.quota else None
+        if refusal:
+            metrics.INSTANCES_REJECTED.inc()
+            return STATUS_OUT_OF_RESOURCES, refusal
         try:
             stored = self.ingest.store_instance(
                 (file_meta(fields.sop_class_uid, fields.sop_uid, request.transfer_syntax, calling), request.dataset),
@@ -103,6 +109,8 @@ class DicomListener:
         except Exception:
             log.exception("cannot index instance %s", fields.sop_uid)
             return STATUS_OUT_OF_RESOURCES, "hub index unavailable; retry later"
+        if self.quota is not None and stored.outcome == "new":
+            self.quota.stored(node.institution_id, stored.size)
         metrics.INSTANCES_RECEIVED.labels(outcome=stored.outcome).inc()
         metrics.BYTES_RECEIVED.inc(stored.size)
         return 0x0000, ""

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from imex import __version__, metrics
 from imex.db.models import Study, Transfer
 from imex.portal import dicomweb, errors, pages, viewer
-from imex.portal.api import account, admin, audit_trail, folders, transfers
+from imex.portal.api import account, admin, audit_trail, folders, storage, transfers
 from imex.portal.api import priority as priority_api
 from imex.portal.context import Portal
 from imex.portal.guard import BodyLimit, SecurityHeaders
@@ -53,7 +53,7 @@ def create_app(hub: "Hub") -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"])
     app.add_middleware(SecurityHeaders)
-    for module in (transfers, admin, account, audit_trail, folders):
+    for module in (transfers, admin, account, audit_trail, folders, storage):
         app.include_router(module.router)
     app.include_router(priority_api.router)
     app.include_router(dicomweb.router)

@@ -42,11 +42,14 @@ def get_directory(p: Principal = Depends(signed_in), s: Session = Depends(db_ses
 class InstitutionChange(BaseModel):
     contact_email: str | None = Field(None, max_length=320)
     require_second_factor: bool | None = None
+    retention_hours: int | None = Field(None, ge=0, le=24 * 3650, description="Hours studies are kept after "
+                                        "they were last sent (0: until deleted); the institution's own choice")
+    quota_bytes: int | None = Field(None, ge=0, le=2**62, description="Storage quota (system admins only; 0: none)")
 
 
 @router.patch("/institutions/{institution_id}", summary="Change an institution's contact or sign-in policy")
 def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Principal = Depends(signed_in),
-                      s: Session = Depends(db_session)) -> dict[str, Any]:
+                      pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("users.manage")
     inst = visible_or_deny(s, p, s.scalar(scope.institutions_query(p).where(Institution.id == institution_id)),
                            "institution", institution_id)
@@ -57,11 +60,21 @@ def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Prin
     if body.require_second_factor is not None:
         inst.require_second_factor = body.require_second_factor
         changes.append(f"second factor {'required' if body.require_second_factor else 'optional'}")
+    if body.retention_hours is not None:
+        inst.retention_hours = body.retention_hours
+        changes.append(f"retention {body.retention_hours} h")
+    if body.quota_bytes is not None:
+        p.require("system.admin")
+        inst.quota_bytes = body.quota_bytes or None
+        changes.append(f"quota {body.quota_bytes or 'none'} bytes")
+        if pt.hub is not None:
+            pt.hub.quota.invalidate()
     audit.record(s, "institution.change", object_type="institution", object_id=inst.ods_code,
                  detail=", ".join(changes), **p.audit_fields())
     s.commit()
     return {"id": inst.id, "ods": inst.ods_code, "contact_email": inst.contact_email,
-            "require_second_factor": inst.require_second_factor}
+            "require_second_factor": inst.require_second_factor, "retention_hours": inst.retention_hours,
+            "quota_bytes": inst.quota_bytes}
 
 
 # -- nodes ------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""sharing folders: emergency and elective folders, their institutions, members and studies
+"""sharing folders (emergency and elective folders, their institutions, members and studies) and
+storage quotas per institution
 
 Revision ID: 0009
 Revises: 0008
@@ -14,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('institutions') as batch:
+        batch.add_column(sa.Column('quota_bytes', sa.BigInteger(), nullable=True))
     op.create_table('folders',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
@@ -70,3 +73,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ('folder_studies', 'folder_members', 'folder_institutions', 'folders'):
         op.drop_table(table)
+    with op.batch_alter_table('institutions') as batch:
+        batch.drop_column('quota_bytes')
