@@ -86,3 +86,12 @@ def assert_audit_is_append_only(hub: Any) -> None:
             conn.rollback()
         assert conn.execute(text("SELECT count(*) FROM audit_events WHERE username = 'nobody'")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar() == before
+
+
+def sign_in_page(page: Any, hub: Any, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the login form in a browser page; returns on the dashboard."""
+    page.goto(base_url(hub) + "/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base_url(hub) + "/")

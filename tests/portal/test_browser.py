@@ -3,46 +3,18 @@ worklist that updates by itself when a study arrives, a transfer's page with its
 from the admin page, and the audit trail; screenshots land next to the test's files."""
 from __future__ import annotations
 
-import shutil
-
 import peers
-import pytest
-from playwright.sync_api import expect
 from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import PASSWORD, add_user, base_url, user_row
+from playwright.sync_api import expect
+from portaltools import PASSWORD, add_user, base_url, sign_in_page, user_row
 
 from imex.samples import make_study
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
-
-
-@pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.console_errors = errors  # type: ignore[attr-defined]
-        yield page
-        browser.close()
 
 
 def sign_in(page, hub, username: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(base_url(hub) + "/")
     assert page.url.endswith("/login?next=%2F")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base_url(hub) + "/")
+    sign_in_page(page, hub, username)
 
 
 def test_worklist_updates_live_and_actions_work(make_config, start_hub, storescp, browser_page, tmp_path):

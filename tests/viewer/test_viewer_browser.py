@@ -3,44 +3,20 @@ slice 150 with the wheel, keys and slider, the lung preset, zoom, a length measu
 invert and two series side by side; the opening is audited. Screenshots land in the test's folder."""
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 import peers
 import pydicom
 import pytest
 from hubtools import register_hospitals, transfer_states, wait_until
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
-
-from portaltools import PASSWORD, add_user, base_url  # noqa: E402
+from portaltools import add_user, base_url, sign_in_page  # noqa: E402
 
 from imex.db.models import AuditEvent, Study  # noqa: E402
 from imex.samples import make_study  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
-
-
 @pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        tab = context.new_page()
-        errors: list[str] = []
-        tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.console_errors = errors  # type: ignore[attr-defined]
-        yield tab
-        browser.close()
+def page(browser_page):  # type: ignore[no-untyped-def]
+    return browser_page
 
 
 @pytest.fixture
@@ -62,11 +38,7 @@ def ct(make_config, start_hub, storescp, tmp_path):
 
 
 def _sign_in(tab, hub) -> None:  # type: ignore[no-untyped-def]
-    tab.goto(base_url(hub) + "/")
-    tab.fill("input[name=username]", "imperial_rad")
-    tab.fill("input[name=password]", PASSWORD)
-    tab.click("button[type=submit]")
-    tab.wait_for_url(base_url(hub) + "/")
+    sign_in_page(tab, hub, "imperial_rad")
 
 
 def _state(tab) -> dict:  # type: ignore[no-untyped-def]

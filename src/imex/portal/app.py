@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
 from imex.db.models import Study, Transfer
-from imex.portal import dicomweb, errors, pages, viewer
+from imex.portal import dicomweb, errors, folder_pages, pages, viewer
 from imex.portal.api import account, admin, audit_trail, folders, storage, transfers
 from imex.portal.api import priority as priority_api
 from imex.portal.context import Portal
@@ -58,6 +58,7 @@ def create_app(hub: "Hub") -> FastAPI:
     app.include_router(priority_api.router)
     app.include_router(dicomweb.router)
     app.include_router(viewer.router)
+    app.include_router(folder_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 

@@ -274,7 +274,10 @@ def transfer_page(transfer_id: ObjectId, request: Request, p: Principal = Depend
 @router.get("/studies/{study_id}")
 def study_page(study_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> HTMLResponse:
-    return render(request, "study.html", study=transfers_api.get_study(study_id, p, s))
+    from imex.portal.folder_pages import folders_for_study
+
+    return render(request, "study.html", study=transfers_api.get_study(study_id, p, s),
+                  folders=folders_for_study(s, p))
 
 
 @router.get("/admin/nodes")

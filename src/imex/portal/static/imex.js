@@ -94,7 +94,14 @@ document.addEventListener("submit", (event) => {
   const form = event.target;
   if (!form.dataset.api) return;
   event.preventDefault();
-  act(form, form.dataset.api, form.dataset.method || "POST", formBody(form));
+  const body = formBody(form);
+  // a {field} in the address takes that field's value (e.g. the folder chosen in a list)
+  const url = form.dataset.api.replace(/\{(\w+)\}/g, (_, key) => {
+    const value = body[key];
+    delete body[key];
+    return encodeURIComponent(value);
+  });
+  act(form, url, form.dataset.method || "POST", body);
 });
 
 document.addEventListener("click", (event) => {
@@ -102,7 +109,8 @@ document.addEventListener("click", (event) => {
   if (!button) return;
   event.preventDefault();
   const method = button.dataset.method || "POST";
-  act(button, button.dataset.api, method, method === "DELETE" ? undefined : {});
+  const body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
+  act(button, button.dataset.api, method, method === "DELETE" ? undefined : body);
 });
 
 // -- live worklist ------------------------------------------------------------------------------------
