@@ -166,3 +166,29 @@ def test_guardian_imports_a_shared_study_into_the_local_pacs(make_config, start_
     with hub.db.sessions() as s:
         event = s.scalar(select(AuditEvent).where(AuditEvent.action == "study.import"))
     assert event.username == "guardian" and "RYJ777" in event.detail and event.patient_id == "K555"
+
+
+def test_folder_commands(hub, tmp_path):
+    from click.testing import CliRunner
+    from hubtools import write_toml
+
+    from imex.cli import main
+
+    toml = write_toml(tmp_path / "imex.toml", hub.config)
+
+    def imex(*args: str, ok: bool = True) -> str:
+        result = CliRunner().invoke(main, ["--config", str(toml), *args], env={"IMEX_CONFIG": None})
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    assert "added emergency folder Trauma; PACS send to AE title TRAUMA" in imex(
+        "folder", "add", "Trauma", "--kind", "emergency", "--alias", "trauma", "--institution", "RJZ",
+        "--institution", "RYJ")
+    assert "already used" in imex("folder", "add", "Other", "--kind", "elective", "--alias", "RJZ", ok=False)
+    assert "ZZZ" in imex("folder", "add", "X", "--kind", "elective", "--institution", "ZZZ", ok=False)
+    hub.nodes.invalidate()
+    uid = push(hub, tmp_path, "cli", "TRAUMA", patient_id="C1")
+    wait_until(lambda: study(hub, uid) is not None and study(hub, uid).route_state == "routed", message="filed")
+    listing = imex("folder", "list")
+    assert "Trauma" in listing and "emergency" in listing and "18 h" in listing and "1 studies" in listing
+    assert "RJZ, RYJ" in listing
