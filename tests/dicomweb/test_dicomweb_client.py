@@ -13,7 +13,7 @@ from dwtools import BIG_BODY, base_url, client, dataset_bytes, exchange, token
 from hubtools import wait_until
 from PIL import Image
 from requests import HTTPError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from imex.db.models import AuditEvent, Institution, Instance, Study
 from imex.samples import make_study
@@ -202,5 +202,14 @@ def test_stow_refusals(sent, tmp_path):
                      headers={"Authorization": f"Bearer {token(sent, 'kings_sender')}",
                               "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
     assert bad.status_code == 409 and bad.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    with sent.db.sessions() as s:
+        assert s.scalar(select(Study).where(Study.study_uid == ds.StudyInstanceUID)) is None
+        # the institution's storage quota applies to STOW-RS as to DICOM arrivals
+        s.execute(update(Institution).where(Institution.ods_code == "RJZ").values(quota_bytes=1))
+        s.commit()
+    sent.quota.invalidate()
+    with pytest.raises(HTTPError) as full:
+        client(sent, "kings_sender").store_instances([ds])
+    assert full.value.response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
     with sent.db.sessions() as s:
         assert s.scalar(select(Study).where(Study.study_uid == ds.StudyInstanceUID)) is None

@@ -91,15 +91,23 @@ def _store_one(request: Request, s: Session, p: Principal, data: bytes, study_ui
     if foreign:
         out.failure, out.reason = NOT_PERMITTED, "another institution's study or instance cannot be added to"
         return out
+    quota = getattr(hub, "quota", None)  # the same storage limits as DICOM arrivals
+    refusal = quota.refusal(p.institution_id, len(dataset)) if quota is not None else None
+    if refusal:
+        out.failure, out.reason = REFUSED, refusal
+        return out
     s.commit()  # end this read transaction: on SQLite it could not write the audit events after ingest's commit
     try:
         # the file as posted when its meta group names this instance (so it is retrieved byte for byte),
         # else with a meta group of the hub's, as for DICOM arrivals
         own = meta.get(0x0003) == fields.sop_uid and meta.get(0x0002) == fields.sop_class_uid
         chunks = (data,) if own else (file_meta(fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET), dataset)
-        hub.ingest.store_instance(chunks, syntax, fields, Source(p.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"]))
+        stored = hub.ingest.store_instance(chunks, syntax, fields, Source(p.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"]))
     except OSError as exc:
         out.failure, out.reason = REFUSED, f"the hub could not store it: {type(exc).__name__}"
+        return out
+    if quota is not None and stored.outcome == "new":
+        quota.stored(p.institution_id, stored.size)
     return out
 
 
