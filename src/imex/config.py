@@ -154,6 +154,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth.signin_failures_per_ip", 20, "Failed sign-ins from one address within "
             "auth.signin_window_minutes after which that address is answered 429 until the window passes."),
     Setting("auth.signin_window_minutes", 10, "Window of auth.signin_failures_per_ip, in minutes."),
+    # -- priority transfers (priority and recipient of [[rules]]; see README)
+    Setting("priority.escalate_after_seconds", 600.0, "An emergency transfer not delivered this long after it "
+            "was queued alerts the source, the destination and the hub admins, once, and shows red on "
+            "worklists. 0 disables escalation."),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -21,7 +21,7 @@ from imex.notify.email import EmailSender
 from imex.portal.app import create_app
 from imex.retention import job as retention_job
 from imex.retention.policy import RetentionPolicy
-from imex.routing import queue
+from imex.routing import escalation, queue
 from imex.routing.router import Router
 from imex.routing.rules import parse_rules
 from imex.routing.worker import DeliveryWorker
@@ -80,6 +80,7 @@ class Hub:
     def _housekeeping(self) -> None:
         self.router.route_stable()
         queue.reap_expired_leases(self.db)
+        escalation.escalate_overdue(self.db, self.config["priority.escalate_after_seconds"])
 
     def _spawn(self, name: str, target, *args) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

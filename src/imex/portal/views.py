@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from imex.auth.permissions import Principal
+from imex.routing.priority import name as priority_name
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -49,6 +50,10 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "reason": transfer.reason,
         "updated_at": iso(transfer.updated_at),
         "expires_at": iso(study.expires_at),
+        "priority_name": priority_name(transfer.priority),
+        "recipient": transfer.recipient,
+        "recipient_user_id": transfer.recipient_user_id,
+        "escalated": transfer.escalated_at is not None and transfer.state not in ("delivered", "cancelled"),
     }
 
 

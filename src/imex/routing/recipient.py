@@ -75,3 +75,46 @@ class _Always:
         self.id = row.id
         self.email = row.email
         self.email_events = RECIPIENT_KIND
+
+
+class RecipientError(ValueError):
+    """A change that does not apply: a finished transfer, or a user who is not at the destination."""
+
+
+def change(db: Database, transfer_id: int, *, priority: int | None, recipient: str | None,
+           recipient_user_id: int | None, actor: str) -> list[str]:
+    """Set a transfer's priority and/or named recipient; a transfer held for want of a recipient is
+    released, and a newly named user is told. Returns what changed, for the audit."""
+    changed: list[str] = []
+    with db.engine.begin() as conn:
+        t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
+        if t.state in ("delivered", "cancelled"):
+            raise RecipientError(f"transfer {transfer_id} is {t.state}; its priority and recipient are final")
+        values: dict = {}
+        if priority is not None and priority != t.priority:
+            values["priority"] = priority
+            changed.append(f"priority {priority_name(t.priority)} -> {priority_name(priority)}")
+        if recipient is not None and recipient.strip() != (t.recipient or ""):
+            values["recipient"] = recipient.strip() or None
+            changed.append(f"recipient '{recipient.strip()}'")
+        notify = False
+        if recipient_user_id is not None and recipient_user_id != t.recipient_user_id:
+            user = destination_user(conn, transfer_id, recipient_user_id)
+            if user is None:
+                raise RecipientError(f"user {recipient_user_id} is no enabled user of the destination institution")
+            values["recipient_user_id"] = recipient_user_id
+            changed.append(f"recipient user {recipient_user_id}")
+            notify = True
+        if not values:
+            return []
+        values["updated_at"] = utcnow()
+        conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(**values))
+        record(conn, transfer_id, "changed", f"{'; '.join(changed)} by {actor}")
+        if t.state == HELD and t.last_error == NEEDS_RECIPIENT and not missing_recipient(conn, transfer_id):
+            conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
+                state="pending", next_attempt_at=utcnow(), last_error=None))
+            record(conn, transfer_id, "released", "a recipient is named")
+            changed.append("released")
+        if notify:
+            notify_recipient(conn, transfer_id)
+    return changed

@@ -225,10 +225,16 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
         outgoing = [transfer_row(p, *r) for r in s.execute(
             base.where(scope.Study.institution_id == p.institution_id, Transfer.updated_at >= since)
             .order_by(desc(Transfer.updated_at)).limit(10))]
+    for_you: list[dict[str, Any]] = []
+    if p.can("transfers.view"):  # transfers naming this user as their recipient come first, most urgent first
+        for_you = [transfer_row(p, *r) for r in s.execute(
+            scope.transfers_query(p).where(Transfer.recipient_user_id == p.user_id,
+                                           Transfer.updated_at >= since)
+            .order_by(desc(Transfer.priority), desc(Transfer.updated_at)).limit(10))]
     activity = [audit_row(e) for e in s.scalars(select(AuditEvent).where(AuditEvent.user_id == p.user_id)
                                                 .order_by(desc(AuditEvent.id)).limit(10))]
     unread = unread_count(s, p.user_id)
-    return {"arrived": arrived, "needs_action": failing, "outgoing": outgoing, "recent_activity": activity,
+    return {"for_you": for_you, "arrived": arrived, "needs_action": failing, "outgoing": outgoing, "recent_activity": activity,
             "unread_notifications": unread}
 
 
