@@ -37,6 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database.url", "", "SQLAlchemy URL. Empty: SQLite (WAL) at DATA_DIR/imex.db. PostgreSQL: "
             "postgresql+psycopg://user@host/db."),
     Setting("store.path", "", "Blob store folder. Empty: DATA_DIR/blobs."),
+    Setting("store.min_free_bytes", 268435456, "Arriving instances are refused (DICOM status A700) while the "
+            "blob store's disk has less free space than this, in bytes, so the disk never fills up. 0: no check."),
     Setting("store.fsync", True, "fsync each blob and its folder before answering the sender, so a power "
             "cut cannot lose an acknowledged instance. Off only on storage that is already safe."),
     Setting("dicom.ae_title", "IMEX", "The hub's own AE title. Studies sent to it are routed by header "

@@ -25,6 +25,7 @@ from imex.routing import escalation, queue
 from imex.routing.router import Router
 from imex.routing.rules import parse_rules
 from imex.routing.worker import DeliveryWorker
+from imex.storage.usage import Quota
 from imex.store import BlobStore
 from imex.tls import files as tls_files
 
@@ -50,7 +51,8 @@ class Hub:
         self.store = BlobStore(config.store_path, fsync=config["store.fsync"])
         self.nodes = NodeCache(self.db)
         self.ingest = Ingest(self.db, self.store)
-        self.listener = DicomListener(config, self.nodes, self.ingest)
+        self.quota = Quota(self.db, self.store.root, config["store.min_free_bytes"])
+        self.listener = DicomListener(config, self.nodes, self.ingest, self.quota)
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.router.retention = RetentionPolicy.from_config(config)

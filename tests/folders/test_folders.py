@@ -192,3 +192,16 @@ def test_folder_commands(hub, tmp_path):
     listing = imex("folder", "list")
     assert "Trauma" in listing and "emergency" in listing and "18 h" in listing and "1 studies" in listing
     assert "RJZ, RYJ" in listing
+
+
+def test_a_routing_rule_can_name_a_folder(make_config, start_hub, tmp_path):
+    rules = [{"name": "CT heads to the stroke folder", "modality": ["CT"], "to": ["Stroke network"]}]
+    hub = start_hub(make_config(rules=rules))
+    register_hospitals(hub, dest_port=peers.free_port())
+    add_folder(hub.db, "Stroke network", "elective", institutions_ods=["RJZ", "RYJ"], owner_ods="RJZ")
+    uid = push(hub, tmp_path, "rule", "IMEX", patient_id="R1")
+    wait_until(lambda: study(hub, uid) is not None and study(hub, uid).route_state == "routed", message="filed")
+    with hub.db.sessions() as s:
+        entry = s.scalar(select(FolderStudy))
+        assert entry.added_by == "routing" and s.scalar(select(Transfer.id)) is None
+    assert entry.expires_at == entry.added_at + 192 * HOUR

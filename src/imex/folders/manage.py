@@ -119,12 +119,16 @@ def file_study(conn: Connection, folder_id: int, study_id: int, who: str, now: d
     return until
 
 
-def file_by_alias(conn: Connection, study_id: int, called_aets: set[str], who: str) -> list[str]:
-    """File a study into the folders whose aliases it was sent to; their names."""
-    if not called_aets:
+def file_by_alias(conn: Connection, study_id: int, names: set[str], who: str) -> list[str]:
+    """File a study into the folders named (by alias, the called AE title it was sent to, or by name, as a
+    routing rule's `to` may); their names."""
+    if not names:
         return []
+    from sqlalchemy import func, or_
+
+    upper = [n.upper() for n in names]
     found = conn.execute(select(folders.c.id, folders.c.name).where(
-        folders.c.alias.in_([a.upper() for a in called_aets]))).all()
+        or_(folders.c.alias.in_(upper), func.upper(folders.c.name).in_(upper)))).all()
     for folder in found:
         file_study(conn, folder.id, study_id, who)
     return [f.name for f in found]

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
 from imex.db.tables import (
+    folders,
     instances,
     institutions,
     nodes,
@@ -41,6 +42,7 @@ class Decision:
     problem: str = ""  # why there are none, for the quarantine
     priority: int = ROUTINE
     recipient: str = ""
+    folders: frozenset[str] = frozenset()  # names or aliases of sharing folders to file the study in
 
 
 class Router:
@@ -113,7 +115,8 @@ class Router:
                 decision = self.decide(conn, study)
             if emergency_only and (decision.priority < EMERGENCY or not decision.destinations):
                 return False  # not an emergency: it waits to be stable like any other study
-            filed = [] if emergency_only else file_by_alias(conn, study_id, _called_aets(conn, study_id), "routing")
+            filed = [] if emergency_only else file_by_alias(
+                conn, study_id, _called_aets(conn, study_id) | decision.folders, "routing")
             if filed and not decision.destinations:  # sent to a sharing folder only: shared, not quarantined
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
@@ -171,8 +174,13 @@ class Router:
         facts = self._facts(conn, study, source_node_ids, called)
         by_rule: dict[int, str] = {}
         matched = [rule for rule in self.rules if rule.matches(facts)]
+        folder_targets = {f.upper() for f in _folder_names(conn)}
+        named_folders: set[str] = set()
         for rule in matched:
             for target in rule.to:
+                if target.upper() in folder_targets:
+                    named_folders.add(target)
+                    continue
                 found, problem = _targets(conn, target)
                 by_rule.update({n: f"rule '{rule.name}'" for n in found})
                 if problem:
@@ -183,7 +191,7 @@ class Router:
         decided = self._without_sources(by_rule, source_node_ids, problems)
         level = max((rule.priority for rule in matched), default=ROUTINE)
         recipient = next((rule.recipient for rule in matched if rule.priority == level and rule.recipient), "")
-        return Decision(decided, "" if decided else "; ".join(problems), level, recipient)
+        return Decision(decided, "" if decided else "; ".join(problems), level, recipient, frozenset(named_folders))
 
     @staticmethod
     def _without_sources(found: dict[int, str], sources: set[int], problems: list[str]) -> dict[int, str]:
@@ -221,6 +229,11 @@ def _destination_nodes(conn: Connection, institution_id: int) -> list[int]:
     return list(conn.execute(select(nodes.c.id).where(
         nodes.c.institution_id == institution_id, nodes.c.destination.is_(True),
         nodes.c.enabled.is_(True))).scalars())
+
+
+def _folder_names(conn: Connection) -> set[str]:
+    """What a rule's `to` may name to file a study in a sharing folder: folder names and aliases."""
+    return {name for row in conn.execute(select(folders.c.name, folders.c.alias)) for name in row if name}
 
 
 def _called_aets(conn: Connection, study_id: int) -> set[str]:
