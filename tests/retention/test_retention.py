@@ -193,3 +193,21 @@ def test_studies_about_to_expire_are_flagged_on_the_worklist(hub, tmp_path):
     assert "expires soon" in rad.get("/worklist").text
     row = rad.get("/api/v1/transfers").json()["items"][0]
     assert row["expires_at"] and row["expires_at"].endswith("Z")
+
+
+def test_a_routing_rule_sets_its_own_retention(make_config, start_hub, storescp, tmp_path):
+    dest = storescp("RYJPACS")
+    rules = [{"name": "teaching copies", "modality": ["CT"], "to": ["RYJ"], "retention_hours": 24}]
+    hub = start_hub(make_config(rules=rules, retention__scan_interval=3600.0))
+    register_hospitals(hub, dest_port=dest.port)
+    uid = push(hub, tmp_path, "rule", called="IMEX")
+    wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
+    with hub.db.sessions() as s:
+        delivered_at = s.scalar(select(Transfer.delivered_at))
+    expires = study(hub, uid).expires_at
+    assert delivered_at + 24 * HOUR <= expires < delivered_at + 25 * HOUR  # the rule's 24 h, not 168 h
+    from imex.config import ConfigError
+    from imex.routing.rules import parse_rules
+
+    with pytest.raises(ConfigError, match="retention_hours"):
+        parse_rules([{"name": "bad", "to": ["RYJ"], "retention_hours": "a week"}])

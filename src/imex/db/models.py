@@ -119,6 +119,7 @@ class Study(Base):
     # a permitted user may extend it once
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     extended_by: Mapped[str | None] = mapped_column(String(64))
+    retention_hours: Mapped[int | None] = mapped_column(Integer)  # set by the routing rule that routed it
     __table_args__ = (Index("ix_studies_routing", "route_state", "last_received_at"),
                       Index("ix_studies_expires_at", "expires_at"))
 

@@ -1,5 +1,5 @@
-"""When a study expires: stamped when it is routed, quarantined or delivered, from the hours of its
-institution (or the setting), and never brought forward by a later stamp."""
+"""When a study expires: stamped when it is routed, quarantined or delivered, from the hours of the rule
+that routed it, else its institution's, else the setting; never brought forward by a later stamp."""
 from __future__ import annotations
 
 import datetime as dt
@@ -25,13 +25,16 @@ class RetentionPolicy:
 
     def stamp(self, conn: Connection, study_id: int, base: dt.datetime, *, quarantined: bool = False) -> None:
         """Keep the study at least until `base` plus its hours (0 hours: until someone deletes it)."""
-        row = conn.execute(select(studies.c.expires_at, institutions.c.retention_hours)
+        row = conn.execute(select(studies.c.expires_at, studies.c.retention_hours.label("by_rule"),
+                                  institutions.c.retention_hours)
                            .join(institutions, institutions.c.id == studies.c.institution_id)
                            .where(studies.c.id == study_id)).first()
         if row is None:
             return
         if quarantined:
             hours = self.quarantine_hours
+        elif row.by_rule is not None:  # the routing rule's, then the institution's, then the setting
+            hours = row.by_rule
         else:
             hours = row.retention_hours if row.retention_hours is not None else self.hours
         if hours <= 0:

@@ -43,6 +43,7 @@ class Decision:
     priority: int = ROUTINE
     recipient: str = ""
     folders: frozenset[str] = frozenset()  # names or aliases of sharing folders to file the study in
+    retention_hours: int | None = None  # the longest retention of the rules that routed it
 
 
 class Router:
@@ -128,6 +129,9 @@ class Router:
                 self.retention.stamp(conn, study_id, study.last_received_at, quarantined=True)
                 log.warning("study %s quarantined: %s", study.study_uid, decision.problem)
                 return True
+            if decision.retention_hours is not None:
+                conn.execute(update(studies).where(studies.c.id == study_id).values(
+                    retention_hours=decision.retention_hours))
             if queue_study(conn, study_id, decision.destinations, decision.priority, decision.recipient):
                 self.queued_work = True
             conn.execute(update(studies).where(studies.c.id == study_id).values(
@@ -191,7 +195,9 @@ class Router:
         decided = self._without_sources(by_rule, source_node_ids, problems)
         level = max((rule.priority for rule in matched), default=ROUTINE)
         recipient = next((rule.recipient for rule in matched if rule.priority == level and rule.recipient), "")
-        return Decision(decided, "" if decided else "; ".join(problems), level, recipient, frozenset(named_folders))
+        hours = [rule.retention_hours for rule in matched if rule.retention_hours is not None]
+        return Decision(decided, "" if decided else "; ".join(problems), level, recipient, frozenset(named_folders),
+                        (0 if 0 in hours else max(hours)) if hours else None)
 
     @staticmethod
     def _without_sources(found: dict[int, str], sources: set[int], problems: list[str]) -> dict[int, str]:

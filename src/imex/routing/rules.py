@@ -25,7 +25,8 @@ from imex.routing import priority as priority_levels
 
 MATCH_FIELDS = ("StudyDescription", "AccessionNumber", "PatientID", "ReferringPhysicianName",
                 "SeriesDescription", "BodyPartExamined", "StudyDate")
-_KEYS = {"name", "source", "source_institution", "modality", "called_aet", "match", "to", "priority", "recipient"}
+_KEYS = {"name", "source", "source_institution", "modality", "called_aet", "match", "to", "priority", "recipient",
+         "retention_hours"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Rule:
     modality: frozenset[str] = frozenset()
     called_aet: frozenset[str] = frozenset()
     match: dict[str, str] = field(default_factory=dict)
+    retention_hours: int | None = None  # how long the hub keeps studies this rule routes (None: the default)
     priority: int = priority_levels.ROUTINE
     recipient: str = ""
 
@@ -99,6 +101,9 @@ def parse_rules(tables: list[dict]) -> list[Rule]:
             level = priority_levels.parse(table.get("priority", "routine"))
         except ValueError as exc:
             raise ConfigError(f"{label}: {exc}") from None
+        hours = table.get("retention_hours")
+        if hours is not None and (not isinstance(hours, int) or isinstance(hours, bool) or hours < 0):
+            raise ConfigError(f"{label}: retention_hours must be a whole number of hours (0: keep until deleted)")
         recipient = table.get("recipient", "")
         if not isinstance(recipient, str) or len(recipient) > 200:
             raise ConfigError(f"{label}: recipient must be a string of at most 200 characters")
@@ -108,6 +113,6 @@ def parse_rules(tables: list[dict]) -> list[Rule]:
             source_institution=_names(table.get("source_institution"), f"{label}: source_institution"),
             modality=_names(table.get("modality"), f"{label}: modality"),
             called_aet=_names(table.get("called_aet"), f"{label}: called_aet"),
-            match=dict(match), priority=level, recipient=recipient.strip(),
+            match=dict(match), priority=level, recipient=recipient.strip(), retention_hours=hours,
         ))
     return rules

@@ -19,6 +19,7 @@ def upgrade() -> None:
     with op.batch_alter_table('studies') as batch:
         batch.add_column(sa.Column('expires_at', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('extended_by', sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column('retention_hours', sa.Integer(), nullable=True))
         batch.create_index('ix_studies_expires_at', ['expires_at'])
     op.create_table('tombstones',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -44,6 +45,7 @@ def downgrade() -> None:
     op.drop_table('tombstones')
     with op.batch_alter_table('studies') as batch:
         batch.drop_index('ix_studies_expires_at')
+        batch.drop_column('retention_hours')
         batch.drop_column('extended_by')
         batch.drop_column('expires_at')
     with op.batch_alter_table('institutions') as batch:
