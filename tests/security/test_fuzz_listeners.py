@@ -25,7 +25,7 @@ from imex.hl7 import client  # noqa: E402
 from imex.samples import make_study  # noqa: E402
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
@@ -114,6 +114,9 @@ def test_cstore_of_mutated_datasets_stores_only_what_it_accepts(make_config, sta
     real_uid = str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
 
     @settings(FUZZ, max_examples=80)
+    @example([], len(dataset), real_uid)  # untouched: stored
+    @example([(len(dataset) - 1, 0x55)], len(dataset), real_uid)  # a pixel changed: still a valid instance
+    @example([], len(dataset), "1.2.3")  # the command names another instance: refused
     @given(st.lists(st.tuples(st.integers(0, len(dataset) - 1), st.integers(0, 255)), max_size=6),
            st.integers(1, len(dataset)), st.sampled_from([real_uid, real_uid, "1.2.3", ""]))
     def store(flips: list[tuple[int, int]], cut: int, uid: str) -> None:
