@@ -5,7 +5,7 @@ from __future__ import annotations
 import peers
 from hubtools import register_hospitals, wait_until
 from portaltools import add_user, browser
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from imex.db.models import AuditEvent, Email, Institution, Notification, Transfer, TransferEvent
 from imex.directory import add_institution
@@ -30,9 +30,11 @@ def test_required_recipient_named_by_the_sender_releases_and_notifies(make_confi
     hub = start_hub(make_config())
     register_hospitals(hub, dest_port=dest.port)
     add_institution(hub.db, "RRV", "University College London Hospitals")
+    add_user(hub, "imperialadmin", "RYJ", ["institution_admin"])
     with hub.db.session() as s:
-        s.execute(update(Institution).where(Institution.ods_code == "RYJ").values(require_recipient=True))
-        s.commit()
+        ryj = s.scalar(select(Institution.id).where(Institution.ods_code == "RYJ"))
+    policy = browser(hub, "imperialadmin").patch(f"/api/v1/institutions/{ryj}", json={"require_recipient": True})
+    assert policy.status_code == 200 and policy.json()["require_recipient"] is True, policy.text
     add_user(hub, "kingsender", "RJZ", ["sender"])
     rad_id = add_user(hub, "neurorad", "RYJ", ["viewer"], email="neurorad@imperial.test")
     add_user(hub, "imperialsender", "RYJ", ["sender"])
@@ -47,7 +49,7 @@ def test_required_recipient_named_by_the_sender_releases_and_notifies(make_confi
 
     sender = browser(hub, "kingsender")
     choices = sender.get(f"/api/v1/transfers/{t.id}/recipients").json()
-    assert {c["username"] for c in choices} == {"neurorad", "imperialsender"}
+    assert {c["username"] for c in choices} == {"neurorad", "imperialsender", "imperialadmin"}
     url = f"/api/v1/transfers/{t.id}/priority"
     assert browser(hub, "imperialsender").post(url, json={"recipient": "me"}).status_code == 403  # not the sender
     assert browser(hub, "uclh").post(url, json={"recipient": "x"}).status_code == 404  # not visible at all

@@ -45,6 +45,7 @@ class InstitutionChange(BaseModel):
     retention_hours: int | None = Field(None, ge=0, le=24 * 3650, description="Hours studies are kept after "
                                         "they were last sent (0: until deleted); the institution's own choice")
     quota_bytes: int | None = Field(None, ge=0, le=2**62, description="Storage quota (system admins only; 0: none)")
+    require_recipient: bool | None = Field(None, description="Transfers sent here must name a recipient")
 
 
 @router.patch("/institutions/{institution_id}", summary="Change an institution's contact or sign-in policy")
@@ -63,6 +64,9 @@ def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Prin
     if body.retention_hours is not None:
         inst.retention_hours = body.retention_hours
         changes.append(f"retention {body.retention_hours} h")
+    if body.require_recipient is not None:
+        inst.require_recipient = body.require_recipient
+        changes.append(f"named recipient {'required' if body.require_recipient else 'optional'}")
     if body.quota_bytes is not None:
         p.require("system.admin")
         inst.quota_bytes = body.quota_bytes or None
@@ -74,7 +78,7 @@ def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Prin
     s.commit()
     return {"id": inst.id, "ods": inst.ods_code, "contact_email": inst.contact_email,
             "require_second_factor": inst.require_second_factor, "retention_hours": inst.retention_hours,
-            "quota_bytes": inst.quota_bytes}
+            "quota_bytes": inst.quota_bytes, "require_recipient": inst.require_recipient}
 
 
 # -- nodes ------------------------------------------------------------------------------------------------
