@@ -35,7 +35,7 @@ def test_emergency_overtakes_routine_backlog(make_config, start_hub, recording_s
         import pytest
 
         pytest.skip("dcmtk is not installed")
-    dest = recording_scp(delay=0.05)
+    dest = recording_scp(delay=0.1)
     hub = start_hub(make_config(rules=RULES))
     register_hospitals(hub, dest_port=dest.port)
     _one_at_a_time(hub)

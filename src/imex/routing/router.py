@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, exists, select, update
 
 from imex.db import Database, utcnow
 from imex.db.tables import (
@@ -82,10 +82,11 @@ class Router:
         with self.db.reader() as conn:
             receiving = (select(studies.c.id).where(studies.c.route_state == "receiving",
                                                    studies.c.last_received_at > cutoff))
-            ids = set(conn.execute(receiving.where(studies.c.id.in_(select(transfers.c.study_id).where(
-                transfers.c.priority >= EMERGENCY))).limit(limit)).scalars())
+            # correlated EXISTS: the few receiving studies drive the look-up, not the whole transfers table
+            ids = set(conn.execute(receiving.where(exists().where(
+                transfers.c.study_id == studies.c.id, transfers.c.priority >= EMERGENCY)).limit(limit)).scalars())
             if any(rule.priority >= EMERGENCY for rule in self.rules):
-                ids.update(conn.execute(receiving.where(~studies.c.id.in_(select(transfers.c.study_id)))
+                ids.update(conn.execute(receiving.where(~exists().where(transfers.c.study_id == studies.c.id))
                                         .limit(limit)).scalars())
             conn.rollback()
         done = 0
