@@ -127,7 +127,10 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     King's and Imperial's objects: every answer is 404 or 403, none leaks a patient, each is audited."""
     ids = _ids(exchange)
     kings_token = bearer(exchange, "kings_admin").get("/api/v1/auth/tokens").json()[0]["id"]
-    values = {**ids, "token_id": kings_token, "role": "sender"}
+    from imex.folders.manage import add_folder
+
+    folder = add_folder(exchange.db, "Kings and Imperial", "elective", institutions_ods=["RJZ", "RYJ"], owner_ods="RJZ")
+    values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder}
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})
