@@ -59,6 +59,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the HTTP listener."),
     Setting("http.max_body_bytes", 1048576, "Largest request body the portal and API accept, in bytes; "
             "larger requests get 413."),
+    Setting("http.max_upload_bytes", 2147483648, "Largest STOW-RS request (instances stored over "
+            "/dicomweb/studies), in bytes; larger ones get 413."),
     Setting("http.session_idle_minutes", 30, "A portal session ends after this many minutes without a request."),
     Setting("http.session_max_hours", 12, "A portal session ends this many hours after sign-in, active or not."),
     Setting("http.token_days", 90, "Default lifetime of API tokens (bearer tokens for scripts), in days."),

@@ -165,7 +165,7 @@ def test_changes_need_the_csrf_token_and_the_same_origin(hub):
 
 
 def test_security_headers_and_size_limit(make_config, start_hub):
-    hub = start_hub(make_config(http__max_body_bytes=10_000))
+    hub = start_hub(make_config(http__max_body_bytes=10_000, http__max_upload_bytes=50_000))
     page = httpx.get(f"{base_url(hub)}/login")
     headers = page.headers
     assert "script-src 'self'" in headers["content-security-policy"]
@@ -185,6 +185,10 @@ def test_security_headers_and_size_limit(make_config, start_hub):
     streamed = httpx.post(f"{base_url(hub)}/api/v1/auth/token", content=chunks(),
                           headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413
+    # STOW-RS uploads have their own, larger limit
+    stow = {"Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b"}
+    assert httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"x" * 20_000, headers=stow).status_code == 401
+    assert httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"x" * 60_000, headers=stow).status_code == 413
     assert httpx.get(f"{base_url(hub)}/healthz").status_code == 200  # still serving
 
 

@@ -51,7 +51,8 @@ def create_app(hub: "Hub") -> FastAPI:
                               "its X-CSRF-Token header on changes.")
     app.state.portal = Portal.create(hub.db, hub.config, hub)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"])
+    app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"],
+                       uploads={"/dicomweb/studies": hub.config["http.max_upload_bytes"]})
     app.add_middleware(SecurityHeaders)
     for module in (transfers, admin, account, audit_trail, folders, storage):
         app.include_router(module.router)

@@ -60,22 +60,31 @@ async def _refuse(send: Send, limit: int) -> None:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every request, except paths under a prefix of `uploads` (e.g. STOW-RS), which get
+    their own, larger limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.uploads = dict(uploads or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.max_bytes <= 0:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        limit = next((n for prefix, n in self.uploads.items() if path.startswith(prefix)), self.default_bytes)
+        if scope["type"] != "http" or limit <= 0:
             await self.app(scope, receive, send)
             return
+        await self._limited(scope, receive, send, limit)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared < 0 or declared > self.max_bytes:
-                    await _refuse(send, self.max_bytes)
+                if declared < 0 or declared > limit:
+                    await _refuse(send, limit)
                     return
         received = 0
         over = False
@@ -86,7 +95,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     over = True
                     raise TooLarge()
             return message
@@ -97,7 +106,7 @@ class BodyLimit:
             if over:
                 if not answered:
                     answered = True
-                    await _refuse(send, self.max_bytes)
+                    await _refuse(send, limit)
                 return
             await send(message)
 
@@ -105,4 +114,4 @@ class BodyLimit:
             await self.app(scope, counting_receive, checked_send)
         except TooLarge:
             if not answered:
-                await _refuse(send, self.max_bytes)
+                await _refuse(send, limit)
