@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Callable, Iterator
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "portal"))  # portaltools: users and signed-in clients
@@ -82,10 +84,18 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        # a hub fixture torn down after this one may still reconnect between terminate and drop: retry
+        for attempt in range(20):
+            with admin.connect() as conn:
+                conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+                try:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+                    break
+                except OperationalError:
+                    if attempt == 19:
+                        raise
+            time.sleep(0.25)
         admin.dispose()
 
 
