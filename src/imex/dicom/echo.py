@@ -27,7 +27,7 @@ def echo(hub_aet: str, name: str, ae_title: str, host: str, port: int, timeout: 
     try:
         assoc = ae.associate(host, port, ae_title=ae_title,
                              evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
-    except OSError as exc:  # e.g. the host name does not resolve
+    except (OSError, ValueError) as exc:  # the host name does not resolve, or is not a valid name at all
         return EchoResult(False, f"{where}: cannot reach {host}: {exc}. Check the node's host.")
     if not assoc.is_established:
         if not connected:

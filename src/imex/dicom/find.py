@@ -33,20 +33,20 @@ def find_patients(hub_aet: str, ae_title: str, host: str, port: int, patient_id:
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
     query = Dataset()
     query.QueryRetrieveLevel = "PATIENT"
-    query.PatientID = patient_id
+    query.PatientID = "".join(ch for ch in patient_id if ch.isprintable() and ch not in "\\*?")[:64]
     for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "IssuerOfPatientID"):
         setattr(query, keyword, "")
     where = f"{ae_title}@{host}:{port}"
     try:
         assoc = ae.associate(host, port, ae_title=ae_title)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # unreachable, or a host name that is not a name at all
         raise FindFailed(f"cannot reach {where}: {exc}") from None
     if not assoc.is_established:
         raise FindFailed(f"{where} did not accept a query association from {hub_aet}: it must know the hub "
                          "as a modality allowed to query")
     found: list[LocalPatient] = []
     try:
-        for status, identifier in assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind):
+        for status, identifier in _answers(assoc, query, PatientRootQueryRetrieveInformationModelFind, where):
             if not status or "Status" not in status:
                 raise FindFailed(f"{where} stopped answering the query")
             code = int(status.Status)
@@ -61,3 +61,11 @@ def find_patients(hub_aet: str, ae_title: str, host: str, port: int, patient_id:
     finally:
         assoc.release()
     return found
+
+
+def _answers(assoc, query, model, where: str):  # type: ignore[no-untyped-def]
+    """The C-FIND responses; a node that answers with something unreadable is a failed query, not a crash."""
+    try:
+        yield from assoc.send_c_find(query, model)
+    except (RuntimeError, ValueError, AttributeError) as exc:
+        raise FindFailed(f"{where} sent an answer the hub cannot read: {exc}") from None

@@ -92,7 +92,8 @@ def get_nodes(p: Principal = Depends(signed_in), s: Session = Depends(db_session
 class NodeIn(BaseModel):
     name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     ae_title: str = Field(..., min_length=1, max_length=16)
-    host: str = Field(..., min_length=1, max_length=255)
+    host: str = Field(..., min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:\-]+$",
+                      description="Host name or IP address")
     port: int = Field(..., ge=1, le=65535)
     institution: str | None = Field(None, max_length=16, description="ODS code; default: your institution")
     alias: str | None = Field(None, max_length=16)
