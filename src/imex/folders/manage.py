@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select
 
 from imex import audit
 from imex.db import Database, utcnow
@@ -20,6 +20,7 @@ from imex.db.tables import (
     studies,
     users,
 )
+from imex.retention.policy import keep_until
 
 KINDS = {"emergency": 18, "elective": 192}  # kind -> default hours a study stays
 _AET = re.compile(r"^[A-Z0-9_\-. ]{1,16}$")
@@ -108,11 +109,10 @@ def file_study(conn: Connection, folder_id: int, study_id: int, who: str, now: d
     until = now + dt.timedelta(hours=folder.retention_hours)
     conn.execute(insert(folder_studies).values(folder_id=folder_id, study_id=study_id, added_at=now,
                                                added_by=who[:64], expires_at=until))
-    current = conn.execute(select(studies.c.expires_at, studies.c.study_uid, patients.c.patient_id)
+    keep_until(conn, study_id, until)
+    current = conn.execute(select(studies.c.study_uid, patients.c.patient_id)
                            .join(patients, patients.c.id == studies.c.patient_pk)
                            .where(studies.c.id == study_id)).one()
-    if current.expires_at is None or current.expires_at < until:
-        conn.execute(update(studies).where(studies.c.id == study_id).values(expires_at=until))
     audit.record(conn, "folder.add", username=who[:64], study_uid=current.study_uid, patient_id=current.patient_id,
                  object_type="folder", object_id=folder.name, detail=f"in {folder.kind} folder {folder.name} until "
                                                                      f"{until:%Y-%m-%d %H:%M} UTC")

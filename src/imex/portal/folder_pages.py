@@ -12,7 +12,6 @@ from imex.db.models import Folder, FolderMember, User
 from imex.portal import scope
 from imex.portal.api import folders as folders_api
 from imex.portal.api import storage as storage_api
-from imex.portal.api import transfers as transfers_api
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, db_session, portal, signed_in
 from imex.portal.pages import render
@@ -57,5 +56,3 @@ def folders_for_study(s: Session, p: Principal) -> list[dict]:  # type: ignore[t
     return [{"id": f.id, "name": f.name, "kind": f.kind}
             for f in s.scalars(select(Folder).where(Folder.id.in_(scope.visible_folder_ids(p))).order_by(Folder.name))]
 
-
-__all__ = ["router", "folders_for_study", "transfers_api"]

@@ -247,13 +247,9 @@ def worklist_page(request: Request, direction: str = Query("incoming", max_lengt
     state = state if state in transfers_api.STATES else ""
     sort = sort if sort in transfers_api.SORTS else "received"
     order = order if order in ("asc", "desc") else "desc"
-    page = transfers_api.list_transfers(s, p, direction=direction, state=state or None, q=q, modality=modality,
-                                        date_from=date_from, date_to=date_to, worklist=worklist, sort=sort,
-                                        order=order, limit=50, offset=offset)
-    if q.strip():
-        audit.record(s, "search", detail=f"worklist search {q.strip()[:64]!r}: {page.total} result(s)",
-                     **p.audit_fields())
-        s.commit()
+    page = transfers_api.TransferFilters(direction, state or None, q, modality, date_from, date_to, worklist, sort,
+                                         order).page(s, p, limit=50, offset=offset)  # audits a search
+    s.commit()
     worklists = [worklist_row(w) for w in s.scalars(scope.worklists_query(p))]
     filters = {"direction": direction, "state": state, "q": q, "modality": modality, "date_from": date_from,
                "date_to": date_to, "worklist": worklist or "", "sort": sort, "order": order}

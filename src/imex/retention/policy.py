@@ -40,6 +40,11 @@ class RetentionPolicy:
         if hours <= 0:
             conn.execute(update(studies).where(studies.c.id == study_id).values(expires_at=None))
             return
-        until = base + dt.timedelta(hours=hours)
-        if row.expires_at is None or until > row.expires_at:
-            conn.execute(update(studies).where(studies.c.id == study_id).values(expires_at=until))
+        keep_until(conn, study_id, base + dt.timedelta(hours=hours))
+
+
+def keep_until(conn: Connection, study_id: int, until: dt.datetime) -> None:
+    """Keep the study at least until `until` (a later expiry stands)."""
+    conn.execute(update(studies).where(studies.c.id == study_id,
+                                       (studies.c.expires_at.is_(None)) | (studies.c.expires_at < until))
+                 .values(expires_at=until))
