@@ -544,3 +544,7 @@ class FolderStudy(Base):
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     added_by: Mapped[str] = mapped_column(String(64), default="")
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+# Each later feature declares its tables in its own module, on the same Base.
+from imex.db import models_exchange, models_links, models_locator, models_uploads  # noqa: E402,F401

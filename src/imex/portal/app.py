@@ -52,7 +52,8 @@ def create_app(hub: "Hub") -> FastAPI:
     app.state.portal = Portal.create(hub.db, hub.config, hub)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"],
-                       uploads={"/dicomweb/studies": hub.config["http.max_upload_bytes"]})
+                       uploads={prefix: hub.config["http.max_upload_bytes"]
+                                for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")})
     app.add_middleware(SecurityHeaders)
     for module in (transfers, admin, account, audit_trail, folders, storage):
         app.include_router(module.router)
