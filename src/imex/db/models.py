@@ -73,6 +73,9 @@ class Node(Base):
     # secure transport (0005): the node talks DICOM over TLS only, in both directions, with a certificate
     # whose common name is its node name
     tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # exchange (0013): the hub may C-FIND and C-MOVE this node (the institution's PACS) for requests,
+    # pre-authorised transfers and the locator; the node must know the hub's AE title as a move destination
+    query_retrieve: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Patient(Base):
