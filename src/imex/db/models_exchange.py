@@ -151,6 +151,8 @@ class Retrieval(Base):
                                                        index=True)
     request_id: Mapped[int | None] = mapped_column(ForeignKey("image_requests.id", ondelete="SET NULL"))
     requested_by: Mapped[str] = mapped_column(String(200), default="")
+    # the institution on whose behalf: for `view`, whose users may open the cached study
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
