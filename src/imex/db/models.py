@@ -76,6 +76,9 @@ class Node(Base):
     # exchange (0013): the hub may C-FIND and C-MOVE this node (the institution's PACS) for requests,
     # pre-authorised transfers and the locator; the node must know the hub's AE title as a move destination
     query_retrieve: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # confirmed delivery (0010): none | commitment (Storage Commitment Push Model) | count (C-FIND of what
+    # the node holds); see routing/confirm.py
+    confirm: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
 
 
 class Patient(Base):
@@ -169,7 +172,7 @@ class Transfer(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     destination_node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="RESTRICT"), index=True)
-    # pending | sending | delivered | failed | cancelled
+    # pending | sending | delivered | confirmed | failed | cancelled
     state: Mapped[str] = mapped_column(String(16), default="pending")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(String(200), default="")
@@ -189,6 +192,10 @@ class Transfer(Base):
     recipient: Mapped[str | None] = mapped_column(String(200))
     recipient_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     escalated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # confirmed delivery (0010): when the destination confirmed holding every instance (state `confirmed`),
+    # and how many times instances it did not hold were sent again
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    confirm_rounds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TransferItem(Base):
@@ -550,4 +557,4 @@ class FolderStudy(Base):
 
 
 # Each later feature declares its tables in its own module, on the same Base.
-from imex.db import models_exchange, models_links, models_locator, models_uploads  # noqa: E402,F401
+from imex.db import models_commitment, models_exchange, models_links, models_locator, models_uploads  # noqa: E402,F401,E501
