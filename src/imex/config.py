@@ -162,6 +162,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("priority.escalate_after_seconds", 600.0, "An emergency transfer not delivered this long after it "
             "was queued alerts the source, the destination and the hub admins, once, and shows red on "
             "worklists. 0 disables escalation."),
+    # -- links for recipients outside the network (see README "Links for outside recipients")
+    Setting("links.expiry_days", 14, "Days a link to a study for an outside recipient stays usable, unless its "
+            "creator chooses otherwise."),
+    Setting("links.max_expiry_days", 90, "Longest expiry, in days, a user may give a link."),
+    Setting("links.code_minutes", 10, "Minutes a one-time code sent to a link's e-mail address stays valid."),
+    Setting("links.max_wrong_codes", 5, "Wrong codes entered for a link before it locks (its creator sees it "
+            "locked and may make a new link)."),
+    Setting("links.codes_per_hour", 5, "Most one-time codes sent for one link within an hour; more are refused."),
+    Setting("links.session_idle_minutes", 20, "Minutes a recipient's link session may stay idle before the "
+            "code must be asked for again."),
+    Setting("links.public_url", "", "Address outside recipients reach the portal at (https://imex.example.nhs.uk), "
+            "used in the link shown to its creator. Empty: the address the creator used."),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
