@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from imex.dicom.find import FindFailed
-
 __all__ = ["FindFailed", "NodeAddress", "StudyQuery", "StudyMatch", "SeriesMatch", "InstanceMatch",
            "association", "find_studies", "find_series", "find_instances", "clean"]
+
+
+class FindFailed(ConnectionError):
+    """The node could not be asked, or refused the query; the message says which."""
 
 
 @dataclass(frozen=True)

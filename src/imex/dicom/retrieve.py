@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imex.dicom.find import FindFailed
-from imex.dicom.query import NodeAddress, association, clean
+from imex.dicom.query import FindFailed, NodeAddress, association, clean
 
 
 class MoveFailed(FindFailed):
