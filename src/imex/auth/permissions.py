@@ -12,6 +12,8 @@ PERMISSIONS: dict[str, str] = {
     "studies.import": "Import shared studies into the local PACS (PACS guardian)",
     "studies.download": "Download studies",
     "links.manage": "Create, list and revoke links to a study for recipients outside the network",
+    "requests.create": "Ask another institution for a patient's images (image requests)",
+    "requests.fulfil": "Accept, decline and fulfil image requests made to the institution",
     "quarantine.manage": "Route or delete the institution's quarantined studies",
     "nodes.manage": "Add, change, remove and test the institution's DICOM nodes and contacts",
     "users.manage": "Add, disable and reset the institution's users and grant roles",
@@ -24,12 +26,14 @@ BUILTIN_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "system_admin": ("Runs the hub: every permission for every institution", tuple(PERMISSIONS)),
     "institution_admin": ("Manages the institution's users, nodes, transfers and quarantine", (
         "transfers.view", "transfers.manage", "studies.view", "studies.send", "studies.download",
-        "quarantine.manage", "nodes.manage", "users.manage", "roles.manage", "links.manage")),
+        "quarantine.manage", "nodes.manage", "users.manage", "roles.manage", "links.manage", "requests.create",
+        "requests.fulfil")),
     "sender": ("Sends studies and follows their transfers", (
-        "transfers.view", "studies.view", "studies.send", "links.manage")),
+        "transfers.view", "studies.view", "studies.send", "links.manage", "requests.create", "requests.fulfil")),
     "viewer": ("Sees the worklists and views studies", ("transfers.view", "studies.view")),
     "pacs_guardian": ("Imports shared studies into the local PACS", (
-        "transfers.view", "transfers.manage", "studies.view", "studies.import", "studies.download")),
+        "transfers.view", "transfers.manage", "studies.view", "studies.import", "studies.download",
+        "requests.fulfil")),
     "auditor": ("Reads and exports the audit trail", ("audit.view",)),
 }
 
