@@ -162,6 +162,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("priority.escalate_after_seconds", 600.0, "An emergency transfer not delivered this long after it "
             "was queued alerts the source, the destination and the hub admins, once, and shows red on "
             "worklists. 0 disables escalation."),
+    # -- confirmed delivery (a node's `confirm`: none | commitment | count; see README "Confirmed delivery")
+    Setting("confirm.wait_seconds", 30.0, "Seconds the hub keeps the Storage Commitment association open "
+            "waiting for the N-EVENT-REPORT; later reports must come on a new association to the hub."),
+    Setting("confirm.timeout_seconds", 3600.0, "Seconds after a Storage Commitment request the hub waits for "
+            "the report before asking again."),
+    Setting("confirm.max_asks", 3, "Times the hub asks a destination (N-ACTION or C-FIND) that does not "
+            "answer before the transfer is `failed`."),
+    Setting("confirm.max_rounds", 2, "Times instances a destination did not commit or hold are sent again "
+            "before the transfer is `failed`."),
+    Setting("confirm.scan_interval", 1.0, "Seconds between looks for confirmations to ask or to time out."),
     # -- links for recipients outside the network (see README "Links for outside recipients")
     Setting("links.expiry_days", 14, "Days a link to a study for an outside recipient stays usable, unless its "
             "creator chooses otherwise."),
@@ -174,6 +184,28 @@ SETTINGS: tuple[Setting, ...] = (
             "code must be asked for again."),
     Setting("links.public_url", "", "Address outside recipients reach the portal at (https://imex.example.nhs.uk), "
             "used in the link shown to its creator. Empty: the address the creator used."),
+    # -- exchanges: transactions, attachments, retrievals (see README "Exchanges: pre-authorised transfers")
+    Setting("exchange.max_attachment_bytes", 20971520, "Largest document attached to an exchange (PDF, PNG, "
+            "JPEG or plain text), in bytes."),
+    Setting("exchange.scan_command", "", "Virus-scanning command each attachment is piped through on its "
+            "standard input (e.g. \"clamdscan --no-summary -\"); a non-zero exit refuses the file. Empty: no "
+            "scan, attachments are marked unscanned."),
+    Setting("exchange.scan_timeout_seconds", 60.0, "Seconds the scanning command may take before the file is "
+            "refused."),
+    Setting("exchange.retrieve_workers", 2, "Retrieval threads (C-MOVE from institutions' PACS) per `imex serve` "
+            "process."),
+    Setting("exchange.retrieve_max_attempts", 5, "Attempts before a retrieval stays `failed`."),
+    Setting("exchange.retrieve_retry_seconds", 10.0, "Delay before the first retry of a failed retrieval; each "
+            "further retry waits twice as long, up to 15 minutes."),
+    Setting("exchange.retrieve_timeout_seconds", 600.0, "Seconds a C-MOVE may take before the attempt fails."),
+    Setting("exchange.retrieve_lease_seconds", 30.0, "A claimed retrieval whose worker has not renewed its lease "
+            "for this long (its process died) is taken back and tried again."),
+    Setting("exchange.search_timeout_seconds", 30.0, "Seconds a PACS search (C-FIND) from the portal may take."),
+    # -- image requests (see README "Requesting images from another hospital")
+    Setting("requests.expiry_days", 7, "Days an image request stays open or accepted before it expires unless "
+            "fulfilled (the requester is told and may ask again)."),
+    Setting("requests.scan_interval", 5.0, "Seconds between looks for image requests to expire or to mark "
+            "fulfilled (their studies delivered to the requesting institution)."),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

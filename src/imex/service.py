@@ -53,6 +53,10 @@ class Hub:
         self.ingest = Ingest(self.db, self.store)
         self.quota = Quota(self.db, self.store.root, config["store.min_free_bytes"])
         self.listener = DicomListener(config, self.nodes, self.ingest, self.quota)
+        from imex.routing.confirm import Confirmer  # confirmed delivery: asks, and takes reports
+
+        self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm")
+        self.listener.commitment_reports = self.confirmer.reports
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.router.retention = RetentionPolicy.from_config(config)
@@ -101,6 +105,15 @@ class Hub:
                                     harmoniser=self.harmoniser)
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
+        from imex.exchange import retrievals  # C-MOVEs from institutions' PACS for exchanges
+
+        for i in range(self.config["exchange.retrieve_workers"]):
+            fetcher = retrievals.RetrievalWorker(self.config, self.db, f"{self.worker_id}/r{i}")
+            self._spawn(f"retrieval-{i}", fetcher.run, self.stop_event)
+        self._spawn("retrieval-leases", self._loop, "retrieval lease check",
+                    lambda: retrievals.reap_expired_leases(self.db), 2.0)
+        self._spawn("confirm", self._loop, "delivery confirmation", self.confirmer.run_once,
+                    self.config["confirm.scan_interval"])
         self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
         from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
 

@@ -16,6 +16,7 @@ from typing import Callable
 from sqlalchemy import Connection, exists, select, update
 
 from imex.db import Database, utcnow
+from imex.exchange.routing import route_hook as exchange_hook
 from imex.db.tables import (
     folders,
     instances,
@@ -108,6 +109,11 @@ class Router:
             study = conn.execute(query).first()
             if study is None:
                 return False  # another process took it, or a new instance arrived meanwhile
+            if not emergency_only and exchange_hook(conn, study) == "cached":  # fetched for viewing only
+                conn.execute(update(studies).where(studies.c.id == study_id).values(
+                    route_state="cached", quarantine_reason=None, routed_seq=study.received_seq))
+                self.retention.stamp(conn, study_id, study.last_received_at)
+                return True
             existing = conn.execute(select(transfers.c.destination_node_id, transfers.c.reason,
                                            transfers.c.priority).where(transfers.c.study_id == study_id)).all()
             if existing:
