@@ -114,6 +114,8 @@ class ImageRequest(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     recipient: Mapped[str | None] = mapped_column(String(200))
+    # a user of the requesting institution told directly when the images arrive (the transfer's recipient)
+    recipient_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     destination_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
     state: Mapped[str] = mapped_column(String(16), default="open", index=True)
     decline_reason: Mapped[str | None] = mapped_column(Text)
