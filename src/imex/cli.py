@@ -170,20 +170,28 @@ def node() -> None:
 @click.option("--email", help="Contact e-mail for alerts about this node.")
 @click.option("--no-destination", is_flag=True, help="Only sends to the hub; never receives routed studies.")
 @click.option("--max-associations", type=int, help="Most transfers sent to it at once.")
+@click.option("--confirm", type=click.Choice(["none", "commitment", "count"]),
+              help="How delivery to it is confirmed: none (default), commitment (DICOM Storage Commitment) "
+                   "or count (C-FIND of the instances it holds).")
+@click.option("--query-retrieve", is_flag=True,
+              help="The hub may search (C-FIND) and retrieve (C-MOVE) from it for exchanges.")
 @click.option("--update", is_flag=True, help="Change an existing node.")
 @click.pass_context
 def node_add(ctx: click.Context, name: str, ae_title: str, host: str, port: int, ods: str, alias: str | None,
-             email: str | None, no_destination: bool, max_associations: int | None, update: bool) -> None:
+             email: str | None, no_destination: bool, max_associations: int | None, confirm: str | None,
+             query_retrieve: bool, update: bool) -> None:
     """Register a node, e.g. `imex node add KINGS_PACS --ae KINGSPACS --host 10.1.2.3 --port 104
     --institution RJZ`."""
     from imex.directory import add_node
 
     try:
         n = add_node(_db(ctx), name, ae_title, host, port, ods, alias=alias, contact_email=email,
-                     destination=not no_destination, max_associations=max_associations, update=update)
+                     destination=not no_destination, max_associations=max_associations, update=update,
+                     confirm=confirm, query_retrieve=query_retrieve or None)
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}")
+    click.echo(f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}"
+               + (f", delivery confirmed by {n.confirm}" if n.confirm != "none" else ""))
 
 
 @node.command("list")
@@ -250,7 +258,7 @@ def transfers() -> None:
 
 
 @transfers.command("list")
-@click.option("--state", type=click.Choice(["pending", "sending", "held", "delivered", "failed", "cancelled"]))
+@click.option("--state", type=click.Choice(["pending", "sending", "held", "delivered", "confirmed", "failed", "cancelled"]))
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
 def transfers_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -979,6 +987,41 @@ def tls_require(ctx: click.Context, node_name: str, off: bool) -> None:
     _tls_audit(ctx, "tls.require", node_name, "plain TCP allowed" if off else "TLS required")
     click.echo(f"node {node_name}: {'plain TCP allowed' if off else 'DICOM over TLS only'}")
 
+
+
+# -- export: a study as a file-set (DICOMDIR) -------------------------------------------------------------
+
+@main.command("export")
+@click.argument("study_uid")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.pass_context
+def export_study(ctx: click.Context, study_uid: str, target: Path) -> None:
+    """Write the study STUDY_UID with a DICOMDIR to TARGET: a zip when it ends in .zip, else a folder.
+    The instances are written exactly as stored; the export is audited."""
+    import getpass
+
+    from imex import audit
+    from imex.export import study_members, write_folder, write_zip
+    from imex.store import BlobStore
+
+    config = _load(ctx)
+    store = BlobStore(config.store_path, fsync=False)
+    with _db(ctx).session() as s:
+        study = s.scalar(select(Study).where(Study.study_uid == study_uid))
+        if study is None:
+            raise click.ClickException(f"no study {study_uid} in the index")
+        members = study_members(s, store, study.id)
+        if not members:
+            raise click.ClickException(f"study {study_uid} has no stored instances")
+        if target.suffix.lower() == ".zip":
+            count = write_zip(members, target)
+        else:
+            if target.exists() and any(target.iterdir()):
+                raise click.ClickException(f"{target} is not empty; give an empty or new folder, or a .zip")
+            count = write_folder(members, target)
+        audit.record(s, "study.export", username=f"cli:{getpass.getuser()}"[:64], study_uid=study_uid,
+                     object_type="study", object_id=study.id, detail=f"{count} instances with DICOMDIR to {target}")
+    click.echo(f"wrote {count} instances and a DICOMDIR to {target}")
 
 if __name__ == "__main__":
     main()

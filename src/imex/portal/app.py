@@ -17,13 +17,16 @@ from imex.db.models import Study, Transfer
 from imex.portal import dicomweb, errors, folder_pages, pages, viewer
 from imex.portal.api import account, admin, audit_trail, folders, storage, transfers
 from imex.portal.api import priority as priority_api
+from imex.portal import link_pages
+from imex.portal.api import download as download_api
+from imex.portal.api import links as links_api
 from imex.portal.context import Portal
 from imex.portal.guard import BodyLimit, SecurityHeaders
 
 if TYPE_CHECKING:
     from imex.service import Hub
 
-_STATES = ("pending", "sending", "delivered", "failed", "cancelled")
+_STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled")
 
 
 def _gauges(hub: "Hub") -> str:
@@ -58,6 +61,9 @@ def create_app(hub: "Hub") -> FastAPI:
     for module in (transfers, admin, account, audit_trail, folders, storage):
         app.include_router(module.router)
     app.include_router(priority_api.router)
+    app.include_router(download_api.router)
+    app.include_router(links_api.router)
+    app.include_router(link_pages.router)
     app.include_router(dicomweb.router)
     app.include_router(viewer.router)
     app.include_router(folder_pages.router)

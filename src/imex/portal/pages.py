@@ -264,7 +264,14 @@ def worklist_page(request: Request, direction: str = Query("incoming", max_lengt
 @router.get("/transfers/{transfer_id}")
 def transfer_page(transfer_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
                   s: Session = Depends(db_session)) -> HTMLResponse:
-    return render(request, "transfer.html", t=transfers_api.get_transfer(transfer_id, p, s))
+    t = transfers_api.get_transfer(transfer_id, p, s)
+    recipients = None  # the priority and recipient form: senders (or hub admins) of an unfinished transfer
+    if (p.can("studies.send") or p.can("transfers.manage")) and (t["direction"] == "outgoing" or p.is_system_admin) \
+            and t["state"] not in ("delivered", "confirmed", "cancelled"):
+        from imex.portal.api import priority as priority_api
+
+        recipients = priority_api.recipients(transfer_id, p, s)
+    return render(request, "transfer.html", t=t, recipients=recipients)
 
 
 @router.get("/studies/{study_id}")
@@ -272,8 +279,10 @@ def study_page(study_id: ObjectId, request: Request, p: Principal = Depends(sign
                s: Session = Depends(db_session)) -> HTMLResponse:
     from imex.portal.folder_pages import folders_for_study
 
+    from imex.portal.api.links import links_for_study
+
     return render(request, "study.html", study=transfers_api.get_study(study_id, p, s),
-                  folders=folders_for_study(s, p))
+                  folders=folders_for_study(s, p), links=links_for_study(s, p, study_id))
 
 
 @router.get("/admin/nodes")

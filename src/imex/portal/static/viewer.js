@@ -7,7 +7,8 @@
   const root = document.getElementById("viewer");
   if (!root) return;
   const studyUid = root.dataset.studyUid;
-  const base = "/dicomweb/studies/" + encodeURIComponent(studyUid);
+  // a link session reads its one study through link-scoped routes (data-base); the portal through /dicomweb
+  const base = root.dataset.base || "/dicomweb/studies/" + encodeURIComponent(studyUid);
   const PRESETS = {soft: [40, 400], lung: [-600, 1500], bone: [400, 1800], brain: [40, 80]};
   const PREFETCH = 12;        // frames fetched ahead and behind the one shown
   const PARALLEL = 6;         // requests in flight
