@@ -172,6 +172,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("confirm.max_rounds", 2, "Times instances a destination did not commit or hold are sent again "
             "before the transfer is `failed`."),
     Setting("confirm.scan_interval", 1.0, "Seconds between looks for confirmations to ask or to time out."),
+    # -- the patient imaging locator (see README "Finding a patient's imaging across institutions")
+    Setting("locator.reasons", "direct care,MDT,second opinion,referral", "Comma-separated reasons a locator "
+            "search may give (one is required, and audited with the search)."),
+    Setting("locator.index_interval", 10.0, "Seconds between passes that index the studies which passed through "
+            "the hub into the locator."),
+    Setting("locator.sweep_scan_interval", 30.0, "Seconds between looks for PACS sweeps that are due."),
+    Setting("locator.sweep_timeout_seconds", 30.0, "Seconds a swept PACS may take to answer a C-FIND before the "
+            "sweep fails and is retried later."),
+    Setting("locator.sweep_window_days", 30, "Days of study dates one sweep query asks for (narrowed when a "
+            "window holds more than locator.sweep_max_studies)."),
+    Setting("locator.sweep_max_studies", 1000, "Most studies one sweep query takes from a PACS."),
+    Setting("locator.sweep_retry_initial_seconds", 300.0, "Delay before a failed sweep is tried again; each "
+            "further failure doubles it."),
+    Setting("locator.sweep_retry_max_seconds", 21600.0, "Longest delay before a failed sweep is tried again."),
+    Setting("locator.sweep_claim_seconds", 3600.0, "A sweep started by a process that died is started again "
+            "after this many seconds."),
+    Setting("locator.view_retention_hours", 4, "Hours a study fetched for viewing before import is kept in "
+            "the hub's cache; the institution's PACS keeps its copy."),
     # -- links for recipients outside the network (see README "Links for outside recipients")
     Setting("links.expiry_days", 14, "Days a link to a study for an outside recipient stays usable, unless its "
             "creator chooses otherwise."),
@@ -184,6 +202,21 @@ SETTINGS: tuple[Setting, ...] = (
             "code must be asked for again."),
     Setting("links.public_url", "", "Address outside recipients reach the portal at (https://imex.example.nhs.uk), "
             "used in the link shown to its creator. Empty: the address the creator used."),
+    # -- uploads from the browser (see README "Upload from the browser")
+    Setting("upload.staging_dir", "", "Folder where uploads wait to be reviewed and sent (one folder each). "
+            "Empty: DATA_DIR/uploads. Processes sharing a database must share it."),
+    Setting("upload.expiry_hours", 24, "Hours an upload that was not sent is kept; then it and its files are "
+            "deleted."),
+    Setting("upload.max_file_bytes", 2147483648, "Largest single file (or zip) accepted in an upload, in bytes."),
+    Setting("upload.max_staged_bytes", 4294967296, "Most bytes one upload may stage, unpacked zips included."),
+    Setting("upload.max_user_bytes", 8589934592, "Most bytes one user's unsent uploads may stage together."),
+    Setting("upload.max_institution_bytes", 34359738368, "Most bytes the unsent uploads of one institution's "
+            "users may stage together."),
+    Setting("upload.max_files", 20000, "Most files in one upload, zip entries included."),
+    Setting("upload.zip_max_ratio", 100, "A zip entry over 1 MiB that claims to expand more than this many times "
+            "its compressed size is refused as a zip bomb (before anything is extracted)."),
+    Setting("upload.zip_max_depth", 32, "Most folder levels in a zip entry's name."),
+    Setting("upload.scan_interval", 5.0, "Seconds between looks for uploads to store and send, or to expire."),
     # -- exchanges: transactions, attachments, retrievals (see README "Exchanges: pre-authorised transfers")
     Setting("exchange.max_attachment_bytes", 20971520, "Largest document attached to an exchange (PDF, PNG, "
             "JPEG or plain text), in bytes."),

@@ -14,6 +14,7 @@ PERMISSIONS: dict[str, str] = {
     "links.manage": "Create, list and revoke links to a study for recipients outside the network",
     "requests.create": "Ask another institution for a patient's images (image requests)",
     "requests.fulfil": "Accept, decline and fulfil image requests made to the institution",
+    "locator.search": "Find a patient's imaging held by other institutions (NHS number, date of birth, reason)",
     "quarantine.manage": "Route or delete the institution's quarantined studies",
     "nodes.manage": "Add, change, remove and test the institution's DICOM nodes and contacts",
     "users.manage": "Add, disable and reset the institution's users and grant roles",
@@ -27,10 +28,11 @@ BUILTIN_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "institution_admin": ("Manages the institution's users, nodes, transfers and quarantine", (
         "transfers.view", "transfers.manage", "studies.view", "studies.send", "studies.download",
         "quarantine.manage", "nodes.manage", "users.manage", "roles.manage", "links.manage", "requests.create",
-        "requests.fulfil")),
+        "requests.fulfil", "locator.search")),
     "sender": ("Sends studies and follows their transfers", (
-        "transfers.view", "studies.view", "studies.send", "links.manage", "requests.create", "requests.fulfil")),
-    "viewer": ("Sees the worklists and views studies", ("transfers.view", "studies.view")),
+        "transfers.view", "studies.view", "studies.send", "links.manage", "requests.create", "requests.fulfil",
+        "locator.search")),
+    "viewer": ("Sees the worklists and views studies", ("transfers.view", "studies.view", "locator.search")),
     "pacs_guardian": ("Imports shared studies into the local PACS", (
         "transfers.view", "transfers.manage", "studies.view", "studies.import", "studies.download",
         "requests.fulfil")),

@@ -55,7 +55,19 @@ def study_clause(p: Principal):  # type: ignore[no-untyped-def]
         return or_(Study.institution_id == p.institution_id, sent_here)
     return or_(Study.institution_id == p.institution_id, sent_here, exists(
         select(SharedEntry.id).where(SharedEntry.study_id == Study.id, SharedEntry.expires_at > utcnow(),
-                                     SharedEntry.folder_id.in_(visible_folder_ids(p)))))
+                                     SharedEntry.folder_id.in_(visible_folder_ids(p)))), viewing_clause(p))
+
+
+def viewing_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """A study fetched for viewing before import (locator): while it arrives and while it is cached, the
+    institution that asked for it sees it (its users with studies.view), until the cache expires."""
+    from imex.db.models_exchange import Retrieval
+
+    asked = exists(select(Retrieval.id).where(Retrieval.study_uid == Study.study_uid, Retrieval.purpose == "view",
+                                              Retrieval.institution_id == p.institution_id,
+                                              Retrieval.state.not_in(("failed", "cancelled"))))
+    return and_(Study.route_state.in_(("receiving", "cached")), or_(Study.expires_at.is_(None),
+                                                                    Study.expires_at > utcnow()), asked)
 
 
 def visible_folder_ids(p: Principal) -> Select:
@@ -145,6 +157,38 @@ def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[
             .where(Transfer.id == transfer_id, worklist_clause(worklist)))
 
 
+# -- the locator: entries of institutions whose holdings the principal's institution may discover -----------
+
+def locator_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
+    everyone, or (restricted) by `p`'s institution as a named partner or a member of a named network."""
+    from imex.db.models_locator import (LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy,
+                                        LocatorSharedNetwork)
+
+    if not p.can("locator.search"):
+        return false()
+    if p.is_system_admin:
+        return true()
+    partner = exists(select(LocatorPartner.id).where(LocatorPartner.institution_id == LocatorEntry.institution_id,
+                                                     LocatorPartner.partner_id == p.institution_id))
+    in_network = exists(select(LocatorSharedNetwork.id).join(
+        LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorSharedNetwork.network_id).where(
+        LocatorSharedNetwork.institution_id == LocatorEntry.institution_id,
+        LocatorNetworkMember.institution_id == p.institution_id))
+    policy = exists(select(LocatorPolicy.id).where(
+        LocatorPolicy.institution_id == LocatorEntry.institution_id,
+        or_(LocatorPolicy.mode == "everyone", and_(LocatorPolicy.mode == "restricted", or_(partner, in_network)))))
+    return or_(LocatorEntry.institution_id == p.institution_id, policy)
+
+
+def locator_query(p: Principal) -> Select:
+    """(LocatorEntry, Institution) that `p` may find."""
+    from imex.db.models_locator import LocatorEntry
+
+    return (select(LocatorEntry, Institution).join(Institution, Institution.id == LocatorEntry.institution_id)
+            .where(locator_clause(p)))
+
+
 # -- DICOMweb and the viewer: series and instances are visible with their study ----------------------------
 
 def series_query(p: Principal) -> Select:
@@ -157,6 +201,60 @@ def instances_query(p: Principal) -> Select:
     return series_query(p).add_columns(Instance).join(Instance, Instance.series_id == Series.id)
 
 
+def request_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """An image request is visible to the institution that asked and the one asked, nobody else."""
+    from imex.db.models_exchange import ImageRequest
+
+    if p.is_system_admin:
+        return true()
+    return or_(ImageRequest.requesting_institution_id == p.institution_id,
+               ImageRequest.source_institution_id == p.institution_id)
+
+
+def requests_query(p: Principal) -> Select:
+    """Image requests `p` may see (the ORM row)."""
+    from imex.db.models_exchange import ImageRequest
+
+    return select(ImageRequest).where(request_clause(p))
+
+
 def foreign_study_clause(p: Principal):  # type: ignore[no-untyped-def]
     """Studies `p` may not add instances to (STOW-RS): those another institution sent."""
     return false() if p.is_system_admin else Study.institution_id != p.institution_id
+
+
+# -- exchanges: transactions, their messages and attachments; the PACS a user may search ---------------------
+
+def transaction_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """A transaction is visible to permitted users of the institution that sent it and of the one it goes to."""
+    from imex.db.models_exchange import ExchangeTransaction
+
+    if p.is_system_admin:
+        return true()
+    if not p.can("transfers.view"):
+        return false()
+    return or_(ExchangeTransaction.source_institution_id == p.institution_id,
+               ExchangeTransaction.destination_institution_id == p.institution_id)
+
+
+def transactions_query(p: Principal) -> Select:
+    from imex.db.models_exchange import ExchangeTransaction
+
+    return select(ExchangeTransaction).where(transaction_clause(p))
+
+
+def attachments_query(p: Principal) -> Select:
+    """(TransactionAttachment, ExchangeTransaction) of the transactions `p` may see."""
+    from imex.db.models_exchange import ExchangeTransaction, TransactionAttachment
+
+    return (select(TransactionAttachment, ExchangeTransaction)
+            .join(ExchangeTransaction, ExchangeTransaction.id == TransactionAttachment.transaction_id)
+            .where(transaction_clause(p)))
+
+
+def searchable_nodes_query(p: Principal) -> Select:
+    """Nodes `p` may search and retrieve from: their own institution's, with query/retrieve on."""
+    if not (p.is_system_admin or p.can("studies.send")):
+        return select(Node).where(false())
+    return select(Node).where(Node.query_retrieve.is_(True), Node.enabled.is_(True),
+                              own_institution_clause(p, Node.institution_id))
