@@ -84,7 +84,8 @@ def list_institutions(db: Database) -> list[Institution]:
 
 def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_code: str, *,
              alias: str | None = None, contact_email: str | None = None, destination: bool = True,
-             max_associations: int | None = None, update: bool = False, tls: bool | None = None) -> Node:
+             max_associations: int | None = None, update: bool = False, tls: bool | None = None,
+             confirm: str | None = None, query_retrieve: bool | None = None) -> Node:
     """Register a DICOM node of an institution (create, or with update=True, change)."""
     ae = check_ae_title(ae_title)
     if not 0 < int(port) < 65536:
@@ -92,6 +93,13 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
     if not host.strip():
         raise DirectoryError("host must be a name or an address")
     alias = check_ae_title(alias) if alias else None
+    if confirm is not None:  # how delivery to it is confirmed (routing/confirm.py)
+        from imex.routing.confirm import check_method
+
+        try:
+            confirm = check_method(confirm)
+        except ValueError as exc:
+            raise DirectoryError(str(exc)) from None
     with db.session() as s:
         inst = s.scalar(select(Institution).where(Institution.ods_code == ods_code.strip().upper()))
         if inst is None:
@@ -113,6 +121,10 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
         node.enabled = True
         if tls is not None:
             node.tls = tls
+        if confirm is not None:
+            node.confirm = confirm
+        if query_retrieve is not None:  # the hub may C-FIND/C-MOVE it (exchanges)
+            node.query_retrieve = query_retrieve
         s.flush()
         return node
 
@@ -142,7 +154,9 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
                      alias=item.get("alias"), contact_email=item.get("contact_email"),
                      destination=bool(item.get("destination", True)),
                      max_associations=item.get("max_associations"), update=True,
-                     tls=bool(item["tls"]) if "tls" in item else None)
+                     tls=bool(item["tls"]) if "tls" in item else None,
+                     confirm=str(item["confirm"]) if "confirm" in item else None,
+                     query_retrieve=bool(item["query_retrieve"]) if "query_retrieve" in item else None)
         except KeyError as exc:
             raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
 

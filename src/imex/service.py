@@ -115,6 +115,10 @@ class Hub:
         self._spawn("confirm", self._loop, "delivery confirmation", self.confirmer.run_once,
                     self.config["confirm.scan_interval"])
         self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
+        from imex.exchange import request_jobs  # image requests: fulfilled when delivered, expired when stale
+
+        self._spawn("requests", self._loop, "image request job", lambda: request_jobs.run_once(self.db),
+                    self.config["requests.scan_interval"])
         from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
 
         self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),

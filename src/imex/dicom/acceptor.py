@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.pdu_primitives import A_ASSOCIATE, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from imex.dicom.upper_layer import (
@@ -43,6 +43,7 @@ from imex.dicom.upper_layer import (
 log = logging.getLogger("imex.dicom.acceptor")
 
 VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"  # its N-EVENT-REPORTs go to `on_event_report` (commitment.py)
 # PS3.8 9.3.3.2 presentation context results
 _ACCEPTANCE, _ABSTRACT_SYNTAX_NOT_SUPPORTED, _TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
 # A-ABORT source 2 (service provider) reasons
@@ -79,8 +80,11 @@ class Acceptor:
     def __init__(self, host: str, port: int, *, policy: Policy, on_store: StoreHandler,
                  storage_syntaxes: dict[str, tuple[str, ...]], max_associations: int, acse_timeout: float,
                  network_timeout: float, max_pdu: int, tls: Callable[[], ssl.SSLContext] | None = None,
-                 per_caller_limit: Callable[[str], int] | None = None) -> None:
+                 per_caller_limit: Callable[[str], int] | None = None,
+                 on_event_report: StoreHandler | None = None) -> None:
         self.policy = policy
+        # Storage Commitment results a destination sends on a new association, proposing the SCP role
+        self.on_event_report = on_event_report
         self.tls = tls  # DICOM over TLS: the handshake (and client certificate check) comes first
         self.per_caller_limit = per_caller_limit  # most associations at once per calling AE title (0: any)
         self._callers: dict[str, int] = {}
@@ -327,16 +331,33 @@ class _Association:
             result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
             results.append(result)
         ac = A_ASSOCIATE()
+        user_info = user_information(self.acceptor.max_pdu)
+        if self.acceptor.on_event_report is not None:
+            user_info += self._roles(primitive.user_information)
         ac.application_context_name = APPLICATION_CONTEXT
         ac.calling_ae_title = primitive.calling_ae_title
         ac.called_ae_title = primitive.called_ae_title
         ac.result = 0
         ac.presentation_context_definition_results_list = results
-        ac.user_information = user_information(self.acceptor.max_pdu)
+        ac.user_information = user_info
         pdu_ac = A_ASSOCIATE_AC()
         pdu_ac.from_primitive(ac)
         self.stream.send(pdu_ac.encode())
         return True
+
+    def _roles(self, proposed: list) -> list:
+        """Accept the SCP role a destination proposes for Storage Commitment (PS3.4 J.3.3: it opens the
+        association to send the N-EVENT-REPORT as SCP); other role proposals get the default roles."""
+        replies = []
+        for item in proposed:
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and \
+                    str(item.sop_class_uid) == STORAGE_COMMITMENT and STORAGE_COMMITMENT in self.acceptor.supported:
+                reply = SCP_SCU_RoleSelectionNegotiation()
+                reply.sop_class_uid = item.sop_class_uid
+                reply.scu_role = bool(item.scu_role)
+                reply.scp_role = bool(item.scp_role)
+                replies.append(reply)
+        return replies
 
     def _respond(self, context_id: int, command: Command, field: int, status: int, comment: str = "") -> None:
         rsp = Command(AffectedSOPClassUID=command.get("AffectedSOPClassUID", ""), CommandField=field,
@@ -344,6 +365,8 @@ class _Association:
                       Status=status)
         if "AffectedSOPInstanceUID" in command:
             rsp["AffectedSOPInstanceUID"] = command["AffectedSOPInstanceUID"]
+        if "EventTypeID" in command:
+            rsp["EventTypeID"] = command["EventTypeID"]
         if comment:
             rsp["ErrorComment"] = comment[:64]
         self.stream.send_message(context_id, encode_command(rsp), True, self.peer_max)
@@ -359,6 +382,10 @@ class _Association:
             self._respond(context_id, command, 0x8001, status, comment)
         elif field == 0x0001:
             self._respond(context_id, command, 0x8001, 0x0122, "SOP class not supported")
+        elif field == 0x0100 and abstract == STORAGE_COMMITMENT and self.acceptor.on_event_report is not None:
+            status, comment = self.acceptor.on_event_report(Request(
+                self.calling, self.called, self.peer, abstract, ts, command, dataset))
+            self._respond(context_id, command, 0x8100, status, comment)
         else:
             # a DIMSE service the hub does not provide on this context: "unrecognized operation"
             self._respond(context_id, command, field | 0x8000, 0x0211, "operation not supported")

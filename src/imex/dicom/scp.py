@@ -19,6 +19,7 @@ from imex.config import Config
 from imex.dicom.acceptor import (
     CALLED_AE_NOT_RECOGNIZED,
     CALLING_AE_NOT_RECOGNIZED,
+    STORAGE_COMMITMENT,
     VERIFICATION,
     Acceptor,
     Request,
@@ -52,6 +53,16 @@ class DicomListener:
         self.code_tag = attribute_tag(config["routing.code_attribute"])
         self.server: Acceptor | None = None
         self.tls_server: Acceptor | None = None
+        # Storage Commitment results (routing/confirm.py sets it): None refuses the SOP class
+        self.commitment_reports = None
+
+    def _on_event_report(self, request: Request) -> tuple[int, str]:
+        from imex.dicom.commitment import answer_event_report
+
+        c = request.command
+        return answer_event_report(request.calling_aet, str(c.get("AffectedSOPClassUID", "")),
+                                   str(c.get("AffectedSOPInstanceUID", "")), int(c.get("EventTypeID", 0)),
+                                   request.dataset, request.transfer_syntax, self.commitment_reports)
 
     def _policy(self, calling: str, called: str, peer: str, certificate: dict | None = None) \
             -> tuple[int, int, int] | None:
@@ -118,12 +129,15 @@ class DicomListener:
     def start(self) -> None:
         syntaxes = {cx.abstract_syntax: tuple(ACCEPTED) for cx in StoragePresentationContexts}
         syntaxes[VERIFICATION] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
+        reports = self._on_event_report if self.commitment_reports is not None else None
+        if reports is not None:
+            syntaxes[STORAGE_COMMITMENT] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
         address = (self.config["dicom.host"], self.config["dicom.port"])
         self.server = Acceptor(
             *address, policy=self._policy, on_store=self._on_store, storage_syntaxes=syntaxes,
             max_associations=self.config["dicom.max_associations"], acse_timeout=self.config["dicom.acse_timeout"],
             network_timeout=self.config["dicom.network_timeout"], max_pdu=self.config["dicom.max_pdu"],
-            per_caller_limit=self._caller_limit)
+            per_caller_limit=self._caller_limit, on_event_report=reports)
         log.info("DICOM listener %s on %s:%s", self.ae_title, *address)
         if self.config["dicom.tls_port"]:
             files = TlsFiles.of(self.config)
@@ -133,7 +147,8 @@ class DicomListener:
                 on_store=self._on_store, storage_syntaxes=syntaxes,
                 max_associations=self.config["dicom.max_associations"],
                 acse_timeout=self.config["dicom.acse_timeout"], network_timeout=self.config["dicom.network_timeout"],
-                max_pdu=self.config["dicom.max_pdu"], tls=context.get, per_caller_limit=self._caller_limit)
+                max_pdu=self.config["dicom.max_pdu"], tls=context.get, per_caller_limit=self._caller_limit,
+                on_event_report=reports)
             log.info("DICOM over TLS listener %s on %s:%s", self.ae_title, self.config["dicom.host"], self.tls_port)
 
     def _caller_limit(self, calling: str) -> int:

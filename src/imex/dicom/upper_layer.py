@@ -160,7 +160,8 @@ _COMMAND_ELEMENTS = {
     "AffectedSOPClassUID": (0x0002, "UI"), "CommandField": (0x0100, "US"), "MessageID": (0x0110, "US"),
     "MessageIDBeingRespondedTo": (0x0120, "US"), "Priority": (0x0700, "US"), "CommandDataSetType": (0x0800, "US"),
     "Status": (0x0900, "US"), "ErrorComment": (0x0902, "LO"), "ErrorID": (0x0903, "US"),
-    "AffectedSOPInstanceUID": (0x1000, "UI"), "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "AffectedSOPInstanceUID": (0x1000, "UI"), "EventTypeID": (0x1002, "US"),
+    "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
     "MoveOriginatorMessageID": (0x1031, "US"),
 }
 _BY_ELEMENT = {element: (keyword, vr) for keyword, (element, vr) in _COMMAND_ELEMENTS.items()}

@@ -174,7 +174,7 @@ def queue_deliveries(conn: Connection, study_id: int) -> int:
         return 0
     destinations = conn.execute(select(nodes.c.id, nodes.c.institution_id).join(
         transfers, transfers.c.destination_node_id == nodes.c.id).where(
-        transfers.c.study_id == study_id, transfers.c.state == "delivered")).all()
+        transfers.c.study_id == study_id, transfers.c.state.in_(("delivered", "confirmed")))).all()
     queued = 0
     now = utcnow()
     for report_id in current:
@@ -201,12 +201,20 @@ def handler(db: Database, on_report=None):  # type: ignore[no-untyped-def]
     stored (to wake the report sender)."""
     from imex.hl7.build import ack
 
+    from imex.locator import notify  # study notifications (ORM, OMI) feed the patient imaging locator
+
     def handle(data: bytes, peer: str) -> bytes:
+        if notify.is_notification(data):
+            outcome = notify.receive(db, data, peer)
+            return ack(outcome.header, outcome.code, outcome.text, outcome.error_code)
         outcome = receive(db, data, peer)
         if outcome.code != "AA":
             log.warning("HL7 message from %s answered %s: %s", peer, outcome.code, outcome.text)
-        elif on_report is not None:
-            on_report()
+        else:
+            if outcome.report_id is not None:
+                notify.index_report(db, outcome.report_id)
+            if on_report is not None:
+                on_report()
         return ack(outcome.header, outcome.code, outcome.text, outcome.error_code)
 
     return handle

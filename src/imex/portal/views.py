@@ -43,6 +43,7 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "received_at": iso(study.first_received_at),
         "last_received_at": iso(study.last_received_at),
         "delivered_at": iso(transfer.delivered_at),
+        "confirmed_at": iso(transfer.confirmed_at),
         "instances_sent": transfer.instances_sent,
         "instances_total": transfer.instances_total,
         "attempts": transfer.attempts,
@@ -53,7 +54,7 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "priority_name": priority_name(transfer.priority),
         "recipient": transfer.recipient,
         "recipient_user_id": transfer.recipient_user_id,
-        "escalated": transfer.escalated_at is not None and transfer.state not in ("delivered", "cancelled"),
+        "escalated": transfer.escalated_at is not None and transfer.state not in ("delivered", "confirmed", "cancelled"),
     }
 
 
@@ -83,7 +84,8 @@ def study_row(study, patient, source_inst) -> dict[str, Any]:  # type: ignore[no
 def node_row(node, inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"id": node.id, "name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
             "institution": inst.ods_code, "alias": node.alias, "contact_email": node.contact_email,
-            "destination": node.destination, "max_associations": node.max_associations, "enabled": node.enabled}
+            "destination": node.destination, "max_associations": node.max_associations, "enabled": node.enabled,
+            "confirm": node.confirm, "query_retrieve": node.query_retrieve}
 
 
 def user_row(user, inst, roles: list[str]) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from imex.db.tables import events, instances, items, nodes, transfers
 from imex.routing.priority import name as priority_name
 
 ACTIVE = ("pending", "sending")
-FINAL = ("delivered", "failed", "cancelled")
+FINAL = ("delivered", "confirmed", "failed", "cancelled")
 
 
 class QueueError(ValueError):
@@ -75,7 +75,7 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
             record(conn, row.id, "queued", f"{reason}; {total} instances")
         elif added:
             record(conn, row.id, "follow-up", f"{added} more instances arrived after routing")
-        if pending and row.state in ("delivered", "failed"):
+        if pending and row.state in ("delivered", "confirmed", "failed"):
             values.update(state="pending", next_attempt_at=now, attempts=0, delivered_at=None)
             record(conn, row.id, "reopened", f"{pending} instances to send")
         conn.execute(update(transfers).where(transfers.c.id == row.id).values(**values))
@@ -166,12 +166,13 @@ def retry(db: Database, transfer_id: int) -> None:
             conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(next_attempt_at=now))
             record(conn, transfer_id, "retry", "asked to retry now")
             return
-        if state == "delivered":
-            raise QueueError(f"transfer {transfer_id} was delivered; nothing to retry")
+        if state in ("delivered", "confirmed"):
+            raise QueueError(f"transfer {transfer_id} was {state}; nothing to retry")
         conn.execute(update(items).where(items.c.transfer_id == transfer_id, items.c.state == "failed")
                      .values(state="pending"))
         conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
-            state="pending", attempts=0, next_attempt_at=now, updated_at=now, claimed_by=None, lease_until=None))
+            state="pending", attempts=0, next_attempt_at=now, updated_at=now, claimed_by=None, lease_until=None,
+            confirm_rounds=0))
         record(conn, transfer_id, "retry", f"operator retry (was {state})")
 
 
@@ -182,7 +183,7 @@ def cancel(db: Database, transfer_id: int, reason: str = "cancelled by operator"
         state = conn.execute(select(transfers.c.state).where(transfers.c.id == transfer_id)).scalar()
         if state is None:
             raise QueueError(f"no transfer {transfer_id}")
-        if state in ("delivered", "cancelled"):
+        if state in ("delivered", "confirmed", "cancelled"):
             raise QueueError(f"transfer {transfer_id} is {state}; nothing to cancel")
         conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
             state="cancelled", updated_at=now, claimed_by=None, lease_until=None))

@@ -88,7 +88,7 @@ def change(db: Database, transfer_id: int, *, priority: int | None, recipient: s
     changed: list[str] = []
     with db.engine.begin() as conn:
         t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
-        if t.state in ("delivered", "cancelled"):
+        if t.state in ("delivered", "confirmed", "cancelled"):
             raise RecipientError(f"transfer {transfer_id} is {t.state}; its priority and recipient are final")
         values: dict = {}
         if priority is not None and priority != t.priority:

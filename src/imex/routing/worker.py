@@ -23,7 +23,7 @@ from imex.harmonise.reconcile import hold
 from imex.notify import email, inbox
 from imex.retention.policy import RetentionPolicy
 from imex.routing import queue
-from imex.routing import cutthrough, recipient
+from imex.routing import confirm, cutthrough, recipient
 from imex.routing.priority import EMERGENCY
 from imex.routing.queue import Claim, record
 from imex.store import BlobStore
@@ -212,6 +212,7 @@ class DeliveryWorker:
                     state="delivered", delivered_at=now, last_error=None, **release))
                 where = f" to {node.ae_title}@{node.host}:{node.port}" if node is not None else ""
                 record(conn, row.id, "delivered", f"{row.instances_sent} instances, {row.bytes_sent} bytes{where}")
+                confirm.after_delivery(conn, row.id)  # the node may ask for confirmed delivery
                 study = conn.execute(select(studies.c.last_received_at).where(studies.c.id == row.study_id)).one()
                 metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
                 metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()

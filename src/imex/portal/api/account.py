@@ -212,7 +212,7 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
     outgoing: list[dict[str, Any]] = []
     if p.can("transfers.view"):
         base = scope.transfers_query(p)
-        mine = base.where(DestNode.institution_id == p.institution_id, Transfer.state == "delivered",
+        mine = base.where(DestNode.institution_id == p.institution_id, Transfer.state.in_(("delivered", "confirmed")),
                           Transfer.delivered_at >= since)
         user = s.get(User, p.user_id)
         chosen = [int(w) for w in (user.notify_worklists if user else "").split() if w.isdigit()]

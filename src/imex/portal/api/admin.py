@@ -2,7 +2,7 @@
 worklists. Institution admins manage their own institution; system admins every one."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
@@ -100,6 +100,10 @@ class NodeIn(BaseModel):
     contact_email: str | None = Field(None, max_length=320)
     destination: bool = True
     max_associations: int | None = Field(None, ge=1, le=64)
+    confirm: Literal["none", "commitment", "count"] = Field(
+        "none", description="How delivery is confirmed: Storage Commitment, a C-FIND count, or not at all")
+    query_retrieve: bool = Field(False, description="The hub may search (C-FIND) and retrieve (C-MOVE) from it "
+                                 "for exchanges; it must know the hub's AE title as a move destination")
 
 
 def _visible_node(s: Session, p: Principal, node_id: int) -> Node:
@@ -116,7 +120,8 @@ def _save_node(s: Session, p: Principal, pt: Portal, body: NodeIn, update: bool)
     try:
         directory.add_node(pt.db, body.name, body.ae_title, body.host, body.port, ods, alias=body.alias or None,
                            contact_email=body.contact_email or None, destination=body.destination,
-                           max_associations=body.max_associations, update=update)
+                           max_associations=body.max_associations, update=update, confirm=body.confirm,
+                           query_retrieve=body.query_retrieve)
     except directory.DirectoryError as exc:
         raise Problem(409 if "exists" in str(exc) or "already" in str(exc) else 422, str(exc)) from None
     if pt.hub is not None:

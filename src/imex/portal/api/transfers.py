@@ -22,7 +22,7 @@ from imex.routing import queue
 
 router = APIRouter(prefix="/api/v1", tags=["transfers"])
 
-STATES = ("pending", "sending", "delivered", "failed", "cancelled", "held")
+STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled", "held")
 SORTS = {
     "received": scope.Study.first_received_at,
     "delivered": Transfer.delivered_at,
@@ -86,7 +86,7 @@ class TransferFilters:
     def __init__(
         self,
         direction: Literal["all", "incoming", "outgoing"] = "all",
-        state: Literal["pending", "sending", "delivered", "failed", "cancelled", "held"] | None = None,
+        state: Literal["pending", "sending", "delivered", "confirmed", "failed", "cancelled", "held"] | None = None,
         q: str = Query("", max_length=64, description="Patient name or ID, accession number or description"),
         modality: str = Query("", max_length=16),
         date_from: str = Query("", max_length=8, description="Study date from, YYYYMMDD"),
@@ -118,7 +118,7 @@ def get_transfers(filters: TransferFilters = Depends(), limit: int = Query(50, g
 EXPORT_LIMIT = 10000
 _CSV_COLUMNS = ("id", "state", "direction", "priority", "patient_name", "patient_id", "birth_date", "accession_number",
                 "study_date", "modalities", "description", "images", "source", "destination", "received_at",
-                "delivered_at", "instances_sent", "instances_total", "attempts", "last_error")
+                "delivered_at", "confirmed_at", "instances_sent", "instances_total", "attempts", "last_error")
 
 
 @router.get("/transfers/export", summary=f"The worklist as CSV (at most {EXPORT_LIMIT} rows), audited",

@@ -1,0 +1,365 @@
+"""Confirmed delivery: after a transfer is `delivered` to a node whose `confirm` is `commitment` or `count`,
+ask the node whether it holds every instance, and apply the answer.
+
+Every instance held: the transfer becomes `confirmed`. Some not held (reported failed, or missing): their
+items go back to `pending` and the transfer back to the queue, up to `confirm.max_rounds` times; then it is
+`failed` with the instances named. Requests live in `commitment_requests` so that nothing depends on one
+process: a request being asked by a process that dies is taken over when its lease expires, a report on a
+new association is applied by whichever process's listener receives it, and a destination that never
+answers is asked again after `confirm.timeout_seconds`, at most `confirm.max_asks` times.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+
+from pydicom.uid import generate_uid
+from sqlalchemy import Connection, func, insert, select, update
+
+from imex import audit
+from imex.config import Config
+from imex.db import Database, utcnow
+from imex.db.models_commitment import CommitmentRequest
+from imex.db.tables import instances, items, nodes, series, studies, transfers
+from imex.dicom import commitment
+from imex.dicom.commitment import Report
+from imex.routing.queue import record
+from imex.tls import files as tls_files
+
+log = logging.getLogger("imex.confirm")
+
+METHODS = ("none", "commitment", "count")
+requests = CommitmentRequest.__table__
+OPEN = ("due", "asking", "waiting")
+
+
+def check_method(value: str) -> str:
+    """A node's confirm method, or ValueError saying which ones exist."""
+    method = (value or "none").strip().lower()
+    if method not in METHODS:
+        raise ValueError(f"confirm must be one of {', '.join(METHODS)}, not {value!r}")
+    return method
+
+
+def after_delivery(conn: Connection, transfer_id: int) -> bool:
+    """Hook for the delivery worker, in the transaction that marks the transfer delivered: queue a
+    confirmation when its destination asks for one. True when one was queued."""
+    method = conn.execute(select(nodes.c.confirm).join(transfers, transfers.c.destination_node_id == nodes.c.id)
+                          .where(transfers.c.id == transfer_id)).scalar()
+    if method not in ("commitment", "count"):
+        return False
+    now = utcnow()
+    conn.execute(update(requests).where(requests.c.transfer_id == transfer_id, requests.c.state.in_(OPEN))
+                 .values(state="superseded", claimed_by=None, lease_until=None, detail="delivered again"))
+    count = conn.execute(select(func.count()).select_from(items).where(
+        items.c.transfer_id == transfer_id, items.c.state == "sent")).scalar_one()
+    conn.execute(insert(requests).values(
+        transfer_id=transfer_id, method=method, transaction_uid=generate_uid(), state="due", due_at=now,
+        asks=0, instances=count, created_at=now, detail=""))
+    record(conn, transfer_id, "confirm-queued",
+           f"asking the destination to confirm {count} instances by "
+           + ("Storage Commitment" if method == "commitment" else "C-FIND"))
+    return True
+
+
+# -- applying an answer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    comment: str
+
+
+def _sent(conn: Connection, transfer_id: int) -> dict[str, int]:
+    """SOP Instance UID -> item id of every instance the transfer has sent."""
+    return {r.sop_uid: r.id for r in conn.execute(
+        select(items.c.id, instances.c.sop_uid).join(instances, instances.c.id == items.c.instance_id)
+        .where(items.c.transfer_id == transfer_id, items.c.state == "sent"))}
+
+
+def apply_answer(config: Config, conn: Connection, request_id: int, held: set[str],
+                 failed: dict[str, str], how: str) -> str:
+    """Apply what the destination holds to the transfer of an open request (in the caller's transaction):
+    confirmed, sent again, or failed. Returns the transfer's new state."""
+    req = conn.execute(select(requests).where(requests.c.id == request_id)).one()
+    t = conn.execute(select(transfers, nodes.c.ae_title, nodes.c.name.label("node_name"))
+                     .join(nodes, nodes.c.id == transfers.c.destination_node_id)
+                     .where(transfers.c.id == req.transfer_id)).one()
+    study = conn.execute(select(studies.c.study_uid, studies.c.institution_id).where(
+        studies.c.id == t.study_id)).one()
+    now = utcnow()
+    sent = _sent(conn, t.id)
+    missing = {uid: failed.get(uid, "not held by the destination") for uid in sent if uid not in held}
+    stranger = len((held | set(failed)) - set(sent))
+    note = f"; {stranger} unknown instance(s) in the answer ignored" if stranger else ""
+    conn.execute(update(requests).where(requests.c.id == req.id).values(
+        state="answered", answered_at=now, claimed_by=None, lease_until=None,
+        committed=len(sent) - len(missing), failed=len(missing),
+        detail=f"{how}: {len(sent) - len(missing)} of {len(sent)} held{note}"[:2000]))
+    if t.state != "delivered":
+        record(conn, t.id, "confirm-ignored", f"{how} answered while the transfer is {t.state}{note}")
+        return str(t.state)
+    audit_fields = dict(study_uid=study.study_uid, institution_id=study.institution_id, object_type="transfer",
+                        object_id=t.id, username="hub")
+    if not missing:
+        conn.execute(update(transfers).where(transfers.c.id == t.id).values(
+            state="confirmed", confirmed_at=now, last_error=None, updated_at=now))
+        record(conn, t.id, "confirmed", f"{t.ae_title} holds all {len(sent)} instances ({how}){note}")
+        audit.record(conn, "transfer.confirmed", detail=f"{t.node_name}: {len(sent)} instances ({how})",
+                     **audit_fields)
+        return "confirmed"
+    listed = ", ".join(f"{uid} ({why})" for uid, why in list(missing.items())[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    summary = f"{t.ae_title} did not confirm {len(missing)} of {len(sent)} instances ({how}): {listed}{more}"
+    ids = [sent[uid] for uid in missing]
+    if (t.confirm_rounds or 0) < config["confirm.max_rounds"]:
+        conn.execute(update(items).where(items.c.id.in_(ids)).values(
+            state="pending", error=f"not confirmed by {t.ae_title}; sending again"))
+        conn.execute(update(transfers).where(transfers.c.id == t.id).values(
+            state="pending", next_attempt_at=now, attempts=0, delivered_at=None, updated_at=now,
+            confirm_rounds=transfers.c.confirm_rounds + 1,
+            instances_sent=func.max(transfers.c.instances_sent - len(ids), 0) if conn.dialect.name == "sqlite"
+            else func.greatest(transfers.c.instances_sent - len(ids), 0),
+            last_error=summary[:2000]))
+        record(conn, t.id, "confirm-resend", f"{summary}; sending them again (round {(t.confirm_rounds or 0) + 1} "
+                                             f"of {config['confirm.max_rounds']})")
+        audit.record(conn, "transfer.confirm", outcome="failure", detail=f"{summary}; sending again"[:4000],
+                     **audit_fields)
+        return "pending"
+    error = f"{summary}; still missing after {t.confirm_rounds or 0} re-send(s)"
+    _fail(conn, t.id, error, ids)
+    audit.record(conn, "transfer.confirm", outcome="failure", detail=error[:4000], **audit_fields)
+    return "failed"
+
+
+def _fail(conn: Connection, transfer_id: int, error: str, item_ids: list[int] | None = None) -> None:
+    from imex.notify import email, inbox
+
+    now = utcnow()
+    if item_ids:
+        conn.execute(update(items).where(items.c.id.in_(item_ids)).values(state="failed", error=error[:2000]))
+    conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
+        state="failed", last_error=error[:2000], updated_at=now, claimed_by=None, lease_until=None))
+    record(conn, transfer_id, "failed", f"delivery not confirmed: {error}")
+    email.queue_transfer_alert(conn, transfer_id, delivered=False)
+    inbox.queue_transfer_notice(conn, transfer_id, delivered=False)
+
+
+class Reports:
+    """The N-EVENT-REPORT handler for both paths (the hub's listener and its own association)."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+
+    def __call__(self, report: Report, calling_aet: str | None) -> tuple[int, str]:
+        with self.db.engine.begin() as conn:
+            row = conn.execute(select(requests.c.id, requests.c.state, requests.c.method, requests.c.transfer_id,
+                                      nodes.c.ae_title)
+                               .join(transfers, transfers.c.id == requests.c.transfer_id)
+                               .join(nodes, nodes.c.id == transfers.c.destination_node_id)
+                               .where(requests.c.transaction_uid == report.transaction_uid)).first()
+            if row is None or row.method != "commitment":
+                log.warning("storage commitment report from %s for unknown transaction %s", calling_aet or "destination",
+                            report.transaction_uid[:64])
+                return commitment.STATUS_INVALID_ARGUMENT, "unknown Transaction UID"
+            if calling_aet is not None and calling_aet.strip().upper() != row.ae_title.upper():
+                log.warning("storage commitment report for transfer %s from %s, not its destination %s",
+                            row.transfer_id, calling_aet, row.ae_title)
+                record(conn, row.transfer_id, "confirm-refused",
+                       f"a report for this transfer came from {calling_aet[:16]}, not {row.ae_title}; ignored")
+                return commitment.STATUS_NOT_AUTHORIZED, "not the destination of this transaction"
+            if row.state not in ("asking", "waiting"):
+                return commitment.STATUS_INVALID_ARGUMENT, f"transaction is {row.state}, not awaiting a report"
+            failed = {uid: f"failure reason 0x{reason:04X}" for uid, reason in report.failed.items()}
+            how = "storage commitment" + (" on a new association" if calling_aet is not None else "")
+            state = apply_answer(self.config, conn, row.id, set(report.committed), failed, how)
+        log.info("transfer %s: storage commitment report applied: %s", row.transfer_id, state)
+        return commitment.STATUS_SUCCESS, ""
+
+
+# -- asking -------------------------------------------------------------------------------------------
+
+
+class Confirmer:
+    """The job that asks: one pass claims due requests and times out silent destinations."""
+
+    def __init__(self, config: Config, db: Database, name: str) -> None:
+        self.config = config
+        self.db = db
+        self.name = name
+        self.reports = Reports(config, db)
+
+    def _lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.config["delivery.lease_seconds"])
+
+    def _heartbeat(self, request_id: int, done: threading.Event) -> None:
+        """Renew the claim while this process asks and waits, so that only a process that died loses it."""
+        interval = max(self._lease().total_seconds() / 3, 0.1)
+        while not done.wait(interval):
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(update(requests).where(
+                        requests.c.id == request_id, requests.c.state == "asking",
+                        requests.c.claimed_by == self.name).values(lease_until=utcnow() + self._lease()))
+            except Exception:
+                log.exception("could not renew the claim of confirmation %s", request_id)
+
+    def run_once(self) -> int:
+        """Time out, take back and ask; returns how many requests were asked."""
+        self._expire()
+        asked = 0
+        while (claimed := self._claim()) is not None:
+            self._ask(claimed)
+            asked += 1
+        return asked
+
+    def _expire(self) -> None:
+        now = utcnow()
+        with self.db.reader() as conn:
+            stale = conn.execute(select(requests.c.id).where(
+                ((requests.c.state == "waiting") & (requests.c.due_at <= now))
+                | ((requests.c.state == "asking") & (requests.c.lease_until < now))).limit(1)).first()
+            conn.rollback()
+        if stale is None:
+            return
+        with self.db.engine.begin() as conn:
+            for r in conn.execute(select(requests).where(requests.c.state.in_(("waiting", "asking")))).all():
+                if r.state == "asking" and r.lease_until is not None and r.lease_until < now:
+                    conn.execute(update(requests).where(requests.c.id == r.id).values(
+                        state="due", due_at=now, claimed_by=None, lease_until=None,
+                        transaction_uid=generate_uid()))
+                    record(conn, r.transfer_id, "confirm-resumed",
+                           f"{r.claimed_by} stopped while asking the destination; asking again")
+                elif r.state == "waiting" and r.due_at <= now:
+                    self._unanswered(conn, r, f"no Storage Commitment report within "
+                                              f"{self.config['confirm.timeout_seconds']:.0f} s")
+
+    def _unanswered(self, conn: Connection, r, why: str) -> None:  # type: ignore[no-untyped-def]
+        """The destination did not answer this time: ask again (a new Transaction UID), or give up."""
+        now = utcnow()
+        dest = conn.execute(select(nodes.c.ae_title, nodes.c.host, nodes.c.port)
+                            .join(transfers, transfers.c.destination_node_id == nodes.c.id)
+                            .where(transfers.c.id == r.transfer_id)).one()
+        where = f"{dest.ae_title}@{dest.host}:{dest.port}"
+        if r.asks >= self.config["confirm.max_asks"]:
+            conn.execute(update(requests).where(requests.c.id == r.id).values(
+                state="expired", claimed_by=None, lease_until=None, detail=why[:2000]))
+            state = conn.execute(select(transfers.c.state).where(transfers.c.id == r.transfer_id)).scalar()
+            if state == "delivered":
+                _fail(conn, r.transfer_id, f"{where} did not confirm delivery after {r.asks} request(s): {why}")
+            return
+        from imex.routing.worker import backoff
+
+        delay = backoff(r.asks, self.config)
+        conn.execute(update(requests).where(requests.c.id == r.id).values(
+            state="due", due_at=now + dt.timedelta(seconds=delay), claimed_by=None, lease_until=None,
+            transaction_uid=generate_uid(), detail=why[:2000]))
+        record(conn, r.transfer_id, "confirm-retry", f"{where}: {why}; asking again in {delay:.0f} s")
+
+    def _claim(self):  # type: ignore[no-untyped-def]
+        now = utcnow()
+        with self.db.reader() as conn:
+            due = conn.execute(select(requests.c.id).where(requests.c.state == "due",
+                                                            requests.c.due_at <= now).limit(1)).first()
+            conn.rollback()
+        if due is None:
+            return None
+        with self.db.engine.begin() as conn:
+            query = select(requests).where(requests.c.state == "due", requests.c.due_at <= now) \
+                .order_by(requests.c.due_at, requests.c.id).limit(1)
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            r = conn.execute(query).first()
+            if r is None:
+                return None
+            state = conn.execute(select(transfers.c.state).where(transfers.c.id == r.transfer_id)).scalar()
+            if state == "delivered":
+                conn.execute(update(requests).where(requests.c.id == r.id).values(
+                    state="asking", claimed_by=self.name, lease_until=now + self._lease(),
+                    asks=requests.c.asks + 1, requested_at=now))
+                return conn.execute(select(requests).where(requests.c.id == r.id)).one()
+            # reopened, cancelled or retried meanwhile: nothing to confirm
+            conn.execute(update(requests).where(requests.c.id == r.id).values(
+                state="superseded", detail=f"transfer is {state}"))
+        return self._claim()
+
+    def _ask(self, r) -> None:  # type: ignore[no-untyped-def]
+        with self.db.reader() as conn:
+            t = conn.execute(select(transfers.c.id, transfers.c.study_id, nodes.c.ae_title, nodes.c.host,
+                                    nodes.c.port, nodes.c.tls)
+                             .join(nodes, nodes.c.id == transfers.c.destination_node_id)
+                             .where(transfers.c.id == r.transfer_id)).one()
+            sent = conn.execute(select(instances.c.sop_class_uid, instances.c.sop_uid, series.c.series_uid)
+                                .join(items, items.c.instance_id == instances.c.id)
+                                .join(series, series.c.id == instances.c.series_id)
+                                .where(items.c.transfer_id == r.transfer_id, items.c.state == "sent")
+                                .order_by(instances.c.id)).all()
+            study_uid = conn.execute(select(studies.c.study_uid).where(studies.c.id == t.study_id)).scalar_one()
+            conn.rollback()
+        with self.db.engine.begin() as conn:
+            record(conn, r.transfer_id, "confirm-asked",
+                   f"{'N-ACTION Storage Commitment' if r.method == 'commitment' else 'C-FIND'} to {t.ae_title} "
+                   f"for {len(sent)} instances (ask {r.asks}"
+                   + (f", transaction {r.transaction_uid})" if r.method == "commitment" else ")"))
+        tls = tls_files.outbound(self.config, bool(t.tls))
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(r.id, done), daemon=True, name=f"confirm-{r.id}")
+        beat.start()
+        try:
+            if r.method == "count":
+                self._count(r, t, study_uid, sent, tls)
+            else:
+                self._commitment(r, t, sent, tls)
+        except ConnectionError as exc:
+            log.warning("transfer %s: confirmation failed: %s", r.transfer_id, exc)
+            with self.db.engine.begin() as conn:
+                current = conn.execute(select(requests).where(requests.c.id == r.id)).one()
+                if current.state == "asking" and current.claimed_by == self.name:
+                    self._unanswered(conn, current, str(exc))
+        finally:
+            done.set()
+            beat.join()
+
+    def _count(self, r, t, study_uid: str, sent, tls) -> None:  # type: ignore[no-untyped-def]
+        from imex.dicom.held import held_instances
+
+        by_series: dict[str, set[str]] = {}
+        for row in sent:
+            by_series.setdefault(row.series_uid, set()).add(row.sop_uid)
+        held, level = held_instances(self.config["dicom.ae_title"], t.ae_title, t.host, t.port, study_uid,
+                                     by_series, timeout=self.config["dicom.dimse_timeout"], tls=tls)
+        with self.db.engine.begin() as conn:
+            current = conn.execute(select(requests.c.state, requests.c.claimed_by).where(
+                requests.c.id == r.id)).one()
+            if current.state != "asking" or current.claimed_by != self.name:
+                return  # superseded or taken over meanwhile
+            apply_answer(self.config, conn, r.id, held, {}, f"C-FIND at {level} level")
+
+    def _commitment(self, r, t, sent, tls) -> None:  # type: ignore[no-untyped-def]
+        def answered() -> bool:
+            with self.db.reader() as conn:
+                state = conn.execute(select(requests.c.state).where(requests.c.id == r.id)).scalar()
+                conn.rollback()
+            return state not in ("asking", "waiting")
+
+        done = commitment.request(
+            self.config["dicom.ae_title"], t.ae_title, t.host, t.port, r.transaction_uid,
+            [(row.sop_class_uid, row.sop_uid) for row in sent], on_report=self.reports,
+            wait=self.config["confirm.wait_seconds"], answered=answered,
+            timeout=self.config["dicom.dimse_timeout"], tls=tls)
+        if done:
+            return
+        now = utcnow()
+        with self.db.engine.begin() as conn:
+            moved = conn.execute(update(requests).where(
+                requests.c.id == r.id, requests.c.state == "asking", requests.c.claimed_by == self.name).values(
+                state="waiting", claimed_by=None, lease_until=None,
+                due_at=now + dt.timedelta(seconds=self.config["confirm.timeout_seconds"]))).rowcount
+            if moved:
+                record(conn, r.transfer_id, "confirm-waiting",
+                       f"{t.ae_title} accepted the request; its report may come on a new association until "
+                       f"{now + dt.timedelta(seconds=self.config['confirm.timeout_seconds']):%H:%M:%S} UTC")
