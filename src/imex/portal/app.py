@@ -67,7 +67,21 @@ def create_app(hub: "Hub") -> FastAPI:
     app.include_router(dicomweb.router)
     app.include_router(viewer.router)
     app.include_router(folder_pages.router)
+    from imex.portal import upload_pages  # uploads from the browser: API and page
+    from imex.portal.api import uploads as uploads_api
+
+    for module in (uploads_api, upload_pages):
+        app.include_router(module.router)
+    from imex.portal import request_pages  # image requests: API and pages
+    from imex.portal.api import requests as requests_api
+
+    for module in (requests_api, request_pages):
+        app.include_router(module.router)
     app.include_router(pages.router)
+    from imex.portal import exchange_pages  # exchanges: transactions, messages, attachments, PACS search
+
+    for module in (exchange_pages.transactions_api, exchange_pages.pacs_search, exchange_pages):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
     @app.get("/healthz", include_in_schema=False)

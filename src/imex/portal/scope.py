@@ -258,3 +258,14 @@ def searchable_nodes_query(p: Principal) -> Select:
         return select(Node).where(false())
     return select(Node).where(Node.query_retrieve.is_(True), Node.enabled.is_(True),
                               own_institution_clause(p, Node.institution_id))
+
+
+def upload_clause(p: Principal):  # type: ignore[no-untyped-def]
+    """Uploads from the browser: each is its creator's, and seen by their institution's admins."""
+    from imex.db.models_uploads import Upload
+
+    if p.is_system_admin:
+        return true()
+    if p.can("users.manage"):
+        return or_(Upload.user_id == p.user_id, Upload.institution_id == p.institution_id)
+    return Upload.user_id == p.user_id

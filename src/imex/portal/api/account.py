@@ -234,8 +234,10 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
     activity = [audit_row(e) for e in s.scalars(select(AuditEvent).where(AuditEvent.user_id == p.user_id)
                                                 .order_by(desc(AuditEvent.id)).limit(10))]
     unread = unread_count(s, p.user_id)
+    from imex.portal.api.requests import needs_action as requests_needing_action  # image requests asked of us
+
     return {"for_you": for_you, "arrived": arrived, "needs_action": failing, "outgoing": outgoing, "recent_activity": activity,
-            "unread_notifications": unread}
+            "unread_notifications": unread, "requests_needing_action": requests_needing_action(s, p)}
 
 
 @router.get("/dashboard", summary="Your dashboard: arrivals, failures needing action, recent activity")
