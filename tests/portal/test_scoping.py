@@ -130,7 +130,10 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     from imex.folders.manage import add_folder
 
     folder = add_folder(exchange.db, "Kings and Imperial", "elective", institutions_ods=["RJZ", "RYJ"], owner_ods="RJZ")
-    values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder}
+    link = bearer(exchange, "kings_admin").post("/api/v1/links", json={
+        "study_id": ids["delivered_study"], "email": "patient@outside.example", "mode": "view", "send_email": False})
+    assert link.status_code == 201, link.text
+    values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder, "link_id": link.json()["id"]}
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})
