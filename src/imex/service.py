@@ -119,6 +119,15 @@ class Hub:
 
         self._spawn("requests", self._loop, "image request job", lambda: request_jobs.run_once(self.db),
                     self.config["requests.scan_interval"])
+        from imex.upload.send import UploadWorker  # uploads from the browser: stored and sent, or expired
+        from imex.upload.staging import Staging
+
+        self.uploads = UploadWorker(self, Staging(self.db, self.config), f"{self.worker_id}/upload")
+        self._spawn("uploads", self.uploads.run, self.stop_event, self.config["upload.scan_interval"])
+        from imex.locator.service import LocatorService  # the patient imaging locator: feeds and view cache
+
+        self.locator = LocatorService(self.config, self.db, self.store)
+        self.locator.start(self._spawn, self._loop)
         from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
 
         self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),
@@ -139,8 +148,12 @@ class Hub:
     def stop(self) -> None:
         self.stop_event.set()
         self.work_queued.set()  # idle workers see the stop at once
+        if getattr(self, "uploads", None) is not None:
+            self.uploads.wake.set()
         self.listener.stop()
         self.reports.stop()
+        if getattr(self, "locator", None) is not None:
+            self.locator.stop()
         if self.http is not None:
             self.http.should_exit = True
         for thread in self.threads:

@@ -67,6 +67,11 @@ def create_app(hub: "Hub") -> FastAPI:
     app.include_router(dicomweb.router)
     app.include_router(viewer.router)
     app.include_router(folder_pages.router)
+    from imex.portal import fhir, locator_pages  # the patient imaging locator: API, FHIR search, pages
+    from imex.portal.api import locator as locator_api
+
+    for module in (locator_api, fhir, locator_pages):
+        app.include_router(module.router)
     from imex.portal import upload_pages  # uploads from the browser: API and page
     from imex.portal.api import uploads as uploads_api
 

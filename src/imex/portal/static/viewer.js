@@ -80,9 +80,9 @@
     this.measures = new Map(); // image key -> [{a, b, mm}]
   };
 
-  Viewport.prototype.load = async function (series) {
+  Viewport.prototype.load = async function (series, keep) {
     this.series = series;
-    this.resetView();
+    if (!keep) this.resetView();  // keep: the same series with more images (a study still arriving)
     const meta = await getJson(base + "/series/" + encodeURIComponent(series.uid) + "/metadata");
     meta.sort((a, b) => (value(a, "00200013") || 0) - (value(b, "00200013") || 0));
     const images = [];
@@ -101,8 +101,8 @@
     }
     this.images = images;
     this.slider.max = String(Math.max(images.length, 1));
-    this.cache.clear();
-    this.show(0);
+    if (!keep) this.cache.clear();
+    this.show(keep ? this.index : 0);
   };
 
   Viewport.prototype.key = function (i) {
@@ -447,17 +447,42 @@
 
   window.addEventListener("resize", () => { for (const v of viewports) v.draw(); });
 
-  async function start() {
+  async function listSeries() {
     const series = await getJson(base + "/series");
-    seriesList = series.map(s => ({
+    const listed = series.map(s => ({
       uid: value(s, "0020000E"), number: value(s, "00200011"), modality: value(s, "00080060"),
       description: value(s, "0008103E"), count: value(s, "00201209"),
     }));
-    renderThumbnails();
+    const changed = JSON.stringify(listed) !== JSON.stringify(seriesList);
+    seriesList = listed;
+    if (changed) renderThumbnails();
+  }
+
+  // a study still arriving (viewed before import: data-expected instances) is looked at again every second
+  // for new series and images until they are all here, so its first image shows as soon as the hub has it
+  const expected = parseInt(root.dataset.expected || "0", 10);
+  const arrived = () => seriesList.reduce((n, s) => n + (parseInt(s.count, 10) || 0), 0);
+
+  async function follow() {
+    for (let round = 0; arrived() < expected && round < 900; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const before = new Map(seriesList.map(s => [s.uid, s.count]));
+      try { await listSeries(); } catch (err) { continue; }
+      for (const v of viewports) {
+        const s = v.series ? seriesList.find(x => x.uid === v.series.uid) : seriesList[0];
+        if (s && (!v.series || s.count !== before.get(s.uid))) await v.load(s, Boolean(v.series)).catch(() => {});
+      }
+    }
+    root.dataset.complete = "1";
+  }
+
+  async function start() {
+    try { await listSeries(); } catch (err) { if (!expected) throw err; }
     const first = addViewport();
     first.activate();
     if (seriesList.length) await first.load(seriesList[0]);
     root.dataset.ready = "1";
+    if (expected) await follow();
   }
   start().catch(report);
 })();
