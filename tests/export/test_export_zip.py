@@ -120,3 +120,22 @@ def test_cli_export_to_folder_and_zip(hub, tmp_path):  # type: ignore[no-untyped
     assert missing.exit_code != 0 and "no study" in missing.output
     with hub.db.sessions() as s:
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "study.export")) is not None
+
+
+def test_dicomdir_of_instances_lacking_record_attributes(tmp_path):  # type: ignore[no-untyped-def]
+    """Real studies often lack Study ID, Study Time, Series or Instance Number: the DICOMDIR is still made,
+    and the instances keep their bytes."""
+    from pydicom import dcmread
+
+    from imex.export import Member, write_folder
+
+    files = make_study(tmp_path / "s", series=1, instances_per_series=3, rows=8, columns=8)
+    for f in files:
+        ds = dcmread(f)
+        for keyword in ("StudyID", "StudyTime", "SeriesNumber", "InstanceNumber", "PatientID"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(f)
+    sent = {dcmread(f).SOPInstanceUID: f.read_bytes() for f in files}
+    write_folder([Member(uid, f) for f, uid in zip(files, sent)], tmp_path / "out")
+    check_fileset(tmp_path / "out", sent)

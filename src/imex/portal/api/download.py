@@ -24,8 +24,8 @@ def zip_response(members: list[Member], filename: str) -> StreamingResponse:
         raise Problem(404, "this study has no stored instances to download")
     try:
         plan = build_dicomdir(members)
-    except (ValueError, OSError) as exc:
-        raise Problem(500, f"the study's DICOMDIR could not be made: {exc}") from exc
+    except (ValueError, OSError) as exc:  # e.g. an instance of a class no DICOMDIR record fits
+        raise Problem(409, f"this study cannot be written as a DICOM file-set: {exc}"[:500]) from exc
     return StreamingResponse(stream_zip(members, plan), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
