@@ -139,3 +139,19 @@ def test_dicomdir_of_instances_lacking_record_attributes(tmp_path):  # type: ign
     sent = {dcmread(f).SOPInstanceUID: f.read_bytes() for f in files}
     write_folder([Member(uid, f) for f, uid in zip(files, sent)], tmp_path / "out")
     check_fileset(tmp_path / "out", sent)
+
+
+def test_zip_is_streamed_in_bounded_pieces(tmp_path):  # type: ignore[no-untyped-def]
+    """Large instances leave in pieces of at most about 1 MiB: the zip is never built whole in memory."""
+    from pydicom import dcmread
+
+    from imex.export import Member, stream_zip
+    from imex.export.zipstream import CHUNK
+
+    files = make_study(tmp_path / "big", series=1, instances_per_series=3, rows=1024, columns=1024)
+    members = [Member(dcmread(f, stop_before_pixels=True).SOPInstanceUID, f) for f in files]
+    pieces = list(stream_zip(members))
+    assert max(len(p) for p in pieces) <= CHUNK + 4096
+    assert sum(len(p) for p in pieces) > 3 * 2 * 1024 * 1024
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(pieces)))
+    assert archive.testzip() is None and len(archive.namelist()) == 4

@@ -210,3 +210,27 @@ def test_expired_and_revoked_links_show_a_page_not_the_study(linkhub):  # type: 
     # unknown and malformed tokens
     for token in ("x" * 43, "short", "../../etc/passwd", "%00" * 10, "a" * 3000):
         assert recipient(linkhub).get(f"/l/{token}").status_code in (404, 414)
+
+
+def test_links_on_postgresql(make_config, start_hub, storescp, postgres_url, tmp_path):  # type: ignore[no-untyped-def]
+    """The same flow with PostgreSQL: create, code, session, a read, download, lock after wrong codes."""
+    from hubtools import register_hospitals
+
+    from linktools import setup_hub
+
+    dest = storescp("RYJPACS")
+    hub = start_hub(make_config(database__url=postgres_url))
+    register_hospitals(hub, dest_port=dest.port)
+    setup_hub(hub, tmp_path)
+    link = make_link(hub)
+    client = sign_in_link(hub, link)
+    assert client.get(f"/link/dicomweb/studies/{hub.study_uids[0]}/series").status_code == 200
+    assert client.get(f"/link/dicomweb/studies/{hub.study_uids[1]}/series").status_code == 404
+    assert client.get("/link/download").content[:2] == b"PK"
+    path = httpx.URL(link["url"]).path
+    stranger = recipient(hub)
+    answer = ask_code(stranger, link["url"])
+    for _ in range(5):
+        answer = stranger.post(path + "/session", data={"code": "000000", "csrf_token": form_token(answer)})
+    assert answer.status_code == 410
+    assert bearer(hub, "kings_admin").get(f"/api/v1/links/{link['id']}").json()["state"] == "locked"
