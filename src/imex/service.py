@@ -115,8 +115,9 @@ class Hub:
         self._spawn("confirm", self._loop, "delivery confirmation", self.confirmer.run_once,
                     self.config["confirm.scan_interval"])
         self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
-        from imex.exchange import request_jobs  # image requests: fulfilled when delivered, expired when stale
+        from imex.exchange import request_jobs, requests  # image requests: fulfilled when delivered, expired
 
+        requests.register_store(self.db.engine, self.store)  # matching reads Other Patient IDs from headers
         self._spawn("requests", self._loop, "image request job", lambda: request_jobs.run_once(self.db),
                     self.config["requests.scan_interval"])
         from imex.upload.send import UploadWorker  # uploads from the browser: stored and sent, or expired

@@ -11,6 +11,8 @@ import pytest
 from hubtools import wait_until
 from portaltools import add_user, bearer
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from requesttools import NHS, OTHER_NHS, Smtp, hospitals, no_patient_identifiers, orthanc, request_state, smtp_config
 from sqlalchemy import select
 
@@ -100,3 +102,15 @@ def test_pushed_study_is_matched_by_nhs_number_and_sent_to_the_requester(make_co
     history = doc.get(f"/api/v1/requests/{rid}").json()["history"]
     assert [e["event"] for e in history] == ["created", "matched", "fulfilled"]
     assert "NHS number" in history[1]["detail"]
+
+    # King's files the patient under its own ID; the NHS number is in Other Patient IDs (issuer NHS)
+    second = doc.post("/api/v1/requests", json={"source": "RJZ", "nhs_number": OTHER_NHS, "modality": "MR",
+                                                "reason": "Knee MR"}).json()["id"]
+    other_ids = Dataset()
+    other_ids.PatientID, other_ids.IssuerOfPatientID = OTHER_NHS, "NHS"
+    local = make_study(tmp_path / "mr", instances_per_series=2, patient_id="K777", modality="MR",
+                       extra={"IssuerOfPatientID": "RJZ", "OtherPatientIDsSequence": Sequence([other_ids])})
+    assert peers.storescu(local, hub.listener.port, "IMEX", "STORESCU").statuses == [0, 0]
+    dest.wait_for(5, timeout=60)
+    wait_until(lambda: request_state(hub, second) == "fulfilled", timeout=30, message="second request fulfilled")
+    assert "NHS number" in doc.get(f"/api/v1/requests/{second}").json()["history"][1]["detail"]

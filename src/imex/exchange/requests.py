@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, and_, exists, insert, select, update
 from imex import audit
 from imex.db import utcnow
 from imex.db.models_exchange import RequestEvent
-from imex.db.tables import institutions, nodes, notifications, patients, series, users
+from imex.db.tables import instances, institutions, nodes, notifications, patients, series, users
 from imex.exchange.request_matching import Arrival, Wanted, match_reason, normalise_name, valid_date
 from imex.exchange.tables import image_requests, transaction_studies
 from imex.harmonise import nhs
@@ -339,14 +340,46 @@ def grant(conn: Connection, request_id: int, actor: Actor, study_uids: list[str]
 
 # -- arrivals ------------------------------------------------------------------------------------------
 
+# The blob store of each hub's database, so that matching can read Other Patient IDs from a stored header
+# (the index keeps only the Patient ID). Keyed by engine: several hubs may run in one process.
+_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def register_store(engine: Any, store: Any) -> None:
+    """Called by the hub at start: where the instances of this database's studies are stored."""
+    _STORES[engine] = store
+
+
+def _nhs_in_header(conn: Connection, study_id: int) -> tuple[str, ...]:
+    """The NHS number in the first stored instance's header (Patient ID with an NHS issuer or none, or an
+    Other Patient IDs item whose issuer is NHS), when it is valid."""
+    store = _STORES.get(conn.engine)
+    if store is None:
+        return ()
+    key = conn.execute(select(instances.c.blob_key).where(instances.c.study_id == study_id)
+                       .order_by(instances.c.id).limit(1)).scalar()
+    if not key:
+        return ()
+    try:
+        from pydicom import dcmread
+
+        ds = dcmread(store.path(key), stop_before_pixels=True, force=True)
+        found = nhs.discover(ds)
+    except Exception as exc:  # an unreadable header must not stop routing: match on the index alone
+        log.warning("cannot read the header of study %s for request matching: %s", study_id, exc)
+        return ()
+    return (found.number,) if found is not None and found.problem is None else ()
+
+
 def arrival_of(conn: Connection, study: Any) -> Arrival:
-    """What the index knows of a study, for matching."""
+    """What the hub knows of a study, for matching."""
     patient = conn.execute(select(patients.c.patient_id, patients.c.issuer, patients.c.name,
                                   patients.c.birth_date).where(patients.c.id == study.patient_pk)).first()
     modalities = set((study.modalities or "").replace("\\", " ").split())
     modalities |= {m for m in conn.execute(select(series.c.modality).distinct().where(
         series.c.study_id == study.id)).scalars() if m}
     return Arrival(study_uid=study.study_uid, patient_id=patient.patient_id if patient else "",
+                   other_patient_ids=_nhs_in_header(conn, study.id),
                    issuer=patient.issuer if patient else "", patient_name=patient.name if patient else "",
                    birth_date=patient.birth_date if patient else "", accession=study.accession_number or "",
                    modalities=tuple(sorted(modalities)), study_date=study.study_date or "")
