@@ -234,3 +234,37 @@ def test_links_on_postgresql(make_config, start_hub, storescp, postgres_url, tmp
         answer = stranger.post(path + "/session", data={"code": "000000", "csrf_token": form_token(answer)})
     assert answer.status_code == 410
     assert bearer(hub, "kings_admin").get(f"/api/v1/links/{link['id']}").json()["state"] == "locked"
+
+
+def test_link_pages_refuse_malformed_input(linkhub):  # type: ignore[no-untyped-def]
+    link = make_link(linkhub, email="odd@outside.example")
+    path = httpx.URL(link["url"]).path
+    client = recipient(linkhub)
+    sent = ask_code(client, link["url"])
+    token = form_token(sent)
+    for data in ({"code": "1" * 5000, "csrf_token": token}, {"csrf_token": token}, {"code": "123456", "csrf_token": "x" * 500}):
+        answer = client.post(path + "/session", data=data)
+        assert answer.status_code in (403, 422), (data.keys(), answer.status_code)
+    assert client.post(path + "/session", content=b"\xff" * 100,
+                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code in (403, 422)
+    oversize = client.post(path + "/session", content=b"code=" + b"1" * (linkhub.config["http.max_body_bytes"] + 10),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert oversize.status_code == 413
+    # a forged or stale link cookie opens nothing
+    for cookie in ("forged", "A" * 43, "a" * 5000):
+        stranger = recipient(linkhub)
+        stranger.cookies.set("imex_link", cookie, path="/link")
+        assert stranger.get("/link/study").status_code == 401
+        assert stranger.get(f"/link/dicomweb/studies/{linkhub.study_uids[0]}/series").status_code == 401
+    # inside a session: nonsense frame numbers and render options
+    client = sign_in_link(linkhub, make_link(linkhub, email="odd2@outside.example"))
+    base = f"/link/dicomweb/studies/{linkhub.study_uids[0]}"
+    series_uid = client.get(f"{base}/series").json()[0]["0020000E"]["Value"][0]
+    sop = client.get(f"{base}/series/{series_uid}/metadata").json()[0]["00080018"]["Value"][0]
+    for tail in ("frames/0/rendered", "frames/abc/rendered", "frames/99/rendered", "frames/1/rendered?window=a,b",
+                 "frames/1/rendered?viewport=0,0", "frames/1/rendered?accept=text/html"):
+        answer = client.get(f"{base}/series/{series_uid}/instances/{sop}/{tail}")
+        assert answer.status_code in (400, 404, 406), (tail, answer.status_code)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    with linkhub.db.sessions() as s:
+        assert s.scalar(select(StudyLink).where(StudyLink.email == "odd@outside.example")).failed_codes == 0
