@@ -153,6 +153,9 @@ class RetrievalWorker:
                     error = f"{row.name} moved the study only in part: {outcome.describe()}"
         except (MoveFailed, ValueError, OSError) as exc:
             error = str(exc)
+            if "stopped answering" in error or "did not answer" in error:  # what a PACS that refuses the hub does
+                error += (f" (the PACS probably does not know the hub: add the hub's AE title {self.hub_aet}, its "
+                          "host and DICOM port to it as a peer allowed to query and retrieve)")
         finally:
             done.set()
             renewer.join(timeout=5)

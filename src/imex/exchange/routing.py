@@ -14,7 +14,7 @@ from imex.exchange.tables import retrievals, transaction_studies, transactions
 from imex.exchange.transactions import queue_transaction_study
 
 log = logging.getLogger("imex.exchange.routing")
-Outcome = Literal["transaction", "cached"] | None
+Outcome = Literal["transaction", "cached", "wait"] | None
 
 
 def _source_institutions(conn: Connection, study) -> set[int]:  # type: ignore[no-untyped-def]
@@ -52,8 +52,13 @@ def _match_request(conn: Connection, study) -> int | None:  # type: ignore[no-un
 
 
 def route_hook(conn: Connection, study) -> Outcome:  # type: ignore[no-untyped-def]
-    """What the exchange workflows say about a stable study: "transaction" (its transfers are queued),
-    "cached" (fetched for viewing: do not route), or None (route it by the usual means)."""
+    """What the exchange workflows say about a stable study: "wait" (a C-MOVE of it is still under way:
+    a pause in arrivals is not its end), "transaction" (its transfers are queued), "cached" (fetched for
+    viewing: do not route), or None (route it by the usual means)."""
+    moving = conn.execute(select(exists().where(
+        retrievals.c.study_uid == study.study_uid, retrievals.c.state.in_(("pending", "moving"))))).scalar()
+    if moving:
+        return "wait"
     if _route_to_transactions(conn, study):
         return "transaction"
     viewing = conn.execute(select(exists().where(

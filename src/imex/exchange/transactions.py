@@ -127,6 +127,10 @@ def study_progress(conn: Connection, transaction) -> list[StudyProgress]:  # typ
 
 def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[str, str]:  # type: ignore[type-arg]
     failed_move = next((m for m in moves if m["state"] == "failed"), None)
+    active = next((m for m in moves if m["state"] in ("pending", "moving")), None)
+    if active is not None:
+        note = f" (attempt {active['attempts']}: {active['last_error']})" if active["last_error"] else ""
+        return "retrieving", f"retrieving from the sender's PACS{note}"
     if sends:
         states = {t["state"] for t in sends}
         if states == {"delivered"}:
@@ -140,11 +144,6 @@ def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[s
         return "sending", "being delivered"
     if failed_move is not None and not any(m["state"] in ("pending", "moving") for m in moves):
         return "failed", f"retrieval failed: {failed_move['last_error'] or 'unknown error'}"
-    if moves:
-        last = moves[-1]
-        if last["state"] in ("pending", "moving"):
-            note = f" (attempt {last['attempts']}: {last['last_error']})" if last["last_error"] else ""
-            return "retrieving", f"retrieving from the sender's PACS{note}"
     return "retrieving", "waiting for the study to arrive at the hub"
 
 

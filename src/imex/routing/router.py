@@ -109,7 +109,10 @@ class Router:
             study = conn.execute(query).first()
             if study is None:
                 return False  # another process took it, or a new instance arrived meanwhile
-            if not emergency_only and exchange_hook(conn, study) == "cached":  # fetched for viewing only
+            hooked = None if emergency_only else exchange_hook(conn, study)
+            if hooked == "wait":  # exchange: its C-MOVE is still under way; routed once it is complete
+                return False
+            if hooked == "cached":  # exchange: fetched for viewing only
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="cached", quarantine_reason=None, routed_seq=study.received_seq))
                 self.retention.stamp(conn, study_id, study.last_received_at)
