@@ -55,7 +55,7 @@ def criteria(config: Config, nhs_number: str, birth: str, reason: str) -> Criter
         raise SearchRefused("the patient's date of birth is required")
     allowed = reasons(config)
     if not (reason or "").strip():
-        raise SearchRefused(f"say why you are searching: one of {', '.join(allowed)}")
+        raise SearchRefused(f"a reason for the search is required: one of {', '.join(allowed)}")
     match = next((r for r in allowed if r.lower() == reason.strip().lower()), None)
     if match is None:
         raise SearchRefused(f"{reason[:60]!r} is not an accepted reason; use one of {', '.join(allowed)}")

@@ -137,7 +137,7 @@ def search_imaging_studies(request: Request, s: Session = Depends(db_session), p
         audit.record(s, "locator.search", outcome="failure", object_type="patient", detail=f"refused (fhir): {exc}",
                      **p.audit_fields())
         s.commit()
-        return outcome(400, "required" if "required" in str(exc) or "say why" in str(exc) else "value", str(exc))
+        return outcome(400, "required" if "required" in str(exc) else "value", str(exc))
     try:
         rows = locator_search.search(s, p, c, via="fhir")
     except PermissionDenied:  # pragma: no cover - checked above
