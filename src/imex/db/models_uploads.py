@@ -57,6 +57,7 @@ class UploadFile(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(String(1024))
+    staged_name: Mapped[str] = mapped_column(String(64), default="")  # its file in the staging folder
     size: Mapped[int] = mapped_column(BigInteger, default=0)  # declared by the browser (or the zip)
     received: Mapped[int] = mapped_column(BigInteger, default=0)
     kind: Mapped[str] = mapped_column(String(16), default="")

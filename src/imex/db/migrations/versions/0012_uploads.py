@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('upload_id', sa.Integer(), nullable=False),
         sa.Column('path', sa.String(length=1024), nullable=False),
+        sa.Column('staged_name', sa.String(length=64), nullable=False),
         sa.Column('size', sa.BigInteger(), nullable=False),
         sa.Column('received', sa.BigInteger(), nullable=False),
         sa.Column('kind', sa.String(length=16), nullable=False),
