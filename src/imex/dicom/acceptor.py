@@ -315,11 +315,17 @@ class _Association:
         self.admitted = True
         self.peer_max = max_length_of(primitive.user_information)
         results = []
+        # the hub takes Storage Commitment reports only from a caller proposing the SCP role for it (PS3.4
+        # J.3.3); it is no Storage Commitment SCP for others
+        reporting = {str(item.sop_class_uid) for item in primitive.user_information
+                     if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role}
         for cx in primitive.presentation_context_definition_list:
             result = PresentationContext()
             result.context_id = cx.context_id
             proposed = [str(ts) for ts in cx.transfer_syntax]
             allowed = self.acceptor.supported.get(str(cx.abstract_syntax))
+            if str(cx.abstract_syntax) == STORAGE_COMMITMENT and STORAGE_COMMITMENT not in reporting:
+                allowed = None
             chosen = next((ts for ts in proposed if allowed and ts in allowed), None)
             if allowed is None:
                 result.result = _ABSTRACT_SYNTAX_NOT_SUPPORTED
