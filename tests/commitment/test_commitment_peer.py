@@ -41,7 +41,8 @@ def _requests(hub) -> list[CommitmentRequest]:  # type: ignore[no-untyped-def]
 
 def _hub_with_peer(make_config, start_hub, commitment_peer, *, method: str = "commitment", **peer_kwargs):  # type: ignore[no-untyped-def]
     config = make_config(confirm__wait_seconds=peer_kwargs.pop("wait", 5.0),
-                         confirm__timeout_seconds=peer_kwargs.pop("timeout", 60.0), confirm__scan_interval=0.2)
+                         confirm__timeout_seconds=peer_kwargs.pop("timeout", 60.0), confirm__scan_interval=0.2,
+                         **peer_kwargs.pop("settings", {}))
     peer = commitment_peer(hub=(config["dicom.ae_title"], "127.0.0.1", config["dicom.port"]), **peer_kwargs)
     hub = start_hub(config)
     register_hospitals(hub, dest_port=peer.port)
@@ -79,11 +80,20 @@ def test_report_on_the_same_association_confirms(make_config, start_hub, commitm
 
 
 def test_failed_instance_is_sent_again_then_confirmed(make_config, start_hub, commitment_peer, tmp_path):
+    _resend_then_confirm(make_config, start_hub, commitment_peer, tmp_path, {})
+
+
+def test_resend_and_confirm_on_postgres(postgres_url, make_config, start_hub, commitment_peer, tmp_path):
+    _resend_then_confirm(make_config, start_hub, commitment_peer, tmp_path, {"database__url": postgres_url})
+
+
+def _resend_then_confirm(make_config, start_hub, commitment_peer, tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
     files = make_study(tmp_path / "s", instances_per_series=4)
     from pydicom import dcmread
 
     victim = str(dcmread(files[2], stop_before_pixels=True).SOPInstanceUID)
-    hub, peer = _hub_with_peer(make_config, start_hub, commitment_peer, mode="new", refuse={victim: 1})
+    hub, peer = _hub_with_peer(make_config, start_hub, commitment_peer, mode="new", refuse={victim: 1},
+                               settings=settings)
     assert peers.storescu(files, hub.listener.port, "RYJ").statuses == [0] * 4
     wait_until(lambda: _state(hub) == "confirmed", message="confirmed on the second round")
     assert peer.stored.count(victim) == 2 and len(peer.stored) == 5  # only the failed one went again

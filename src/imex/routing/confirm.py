@@ -13,12 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, func, insert, select, update
 
-from imex import audit
+from imex import audit, metrics
 from imex.config import Config
 from imex.db import Database, utcnow
 from imex.db.models_commitment import CommitmentRequest
@@ -67,12 +66,6 @@ def after_delivery(conn: Connection, transfer_id: int) -> bool:
 # -- applying an answer -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: int
-    comment: str
-
-
 def _sent(conn: Connection, transfer_id: int) -> dict[str, int]:
     """SOP Instance UID -> item id of every instance the transfer has sent."""
     return {r.sop_uid: r.id for r in conn.execute(
@@ -108,6 +101,7 @@ def apply_answer(config: Config, conn: Connection, request_id: int, held: set[st
         conn.execute(update(transfers).where(transfers.c.id == t.id).values(
             state="confirmed", confirmed_at=now, last_error=None, updated_at=now))
         record(conn, t.id, "confirmed", f"{t.ae_title} holds all {len(sent)} instances ({how}){note}")
+        metrics.TRANSFERS_FINISHED.labels(state="confirmed").inc()
         audit.record(conn, "transfer.confirmed", detail=f"{t.node_name}: {len(sent)} instances ({how})",
                      **audit_fields)
         return "confirmed"
