@@ -134,6 +134,8 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
         "study_id": ids["delivered_study"], "email": "patient@outside.example", "mode": "view", "send_email": False})
     assert link.status_code == 201, link.text
     values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder, "link_id": link.json()["id"]}
+    values["request_id"] = bearer(exchange, "kings_admin").post("/api/v1/requests", json={  # an image request
+        "source": "RYJ", "patient_name": "EXCHANGE^ALICE", "birth_date": "19700101", "reason": "comparison"}).json()["id"]
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})
