@@ -81,6 +81,9 @@ def open_transaction(conn: Connection, *, kind: str, source_institution_id: int,
             transaction_id=tid, study_uid=uid[:64], study_id=study.id if mine else None, added_at=now))
         if mine and study.route_state != "receiving":
             queue_transaction_study(conn, row, study.id)
+            if study.route_state == "quarantined":  # it has its destination now
+                conn.execute(update(studies).where(studies.c.id == study.id).values(
+                    route_state="routed", quarantine_reason=None))
     if message.strip():
         conn.execute(insert(transaction_messages).values(
             transaction_id=tid, author_user_id=sender_user_id, author_name=sender_name[:200],
