@@ -129,7 +129,8 @@ def _save_node(s: Session, p: Principal, pt: Portal, body: NodeIn, update: bool)
     audit.record(s, "node.change" if update else "node.add", object_type="node", object_id=body.name,
                  detail=f"{body.ae_title}@{body.host}:{body.port} ({ods})", **p.audit_fields())
     s.commit()
-    node, inst = s.execute(select(Node, Institution).join(Institution).where(Node.name == body.name)).one()
+    node, inst = s.execute(select(Node, Institution).join(Institution).where(Node.name == body.name)
+                           .execution_options(populate_existing=True)).one()  # changed by add_node's session
     return node_row(node, inst)
 
 
