@@ -67,6 +67,7 @@ def _study_identifier(first: Dataset, files: list[Path]) -> Dataset:
                     "AccessionNumber", "StudyDate", "StudyTime", "StudyDescription"):
         setattr(ds, keyword, first.get(keyword, ""))
     ds.IssuerOfPatientID = first.get("IssuerOfPatientID", "")
+    ds.OtherPatientIDs = [str(i.PatientID) for i in first.get("OtherPatientIDsSequence", [])]
     ds.ModalitiesInStudy = first.Modality
     ds.NumberOfStudyRelatedSeries = len({dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in files})
     ds.NumberOfStudyRelatedInstances = len(files)
