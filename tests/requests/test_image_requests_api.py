@@ -19,8 +19,8 @@ GOOD = {"source": "RJZ", "nhs_number": "943 476 5919", "modality": "CT", "date_f
         "reason": "Follow-up of a head injury seen at King's", "urgency": "urgent", "recipient": "Stroke team"}
 
 
-def _hub(make_config, start_hub):  # type: ignore[no-untyped-def]
-    hub = start_hub(make_config())
+def _hub(make_config, start_hub, **config):  # type: ignore[no-untyped-def]
+    hub = start_hub(make_config(**config))
     add_institution(hub.db, "RJZ", "King's College Hospital")
     add_institution(hub.db, "RYJ", "Imperial College Healthcare")
     add_institution(hub.db, "RXX", "Not Connected Hospital")  # no DICOM node: takes no part in exchange
@@ -42,7 +42,14 @@ def _audited(hub, action: str, outcome: str) -> int:  # type: ignore[no-untyped-
 
 
 def test_ask_accept_decline_cancel_and_expire_with_history(make_config, start_hub):
-    hub = _hub(make_config, start_hub)
+    _lifecycle(_hub(make_config, start_hub))
+
+
+def test_the_same_on_postgresql(make_config, start_hub, postgres_url):
+    _lifecycle(_hub(make_config, start_hub, database__url=postgres_url))
+
+
+def _lifecycle(hub) -> None:  # type: ignore[no-untyped-def]
     doc, guard = bearer(hub, "imp_doc"), bearer(hub, "kings_guard")
     assert sorted(p["ods"] for p in doc.get("/api/v1/requests/partners").json()) == ["RAL", "RJZ"]
 
