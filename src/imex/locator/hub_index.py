@@ -24,20 +24,21 @@ def _mark(conn) -> tuple[dt.datetime | None, int]:  # type: ignore[no-untyped-de
 
 def run_once(db: Database, batch: int = 200) -> int:
     """Index the next batch of new or changed studies; returns how many studies were looked at."""
-    with db.reader() as conn:
-        at, last_id = _mark(conn)
+    with db.sessions() as s:  # reads only: the session never flushes, so SQLite's write lock is not taken
+        at, last_id = _mark(s)
         query = (select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
                  .where(Study.route_state != "cached")
                  .order_by(Study.last_received_at, Study.id).limit(batch))
         if at is not None:
             query = query.where(or_(Study.last_received_at > at, and_(Study.last_received_at == at,
                                                                         Study.id > last_id)))
-        rows = conn.execute(query).all()
-        series = {}
+        rows = s.execute(query).all()
+        series: dict[int, list[Series]] = {}
         if rows:
-            for s in conn.execute(select(Series).where(Series.study_id.in_([r.Study.id for r in rows]))).scalars():
-                series.setdefault(s.study_id, []).append(s)
-        conn.rollback()
+            for item in s.scalars(select(Series).where(Series.study_id.in_([r.Study.id for r in rows]))):
+                series.setdefault(item.study_id, []).append(item)
+        s.expunge_all()
+        s.rollback()
     with db.engine.begin() as conn:
         for row in rows:
             study, patient = row.Study, row.Patient
