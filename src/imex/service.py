@@ -55,7 +55,8 @@ class Hub:
         self.listener = DicomListener(config, self.nodes, self.ingest, self.quota)
         from imex.routing.confirm import Confirmer  # confirmed delivery: asks, and takes reports
 
-        self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm")
+        self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm",
+                                   self.harmoniser, self.store)
         self.listener.commitment_reports = self.confirmer.reports
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])

@@ -175,3 +175,22 @@ def test_malformed_dataset_bytes_are_refused_without_a_crash():
                                                "1.2.840.10008.1.2", lambda r, a: called.append(r) or (0, ""))
         assert status == STATUS_INVALID_ARGUMENT and comment
     assert called == []
+
+
+def test_new_uids_for_the_destination_are_what_is_asked_about(make_config, start_hub, commitment_peer, tmp_path):
+    """With header harmonisation giving the destination new UIDs, the request names the UIDs it received."""
+    config = make_config(confirm__wait_seconds=5.0, confirm__scan_interval=0.2)
+    config.harmonise = [{"name": "new UIDs for Imperial", "destination": ["RYJ"], "uids": "new"}]
+    peer = commitment_peer(mode="same")
+    hub = start_hub(config)
+    register_hospitals(hub, dest_port=peer.port)
+    add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", peer.port, "RYJ", update=True, confirm="commitment")
+    hub.nodes.invalidate()
+    files = make_study(tmp_path / "s", instances_per_series=3)
+    from pydicom import dcmread
+
+    original = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    assert peers.storescu(files, hub.listener.port, "RYJ").statuses == [0] * 3
+    wait_until(lambda: _state(hub) == "confirmed", message="confirmed under the new UIDs")
+    assert len(peer.stored) == 3 and not set(peer.stored) & original  # the destination got other UIDs
+    assert sorted(peer.actions[0][1]) == sorted(peer.stored) and len(peer.actions) == 1

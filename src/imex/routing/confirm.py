@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import Callable
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, func, insert, select, update
@@ -24,7 +25,10 @@ from imex.db.models_commitment import CommitmentRequest
 from imex.db.tables import instances, items, nodes, series, studies, transfers
 from imex.dicom import commitment
 from imex.dicom.commitment import Report
+from imex.harmonise.prepare import Harmoniser
+from imex.harmonise.uids import new_uid
 from imex.routing.queue import record
+from imex.store import BlobStore
 from imex.tls import files as tls_files
 
 log = logging.getLogger("imex.confirm")
@@ -73,10 +77,15 @@ def _sent(conn: Connection, transfer_id: int) -> dict[str, int]:
         .where(items.c.transfer_id == transfer_id, items.c.state == "sent"))}
 
 
+def _same(uid: str) -> str:
+    return uid
+
+
 def apply_answer(config: Config, conn: Connection, request_id: int, held: set[str],
-                 failed: dict[str, str], how: str) -> str:
+                 failed: dict[str, str], how: str, outgoing: Callable[[str], str] = _same) -> str:
     """Apply what the destination holds to the transfer of an open request (in the caller's transaction):
-    confirmed, sent again, or failed. Returns the transfer's new state."""
+    confirmed, sent again, or failed. `held` and `failed` name instances as the destination knows them
+    (`outgoing` of the hub's UIDs). Returns the transfer's new state."""
     req = conn.execute(select(requests).where(requests.c.id == request_id)).one()
     t = conn.execute(select(transfers, nodes.c.ae_title, nodes.c.name.label("node_name"))
                      .join(nodes, nodes.c.id == transfers.c.destination_node_id)
@@ -85,8 +94,11 @@ def apply_answer(config: Config, conn: Connection, request_id: int, held: set[st
         studies.c.id == t.study_id)).one()
     now = utcnow()
     sent = _sent(conn, t.id)
+    back = {outgoing(uid): uid for uid in sent}
+    stranger = len((held | set(failed)) - set(back))
+    held = {back[uid] for uid in held if uid in back}
+    failed = {back[uid]: why for uid, why in failed.items() if uid in back}
     missing = {uid: failed.get(uid, "not held by the destination") for uid in sent if uid not in held}
-    stranger = len((held | set(failed)) - set(sent))
     note = f"; {stranger} unknown instance(s) in the answer ignored" if stranger else ""
     conn.execute(update(requests).where(requests.c.id == req.id).values(
         state="answered", answered_at=now, claimed_by=None, lease_until=None,
@@ -142,14 +154,23 @@ def _fail(conn: Connection, transfer_id: int, error: str, item_ids: list[int] | 
     inbox.queue_transfer_notice(conn, transfer_id, delivered=False)
 
 
+UidMap = Callable[[int], Callable[[str], str]]
+
+
 class Reports:
     """The N-EVENT-REPORT handler for both paths (the hub's listener and its own association)."""
 
-    def __init__(self, config: Config, db: Database) -> None:
+    def __init__(self, config: Config, db: Database, uid_map: UidMap | None = None) -> None:
         self.config = config
         self.db = db
+        self.uid_map = uid_map or (lambda transfer_id: _same)
 
     def __call__(self, report: Report, calling_aet: str | None) -> tuple[int, str]:
+        with self.db.reader() as conn:  # the UIDs the destination knows, worked out before writing
+            transfer_id = conn.execute(select(requests.c.transfer_id).where(
+                requests.c.transaction_uid == report.transaction_uid)).scalar()
+            conn.rollback()
+        outgoing = self.uid_map(transfer_id) if transfer_id is not None else _same
         with self.db.engine.begin() as conn:
             row = conn.execute(select(requests.c.id, requests.c.state, requests.c.method, requests.c.transfer_id,
                                       nodes.c.ae_title)
@@ -170,7 +191,7 @@ class Reports:
                 return commitment.STATUS_INVALID_ARGUMENT, f"transaction is {row.state}, not awaiting a report"
             failed = {uid: f"failure reason 0x{reason:04X}" for uid, reason in report.failed.items()}
             how = "storage commitment" + (" on a new association" if calling_aet is not None else "")
-            state = apply_answer(self.config, conn, row.id, set(report.committed), failed, how)
+            state = apply_answer(self.config, conn, row.id, set(report.committed), failed, how, outgoing)
         log.info("transfer %s: storage commitment report applied: %s", row.transfer_id, state)
         return commitment.STATUS_SUCCESS, ""
 
@@ -181,11 +202,32 @@ class Reports:
 class Confirmer:
     """The job that asks: one pass claims due requests and times out silent destinations."""
 
-    def __init__(self, config: Config, db: Database, name: str) -> None:
+    def __init__(self, config: Config, db: Database, name: str, harmoniser: Harmoniser | None = None,
+                 store: BlobStore | None = None) -> None:
         self.config = config
         self.db = db
         self.name = name
-        self.reports = Reports(config, db)
+        self.harmoniser = harmoniser
+        self.store = store
+        self.reports = Reports(config, db, self.uid_map)
+
+    def uid_map(self, transfer_id: int) -> Callable[[str], str]:
+        """How the destination knows an instance, series or study: header harmonisation with
+        `uids = "new"`, or de-identification, sent it new UIDs derived from the hub's (the same on every
+        send), so the request and the answer must speak of those."""
+        if self.harmoniser is None or self.store is None:
+            return _same
+        coercion = self.harmoniser.for_transfer(self.db, self.store, transfer_id).coercion
+        if coercion is None:
+            return _same
+        if coercion.deidentifies:
+            scope = f"deidentify:{coercion.context.destination_ods}"
+        elif any(r.uids == "new" for r in coercion.rules):
+            scope = f"destination:{coercion.context.destination_ods}"
+        else:
+            return _same
+        key = coercion.context.key
+        return lambda uid: new_uid(key, scope, uid)
 
     def _lease(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.config["delivery.lease_seconds"])
@@ -294,6 +336,7 @@ class Confirmer:
                                 .order_by(instances.c.id)).all()
             study_uid = conn.execute(select(studies.c.study_uid).where(studies.c.id == t.study_id)).scalar_one()
             conn.rollback()
+        outgoing = self.uid_map(r.transfer_id)
         with self.db.engine.begin() as conn:
             record(conn, r.transfer_id, "confirm-asked",
                    f"{'N-ACTION Storage Commitment' if r.method == 'commitment' else 'C-FIND'} to {t.ae_title} "
@@ -305,9 +348,9 @@ class Confirmer:
         beat.start()
         try:
             if r.method == "count":
-                self._count(r, t, study_uid, sent, tls)
+                self._count(r, t, study_uid, sent, tls, outgoing)
             else:
-                self._commitment(r, t, sent, tls)
+                self._commitment(r, t, sent, tls, outgoing)
         except ConnectionError as exc:
             log.warning("transfer %s: confirmation failed: %s", r.transfer_id, exc)
             with self.db.engine.begin() as conn:
@@ -318,22 +361,22 @@ class Confirmer:
             done.set()
             beat.join()
 
-    def _count(self, r, t, study_uid: str, sent, tls) -> None:  # type: ignore[no-untyped-def]
+    def _count(self, r, t, study_uid: str, sent, tls, outgoing) -> None:  # type: ignore[no-untyped-def]
         from imex.dicom.held import held_instances
 
         by_series: dict[str, set[str]] = {}
         for row in sent:
-            by_series.setdefault(row.series_uid, set()).add(row.sop_uid)
-        held, level = held_instances(self.config["dicom.ae_title"], t.ae_title, t.host, t.port, study_uid,
+            by_series.setdefault(outgoing(row.series_uid), set()).add(outgoing(row.sop_uid))
+        held, level = held_instances(self.config["dicom.ae_title"], t.ae_title, t.host, t.port, outgoing(study_uid),
                                      by_series, timeout=self.config["dicom.dimse_timeout"], tls=tls)
         with self.db.engine.begin() as conn:
             current = conn.execute(select(requests.c.state, requests.c.claimed_by).where(
                 requests.c.id == r.id)).one()
             if current.state != "asking" or current.claimed_by != self.name:
                 return  # superseded or taken over meanwhile
-            apply_answer(self.config, conn, r.id, held, {}, f"C-FIND at {level} level")
+            apply_answer(self.config, conn, r.id, held, {}, f"C-FIND at {level} level", outgoing)
 
-    def _commitment(self, r, t, sent, tls) -> None:  # type: ignore[no-untyped-def]
+    def _commitment(self, r, t, sent, tls, outgoing) -> None:  # type: ignore[no-untyped-def]
         def answered() -> bool:
             with self.db.reader() as conn:
                 state = conn.execute(select(requests.c.state).where(requests.c.id == r.id)).scalar()
@@ -342,7 +385,7 @@ class Confirmer:
 
         done = commitment.request(
             self.config["dicom.ae_title"], t.ae_title, t.host, t.port, r.transaction_uid,
-            [(row.sop_class_uid, row.sop_uid) for row in sent], on_report=self.reports,
+            [(row.sop_class_uid, outgoing(row.sop_uid)) for row in sent], on_report=self.reports,
             wait=self.config["confirm.wait_seconds"], answered=answered,
             timeout=self.config["dicom.dimse_timeout"], tls=tls)
         if done:
