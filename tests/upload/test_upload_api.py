@@ -52,7 +52,7 @@ def test_zip_is_reviewed_sent_and_arrives_byte_identical(hub, dest, tmp_path):
     review = api.get(f"/api/v1/uploads/{upload_id}").json()
     assert (review["instances"], review["studies"]) == (6, 1)
     [patient] = review["patients"]
-    assert (patient["name"], patient["patient_id"]) == ("ZIP^ZOE", "Z1")
+    assert (patient["name"], patient["patient_id"]) == ("ZIP, Zoe", "Z1")
     [study] = patient["studies"]
     assert (study["description"], study["modalities"], study["series"], study["instances"]) == ("CT CHEST", "CT", 2, 6)
     assert review["skipped"] == [{"path": "cd-export.zip/export/README.TXT",

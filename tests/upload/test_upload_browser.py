@@ -41,7 +41,7 @@ def test_folder_upload_review_and_send_through_the_page(make_config, start_hub, 
     expect(page.locator("#skipped-count")).to_have_text("3")
     expect(page.locator("#studies-count")).to_have_text("2")
     studies = page.locator("#studies tbody")
-    expect(studies).to_contain_text("BROWSER^BEA")
+    expect(studies).to_contain_text("BROWSER, Bea")
     expect(studies).to_contain_text("CT ABDOMEN")
     expect(studies).to_contain_text("CHEST XR")
     expect(page.locator("#skipped")).to_contain_text("PATIENT_CD/VIEWER/viewer.exe: not a DICOM file")
@@ -53,6 +53,8 @@ def test_folder_upload_review_and_send_through_the_page(make_config, start_hub, 
     page.fill("#send-form textarea[name=message]", "CD brought in by the patient")
     page.click("#send")
     expect(page.locator("#send-result")).to_contain_text("Sent: 47 instance(s) stored", timeout=60_000)
+    expect(page.locator("#send-form")).to_be_hidden()
+    expect(page.locator("#send-result a")).to_have_attribute("href", "/exchanges/1")
     page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
 
     received = dest.wait_for(47, timeout=60)

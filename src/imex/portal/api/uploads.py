@@ -20,6 +20,7 @@ from imex.portal import scope
 from imex.portal.context import Portal
 from imex.portal.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.portal.errors import Problem, Refused
+from imex.portal.views import person_name
 from imex.routing import priority as levels
 from imex.upload import review as review_mod
 from imex.upload.send import Choice, send
@@ -52,7 +53,10 @@ def _refuse(s: Session, p: Principal, upload_id: int, action: str, exc: UploadEr
 def review_of(s: Session, pt: Portal, upload: Upload) -> dict[str, Any]:
     s.commit()
     with pt.db.reader() as conn:
-        return review_mod.review(conn, upload, staging_for(pt).folder(upload.id))
+        found = review_mod.review(conn, upload, staging_for(pt).folder(upload.id))
+    for patient in found["patients"]:
+        patient["name"] = person_name(patient["name"])  # FAMILY, Given, as every page shows it
+    return found
 
 
 def _summary(u: Upload) -> dict[str, Any]:

@@ -197,9 +197,17 @@
     const sendCard = $("send-card");
     sendCard.hidden = r.state !== "open" && r.state !== "sending" && r.state !== "sent";
     $("send").disabled = r.state !== "open" || r.instances === 0;
-    $("discard").hidden = r.state !== "open";
-    if (r.state === "sent") say($("send-result"), "Sent: " + r.instances_stored + " instance(s) stored and on their way" +
-      (r.transaction_id ? " (exchange " + r.transaction_id + ")." : "."), true);
+    $("send-form").hidden = r.state !== "open";
+    if (r.state === "sent") {
+      const result = $("send-result");
+      say(result, "Sent: " + r.instances_stored + " instance(s) stored and on their way.", true);
+      if (r.transaction_id) {
+        const link = document.createElement("a");
+        link.href = "/exchanges/" + encodeURIComponent(r.transaction_id);
+        link.textContent = "Follow exchange " + r.transaction_id;
+        result.append(" ", link);
+      }
+    }
     if (r.state === "failed") say($("send-result"), "Sending failed: " + r.error, false);
     if (r.state === "discarded" || r.state === "expired") say($("message"), "This upload was " + r.state + ".", false);
   }
