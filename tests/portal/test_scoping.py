@@ -122,6 +122,22 @@ def _example(schema: dict, components: dict):  # type: ignore[no-untyped-def]
     return "a" * max(schema.get("minLength", 1), 6 if schema.get("maxLength", 99) >= 6 else 1)
 
 
+def _exchange_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    from imex.db.models import Institution
+    from imex.exchange.transactions import open_transaction
+
+    with hub.db.engine.begin() as conn:
+        ryj = conn.execute(select(Institution.id).where(Institution.ods_code == "RYJ")).scalar_one()
+        uid = conn.execute(select(Study.study_uid).where(Study.id == ids["delivered_study"])).scalar_one()
+        tid = open_transaction(conn, kind="push", source_institution_id=ids["institution_id"],
+                               destination_institution_id=ryj, sender_user_id=None, sender_name="kings_admin",
+                               study_uids=[uid], message="EXCHANGE note")
+    doc = bearer(hub, "kings_admin").post("/api/v1/attachments", data={"transaction_id": str(tid)},
+                                         files={"file": ("note.txt", b"EXCHANGE K123 note", "text/plain")})
+    assert doc.status_code == 201, doc.text
+    return {"transaction_id": tid, "attachment_id": doc.json()["id"], "study_uid": uid}
+
+
 def test_every_route_answers_404_for_another_institutions_ids(exchange):
     """Barts' admin (who may manage users, nodes, quarantine and read audit) tries every path with IDs of
     King's and Imperial's objects: every answer is 404 or 403, none leaks a patient, each is audited."""
@@ -136,6 +152,7 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder, "link_id": link.json()["id"]}
     values["request_id"] = bearer(exchange, "kings_admin").post("/api/v1/requests", json={  # an image request
         "source": "RYJ", "patient_name": "EXCHANGE^ALICE", "birth_date": "19700101", "reason": "comparison"}).json()["id"]
+    values.update(_exchange_ids(exchange, ids))  # an exchange of King's to Imperial, with a document
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})
