@@ -46,6 +46,10 @@ def test_a_pacs_that_does_not_know_the_hub_and_a_view_retrieval(make_config, sta
         with hub.db.engine.connect() as conn:
             row = conn.execute(select(Retrieval.state, Retrieval.attempts)).one()
             assert tuple(row) == ("failed", 2)
+            from imex.db.models import Notification
+            assert conn.execute(select(Notification.title).where(Notification.link == f"/exchanges/{tid}",
+                                                                 Notification.kind == "exchange.failed")).scalars().all() == [
+                f"A study of exchange {tid} could not be retrieved from your PACS"]
         assert b.instances() == []
 
         # the PACS is told about the hub; a retry fetches the study and the exchange completes

@@ -179,9 +179,29 @@ class RetrievalWorker:
                     state="failed", last_error=error[:2000], claimed_by=None, lease_until=None, finished_at=now,
                     updated_at=now, **counts))
                 log.warning("retrieval %s failed for good: %s", rid, error)
+                _tell_sender(conn, rid)
                 return
             delay = min(self.initial * (2 ** max(attempts - 1, 0)), MAX_DELAY)
             conn.execute(update(retrievals).where(mine).values(
                 state="pending", last_error=error[:2000], claimed_by=None, lease_until=None,
                 next_attempt_at=now + dt.timedelta(seconds=delay), updated_at=now, **counts))
             log.warning("retrieval %s attempt %s failed (retry in %.0f s): %s", rid, attempts, delay, error)
+
+
+def _tell_sender(conn: Connection, retrieval_id: int) -> None:
+    """The sending side's people in the exchange hear that a study could not be fetched from their PACS."""
+    from imex.exchange.messages import followers
+    from imex.exchange.tables import transactions
+    from imex.notify.email import queue_email
+    from imex.notify.inbox import notify_users
+
+    tid = conn.execute(select(retrievals.c.transaction_id).where(retrievals.c.id == retrieval_id)).scalar()
+    if tid is None:
+        return
+    tx = conn.execute(select(transactions).where(transactions.c.id == tid)).one()
+    people = followers(conn, tx, tx.source_institution_id)
+    title = f"A study of exchange {tid} could not be retrieved from your PACS"
+    link = f"/exchanges/{tid}"
+    notify_users(conn, people, "exchange.failed", title, link)
+    queue_email(conn, [p.email for p in people if p.email], f"[imex] {title}",
+                f"{title}.\n\nSign in to the imex portal to see why ({link}).\n")
