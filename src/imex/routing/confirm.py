@@ -210,6 +210,7 @@ class Confirmer:
         self.harmoniser = harmoniser
         self.store = store
         self.reports = Reports(config, db, self.uid_map)
+        self._asking: list[threading.Thread] = []
 
     def uid_map(self, transfer_id: int) -> Callable[[str], str]:
         """How the destination knows an instance, series or study: header harmonisation with
@@ -245,13 +246,28 @@ class Confirmer:
                 log.exception("could not renew the claim of confirmation %s", request_id)
 
     def run_once(self) -> int:
-        """Time out, take back and ask; returns how many requests were asked."""
+        """Time out, take back and start asking; returns how many requests were started. Each request is
+        asked on its own thread (at most `delivery.workers` at once), so a destination that keeps the
+        association open without answering delays no other."""
         self._expire()
-        asked = 0
-        while (claimed := self._claim()) is not None:
+        self._asking = [thread for thread in self._asking if thread.is_alive()]
+        started = 0
+        while len(self._asking) < max(int(self.config["delivery.workers"]), 1):
+            claimed = self._claim()
+            if claimed is None:
+                break
+            thread = threading.Thread(target=self._ask_logged, args=(claimed,), daemon=True,
+                                      name=f"confirm-ask-{claimed.id}")
+            thread.start()
+            self._asking.append(thread)
+            started += 1
+        return started
+
+    def _ask_logged(self, claimed) -> None:  # type: ignore[no-untyped-def]
+        try:
             self._ask(claimed)
-            asked += 1
-        return asked
+        except Exception:  # the claim lapses and another pass asks again
+            log.exception("confirmation %s of transfer %s failed", claimed.id, claimed.transfer_id)
 
     def _expire(self) -> None:
         now = utcnow()
