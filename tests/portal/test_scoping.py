@@ -138,6 +138,17 @@ def _exchange_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-a
     return {"transaction_id": tid, "attachment_id": doc.json()["id"], "study_uid": uid}
 
 
+def _locator_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    from imex.db.models_locator import LocatorEntry
+    from imex.locator.entries import Holding, upsert
+
+    with hub.db.engine.begin() as conn:
+        upsert(conn, Holding(institution_id=ids["institution_id"], nhs_number="9434765919", study_uid="1.2.3.4.5",
+                             source="hl7", birth_date="19700101", description="EXCHANGE locator"))
+        entry = conn.execute(select(LocatorEntry.id).where(LocatorEntry.study_uid == "1.2.3.4.5")).scalar_one()
+    return {"entry_id": entry, "name": "Kings network"}
+
+
 def test_every_route_answers_404_for_another_institutions_ids(exchange):
     """Barts' admin (who may manage users, nodes, quarantine and read audit) tries every path with IDs of
     King's and Imperial's objects: every answer is 404 or 403, none leaks a patient, each is audited."""
@@ -153,6 +164,7 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     values["request_id"] = bearer(exchange, "kings_admin").post("/api/v1/requests", json={  # an image request
         "source": "RYJ", "patient_name": "EXCHANGE^ALICE", "birth_date": "19700101", "reason": "comparison"}).json()["id"]
     values.update(_exchange_ids(exchange, ids))  # an exchange of King's to Imperial, with a document
+    values.update(_locator_ids(exchange, ids))  # a study King's holds, in the locator, discoverable by nobody
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})
