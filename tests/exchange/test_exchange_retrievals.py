@@ -54,9 +54,9 @@ def test_a_pacs_that_does_not_know_the_hub_and_a_view_retrieval(make_config, sta
 
         # the PACS is told about the hub; a retry fetches the study and the exchange completes
         a.add_modality("HUB", xt.HUB_AET, "127.0.0.1", hub.config["dicom.port"])
-        with hub.db.engine.connect() as conn:
-            rid = conn.execute(select(Retrieval.id)).scalar_one()
-        assert retrievals.retry(hub.db, rid)
+        assert "Ask our PACS again" in page.text
+        assert browser(hub, "rita").post(f"/api/v1/transactions/{tid}/retry").status_code == 403  # not the sender
+        assert alice.post(f"/api/v1/transactions/{tid}/retry").json() == {"retried": 1}
         xt.wait_state(alice, tid, "delivered", timeout=90)
         assert set(xt.received_pixels(b)) == xt.sop_uids(made[0])
 

@@ -224,3 +224,27 @@ def get_progress(transaction_id: ObjectId, p: Principal = Depends(signed_in),
     progress = study_progress(s.connection(), tx)
     return {"id": tx.id, "state": overall_state(progress),
             "studies": [{"study_uid": x.study_uid, "state": x.state, "detail": x.detail} for x in progress]}
+
+
+@router.post("/transactions/{transaction_id}/retry", summary="Ask the sender's PACS again for the studies of an "
+             "exchange whose retrieval failed (after fixing the cause)")
+def retry_retrievals(transaction_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
+                     s: Session = Depends(db_session)) -> dict[str, Any]:
+    tx = visible_transaction(s, p, transaction_id)
+    p.require("studies.send")
+    if tx.source_institution_id != p.institution_id and not p.is_system_admin:
+        audit.record(s, "access.denied", outcome="denied", object_type="transaction", object_id=tx.id,
+                     detail="retry of another institution's retrievals", **p.audit_fields())
+        raise Refused(403, "only the sending institution can ask its PACS again")
+    from imex.db.models_exchange import Retrieval
+
+    failed = list(s.scalars(select(Retrieval.id).where(Retrieval.transaction_id == tx.id, Retrieval.state == "failed")))
+    if not failed:
+        raise Problem(409, "no retrieval of this exchange has failed; nothing to retry")
+    s.commit()
+    from imex.exchange import retrievals
+
+    retried = sum(1 for rid in failed if retrievals.retry(pt.db, rid))
+    audit.record(s, "exchange.retry", object_type="transaction", object_id=tx.id,
+                 detail=f"{retried} retrieval(s) asked again", **p.audit_fields())
+    return {"retried": retried}
