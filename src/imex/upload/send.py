@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import struct
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -134,15 +135,18 @@ class UploadWorker:
     """Stores sending uploads and expires old ones; one per `imex serve` process, sharing the work through
     leases in the database."""
 
-    def __init__(self, hub: "Hub", staging: Staging, worker_id: str, lease_seconds: float = 60.0) -> None:
+    def __init__(self, hub: "Hub", staging: Staging, worker_id: str, lease_seconds: float | None = None) -> None:
         self.hub = hub
         self.db: Database = hub.db
         self.staging = staging
         self.worker_id = worker_id[:128]
-        self.lease = dt.timedelta(seconds=lease_seconds)
+        # the same lease as the delivery workers': renewed with every stored file
+        self.lease = dt.timedelta(seconds=lease_seconds or hub.config["delivery.lease_seconds"])
         self.wake = threading.Event()
+        self.stop = threading.Event()
 
     def run(self, stop: threading.Event, interval: float) -> None:
+        self.stop = stop
         while not stop.is_set():
             try:
                 while self.step() and not stop.is_set():
@@ -189,14 +193,19 @@ class UploadWorker:
             conn.rollback()
         source = Source(upload.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"])
         folder = self.staging.folder(upload_id)
-        stored = upload.instances_stored
-        for n, inst in enumerate(i for i in instances if not i.stored):
+        stored = sum(1 for i in instances if i.stored)  # a file stored but not yet marked is stored again (a duplicate)
+        for inst in (i for i in instances if not i.stored):
+            if self.stop.is_set():  # the hub is stopping: let the next process take it over at once
+                with self.db.engine.begin() as conn:
+                    conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
+                        claimed_by=None, lease_until=None))
+                return
             data = (folder / inst.staged_name).read_bytes()
             try:
                 meta = file_meta(data)
                 syntax = meta[0x0010]
                 fields = read_instance(data[dataset_offset(data):], syntax)
-            except (InvalidInstance, ValueError) as exc:  # changed on disk since it was reviewed
+            except (InvalidInstance, ValueError, struct.error) as exc:  # changed on disk since it was reviewed
                 self._fail(upload_id, f"{inst.path} can no longer be read: {exc}")
                 return
             own = meta.get(0x0003) == fields.sop_uid and meta.get(0x0002) == fields.sop_class_uid
@@ -210,10 +219,8 @@ class UploadWorker:
             stored += 1
             with self.db.engine.begin() as conn:
                 conn.execute(update(UploadFile.__table__).where(UploadFile.id == inst.file_id).values(stored=True))
-                values: dict = {"instances_stored": stored}
-                if n % 50 == 49:
-                    values["lease_until"] = utcnow() + self.lease
-                conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(**values))
+                conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
+                    instances_stored=stored, lease_until=utcnow() + self.lease))
         with self.db.engine.begin() as conn:
             conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
                 state="sent", sent_at=utcnow(), claimed_by=None, lease_until=None, error="", staged_bytes=0))
