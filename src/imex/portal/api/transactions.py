@@ -167,6 +167,7 @@ async def upload_attachment(transaction_id: int = Form(..., ge=1, le=2**31 - 1),
                             p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                             s: Session = Depends(db_session)) -> dict[str, Any]:
     tx = visible_transaction(s, p, transaction_id)
+    s.commit()  # no write lock held while the body is read and scanned
     limit = pt.config["exchange.max_attachment_bytes"]
     try:
         data = await _read_limited(file, limit)
