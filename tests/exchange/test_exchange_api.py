@@ -22,8 +22,18 @@ pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not
 
 
 def test_preauthorised_exchange_through_the_api(make_config, start_hub, tmp_path: Path) -> None:
-    hub = start_hub(make_config(exchange__scan_command=xt.scanner_script(tmp_path),
-                                exchange__max_attachment_bytes=200_000))
+    _exchange(start_hub, make_config(exchange__scan_command=xt.scanner_script(tmp_path),
+                                     exchange__max_attachment_bytes=200_000), tmp_path)
+
+
+@pytest.mark.postgres
+def test_preauthorised_exchange_on_postgres(make_config, start_hub, postgres_url, tmp_path: Path) -> None:
+    _exchange(start_hub, make_config(exchange__scan_command=xt.scanner_script(tmp_path),
+                                     exchange__max_attachment_bytes=200_000, database__url=postgres_url), tmp_path)
+
+
+def _exchange(start_hub, config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    hub = start_hub(config)
     hub_port = hub.config["dicom.port"]
     with peers.Orthanc(tmp_path / "a", aet="RJZPACS", modalities={"HUB": (xt.HUB_AET, "127.0.0.1", hub_port)}) as a, \
             peers.Orthanc(tmp_path / "b", aet="RYJPACS") as b:
