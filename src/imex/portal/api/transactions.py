@@ -4,6 +4,7 @@ sending and receiving institutions' permitted users; anything else is 404, audit
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
@@ -205,7 +206,7 @@ def download_attachment(attachment_id: ObjectId, p: Principal = Depends(signed_i
                  detail=f"{a.filename} from exchange {tx.id}", **p.audit_fields())
     ascii_name = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in a.filename)
     return Response(data, media_type=a.content_type, headers={
-        "Content-Disposition": f'attachment; filename="{ascii_name}"',
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(a.filename, safe='')}",
         "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'"})
 
 
