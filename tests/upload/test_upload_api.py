@@ -145,7 +145,8 @@ def test_staged_upload_survives_restart_then_expires(make_config, start_hub, tmp
     assert staging.expire(later) == [upload_id]
     assert not staging.folder(upload_id).exists()
     review = api.get(f"/api/v1/uploads/{upload_id}").json()
-    assert (review["state"], review["staged_bytes"]) == ("expired", 0)
+    assert (review["state"], review["staged_bytes"], review["patients"]) == ("expired", 0, [])
+    assert staging.expire(later) == []  # done once
     assert api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ"}).status_code == 409
     assert held(again) == (0, [])
 

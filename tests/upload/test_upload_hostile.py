@@ -169,6 +169,21 @@ def test_user_limit_counts_every_open_upload(make_config, start_hub):
     assert api.put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x").status_code == 200
 
 
+def test_institution_limit_counts_every_users_uploads(make_config, start_hub):
+    hub = start_hub(make_config(upload__max_institution_bytes=3 * MiB))
+    register_hospitals(hub, dest_port=1)
+    for name in ("kings", "kings2"):
+        add_user(hub, name, "RJZ", ["sender"])
+    add_user(hub, "imperial", "RYJ", ["sender"])
+    first, second, third = (new_upload(bearer(hub, n)) for n in ("kings", "kings2", "imperial"))
+    assert bearer(hub, "kings").put(f"/api/v1/uploads/{first}/files", params={"path": "a", "size": 2 * MiB},
+                                    content=b"x").status_code == 200
+    _refused(bearer(hub, "kings2").put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB},
+                                       content=b"x"), 413, "per institution")
+    assert bearer(hub, "imperial").put(f"/api/v1/uploads/{third}/files", params={"path": "c", "size": 2 * MiB},
+                                       content=b"x").status_code == 200  # another institution's own room
+
+
 def test_truncated_dicom_is_skipped_and_nothing_to_send(hub, tmp_path):
     files = make_study(tmp_path / "s", instances_per_series=1, rows=128, columns=128)
     data = files[0].read_bytes()
@@ -200,6 +215,10 @@ def test_another_users_upload_is_not_found(hub, tmp_path):
     denied = [a for a in audit_actions(hub, object_type="upload", object_id=str(upload_id)) if a[1] == "denied"]
     assert len(denied) >= 8
     _refused(bearer(hub, "looker").post("/api/v1/uploads"), 403, "studies.send")
+    add_user(hub, "kings_admin", "RJZ", ["institution_admin"])  # their institution's admins see it
+    admin = bearer(hub, "kings_admin")
+    assert admin.get(f"/api/v1/uploads/{upload_id}").json()["instances"] == 1
+    assert [u["id"] for u in admin.get("/api/v1/uploads").json()] == [upload_id]
     assert owner.get(f"/api/v1/uploads/{upload_id}").json()["instances"] == 1  # untouched
     _nothing_stored(hub)
 

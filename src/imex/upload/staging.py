@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imex.config import Config
@@ -79,7 +79,7 @@ class Staging:
         """Bytes this upload may still stage under every limit (upload, user, institution)."""
         def staged(*where) -> int:  # type: ignore[no-untyped-def]
             return int(s.scalar(select(func.coalesce(func.sum(Upload.staged_bytes), 0)).where(
-                Upload.state == OPEN, *where)) or 0)
+                Upload.state.in_((OPEN, "sending")), *where)) or 0)
         c = self.config
         return min(c["upload.max_staged_bytes"] - upload.staged_bytes,
                    c["upload.max_user_bytes"] - staged(Upload.user_id == upload.user_id),
@@ -275,18 +275,22 @@ class Staging:
         return bool(changed)
 
     def expire(self, now: dt.datetime | None = None) -> list[int]:
-        """Uploads past their expiry: unsent ones end `expired`; every one loses its files. Returns ids."""
+        """Uploads past their expiry: unsent ones end `expired`; every one loses its staged files and its
+        file rows (they name patients); the upload row stays, as the audit trail does. Returns ids."""
         now = now or utcnow()
+        has_rows = exists().where(UploadFile.upload_id == Upload.id)
         with self.db.reader() as conn:
             due = conn.execute(select(Upload.id, Upload.state).where(
                 Upload.expires_at <= now, Upload.state != "sending",
-                (Upload.staged_bytes > 0) | Upload.state.in_((OPEN, "failed")))).all()
+                (Upload.staged_bytes > 0) | Upload.state.in_((OPEN, "failed")) | has_rows)).all()
         for upload_id, state in due:
             with self.db.session() as s:
                 if state in (OPEN, "failed"):
                     s.execute(update(Upload).where(Upload.id == upload_id, Upload.state == state)
                               .values(state="expired"))
             self.remove_files(upload_id)
+            with self.db.session() as s:
+                s.execute(delete(UploadFile).where(UploadFile.upload_id == upload_id))
         return [row[0] for row in due]
 
     def incomplete(self, upload_id: int) -> list[str]:
