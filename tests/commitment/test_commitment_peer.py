@@ -7,9 +7,9 @@ import peers
 from commitpeer import send_report
 from hubtools import register_hospitals, wait_until
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from imex.db.models import AuditEvent, Transfer, TransferEvent, TransferItem
+from imex.db.models import AuditEvent, Email, Transfer, TransferEvent, TransferItem
 from imex.db.models_commitment import CommitmentRequest
 from imex.directory import add_node
 from imex.samples import make_study
@@ -103,6 +103,8 @@ def _resend_then_confirm(make_config, start_hub, commitment_peer, tmp_path, sett
     assert len(resend) == 1 and victim in resend[0] and "0x0110" in resend[0]
     t = _transfer(hub)
     assert t.confirm_rounds == 1 and t.instances_sent == 4 and t.last_error is None
+    with hub.db.session() as s:  # the destination was told of the arrival once, not once per round
+        assert s.scalar(select(func.count()).select_from(Email)) == 1
 
 
 def test_destination_that_keeps_refusing_ends_failed(make_config, start_hub, commitment_peer, tmp_path):

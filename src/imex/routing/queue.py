@@ -76,7 +76,8 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
         elif added:
             record(conn, row.id, "follow-up", f"{added} more instances arrived after routing")
         if pending and row.state in ("delivered", "confirmed", "failed"):
-            values.update(state="pending", next_attempt_at=now, attempts=0, delivered_at=None)
+            values.update(state="pending", next_attempt_at=now, attempts=0, delivered_at=None, confirmed_at=None,
+                          confirm_rounds=0)
             record(conn, row.id, "reopened", f"{pending} instances to send")
         conn.execute(update(transfers).where(transfers.c.id == row.id).values(**values))
         if pending and row.state != "cancelled":

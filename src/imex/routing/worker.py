@@ -217,7 +217,7 @@ class DeliveryWorker:
                 metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
                 metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()
                 self.retention.stamp(conn, row.study_id, now)
-                notify_delivered = True
+                notify_delivered = not row.confirm_rounds  # a re-send after confirmation told everyone already
             elif interrupted and not errors:
                 conn.execute(update(transfers).where(transfers.c.id == row.id).values(
                     state="pending", next_attempt_at=now, attempts=transfers.c.attempts - 1, **release))
