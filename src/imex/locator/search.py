@@ -72,6 +72,11 @@ def age(seen: dt.datetime, now: dt.datetime | None = None) -> str:
     return "just now"
 
 
+def viewable(entry: LocatorEntry) -> bool:
+    """Whether the study can be retrieved for viewing: it is known by its UID, not only its accession."""
+    return not entry.study_uid.startswith("acc:")
+
+
 def result(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
     return {"id": entry.id, "institution": {"ods_code": ods, "name": name}, "study_uid": entry.study_uid,
             "accession": entry.accession, "study_date": entry.study_date,
@@ -79,7 +84,7 @@ def result(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
             "body_part": [b for b in entry.body_part.split("\\") if b], "num_series": entry.num_series,
             "num_instances": entry.num_instances, "series": series_of(entry.series_json), "source": entry.source,
             "seen_at": entry.seen_at.isoformat() + "Z", "age": age(entry.seen_at),
-            "viewable": entry.study_uid.startswith(tuple("0123456789"))}
+            "viewable": viewable(entry)}
 
 
 def search(s: Session | Connection, p: Principal, c: Criteria, via: str = "portal") -> list[tuple[LocatorEntry, Any]]:

@@ -12,8 +12,6 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
-
 from sqlalchemy import select, update
 
 from imex.config import Config
@@ -213,7 +211,7 @@ class Sweeper:
     """Starts the sweeps that are due, each in its own thread; a node's sweep never runs twice at once in
     this process, and a claim in the database keeps other processes off it."""
 
-    def __init__(self, db: Database, config: Config, spawn: Callable[..., None] | None = None) -> None:
+    def __init__(self, db: Database, config: Config) -> None:
         self.db = db
         self.config = config
         self.running: dict[int, threading.Thread] = {}

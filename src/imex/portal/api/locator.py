@@ -90,7 +90,7 @@ def post_view(entry_id: ObjectId, p: Principal = Depends(signed_in), s: Session 
 
     entry, inst = visible_entry(s, p, entry_id)
     p.require("studies.view")
-    if not locator_search.result(entry, inst.ods_code, inst.name)["viewable"]:
+    if not locator_search.viewable(entry):
         raise Problem(409, f"{inst.name}'s RIS told of this study without its UID; request it instead")
     retrieval_id = None
     if _at_hub(s, p, entry.study_uid) is None:
@@ -117,7 +117,7 @@ def request_form(entry: LocatorEntry, inst: Institution, reason: str = "") -> st
     """The image request form, pre-filled for this study (the requests pages read these fields)."""
     fields = {"source": inst.ods_code, "nhs_number": entry.nhs_number, "birth_date": entry.birth_date,
               "patient_id": entry.patient_id, "accession": entry.accession,
-              "study_uid": entry.study_uid if not entry.study_uid.startswith("acc:") else "",
+              "study_uid": entry.study_uid if locator_search.viewable(entry) else "",
               "modality": entry.modalities.split("\\")[0], "date_from": entry.study_date,
               "date_to": entry.study_date, "reason": reason}
     return "/requests/new?" + urlencode({k: v for k, v in fields.items() if v})
