@@ -83,6 +83,18 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     assert omi.modalities == "MR" and omi.study_date == "20250302" and omi.description == "MR KNEE LEFT"
     found = gp.post("/api/v1/locator/search", json=SEARCH).json()["items"]
     assert {i["source"] for i in found} == {"hub"}  # RYJ is not discoverable yet
+    hidden = by_key["1.2.826.0.1.3680043.10.1.1"].id
+    gp_pages = browser(hub, "gp.cambridge")
+    assert gp_pages.get(f"/locator/view/{hidden}").status_code == 404
+    assert gp.post(f"/api/v1/locator/entries/{hidden}/view").status_code == 404
+    assert gp.post(f"/api/v1/locator/entries/{hidden}/source").status_code == 404
+    with hub.db.sessions() as s:
+        from imex.db.models import AuditEvent
+        from sqlalchemy import func, select
+
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.username == "gp.cambridge", AuditEvent.outcome == "denied",
+            AuditEvent.object_id == str(hidden))) == 3
     with hub.db.session() as s:
         from imex.locator import policy
 
