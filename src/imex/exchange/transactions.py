@@ -136,8 +136,9 @@ def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[s
         return "retrieving", f"retrieving from the sender's PACS{note}"
     if sends:
         states = {t["state"] for t in sends}
-        if states == {"delivered"}:
-            return "delivered", f"{sum(t['instances_sent'] or 0 for t in sends)} instances delivered"
+        if states <= {"delivered", "confirmed"}:  # confirmed: the destination said it holds every instance
+            word = "confirmed" if states == {"confirmed"} else "delivered"
+            return "delivered", f"{sum(t['instances_sent'] or 0 for t in sends)} instances {word}"
         if states & {"failed", "cancelled"}:
             bad = next(t for t in sends if t["state"] in ("failed", "cancelled"))
             return "failed", f"delivery to {bad['node']} {bad['state']}: {bad['last_error'] or ''}".strip(": ")
