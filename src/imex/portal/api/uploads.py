@@ -43,6 +43,11 @@ def visible_upload(s: Session, p: Principal, upload_id: int) -> Upload:
     return found
 
 
+def upload_in_path(upload_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> Upload:
+    """The upload of the URL, checked before anything else about the request (its query, its body)."""
+    return visible_upload(s, p, upload_id)
+
+
 def _refuse(s: Session, p: Principal, upload_id: int, action: str, exc: UploadError) -> Refused:
     """An audited refusal (the request's transaction commits before the problem is answered)."""
     audit.record(s, action, outcome="failure", object_type="upload", object_id=upload_id, detail=str(exc)[:1000],
@@ -94,16 +99,6 @@ def destinations(p: Principal = Depends(signed_in), s: Session = Depends(db_sess
                                .order_by(Institution.ods_code)) if i.id in nodes]
 
 
-@router.get("/uploads/destinations/{institution_id}/users",
-            summary="Users of a destination institution who can be named as the recipient")
-def destination_users(institution_id: ObjectId, p: Principal = Depends(signed_in),
-                      s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    p.require("studies.send")
-    return [{"id": u.id, "username": u.username, "full_name": u.full_name}
-            for u in s.scalars(select(User).where(User.institution_id == institution_id, User.disabled.is_(False))
-                               .order_by(User.full_name, User.username))]
-
-
 @router.get("/uploads/{upload_id}", summary="Review an upload: patients, studies, skipped files, DICOMDIRs")
 def get_upload(upload_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                s: Session = Depends(db_session)) -> dict[str, Any]:
@@ -114,13 +109,13 @@ def get_upload(upload_id: ObjectId, p: Principal = Depends(signed_in), pt: Porta
             summary="Add a file, or the next chunk of one: the body is the bytes from `offset` on",
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                              "format": "binary"}}}}})
-async def put_file(upload_id: ObjectId, request: Request,
+async def put_file(request: Request, upload: Upload = Depends(upload_in_path),
                    path: str = Query(..., min_length=1, max_length=1024, description="The file's relative path"),
                    size: int = Query(..., ge=0, le=MAX_OFFSET, description="The whole file's size in bytes"),
                    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Where this chunk starts"),
                    p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                    s: Session = Depends(db_session)) -> dict[str, Any]:
-    await run_in_threadpool(visible_upload, s, p, upload_id)
+    upload_id = upload.id
     staging = staging_for(pt)
     try:
         chunk = await run_in_threadpool(staging.begin_chunk, upload_id, path, size, offset)
@@ -160,9 +155,9 @@ class SendIn(BaseModel):
 
 @router.post("/uploads/{upload_id}/send", status_code=202,
              summary="Send the upload's instances to another institution (stored, then delivered)")
-def send_upload(upload_id: ObjectId, body: SendIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
-    upload = visible_upload(s, p, upload_id)
+def send_upload(body: SendIn, upload: Upload = Depends(upload_in_path), p: Principal = Depends(signed_in),
+                pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+    upload_id = upload.id
     dest = s.scalar(select(Institution).where(Institution.ods_code == body.destination.strip().upper()))
     if dest is None:
         raise Problem(422, f"no institution has the ODS code {body.destination!r}")
