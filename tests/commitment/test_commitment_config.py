@@ -97,8 +97,16 @@ def test_confirmed_transfers_in_the_worklist_filter_and_csv(make_config, start_h
 
 
 def test_destination_that_never_reports_fails_with_a_clear_error(make_config, start_hub, commitment_peer, tmp_path):
+    _never_reports(make_config, start_hub, commitment_peer, tmp_path, {})
+
+
+def test_never_reports_on_postgres(postgres_url, make_config, start_hub, commitment_peer, tmp_path):
+    _never_reports(make_config, start_hub, commitment_peer, tmp_path, {"database__url": postgres_url})
+
+
+def _never_reports(make_config, start_hub, commitment_peer, tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
     config = make_config(confirm__wait_seconds=0.3, confirm__timeout_seconds=0.5, confirm__max_asks=2,
-                         confirm__scan_interval=0.1)
+                         confirm__scan_interval=0.1, **settings)
     peer = commitment_peer(mode="new", silent=100, hub=(config["dicom.ae_title"], "127.0.0.1", config["dicom.port"]))
     hub = start_hub(config)
     register_hospitals(hub, dest_port=peer.port)

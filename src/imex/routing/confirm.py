@@ -279,7 +279,10 @@ class Confirmer:
         if stale is None:
             return
         with self.db.engine.begin() as conn:
-            for r in conn.execute(select(requests).where(requests.c.state.in_(("waiting", "asking")))).all():
+            query = select(requests).where(requests.c.state.in_(("waiting", "asking")))
+            if self.db.is_postgres:  # several processes: each stale request is taken back once
+                query = query.with_for_update(skip_locked=True)
+            for r in conn.execute(query).all():
                 if r.state == "asking" and r.lease_until is not None and r.lease_until < now:
                     conn.execute(update(requests).where(requests.c.id == r.id).values(
                         state="due", due_at=now, claimed_by=None, lease_until=None,
