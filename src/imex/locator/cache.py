@@ -58,5 +58,10 @@ def run_once(db: Database, store: BlobStore | None, hours: float, *, now: dt.dat
                             reason=f"view cache: kept {hours:g} h after it was fetched for viewing")
         if gone is not None:
             deleted += 1
+            with db.engine.begin() as conn:  # the view is over: it no longer makes the study visible
+                conn.execute(update(retrievals).where(
+                    retrievals.c.study_uid == gone.study_uid, retrievals.c.purpose == "view",
+                    retrievals.c.state == "done").values(state="cancelled", last_error="view cache expired",
+                                                         updated_at=utcnow()))
             log.info("view cache deleted study %s (%d instances)", gone.study_uid, gone.instances)
     return deleted
