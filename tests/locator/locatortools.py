@@ -29,7 +29,8 @@ def register_pacs(hub: Any, ods: str, name: str, node: str, aet: str, port: int,
 
 
 def entries(hub: Any) -> list[LocatorEntry]:
-    with hub.db.sessions() as s:
+    """The locator's entries, from a hub or a Database."""
+    with getattr(hub, "db", hub).sessions() as s:
         return list(s.scalars(select(LocatorEntry).order_by(LocatorEntry.id)))
 
 
@@ -87,6 +88,7 @@ class GatedPacs:
         self.first = first
         self.gate = threading.Event()
         self.sent = 0
+        self.asked: list[str] = []  # the study date ranges of the study-level queries, in order
         self.hub = (hub_aet, hub_port)
         self.datasets = [dcmread(p, stop_before_pixels=True) for p in self.files]
         self.ae = AE(ae_title=aet)
@@ -102,6 +104,7 @@ class GatedPacs:
         level = event.identifier.QueryRetrieveLevel
         first = self.datasets[0]
         if level == "STUDY":
+            self.asked.append(str(event.identifier.get("StudyDate", "")))
             yield 0xFF00, _study_identifier(first, self.files)
         elif level == "SERIES":
             for uid in dict.fromkeys(d.SeriesInstanceUID for d in self.datasets):
