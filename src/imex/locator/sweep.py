@@ -133,6 +133,10 @@ def run_node(db: Database, config: Config, node_id: int, stop: threading.Event |
             day = end + dt.timedelta(days=1)
     except FindFailed as exc:
         run.error = str(exc)
+    if stop.is_set():  # the hub is stopping: not the PACS's fault; the next start resumes from swept_to
+        with db.engine.begin() as conn:
+            conn.execute(update(SWEEPS).where(SWEEPS.c.node_id == node_id).values(next_run_at=utcnow()))
+        return run
     _finish(db, config, node_id, sweep, run)
     return run
 
