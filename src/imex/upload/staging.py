@@ -14,7 +14,6 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -111,7 +110,7 @@ class Staging:
                     raise UploadError(413, f"an upload holds at most {self.config['upload.max_files']} files "
                                            "(upload.max_files)")
                 if size > self._room(s, upload):
-                    raise UploadError(413, self._over(s, upload, size))
+                    raise UploadError(413, self._over(size))
                 row = UploadFile(upload_id=upload_id, path=path, size=size, received=0, kind="", reason="",
                                  study_uid="", sop_uid="", info="", stored=False, staged_name="")
                 s.add(row)
@@ -130,7 +129,7 @@ class Staging:
                 raise UploadError(409, f"{path}: {row.received} bytes have arrived; send from offset {row.received}")
             return Chunk(row.id, self.folder(upload_id) / row.staged_name, offset, size - offset)
 
-    def _over(self, s, upload: Upload, size: int) -> str:  # type: ignore[no-untyped-def]
+    def _over(self, size: int) -> str:
         c = self.config
         return (f"this file ({size} bytes) would take the bytes staged for sending past a limit: "
                 f"{c['upload.max_staged_bytes']} per upload, {c['upload.max_user_bytes']} per user, "
@@ -308,15 +307,3 @@ def _unique(path: str, taken: set[str]) -> str:
     taken.add(candidate)
     return candidate
 
-
-def write_chunks(target: Path, offset: int, room: int, chunks: Iterable[bytes]) -> int:
-    """Write a chunk's bytes at `offset` (used by tests and scripts; the API streams its own)."""
-    written = 0
-    with open(target, "r+b") as fh:
-        fh.seek(offset)
-        for chunk in chunks:
-            written += len(chunk)
-            if written > room:
-                raise UploadError(413, "more bytes than the file's declared size")
-            fh.write(chunk)
-    return written
