@@ -76,3 +76,40 @@ def encode_dataset(ds: Dataset, implicit: bool = False, little: bool = True) -> 
     fp.is_little_endian = little
     write_dataset(fp, ds)
     return fp.getvalue()
+
+
+def read_meta(data: bytes) -> dict[int, str]:
+    """The text elements of a Part 10 file's meta group by element number (0x0002 SOP class, 0x0003 SOP
+    instance, 0x0010 transfer syntax); ValueError when there is no meta group."""
+    if data[128:132] != b"DICM":
+        raise ValueError("not a DICOM file (no DICM prefix at byte 128)")
+    found, pos = {}, 132
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            (length,) = struct.unpack_from("<L", data, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            start = pos + 8
+        if start + length > len(data):
+            raise ValueError("the DICOM file meta group is truncated")
+        if vr in (b"UI", b"AE", b"SH"):
+            found[element] = data[start:start + length].decode("ascii", "replace").strip("\x00 ")
+        pos = start + length
+    if not found.get(0x0010):
+        raise ValueError("the DICOM file meta group has no Transfer Syntax UID")
+    return found
+
+
+def chunks_to_store(data: bytes, meta: dict[int, str], sop_class_uid: str, sop_uid: str, syntax: str,
+                    calling_aet: str) -> tuple[bytes, ...]:
+    """What the blob store keeps for a posted Part 10 file: the file as it came when its meta group names
+    this instance (so it is retrieved byte for byte), else its dataset behind a meta group of the hub's,
+    as for DICOM arrivals."""
+    if meta.get(0x0003) == sop_uid and meta.get(0x0002) == sop_class_uid:
+        return (data,)
+    return (file_meta(sop_class_uid, sop_uid, syntax, calling_aet), data[dataset_offset(data):])

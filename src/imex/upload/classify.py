@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.uid import UID
 
 from imex.dicom.parse import InvalidInstance, read_instance
-from imex.dicom.part10 import dataset_offset
+from imex.dicom.part10 import dataset_offset, read_meta
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -30,33 +30,6 @@ class Found:
         return json.dumps(self.info, separators=(",", ":")) if self.info else ""
 
 
-def file_meta(data: bytes) -> dict[int, str]:
-    """The text elements of a Part 10 file's meta group by element number (0x0002 SOP class, 0x0003 SOP
-    instance, 0x0010 transfer syntax); ValueError when there is no meta group."""
-    if data[128:132] != b"DICM":
-        raise ValueError("not a DICOM file (no DICM prefix at byte 128)")
-    found, pos = {}, 132
-    while pos + 8 <= len(data):
-        group, element = struct.unpack_from("<HH", data, pos)
-        if group != 0x0002:
-            break
-        vr = data[pos + 4:pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            (length,) = struct.unpack_from("<L", data, pos + 8)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            start = pos + 8
-        if start + length > len(data):
-            raise ValueError("the DICOM file meta group is truncated")
-        if vr in (b"UI", b"AE", b"SH"):
-            found[element] = data[start:start + length].decode("ascii", "replace").strip("\x00 ")
-        pos = start + length
-    if not found.get(0x0010):
-        raise ValueError("the DICOM file meta group has no Transfer Syntax UID")
-    return found
-
-
 def classify(path: Path, name: str) -> Found:
     """Look at a staged file (`name` is the path the browser gave, for the zip suffix only)."""
     with open(path, "rb") as fh:
@@ -67,7 +40,7 @@ def classify(path: Path, name: str) -> Found:
     if not data:
         return Found("skipped", "empty file")
     try:
-        meta = file_meta(data)
+        meta = read_meta(data)
     except (ValueError, struct.error) as exc:
         return Found("skipped", str(exc))
     if meta.get(0x0002) == MEDIA_STORAGE_DIRECTORY:

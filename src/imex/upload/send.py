@@ -20,9 +20,8 @@ from imex.db import Database, utcnow
 from imex.db.models import Instance, Institution, Node, Study
 from imex.db.models_uploads import Upload, UploadFile
 from imex.dicom.parse import InvalidInstance, read_instance
-from imex.dicom.part10 import dataset_offset, file_meta as hub_file_meta
+from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
 from imex.index.ingest import Source
-from imex.upload.classify import file_meta
 from imex.upload.review import instances_and_skipped
 from imex.upload.staging import Staging, UploadError
 
@@ -202,16 +201,13 @@ class UploadWorker:
                 return
             data = (folder / inst.staged_name).read_bytes()
             try:
-                meta = file_meta(data)
+                meta = read_meta(data)
                 syntax = meta[0x0010]
                 fields = read_instance(data[dataset_offset(data):], syntax)
             except (InvalidInstance, ValueError, struct.error) as exc:  # changed on disk since it was reviewed
                 self._fail(upload_id, f"{inst.path} can no longer be read: {exc}")
                 return
-            own = meta.get(0x0003) == fields.sop_uid and meta.get(0x0002) == fields.sop_class_uid
-            offset = dataset_offset(data)
-            chunks = (data,) if own else (hub_file_meta(fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET),
-                                          data[offset:])
+            chunks = chunks_to_store(data, meta, fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET)
             result = hub.ingest.store_instance(chunks, syntax, fields, source)
             quota = getattr(hub, "quota", None)
             if quota is not None and result.outcome == "new":

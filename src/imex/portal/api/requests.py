@@ -6,11 +6,11 @@ audited. Acting for the wrong side (the requester accepting their own request) i
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import desc, select
+from sqlalchemy import Connection, desc, select
 from sqlalchemy.orm import Session
 
 from imex import audit
@@ -172,18 +172,24 @@ def get_request(request_id: ObjectId, p: Principal = Depends(signed_in), s: Sess
     return request_view(s, p, r, history=True)
 
 
-@router.post("/requests/{request_id}/accept", summary="Accept a request made to your institution")
-def post_accept(request_id: ObjectId, p: Principal = Depends(signed_in),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def _act(s: Session, p: Principal, request_id: int, side: Callable[..., None],
+         change: Callable[[Connection, int, Actor], object]) -> dict[str, Any]:
+    """A change of state by one side of a request: scoped, checked, applied, answered with the history."""
     r = visible_request(s, p, request_id)
-    _source_side(s, p, r)
+    side(s, p, r)
     try:
-        requests_core.accept(s.connection(), r.id, actor(p))
+        change(s.connection(), r.id, actor(p))
     except RequestError as exc:
         raise _problem(exc) from None
     s.commit()
     s.refresh(r)
     return request_view(s, p, r, history=True)
+
+
+@router.post("/requests/{request_id}/accept", summary="Accept a request made to your institution")
+def post_accept(request_id: ObjectId, p: Principal = Depends(signed_in),
+                s: Session = Depends(db_session)) -> dict[str, Any]:
+    return _act(s, p, request_id, _source_side, requests_core.accept)
 
 
 class DeclineIn(BaseModel):
@@ -193,29 +199,14 @@ class DeclineIn(BaseModel):
 @router.post("/requests/{request_id}/decline", summary="Decline a request made to your institution (say why)")
 def post_decline(request_id: ObjectId, body: DeclineIn, p: Principal = Depends(signed_in),
                  s: Session = Depends(db_session)) -> dict[str, Any]:
-    r = visible_request(s, p, request_id)
-    _source_side(s, p, r)
-    try:
-        requests_core.decline(s.connection(), r.id, actor(p), body.reason)
-    except RequestError as exc:
-        raise _problem(exc) from None
-    s.commit()
-    s.refresh(r)
-    return request_view(s, p, r, history=True)
+    return _act(s, p, request_id, _source_side,
+                lambda conn, rid, who: requests_core.decline(conn, rid, who, body.reason))
 
 
 @router.post("/requests/{request_id}/cancel", summary="Cancel your institution's request")
 def post_cancel(request_id: ObjectId, p: Principal = Depends(signed_in),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
-    r = visible_request(s, p, request_id)
-    _requester_side(s, p, r)
-    try:
-        requests_core.cancel(s.connection(), r.id, actor(p))
-    except RequestError as exc:
-        raise _problem(exc) from None
-    s.commit()
-    s.refresh(r)
-    return request_view(s, p, r, history=True)
+    return _act(s, p, request_id, _requester_side, requests_core.cancel)
 
 
 class SearchIn(BaseModel):

@@ -17,7 +17,7 @@ from imex import audit
 from imex.auth.permissions import Principal
 from imex.db.models import Instance, Study
 from imex.dicom.parse import InvalidInstance, attribute_tag, read_instance
-from imex.dicom.part10 import dataset_offset, file_meta
+from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
 from imex.index.ingest import Source
 from imex.portal import scope
 from imex.portal.deps import portal, signed_in
@@ -45,35 +45,11 @@ class Outcome:
     reason: str = ""
 
 
-def _meta(data: bytes) -> dict[int, str]:
-    """The text elements of a Part 10 file's meta group, by element number (0x0010: Transfer Syntax UID)."""
-    if data[128:132] != b"DICM":
-        raise InvalidInstance(CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no DICM prefix)")
-    found, pos = {}, 132
-    while pos + 8 <= len(data):
-        group, element = struct.unpack_from("<HH", data, pos)
-        if group != 0x0002:
-            break
-        vr = data[pos + 4:pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            (length,) = struct.unpack_from("<L", data, pos + 8)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            start = pos + 8
-        if vr in (b"UI", b"AE", b"SH"):
-            found[element] = data[start:start + length].decode("ascii", "replace").strip("\x00 ")
-        pos = start + length
-    if not found.get(0x0010):
-        raise InvalidInstance(CANNOT_UNDERSTAND, "the file meta group has no Transfer Syntax UID")
-    return found
-
-
 def _store_one(request: Request, s: Session, p: Principal, data: bytes, study_uid: str | None) -> Outcome:
     hub = portal(request).hub
     assert hub is not None
     try:
-        meta = _meta(data)
+        meta = read_meta(data)
         syntax = meta[0x0010]
         offset = dataset_offset(data)
         dataset = data[offset:]
@@ -98,10 +74,7 @@ def _store_one(request: Request, s: Session, p: Principal, data: bytes, study_ui
         return out
     s.commit()  # end this read transaction: on SQLite it could not write the audit events after ingest's commit
     try:
-        # the file as posted when its meta group names this instance (so it is retrieved byte for byte),
-        # else with a meta group of the hub's, as for DICOM arrivals
-        own = meta.get(0x0003) == fields.sop_uid and meta.get(0x0002) == fields.sop_class_uid
-        chunks = (data,) if own else (file_meta(fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET), dataset)
+        chunks = chunks_to_store(data, meta, fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET)
         stored = hub.ingest.store_instance(chunks, syntax, fields, Source(p.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"]))
     except OSError as exc:
         out.failure, out.reason = REFUSED, f"the hub could not store it: {type(exc).__name__}"
