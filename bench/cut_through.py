@@ -28,7 +28,7 @@ from sqlalchemy import select  # noqa: E402
 
 from imex.db.models import Study, Transfer  # noqa: E402
 from imex.samples import make_study  # noqa: E402
-from imex.service import Hub  # noqa: E402
+from imex.hub import Hub  # noqa: E402
 
 
 def run(level: str, work: Path, rows: int, count: int, stable: float) -> None:

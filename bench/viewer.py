@@ -41,7 +41,7 @@ def add_viewer(hub: Hub) -> str:
     """A viewer at the sending institution, and a bearer token for it."""
     from imex.auth import accounts
     from imex.config import load
-    from imex.service import open_database
+    from imex.hub import open_database
 
     db = open_database(load(hub.folder / "imex.toml", env={}))
     with db.sessions() as s:

@@ -21,7 +21,7 @@ import peers  # noqa: E402
 from hubtools import HubProcess, fast_config  # noqa: E402
 
 from imex.config import Config  # noqa: E402
-from imex.service import Hub  # noqa: E402
+from imex.hub import Hub  # noqa: E402
 
 
 @pytest.fixture

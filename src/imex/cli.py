@@ -34,7 +34,7 @@ def _load(ctx: click.Context) -> Config:
 
 
 def _db(ctx: click.Context) -> Database:
-    from imex.service import open_database
+    from imex.hub import open_database
 
     if "db" not in ctx.obj:
         ctx.obj["db"] = open_database(_load(ctx))
@@ -59,7 +59,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def serve(ctx: click.Context, demo: bool) -> None:
     """Run the hub: DICOM listener, router, delivery workers, e-mail and HTTP."""
-    from imex.service import Hub
+    from imex.hub import Hub
 
     config = _load(ctx)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -838,7 +838,7 @@ def hl7_send(file: Path, to: str, tls: bool, timeout: float) -> None:
 def hl7_reports(ctx: click.Context, study_uid: str) -> None:
     """The reports of a study, newest version first."""
     from imex.db.tables import studies
-    from imex.hl7 import reports_for_study
+    from imex.reports.history import reports_for_study
 
     with _db(ctx).engine.connect() as conn:
         study_id = conn.execute(select(studies.c.id).where(studies.c.study_uid == study_uid)).scalar()

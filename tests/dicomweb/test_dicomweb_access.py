@@ -27,7 +27,7 @@ def sent(make_config, start_hub, storescp, tmp_path):
 
 
 def dicomweb_routes() -> list[tuple[str, str]]:
-    from imex.portal.dicomweb import qido, stow, wado
+    from imex.web.dicomweb import qido, stow, wado
 
     return [(m, route.path) for module in (qido, wado, stow) for route in module.router.routes
             for m in sorted(route.methods)]  # type: ignore[attr-defined]

@@ -17,9 +17,9 @@ from imex.db import Database
 from imex.db.models import Institution, Node, Study, Transfer
 from imex.db.models_exchange import Retrieval
 from imex.directory import add_institution, add_node
-from imex.exchange import attachments, retrievals
-from imex.exchange.tables import transactions
-from imex.exchange.transactions import TransactionError, open_transaction, overall_state, study_progress
+from imex.exchanges import attachments, retrievals
+from imex.exchanges.tables import transactions
+from imex.exchanges.transactions import TransactionError, open_transaction, overall_state, study_progress
 from imex.samples import make_study
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from imex.db import Database
 from imex.db.models import Study, Transfer
 from imex.db.models_exchange import Retrieval
-from imex.exchange import retrievals
-from imex.exchange.transactions import open_transaction, overall_state, study_progress
-from imex.exchange.tables import transactions
+from imex.exchanges import retrievals
+from imex.exchanges.transactions import open_transaction, overall_state, study_progress
+from imex.exchanges.tables import transactions
 from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")

@@ -62,7 +62,7 @@ class RecordingRis:
 
 def register_ris(hub, *, dest_ris_port: int = 0, query_template: str = "") -> None:  # type: ignore[no-untyped-def]
     """King's RIS (RJZ) sends from 127.0.0.1 as facility RJZ; Imperial's (RYJ) receives on dest_ris_port."""
-    from imex.hl7.endpoints import add_ris
+    from imex.reports.endpoints import add_ris
 
     add_ris(hub.db, "KINGS_RIS", "RJZ", host="127.0.0.1", port=dest_ris_port if query_template else 0,
             facilities=["RJZ"], peer_host="127.0.0.1", query_template=query_template)

@@ -93,7 +93,7 @@ def test_missing_report_is_retrieved_from_the_source_ris(database_url, make_conf
 def test_ris_endpoints_from_imex_toml(make_config, tmp_path):
     from imex.config import load
     from imex.db.tables import ris_endpoints
-    from imex.service import Hub
+    from imex.hub import Hub
 
     config = make_config()
     toml = write_toml(tmp_path / "imex.toml", config, institutions=[{"ods": "RJZ", "name": "King's"}])

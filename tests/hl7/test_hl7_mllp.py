@@ -116,7 +116,7 @@ def test_bad_input_keeps_the_listener_serving(hub):
     answer = client.send("127.0.0.1", port, unknown)
     assert answer.code == "AE" and "not a registered RIS" in answer.text
     # a registered facility connecting from an address other than its RIS's: AE
-    from imex.hl7.endpoints import add_ris
+    from imex.reports.endpoints import add_ris
     add_ris(hub.db, "FAR_RIS", "RJZ", facilities=["FAR"], peer_host="10.255.255.1")
     far = sample("oru_v23_final.hl7").replace(b"|CRIS|RJZ|", b"|CRIS|FAR|").replace(b"RJZ0001", b"FAR1")
     answer = client.send("127.0.0.1", port, far)

@@ -16,7 +16,7 @@ from portaltools import add_user, base_url, bearer, browser
 
 from imex.directory import add_node
 from imex.hl7.client import send
-from imex.hl7.endpoints import add_ris
+from imex.reports.endpoints import add_ris
 from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")

@@ -124,7 +124,7 @@ def _example(schema: dict, components: dict):  # type: ignore[no-untyped-def]
 
 def _exchange_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-arg]
     from imex.db.models import Institution
-    from imex.exchange.transactions import open_transaction
+    from imex.exchanges.transactions import open_transaction
 
     with hub.db.engine.begin() as conn:
         ryj = conn.execute(select(Institution.id).where(Institution.ods_code == "RYJ")).scalar_one()

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from imex.db.models import AuditEvent, Notification
 from imex.db.models_exchange import ImageRequest
 from imex.directory import add_institution, add_node
-from imex.exchange import request_jobs
+from imex.requests import expiry as request_jobs
 
 GOOD = {"source": "RJZ", "nhs_number": "943 476 5919", "modality": "CT", "date_from": "2024-01-01",
         "reason": "Follow-up of a head injury seen at King's", "urgency": "urgent", "recipient": "Stroke team"}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from imex.exchange.request_matching import Arrival, Wanted, match_reason, normalise_name
-from imex.exchange.requests import RequestForm
+from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name
+from imex.requests.lifecycle import RequestForm
 
 NHS = "9434765919"
 

@@ -16,7 +16,7 @@ from uploadtools import audit_actions, dataset_bytes, held, new_upload, put_file
 
 from imex.db.models_uploads import Upload
 from imex.samples import make_study
-from imex.service import Hub
+from imex.hub import Hub
 from imex.upload.staging import Staging
 
 

@@ -34,7 +34,7 @@ from imex.dicom.part10 import file_meta
 from imex.dicom.syntaxes import ACCEPTED
 from imex.directory import NodeCache
 from imex.index.ingest import Ingest, Source
-from imex.storage.usage import Quota
+from imex.store.quota import Quota
 from imex.tls.files import ServerContext, TlsFiles
 from imex.tls.profile import peer_common_name
 

@@ -10,7 +10,7 @@ from sqlalchemy import and_, exists, not_, select, update
 
 from imex.db import Database, utcnow
 from imex.db.tables import studies, transfers
-from imex.exchange.tables import retrievals
+from imex.exchanges.tables import retrievals
 from imex.index.remove import delete_study
 from imex.store import BlobStore
 

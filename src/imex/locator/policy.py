@@ -1,6 +1,6 @@
 """Discoverability: whether, and by whom, an institution's holdings can be found in the locator. Nobody
 (the default), everyone, or (`restricted`) named partner institutions and the members of named networks
-(a stroke network). The query clause that applies it lives in imex.portal.scope with every other
+(a stroke network). The query clause that applies it lives in imex.auth.scope with every other
 visibility rule; this module changes the settings."""
 from __future__ import annotations
 

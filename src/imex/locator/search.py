@@ -1,6 +1,6 @@
 """Searching the locator: an exact NHS number (modulus 11 checked) and the date of birth, with a reason from
 the configured list. An entry whose date of birth differs (or is unknown) is never shown, so a mistyped
-NHS number cannot reveal another patient's imaging. Visibility comes from imex.portal.scope."""
+NHS number cannot reveal another patient's imaging. Visibility comes from imex.auth.scope."""
 from __future__ import annotations
 
 import datetime as dt
@@ -90,7 +90,7 @@ def result(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
 def search(s: Session | Connection, p: Principal, c: Criteria, via: str = "portal") -> list[tuple[LocatorEntry, Any]]:
     """(LocatorEntry, Institution) rows for the patient, newest first, and the search audited with its
     reason. The caller has checked the permission."""
-    from imex.portal.scope import locator_query
+    from imex.auth.scope import locator_query
 
     rows = s.execute(locator_query(p).where(LocatorEntry.nhs_number == c.nhs_number,
                                             LocatorEntry.birth_date == c.birth_date)

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import Connection, exists, select, update
 
 from imex.db import Database, utcnow
-from imex.exchange.routing import route_hook as exchange_hook
+from imex.exchanges.arrivals import route_hook as exchange_hook
 from imex.db.tables import (
     folders,
     instances,

@@ -241,6 +241,6 @@ class DeliveryWorker:
                 email.queue_transfer_alert(conn, row.id, delivered=notify_delivered)
                 inbox.queue_transfer_notice(conn, row.id, delivered=notify_delivered)
             if notify_delivered:  # the study's report follows it (HL7 to the RIS, SR to the PACS)
-                from imex.hl7.store import queue_for_transfer
+                from imex.reports.receive import queue_for_transfer
 
                 queue_for_transfer(conn, row.id)

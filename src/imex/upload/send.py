@@ -27,7 +27,7 @@ from imex.upload.staging import Staging, UploadError
 
 if TYPE_CHECKING:
     from imex.auth.permissions import Principal
-    from imex.service import Hub
+    from imex.hub import Hub
 
 log = logging.getLogger("imex.upload")
 CALLING_AET = "UPLOAD"
@@ -74,7 +74,7 @@ def _foreign(conn: Connection, p: "Principal", study_uids: set[str], sop_uids: s
 
 def send(hub: "Hub", staging: Staging, p: "Principal", upload_id: int, choice: Choice, ip: str = "") -> int:
     """Open the transaction and hand the upload to the worker; returns the transaction's id."""
-    from imex.exchange.transactions import TransactionError, open_transaction
+    from imex.exchanges.transactions import TransactionError, open_transaction
 
     with hub.db.reader() as conn:
         state = conn.execute(select(_uploads.c.state).where(_uploads.c.id == upload_id)).scalar()

@@ -1,0 +1,38 @@
+"""What the portal's routes share: the database, settings, the secret box, the sign-in policy, and the
+hub they run in (for the DICOM test button)."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from imex.auth.accounts import LoginPolicy
+from imex.auth.secrets_box import SecretBox, load_secret
+from imex.config import Config
+from imex.db import Database
+
+if TYPE_CHECKING:
+    from imex.hub import Hub
+
+
+@dataclass
+class Portal:
+    db: Database
+    config: Config
+    box: SecretBox
+    policy: LoginPolicy
+    hub: "Hub | None" = None
+
+    @classmethod
+    def create(cls, db: Database, config: Config, hub: "Hub | None" = None) -> "Portal":
+        policy = LoginPolicy.from_config(config)
+        box = SecretBox(load_secret(config["auth.secret_key"], config.data_dir))
+        return cls(db=db, config=config, box=box, policy=policy, hub=hub)
+
+    @property
+    def session_idle(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.config["http.session_idle_minutes"])
+
+    @property
+    def session_max(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.config["http.session_max_hours"])

@@ -1,0 +1,101 @@
+"""Errors as the caller understands them: JSON problem bodies (RFC 9457) for the API, readable pages for
+people, and a redirect to the sign-in page when a page needs a session."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imex.auth.permissions import PermissionDenied
+from imex.auth.scope import NotVisible
+
+
+class Problem(Exception):
+    """An error with an HTTP status and a message saying what was wrong and what to do."""
+
+    def __init__(self, status: int, detail: str, title: str = "") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title
+
+
+class Refused(Problem):
+    """A Problem whose audit event must be kept: the request's transaction commits before it is answered."""
+
+
+class SignInRequired(Exception):
+    """No valid session or token; `step` is where a page visitor is sent (sign in, second factor, ...)."""
+
+    def __init__(self, detail: str = "sign in first", step: str = "/login") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.step = step
+
+
+_TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
+           422: "Invalid request", 429: "Too many requests", 500: "Internal error"}
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def problem_response(request: Request, status: int, detail: str, title: str = "",
+                     extra: dict | None = None) -> Response:
+    title = title or _TITLES.get(status, "Error")
+    if wants_json(request):
+        body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}
+        return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    from imex.web.pages import render_error
+
+    return render_error(request, status, title, detail)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(request, exc.status, exc.detail, exc.title)
+
+    @app.exception_handler(NotVisible)
+    async def _not_visible(request: Request, exc: NotVisible) -> Response:
+        return problem_response(request, 404, str(exc) or "no such object")
+
+    @app.exception_handler(PermissionDenied)
+    async def _denied(request: Request, exc: PermissionDenied) -> Response:
+        return problem_response(request, 403, f"You do not have the permission for this ({exc.permission}). "
+                                              "Ask your institution's administrator.")
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired) -> Response:
+        if wants_json(request):
+            response = problem_response(request, 401, exc.detail)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="imex"'
+            return response
+        target = exc.step
+        if exc.step == "/login" and request.method == "GET":
+            from urllib.parse import quote
+
+            target += "?next=" + quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        return problem_response(request, 422, "; ".join(problems)[:2000] or "the request is not valid")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem_response(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        import logging
+
+        logging.getLogger("imex.web").exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "Something went wrong on the hub; it has been logged.")
