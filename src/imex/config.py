@@ -102,6 +102,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp.sender", "imex@localhost", "From address of alerts."),
     Setting("smtp.timeout", 15.0, "Seconds to wait for the SMTP server."),
     Setting("smtp.retry_initial_seconds", 30.0, "Delay before an alert that could not be sent is tried again."),
+    Setting("smtp.retry_multiplier", 2.0, "Each further attempt to send an alert waits this many times longer."),
     Setting("smtp.retry_max_seconds", 300.0, "Longest delay between attempts to send an alert (they give up "
             "after a day)."),
     Setting("send.calling_aet", "IMEXSEND", "Calling AE title `imex send` uses; register it as a node."),
@@ -121,12 +122,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hl7.idle_timeout", 300.0, "Seconds an MLLP connection may stay silent before it is closed."),
     Setting("hl7.send_timeout", 30.0, "Seconds to wait for a RIS's ACK when forwarding or querying."),
     Setting("hl7.retry_initial_seconds", 10.0, "Delay before a report delivery that failed is tried again."),
+    Setting("hl7.retry_multiplier", 2.0, "Each further attempt to deliver a report waits this many times "
+            "longer."),
     Setting("hl7.retry_max_seconds", 900.0, "Longest delay between attempts to deliver a report."),
     Setting("hl7.max_attempts", 10, "Attempts before a report delivery stays `failed`."),
     Setting("hl7.retrieve_after_seconds", 600.0, "A routed study without a report after this long is asked "
             "for at its source RIS, when that RIS has a query_template."),
     Setting("hl7.retrieve_interval_seconds", 900.0, "Delay between report queries for the same study."),
     Setting("hl7.retrieve_max_attempts", 8, "Report queries per study before the hub stops asking."),
+    Setting("hl7.retrieve_multiplier", 1.0, "Each further report query for a study waits this many times "
+            "longer than the one before (1: every hl7.retrieve_interval_seconds)."),
+    Setting("hl7.retrieve_max_interval_seconds", 86400.0, "Longest delay between report queries for a study."),
     Setting("hl7.report_form", "sr", "DICOM form of reports sent to destination PACS: sr (Enhanced SR "
             "with the text), or none."),
     # -- secure transport and limits (`imex tls` manages the deployment's CA; see docs/security.md)
@@ -183,8 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("locator.sweep_window_days", 30, "Days of study dates one sweep query asks for (narrowed when a "
             "window holds more than locator.sweep_max_studies)."),
     Setting("locator.sweep_max_studies", 1000, "Most studies one sweep query takes from a PACS."),
-    Setting("locator.sweep_retry_initial_seconds", 300.0, "Delay before a failed sweep is tried again; each "
-            "further failure doubles it."),
+    Setting("locator.sweep_retry_initial_seconds", 300.0, "Delay before a failed sweep is tried again."),
+    Setting("locator.sweep_retry_multiplier", 2.0, "Each further failure of a sweep waits this many times "
+            "longer."),
     Setting("locator.sweep_retry_max_seconds", 21600.0, "Longest delay before a failed sweep is tried again."),
     Setting("locator.sweep_claim_seconds", 3600.0, "A sweep started by a process that died is started again "
             "after this many seconds."),
@@ -228,8 +235,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("exchange.retrieve_workers", 2, "Retrieval threads (C-MOVE from institutions' PACS) per `imex serve` "
             "process."),
     Setting("exchange.retrieve_max_attempts", 5, "Attempts before a retrieval stays `failed`."),
-    Setting("exchange.retrieve_retry_seconds", 10.0, "Delay before the first retry of a failed retrieval; each "
-            "further retry waits twice as long, up to 15 minutes."),
+    Setting("exchange.retrieve_retry_seconds", 10.0, "Delay before the first retry of a failed retrieval."),
+    Setting("exchange.retrieve_retry_multiplier", 2.0, "Each further retry of a retrieval waits this many times "
+            "longer."),
+    Setting("exchange.retrieve_retry_max_seconds", 900.0, "Longest delay between attempts of a retrieval."),
     Setting("exchange.retrieve_timeout_seconds", 600.0, "Seconds a C-MOVE may take before the attempt fails."),
     Setting("exchange.retrieve_lease_seconds", 30.0, "A claimed retrieval whose worker has not renewed its lease "
             "for this long (its process died) is taken back and tried again."),

@@ -9,17 +9,22 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from imex.db import Database
 from imex.db.models import Folder, Institution, Node, Transfer
+from imex.errors import Conflict, Invalid, NotFound
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 _ODS_RE = re.compile(r"^[A-Z0-9]{3,10}$")
 
 
-class DirectoryError(ValueError):
+class DirectoryError(Invalid, ValueError):
     """A directory change that cannot be made; the message says why and what to do."""
+
+
+class NameInUse(DirectoryError, Conflict):
+    """An ODS code, node name, AE title or alias is taken already: each identifies one thing."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,17 @@ def check_ae_title(value: str) -> str:
     return value
 
 
+CONFIRM_METHODS = ("none", "commitment", "count")
+
+
+def check_confirm_method(value: str) -> str:
+    """How delivery to a node is confirmed: none, commitment (Storage Commitment) or count (C-FIND)."""
+    method = (value or "none").strip().lower()
+    if method not in CONFIRM_METHODS:
+        raise DirectoryError(f"confirm must be one of {', '.join(CONFIRM_METHODS)}, not {value!r}")
+    return method
+
+
 def check_ods(value: str) -> str:
     value = value.strip().upper()
     if not _ODS_RE.match(value):
@@ -63,10 +79,10 @@ def add_institution(db: Database, ods_code: str, name: str, *, alias: str | None
     with db.session() as s:
         inst = s.scalar(select(Institution).where(Institution.ods_code == ods))
         if inst is not None and not update:
-            raise DirectoryError(f"institution {ods} exists already")
+            raise NameInUse(f"institution {ods} exists already")
         clash = s.scalar(select(Institution).where(Institution.alias == alias, Institution.ods_code != ods))
         if clash is not None:
-            raise DirectoryError(f"alias {alias} is already used by institution {clash.ods_code}")
+            raise NameInUse(f"alias {alias} is already used by institution {clash.ods_code}")
         if inst is None:
             inst = Institution(ods_code=ods, name=name, alias=alias, contact_email=contact_email)
             s.add(inst)
@@ -94,24 +110,19 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
         raise DirectoryError("host must be a name or an address")
     alias = check_ae_title(alias) if alias else None
     if confirm is not None:  # how delivery to it is confirmed (routing/confirm.py)
-        from imex.routing.confirm import check_method
-
-        try:
-            confirm = check_method(confirm)
-        except ValueError as exc:
-            raise DirectoryError(str(exc)) from None
+        confirm = check_confirm_method(confirm)
     with db.session() as s:
         inst = s.scalar(select(Institution).where(Institution.ods_code == ods_code.strip().upper()))
         if inst is None:
             raise DirectoryError(f"no institution {ods_code}: add it first with `imex institution add`")
         node = s.scalar(select(Node).where(Node.name == name))
         if node is not None and not update:
-            raise DirectoryError(f"node {name} exists already")
+            raise NameInUse(f"node {name} exists already")
         other = s.scalar(select(Node).where(Node.ae_title == ae, Node.name != name))
         if other is not None:
-            raise DirectoryError(f"AE title {ae} is already node {other.name}; AE titles identify callers")
+            raise NameInUse(f"AE title {ae} is already node {other.name}; AE titles identify callers")
         if alias and s.scalar(select(Node).where(Node.alias == alias, Node.name != name)) is not None:
-            raise DirectoryError(f"alias {alias} is already used by another node")
+            raise NameInUse(f"alias {alias} is already used by another node")
         if node is None:
             node = Node(name=name)
             s.add(node)
@@ -129,15 +140,26 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
         return node
 
 
-def remove_node(db: Database, name: str) -> None:
+def remove_node(db: Database, name: str) -> bool:
+    """Delete a node; True when deleted, False when transfers refer to it and it was disabled instead."""
     with db.session() as s:
         node = s.scalar(select(Node).where(Node.name == name))
         if node is None:
             raise DirectoryError(f"no node named {name}")
         if s.scalar(select(Transfer.id).where(Transfer.destination_node_id == node.id).limit(1)) is not None:
             node.enabled = False  # keep the transfer history readable; the node no longer connects
-        else:
-            s.delete(node)
+            return False
+        s.delete(node)
+        return True
+
+
+def require_tls(db: Database, name: str, required: bool = True) -> None:
+    """Make a node use DICOM over TLS only (required=False: allow plain TCP again)."""
+    with db.session() as s:
+        node = s.scalar(select(Node).where(Node.name == name))
+        if node is None:
+            raise NotFound(f"no node named {name}")
+        node.tls = required
 
 
 def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) -> None:
@@ -161,9 +183,9 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
             raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
 
 
-def _node_infos(db: Database) -> list[NodeInfo]:
+def _node_infos(db: Database, *where: ColumnElement[bool]) -> list[NodeInfo]:
     with db.session() as s:
-        rows = s.execute(select(Node, Institution.ods_code).join(Institution)).all()
+        rows = s.execute(select(Node, Institution.ods_code).join(Institution).where(*where)).all()
         return [
             NodeInfo(n.id, n.name, n.ae_title, n.host, n.port, n.institution_id, ods, n.alias, n.destination,
                      n.max_associations, n.contact_email, n.enabled, bool(n.tls))
@@ -175,7 +197,13 @@ def all_nodes(db: Database) -> list[NodeInfo]:
     return sorted(_node_infos(db), key=lambda n: n.name)
 
 
-def _addresses(host: str) -> set[str]:
+def find_node(db: Database, name: str) -> NodeInfo | None:
+    """The node called NAME, or None."""
+    found = _node_infos(db, Node.name == name)
+    return found[0] if found else None
+
+
+def addresses(host: str) -> set[str]:
     try:
         return {str(ipaddress.ip_address(host))}
     except ValueError:
@@ -186,7 +214,7 @@ def _addresses(host: str) -> set[str]:
         return set()
 
 
-def _normal_ip(address: str) -> str:
+def normal_ip(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -247,6 +275,6 @@ class NodeCache:
         now = time.monotonic()
         cached = self._resolved.get(node.host)
         if cached is None or now - cached[0] > 60:
-            cached = (now, {_normal_ip(a) for a in _addresses(node.host)})
+            cached = (now, {normal_ip(a) for a in addresses(node.host)})
             self._resolved[node.host] = cached
-        return _normal_ip(peer) in cached[1]
+        return normal_ip(peer) in cached[1]

@@ -13,7 +13,7 @@ import uvicorn
 
 from imex.config import Config
 from imex.db import Database
-from imex.dicom.scp import DicomListener
+from imex.index.listener import DicomListener
 from imex.directory import NodeCache, load_from_config
 from imex.harmonise.prepare import Harmoniser
 from imex.index.ingest import Ingest
@@ -124,13 +124,14 @@ class Hub:
         from imex.upload.send import UploadWorker  # uploads from the browser: stored and sent, or expired
         from imex.upload.staging import Staging
 
-        self.uploads = UploadWorker(self, Staging(self.db, self.config), f"{self.worker_id}/upload")
+        self.uploads = UploadWorker(self.config, self.db, self.ingest, Staging(self.db, self.config),
+                                    f"{self.worker_id}/upload", quota=self.quota)
         self._spawn("uploads", self.uploads.run, self.stop_event, self.config["upload.scan_interval"])
         from imex.locator.runner import LocatorService  # the patient imaging locator: feeds and view cache
 
         self.locator = LocatorService(self.config, self.db, self.store)
         self.locator.start(self._spawn, self._loop)
-        from imex.tls import expiry  # certificates about to expire alert admins; the CRL is kept fresh
+        from imex.notify import certificates as expiry  # certificates about to expire alert admins; the CRL is kept fresh
 
         self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),
                     3600.0)

@@ -9,8 +9,7 @@ from hubtools import register_hospitals, wait_until
 from pydicom import dcmread
 from sqlalchemy import select
 
-from imex.db.models import Transfer, TransferEvent
-from imex.db.models_commitment import CommitmentRequest
+from imex.db.models import CommitmentRequest, Transfer, TransferEvent
 from imex.directory import add_node
 from imex.samples import make_study
 

@@ -9,8 +9,7 @@ from hubtools import register_hospitals, wait_until
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select
 
-from imex.db.models import AuditEvent, Email, Transfer, TransferEvent, TransferItem
-from imex.db.models_commitment import CommitmentRequest
+from imex.db.models import AuditEvent, CommitmentRequest, Email, Transfer, TransferEvent, TransferItem
 from imex.directory import add_node
 from imex.samples import make_study
 

@@ -15,8 +15,7 @@ import pytest
 from portaltools import base_url, bearer, browser
 from sqlalchemy import func, select
 
-from imex.db.models import AuditEvent, Notification, User
-from imex.db.models_exchange import TransactionAttachment
+from imex.db.models import AuditEvent, Notification, TransactionAttachment, User
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 

@@ -14,11 +14,9 @@ from pydicom import dcmread
 from sqlalchemy import select, update
 
 from imex.db import Database
-from imex.db.models import Institution, Node, Study, Transfer
-from imex.db.models_exchange import Retrieval
+from imex.db.models import Institution, Node, Retrieval, Study, Transfer, transactions
 from imex.directory import add_institution, add_node
 from imex.exchanges import attachments, retrievals
-from imex.exchanges.tables import transactions
 from imex.exchanges.transactions import TransactionError, open_transaction, overall_state, study_progress
 from imex.samples import make_study
 

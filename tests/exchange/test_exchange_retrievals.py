@@ -14,11 +14,9 @@ from portaltools import browser
 from sqlalchemy import func, select
 
 from imex.db import Database
-from imex.db.models import Study, Transfer
-from imex.db.models_exchange import Retrieval
+from imex.db.models import Retrieval, Study, Transfer, transactions
 from imex.exchanges import retrievals
 from imex.exchanges.transactions import open_transaction, overall_state, study_progress
-from imex.exchanges.tables import transactions
 from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")

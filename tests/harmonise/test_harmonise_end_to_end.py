@@ -10,9 +10,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import select
 
-from imex.db.tables import events as transfer_events
-from imex.db.tables import instances, reconciliations, transfers
-from imex.harmonise.reconcile import pending_reconciliations, reconcile
+from imex.db.models import events as transfer_events
+from imex.db.models import instances, reconciliations, transfers
+from imex.routing.reconcile import pending_reconciliations, reconcile
 from imex.samples import make_study
 
 NHS_NUMBER = "9434765919"

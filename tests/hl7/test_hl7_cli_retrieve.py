@@ -15,7 +15,7 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).parent))
 from hl7tools import DATA, register_ris, sample  # noqa: E402
 
-from imex.db.tables import report_queries, reports  # noqa: E402
+from imex.db.models import report_queries, reports  # noqa: E402
 from imex.hl7.build import DEFAULT_QUERY, ack  # noqa: E402
 from imex.hl7.mllp import MllpListener  # noqa: E402
 from imex.hl7.parse import read_header  # noqa: E402
@@ -92,7 +92,7 @@ def test_missing_report_is_retrieved_from_the_source_ris(database_url, make_conf
 
 def test_ris_endpoints_from_imex_toml(make_config, tmp_path):
     from imex.config import load
-    from imex.db.tables import ris_endpoints
+    from imex.db.models import ris_endpoints
     from imex.hub import Hub
 
     config = make_config()

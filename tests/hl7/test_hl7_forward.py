@@ -16,8 +16,9 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).parent))
 from hl7tools import RecordingRis, register_ris, variant  # noqa: E402
 
-from imex.db.tables import report_deliveries, studies  # noqa: E402
-from imex.hl7 import client, reports_for_study  # noqa: E402
+from imex.db.models import report_deliveries, studies  # noqa: E402
+from imex.hl7 import client  # noqa: E402
+from imex.reports.history import reports_for_study  # noqa: E402
 from imex.hl7.parse import parse_oru  # noqa: E402
 from imex.samples import make_study  # noqa: E402
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hl7tools import register_ris, sample, variant  # noqa: E402
 from hubtools import register_hospitals  # noqa: E402
 
-from imex.db.tables import reports  # noqa: E402
+from imex.db.models import reports  # noqa: E402
 from imex.hl7 import client  # noqa: E402
 from imex.hl7.mllp import frame  # noqa: E402
 
@@ -155,14 +155,14 @@ def test_report_waits_for_its_study_and_not_for_another_patients(hub, tmp_path):
     assert peers.storescu(right, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
     wait_until(lambda: _rows(hub)[0].study_id is not None, message="report attached")
     with hub.db.engine.connect() as conn:
-        from imex.db.tables import patients, studies
+        from imex.db.models import patients, studies
         pid = conn.execute(select(patients.c.patient_id).join(studies, studies.c.patient_pk == patients.c.id)
                            .where(studies.c.id == _rows(hub)[0].study_id)).scalar_one()
     assert pid == "K1234567"
 
 
 def _study_count(hub) -> int:
-    from imex.db.tables import studies
+    from imex.db.models import studies
 
     with hub.db.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(studies)).scalar_one()

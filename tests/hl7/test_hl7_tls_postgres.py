@@ -16,7 +16,7 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).parent))
 from hl7tools import register_ris, sample, variant  # noqa: E402
 
-from imex.db.tables import reports  # noqa: E402
+from imex.db.models import reports  # noqa: E402
 from imex.hl7 import client  # noqa: E402
 
 

@@ -18,8 +18,7 @@ from linktools import (ask_code, form_token, linkhub, make_link, outbox_codes, r
                        study)
 from portaltools import bearer, browser  # noqa: E402
 
-from imex.db.models import AuditEvent, Email, Instance, Series, utcnow  # noqa: E402
-from imex.db.models_links import LinkCode, LinkSession, StudyLink  # noqa: E402
+from imex.db.models import AuditEvent, Email, Instance, LinkCode, LinkSession, Series, StudyLink, utcnow  # noqa: E402
 
 
 def _audit(hub, action: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from imex.db.models_locator import LocatorEntry
+from imex.db.models import LocatorEntry
 from imex.directory import add_institution, add_node
 
 PATIENT_NHS = "9434765919"

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from portaltools import add_user, base_url, sign_in_page
 from sqlalchemy import select
 
-from imex.db.models_locator import LocatorSweep
+from imex.db.models import LocatorSweep
 from imex.locator import policy
 
 

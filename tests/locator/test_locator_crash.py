@@ -10,8 +10,7 @@ from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries
 from sqlalchemy import select
 
 from imex.db import Database
-from imex.db.models import utcnow
-from imex.db.models_locator import LocatorSweep
+from imex.db.models import LocatorSweep, utcnow
 from imex.directory import add_institution, add_node
 from imex.locator.sweep import configure
 from imex.samples import make_study

@@ -15,8 +15,7 @@ from portaltools import add_user, base_url, bearer, browser
 from pydicom import dcmread
 from sqlalchemy import select
 
-from imex.db.models import AuditEvent
-from imex.db.models_locator import LocatorSweep
+from imex.db.models import AuditEvent, LocatorSweep
 from imex.locator import policy
 from imex.locator.sweep import configure
 from imex.samples import make_study

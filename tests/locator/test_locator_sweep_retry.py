@@ -13,7 +13,7 @@ from pydicom import dcmread
 from sqlalchemy import select, update
 
 from imex.cli import main
-from imex.db.models_locator import LocatorSweep
+from imex.db.models import LocatorSweep
 from imex.directory import add_node
 from imex.locator.sweep import backoff, configure, run_node
 from imex.samples import make_study

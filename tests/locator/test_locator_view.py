@@ -172,7 +172,7 @@ def test_viewed_study_cache_expires_and_the_remote_orthanc_keeps_it(make_config,
         assert cache.run_once(hub.db, hub.store, 2, now=utcnow() + dt.timedelta(hours=3)) == 1
         assert _study(hub, uid) is None and _held(hub, uid) == 0
         with hub.db.sessions() as s:
-            from imex.db.models_exchange import Retrieval
+            from imex.db.models import Retrieval
 
             assert s.scalars(select(Retrieval.state).where(Retrieval.study_uid == uid)).all() == ["cancelled"]
         assert [s["MainDicomTags"]["StudyInstanceUID"] for s in pacs.get("/studies?expand")] == [uid]

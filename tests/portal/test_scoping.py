@@ -139,7 +139,7 @@ def _exchange_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-a
 
 
 def _locator_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    from imex.db.models_locator import LocatorEntry
+    from imex.db.models import LocatorEntry
     from imex.locator.entries import Holding, upsert
 
     with hub.db.engine.begin() as conn:

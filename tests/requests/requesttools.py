@@ -12,7 +12,7 @@ from typing import Any
 import peers
 from sqlalchemy import select
 
-from imex.db.models_exchange import ImageRequest
+from imex.db.models import ImageRequest
 from imex.directory import add_institution, add_node
 
 NHS = "9434765919"  # valid modulus 11

@@ -10,8 +10,7 @@ from portaltools import add_user, base_url, bearer, browser
 from requesttools import NHS, request_state
 from sqlalchemy import select, update
 
-from imex.db.models import AuditEvent, Notification
-from imex.db.models_exchange import ImageRequest
+from imex.db.models import AuditEvent, ImageRequest, Notification
 from imex.directory import add_institution, add_node
 from imex.requests import expiry as request_jobs
 

@@ -17,8 +17,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).parent.parent / "hl7"))
 from hl7tools import register_ris, sample  # noqa: E402
 
-from imex.db.models import Instance  # noqa: E402
-from imex.db.tables import reports  # noqa: E402
+from imex.db.models import Instance, reports  # noqa: E402
 from imex.dicom.part10 import dataset_offset  # noqa: E402
 from imex.dicom.upper_layer import Requestor, UpperLayerError  # noqa: E402
 from imex.hl7 import client  # noqa: E402

@@ -19,7 +19,7 @@ from sectools import make_ca, tls_overrides  # noqa: E402
 from imex.auth import signin_limit  # noqa: E402
 from imex.cli import main  # noqa: E402
 from imex.db.models import Email, Node, Notification  # noqa: E402
-from imex.tls import expiry  # noqa: E402
+from imex.notify import certificates as expiry  # noqa: E402
 
 
 def test_an_address_that_keeps_failing_is_refused_429(make_config, start_hub):

@@ -14,7 +14,7 @@ from pydicom.fileset import FileSet
 from sqlalchemy import select
 from uploadtools import audit_actions, dataset_bytes, held, new_upload, put_file, upload_folder, zip_of
 
-from imex.db.models_uploads import Upload
+from imex.db.models import Upload
 from imex.samples import make_study
 from imex.hub import Hub
 from imex.upload.staging import Staging
@@ -70,7 +70,7 @@ def test_zip_is_reviewed_sent_and_arrives_byte_identical(hub, dest, tmp_path):
     assert actions == ["upload.create", "upload.send"]
     with hub.db.sessions() as s:
         upload = s.get(Upload, upload_id)
-        from imex.db.models_exchange import ExchangeTransaction, TransactionMessage
+        from imex.db.models import ExchangeTransaction, TransactionMessage
 
         tx = s.get(ExchangeTransaction, upload.transaction_id)
         assert (tx.kind, tx.recipient, tx.priority) == ("upload", "Dr Who", 50)

@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from uploadtools import upload_folder
 
 from imex.db import Database
-from imex.db.models import Instance
-from imex.db.models_uploads import Upload
+from imex.db.models import Instance, Upload
 from imex.samples import make_study
 
 

@@ -5,23 +5,28 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import passwords, totp
+from imex.auth import passwords, sessions, totp
 from imex.auth.permissions import BUILTIN_ROLES, Principal, parse_permissions, unknown_permissions
 from imex.auth.secrets_box import SecretBox
 from imex.db.models import Institution, Role, RoleGrant, User, utcnow
+from imex.errors import Conflict, Invalid, NotFound
 
 if TYPE_CHECKING:
     from imex.config import Config
 
 
-class AccountError(ValueError):
+class AccountError(Invalid, ValueError):
     """A request about an account cannot be done; the message says why and what to do."""
+
+
+class NameTaken(AccountError, Conflict):
+    """The user or role name asked for is in use already; choose another."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def add_user(session: Session, *, username: str, institution: Institution, passw
     if not username or len(username) > 64 or not all(ch.isalnum() or ch in "._-@" for ch in username):
         raise AccountError("a user name is 1-64 letters, digits, '.', '_', '-' or '@'")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise AccountError(f"the user name {username!r} is taken")
+        raise NameTaken(f"the user name {username!r} is taken")
     ensure_builtin_roles(session)
     user = User(username=username, full_name=full_name.strip()[:200], email=email.strip()[:320],
                 institution_id=institution.id, must_change_password=must_change_password)
@@ -115,6 +120,38 @@ def reset_password(session: Session, user: User) -> str:
     return temporary
 
 
+def user_by_name(session: Session, username: str) -> User:
+    found = session.scalar(select(User).where(User.username == username))
+    if found is None:
+        raise NotFound(f"no user {username!r}; `imex user list` shows them")
+    return found
+
+
+def reset_user(session: Session, user: User, *, remove_second_factor: bool = False, **actor: Any) -> str:
+    """Give a user a one-time password (returned), unlock them and end their sessions; with
+    remove_second_factor also remove their authenticator (a lost phone). `actor`: audit.record's user fields."""
+    temporary = reset_password(session, user)
+    if remove_second_factor:
+        user.totp_enabled, user.totp_secret, user.totp_last_step = False, None, None
+    sessions.revoke_all(session, user.id)
+    audit.record(session, "user.reset", object_type="user", object_id=user.username,
+                 detail="second factor removed" if remove_second_factor else "", **actor)
+    return temporary
+
+
+def disable_user(session: Session, user: User, **actor: Any) -> None:
+    """Disable a user and end their sessions and tokens; the audit trail keeps their history.
+    `actor`: who did it, as audit.record's user fields."""
+    user.disabled = True
+    sessions.revoke_all(session, user.id)
+    audit.record(session, "user.disable", object_type="user", object_id=user.username, **actor)
+
+
+def enable_user(session: Session, user: User, **actor: Any) -> None:
+    user.disabled = False
+    audit.record(session, "user.enable", object_type="user", object_id=user.username, **actor)
+
+
 def grant_role(session: Session, user: User, role_name: str) -> Role:
     role = find_role(session, role_name, user.institution_id)
     exists = session.scalar(select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.role_id == role.id))
@@ -144,7 +181,7 @@ def define_role(session: Session, institution_id: int, name: str, permissions: l
     if "system.admin" in permissions:
         raise AccountError("an institution's role cannot include system.admin")
     if session.scalar(select(Role.id).where(Role.name == name, Role.institution_id == institution_id)) is not None:
-        raise AccountError(f"your institution already has a role named {name!r}")
+        raise NameTaken(f"your institution already has a role named {name!r}")
     role = Role(name=name, institution_id=institution_id, permissions=" ".join(sorted(set(permissions))),
                 description=description.strip()[:200])
     session.add(role)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from imex.errors import Forbidden
+
 # name -> what it allows, shown to admins who define roles
 PERMISSIONS: dict[str, str] = {
     "transfers.view": "See the institution's incoming and outgoing transfers and their studies",
@@ -40,7 +42,7 @@ BUILTIN_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class PermissionDenied(Exception):
+class PermissionDenied(Forbidden):
     """The principal lacks a permission; the portal answers 403 and audits the attempt."""
 
     def __init__(self, permission: str) -> None:

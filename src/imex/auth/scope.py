@@ -13,6 +13,7 @@ from sqlalchemy.orm import aliased
 from imex.auth.permissions import Principal
 from imex.db.models import (AuditEvent, Folder, FolderInstitution, FolderMember, FolderStudy, Instance, Institution,
                              Node, Patient, Series, Study, Transfer, User, Worklist, utcnow)
+from imex.errors import NotFound
 
 DestNode = aliased(Node, name="dest_node")
 SharedEntry = aliased(FolderStudy, name="shared_entry")  # its own name: queries may join FolderStudy too
@@ -20,7 +21,7 @@ DestInstitution = aliased(Institution, name="dest_institution")
 SourceInstitution = aliased(Institution, name="source_institution")
 
 
-class NotVisible(LookupError):
+class NotVisible(NotFound, LookupError):
     """The object does not exist, or the principal may not see it: both are answered 404."""
 
 
@@ -61,7 +62,7 @@ def study_clause(p: Principal):  # type: ignore[no-untyped-def]
 def viewing_clause(p: Principal):  # type: ignore[no-untyped-def]
     """A study fetched for viewing before import (locator): while it arrives and while it is cached, the
     institution that asked for it sees it (its users with studies.view), until the cache expires."""
-    from imex.db.models_exchange import Retrieval
+    from imex.db.models import Retrieval
 
     asked = exists(select(Retrieval.id).where(Retrieval.study_uid == Study.study_uid, Retrieval.purpose == "view",
                                               Retrieval.institution_id == p.institution_id,
@@ -162,7 +163,7 @@ def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[
 def locator_clause(p: Principal):  # type: ignore[no-untyped-def]
     """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
     everyone, or (restricted) by `p`'s institution as a named partner or a member of a named network."""
-    from imex.db.models_locator import (LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy,
+    from imex.db.models import (LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy,
                                         LocatorSharedNetwork)
 
     if not p.can("locator.search"):
@@ -183,7 +184,7 @@ def locator_clause(p: Principal):  # type: ignore[no-untyped-def]
 
 def locator_query(p: Principal) -> Select:
     """(LocatorEntry, Institution) that `p` may find."""
-    from imex.db.models_locator import LocatorEntry
+    from imex.db.models import LocatorEntry
 
     return (select(LocatorEntry, Institution).join(Institution, Institution.id == LocatorEntry.institution_id)
             .where(locator_clause(p)))
@@ -203,7 +204,7 @@ def instances_query(p: Principal) -> Select:
 
 def request_clause(p: Principal):  # type: ignore[no-untyped-def]
     """An image request is visible to the institution that asked and the one asked, nobody else."""
-    from imex.db.models_exchange import ImageRequest
+    from imex.db.models import ImageRequest
 
     if p.is_system_admin:
         return true()
@@ -213,7 +214,7 @@ def request_clause(p: Principal):  # type: ignore[no-untyped-def]
 
 def requests_query(p: Principal) -> Select:
     """Image requests `p` may see (the ORM row)."""
-    from imex.db.models_exchange import ImageRequest
+    from imex.db.models import ImageRequest
 
     return select(ImageRequest).where(request_clause(p))
 
@@ -227,7 +228,7 @@ def foreign_study_clause(p: Principal):  # type: ignore[no-untyped-def]
 
 def transaction_clause(p: Principal):  # type: ignore[no-untyped-def]
     """A transaction is visible to permitted users of the institution that sent it and of the one it goes to."""
-    from imex.db.models_exchange import ExchangeTransaction
+    from imex.db.models import ExchangeTransaction
 
     if p.is_system_admin:
         return true()
@@ -238,14 +239,14 @@ def transaction_clause(p: Principal):  # type: ignore[no-untyped-def]
 
 
 def transactions_query(p: Principal) -> Select:
-    from imex.db.models_exchange import ExchangeTransaction
+    from imex.db.models import ExchangeTransaction
 
     return select(ExchangeTransaction).where(transaction_clause(p))
 
 
 def attachments_query(p: Principal) -> Select:
     """(TransactionAttachment, ExchangeTransaction) of the transactions `p` may see."""
-    from imex.db.models_exchange import ExchangeTransaction, TransactionAttachment
+    from imex.db.models import ExchangeTransaction, TransactionAttachment
 
     return (select(TransactionAttachment, ExchangeTransaction)
             .join(ExchangeTransaction, ExchangeTransaction.id == TransactionAttachment.transaction_id)
@@ -262,7 +263,7 @@ def searchable_nodes_query(p: Principal) -> Select:
 
 def upload_clause(p: Principal):  # type: ignore[no-untyped-def]
     """Uploads from the browser: each is its creator's, and seen by their institution's admins."""
-    from imex.db.models_uploads import Upload
+    from imex.db.models import Upload
 
     if p.is_system_admin:
         return true()

@@ -1,30 +1,31 @@
-"""The router's exchange hook, called for a stable study before the static rules: a study that belongs
-to a transaction is queued to the transaction's destination (with its priority and recipient); a study
-fetched only for viewing is kept as "cached" and never routed; a study that fulfils an image request is
-first turned into a transaction by imex.requests.lifecycle.match_arrival (when that module exists)."""
+"""The exchanges' answer to the router's `study.stable` hook, asked before the static rules: a study that
+belongs to a transaction is queued to the transaction's destination (with its priority and recipient); a
+study fetched only for viewing is kept as "cached" and never routed; a study still being retrieved waits.
+(A study that fulfils an image request is turned into a transaction by the requests flow, which answers
+the same hook after this one.)"""
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import Connection, exists, select, update
 
-from imex.db.tables import instances, nodes
-from imex.exchanges.tables import retrievals, transaction_studies, transactions
+from imex import events
+from imex.db.models import instances, nodes, retrievals, transaction_studies, transactions
 from imex.exchanges.transactions import queue_transaction_study
 
 log = logging.getLogger("imex.exchanges.arrivals")
 Outcome = Literal["transaction", "cached", "wait"] | None
 
 
-def _source_institutions(conn: Connection, study) -> set[int]:  # type: ignore[no-untyped-def]
+def source_institutions(conn: Connection, study) -> set[int]:  # type: ignore[no-untyped-def]
     """The institutions whose nodes sent the study's instances (and the study's own)."""
     found = set(conn.execute(select(nodes.c.institution_id).distinct().join(
         instances, instances.c.source_node_id == nodes.c.id).where(instances.c.study_id == study.id)).scalars())
     return found | {study.institution_id}
 
 
-def _route_to_transactions(conn: Connection, study, transaction_ids: list[int] | None = None) -> bool:  # type: ignore[no-untyped-def]
+def route_to_transactions(conn: Connection, study, transaction_ids: list[int] | None = None) -> bool:  # type: ignore[no-untyped-def]
     """Link the study to the transactions from its institution that carry its UID and queue its transfers."""
     query = select(transactions).join(transaction_studies, transaction_studies.c.transaction_id == transactions.c.id
                                       ).where(transaction_studies.c.study_uid == study.study_uid,
@@ -41,17 +42,8 @@ def _route_to_transactions(conn: Connection, study, transaction_ids: list[int] |
     return bool(found)
 
 
-def _match_request(conn: Connection, study) -> int | None:  # type: ignore[no-untyped-def]
-    try:
-        from imex.requests.lifecycle import match_arrival  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    matcher: Any = match_arrival
-    result = matcher(conn, study, _source_institutions(conn, study))
-    return int(result) if result is not None else None
-
-
-def route_hook(conn: Connection, study) -> Outcome:  # type: ignore[no-untyped-def]
+@events.on("study.stable", order=10)
+def route_hook(conn: Connection, study_id: int, study) -> Outcome:  # type: ignore[no-untyped-def]
     """What the exchange workflows say about a stable study: "wait" (a C-MOVE of it is still under way:
     a pause in arrivals is not its end), "transaction" (its transfers are queued), "cached" (fetched for
     viewing: do not route), or None (route it by the usual means)."""
@@ -59,13 +51,10 @@ def route_hook(conn: Connection, study) -> Outcome:  # type: ignore[no-untyped-d
         retrievals.c.study_uid == study.study_uid, retrievals.c.state.in_(("pending", "moving"))))).scalar()
     if moving:
         return "wait"
-    if _route_to_transactions(conn, study):
+    if route_to_transactions(conn, study):
         return "transaction"
     viewing = conn.execute(select(exists().where(
         retrievals.c.study_uid == study.study_uid, retrievals.c.purpose == "view"))).scalar()
     if viewing:
         return "cached"
-    tid = _match_request(conn, study)
-    if tid is not None and _route_to_transactions(conn, study, [tid]):
-        return "transaction"
     return None

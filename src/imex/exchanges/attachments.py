@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert
 
 from imex.db import utcnow
-from imex.exchanges.tables import transaction_attachments
+from imex.db.models import transaction_attachments
 from imex.store import BlobStore
 
 TYPES = {"application/pdf": (".pdf",), "image/png": (".png",), "image/jpeg": (".jpg", ".jpeg"),

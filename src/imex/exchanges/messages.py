@@ -7,13 +7,17 @@ from __future__ import annotations
 from sqlalchemy import Connection, insert, select
 
 from imex.db import utcnow
-from imex.db.tables import institutions, users
-from imex.exchanges.tables import transaction_messages, transactions
+from imex.db.models import institutions, transaction_messages, transactions, users
+from imex.errors import Invalid
 from imex.notify.email import queue_email
-from imex.notify.inbox import _watchers, notify_users
+from imex.notify.inbox import users_with_permission, notify_users
 
 MESSAGE_KIND = "exchange.message"
 MAX_BODY = 10000
+
+
+class MessageRefused(Invalid, ValueError):
+    """A message that cannot be posted (empty or too long); the message says which."""
 
 
 def followers(conn: Connection, tx, institution_id: int) -> list:  # type: ignore[no-untyped-def,type-arg]
@@ -25,7 +29,7 @@ def followers(conn: Connection, tx, institution_id: int) -> list:  # type: ignor
     rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events).where(
         users.c.id.in_(ids or {-1}), users.c.institution_id == institution_id,
         users.c.disabled.is_(False))).all()
-    return list(rows) or _watchers(conn, institution_id, "transfers.view")
+    return list(rows) or users_with_permission(conn, institution_id, "transfers.view")
 
 
 def post(conn: Connection, transaction_id: int, *, author_user_id: int | None, author_name: str,
@@ -33,9 +37,9 @@ def post(conn: Connection, transaction_id: int, *, author_user_id: int | None, a
     """Add a message and tell the other side's followers; returns the message id."""
     text = (body or "").strip()
     if not text:
-        raise ValueError("write a message first")
+        raise MessageRefused("write a message first")
     if len(text) > MAX_BODY:
-        raise ValueError(f"a message is at most {MAX_BODY} characters")
+        raise MessageRefused(f"a message is at most {MAX_BODY} characters")
     tx = conn.execute(select(transactions).where(transactions.c.id == transaction_id)).one()
     mid = conn.execute(insert(transaction_messages).values(
         transaction_id=transaction_id, author_user_id=author_user_id, author_name=author_name[:200],

@@ -5,7 +5,6 @@ harmless: the hub stores what it already has as a duplicate). Failures retry wit
 node's own words in `last_error`."""
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 
@@ -13,18 +12,20 @@ from sqlalchemy import Connection, insert, select, update
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.tables import nodes
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
+from imex.db.models import nodes, retrievals
 from imex.dicom.query import NodeAddress
 from imex.dicom.retrieve import MoveFailed, move_study
-from imex.exchanges.tables import retrievals
+from imex.errors import Invalid
 
 log = logging.getLogger("imex.exchanges.retrievals")
 PURPOSES = ("transfer", "view")
 ACTIVE = ("pending", "moving")
-MAX_DELAY = 900.0
 
 
-class RetrievalError(ValueError):
+class RetrievalError(Invalid, ValueError):
     """A retrieval that cannot be queued (unknown node, a node the hub may not query, bad purpose)."""
 
 
@@ -50,52 +51,28 @@ def enqueue(conn: Connection, *, node_id: int, study_uid: str, purpose: str = "t
         .returning(retrievals.c.id)).scalar_one())
 
 
+RETRIEVE = register(JobQueue(
+    "retrieve", retrievals, RetrySettings("exchange.retrieve_retry_seconds", "exchange.retrieve_retry_multiplier",
+                                          "exchange.retrieve_retry_max_seconds", "exchange.retrieve_max_attempts"),
+    due_state="pending", running_state="moving", dead_state="failed", updated_column="updated_at",
+    description="C-MOVEs the hub asks of institutions' PACS (exchanges, requests, viewing)."))
+
+
 def claim(db: Database, worker: str, lease_seconds: float) -> int | None:
     """Take the oldest due pending retrieval; None when there is none."""
-    now = utcnow()
-    with db.reader() as conn:
-        due = conn.execute(select(retrievals.c.id).where(
-            retrievals.c.state == "pending", retrievals.c.next_attempt_at <= now).limit(1)).first()
-        conn.rollback()
-    if due is None:
-        return None
-    with db.engine.begin() as conn:
-        query = (select(retrievals.c.id).where(retrievals.c.state == "pending", retrievals.c.next_attempt_at <= now)
-                 .order_by(retrievals.c.next_attempt_at, retrievals.c.id).limit(1))
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        rid = conn.execute(query).scalar()
-        if rid is None:
-            return None
-        conn.execute(update(retrievals).where(retrievals.c.id == rid).values(
-            state="moving", claimed_by=worker, lease_until=now + dt.timedelta(seconds=lease_seconds),
-            attempts=retrievals.c.attempts + 1, updated_at=now))
-        return int(rid)
+    rows = engine.claim(db, RETRIEVE, worker, lease_seconds)
+    return int(rows[0].id) if rows else None
 
 
 def reap_expired_leases(db: Database) -> int:
     """Retrievals whose worker died mid-move go back to pending, to be asked again at once."""
-    now = utcnow()
-    with db.reader() as conn:
-        expired = conn.execute(select(retrievals.c.id).where(
-            retrievals.c.state == "moving", retrievals.c.lease_until < now).limit(1)).first()
-        conn.rollback()
-    if expired is None:
-        return 0
-    with db.engine.begin() as conn:
-        done = conn.execute(update(retrievals).where(retrievals.c.state == "moving", retrievals.c.lease_until < now)
-                            .values(state="pending", claimed_by=None, lease_until=None, next_attempt_at=now,
-                                    last_error="the hub stopped during the retrieval; asking again",
-                                    updated_at=now)).rowcount
-    return int(done or 0)
+    return engine.reap(db, RETRIEVE, values=lambda: dict(
+        last_error="the hub stopped during the retrieval; asking again"))
 
 
 def retry(db: Database, retrieval_id: int) -> bool:
     """Ask a failed retrieval again now, attempts from zero; False when it was not failed."""
-    with db.engine.begin() as conn:
-        return bool(conn.execute(update(retrievals).where(
-            retrievals.c.id == retrieval_id, retrievals.c.state == "failed").values(
-            state="pending", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())).rowcount)
+    return engine.requeue(db, RETRIEVE, retrieval_id)
 
 
 class RetrievalWorker:
@@ -106,8 +83,7 @@ class RetrievalWorker:
         self.worker_id = worker_id
         self.hub_aet = config["dicom.ae_title"]
         self.lease = float(config["exchange.retrieve_lease_seconds"])
-        self.max_attempts = int(config["exchange.retrieve_max_attempts"])
-        self.initial = float(config["exchange.retrieve_retry_seconds"])
+        self.policy = RETRIEVE.policy(config)
         self.timeout = float(config["exchange.retrieve_timeout_seconds"])
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:
@@ -121,16 +97,6 @@ class RetrievalWorker:
                 log.exception("retrieval worker %s failed; continuing", self.worker_id)
             stop.wait(poll)
 
-    def _renew(self, rid: int, done: threading.Event) -> None:
-        while not done.wait(self.lease / 3):
-            try:
-                with self.db.engine.begin() as conn:
-                    conn.execute(update(retrievals).where(retrievals.c.id == rid,
-                                                          retrievals.c.claimed_by == self.worker_id)
-                                 .values(lease_until=utcnow() + dt.timedelta(seconds=self.lease)))
-            except Exception:
-                log.exception("could not renew the lease of retrieval %s", rid)
-
     def process(self, rid: int, stop: threading.Event | None = None) -> None:
         with self.db.reader() as conn:
             row = conn.execute(select(retrievals.c.study_uid, retrievals.c.attempts, nodes.c.ae_title,
@@ -138,60 +104,50 @@ class RetrievalWorker:
                                .join(nodes, nodes.c.id == retrievals.c.node_id)
                                .where(retrievals.c.id == rid)).one()
             conn.rollback()
-        done = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(rid, done), daemon=True, name=f"lease-r{rid}")
-        renewer.start()
         error = ""
         outcome = None
-        try:
-            if not row.enabled:
-                error = f"node {row.name} is disabled"
-            else:
-                outcome = move_study(self.hub_aet, NodeAddress(row.ae_title, row.host, row.port), row.study_uid,
-                                     timeout=self.timeout)
-                if not outcome.ok:
-                    error = f"{row.name} moved the study only in part: {outcome.describe()}"
-        except (MoveFailed, ValueError, OSError) as exc:
-            error = str(exc)
-            if "stopped answering" in error or "did not answer" in error:  # what a PACS that refuses the hub does
-                error += (f" (the PACS probably does not know the hub: add the hub's AE title {self.hub_aet}, its "
-                          "host and DICOM port to it as a peer allowed to query and retrieve)")
-        finally:
-            done.set()
-            renewer.join(timeout=5)
-        self._finish(rid, row.attempts, error, outcome)
+        with engine.Heartbeat(self.db, RETRIEVE, rid, self.worker_id, self.lease):
+            try:
+                if not row.enabled:
+                    error = f"node {row.name} is disabled"
+                else:
+                    outcome = move_study(self.hub_aet, NodeAddress(row.ae_title, row.host, row.port),
+                                         row.study_uid, timeout=self.timeout)
+                    if not outcome.ok:
+                        error = f"{row.name} moved the study only in part: {outcome.describe()}"
+            except (MoveFailed, ValueError, OSError) as exc:
+                error = str(exc)
+                if "stopped answering" in error or "did not answer" in error:  # a PACS that refuses the hub
+                    error += (f" (the PACS probably does not know the hub: add the hub's AE title {self.hub_aet}, "
+                              "its host and DICOM port to it as a peer allowed to query and retrieve)")
+        self._finish(rid, error, outcome)
 
-    def _finish(self, rid: int, attempts: int, error: str, outcome) -> None:  # type: ignore[no-untyped-def]
+    def _finish(self, rid: int, error: str, outcome) -> None:  # type: ignore[no-untyped-def]
         now = utcnow()
         counts = {} if outcome is None else dict(completed=outcome.completed, failed=outcome.failed,
                                                   warning=outcome.warning)
         with self.db.engine.begin() as conn:
-            mine = (retrievals.c.id == rid) & (retrievals.c.claimed_by == self.worker_id) & \
-                   (retrievals.c.state == "moving")
             if not error:
-                conn.execute(update(retrievals).where(mine).values(
-                    state="done", last_error=None, claimed_by=None, lease_until=None, finished_at=now,
-                    updated_at=now, **counts))
+                engine.finish(conn, RETRIEVE, rid, self.worker_id, "done", last_error=None, finished_at=now,
+                              **counts)
                 log.info("retrieval %s done: %s", rid, outcome.describe() if outcome else "")
                 return
-            if attempts >= self.max_attempts:
-                conn.execute(update(retrievals).where(mine).values(
-                    state="failed", last_error=error[:2000], claimed_by=None, lease_until=None, finished_at=now,
-                    updated_at=now, **counts))
+            result = engine.retry_later(conn, RETRIEVE, rid, self.worker_id, error, self.policy, **counts)
+            if result is None:
+                return
+            if result.dead:
+                conn.execute(update(retrievals).where(retrievals.c.id == rid).values(finished_at=now))
                 log.warning("retrieval %s failed for good: %s", rid, error)
                 _tell_sender(conn, rid)
-                return
-            delay = min(self.initial * (2 ** max(attempts - 1, 0)), MAX_DELAY)
-            conn.execute(update(retrievals).where(mine).values(
-                state="pending", last_error=error[:2000], claimed_by=None, lease_until=None,
-                next_attempt_at=now + dt.timedelta(seconds=delay), updated_at=now, **counts))
-            log.warning("retrieval %s attempt %s failed (retry in %.0f s): %s", rid, attempts, delay, error)
+            else:
+                log.warning("retrieval %s attempt %s failed (retry in %.0f s): %s", rid, result.attempts,
+                            result.delay, error)
 
 
 def _tell_sender(conn: Connection, retrieval_id: int) -> None:
     """The sending side's people in the exchange hear that a study could not be fetched from their PACS."""
     from imex.exchanges.messages import followers
-    from imex.exchanges.tables import transactions
+    from imex.db.models import transactions
     from imex.notify.email import queue_email
     from imex.notify.inbox import notify_users
 

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 
 from imex.db import utcnow
-from imex.db.tables import institutions, nodes, studies, transfers
-from imex.exchanges.tables import retrievals, transaction_messages, transaction_studies, transactions
+from imex.db.models import (institutions, nodes, retrievals, studies, transaction_messages, transaction_studies,
+                            transactions, transfers)
+from imex.errors import Invalid
 from imex.routing.queue import queue_study
 
 KINDS = ("push", "preauthorised", "request", "upload")
 STATES = ("retrieving", "sending", "delivered", "failed")
 
 
-class TransactionError(ValueError):
+class TransactionError(Invalid, ValueError):
     """A transaction that cannot be opened as asked (unknown institution, no destination node, ...)."""
 
 

@@ -7,9 +7,9 @@ import re
 
 from sqlalchemy import Connection, delete, insert, select
 
-from imex import audit
+from imex import audit, events
 from imex.db import Database, utcnow
-from imex.db.tables import (
+from imex.db.models import (
     folder_institutions,
     folder_members,
     folder_studies,
@@ -20,14 +20,19 @@ from imex.db.tables import (
     studies,
     users,
 )
+from imex.errors import Conflict, Invalid
 from imex.retention.policy import keep_until
 
 KINDS = {"emergency": 18, "elective": 192}  # kind -> default hours a study stays
 _AET = re.compile(r"^[A-Z0-9_\-. ]{1,16}$")
 
 
-class FolderError(ValueError):
+class FolderError(Invalid, ValueError):
     """A folder request that cannot be done; the message says why."""
+
+
+class FolderExists(FolderError, Conflict):
+    """The folder's name or alias is in use already; choose another."""
 
 
 def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, hours: int | None = None,
@@ -43,7 +48,7 @@ def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, 
     alias = alias.strip().upper() if alias else None
     with db.engine.begin() as conn:
         if conn.execute(select(folders.c.id).where(folders.c.name == name)).first():
-            raise FolderError(f"a folder named {name!r} exists already")
+            raise FolderExists(f"a folder named {name!r} exists already")
         if alias:
             if not _AET.match(alias):
                 raise FolderError(f"alias {alias!r} is not an AE title (1-16 letters, digits, space, _ - .)")
@@ -52,7 +57,7 @@ def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, 
                          (institutions.c.alias == alias) | (institutions.c.ods_code == alias))).first()
                      or conn.execute(select(folders.c.name).where(folders.c.alias == alias)).first())
             if clash:
-                raise FolderError(f"alias {alias} is already used by {clash[0]}")
+                raise FolderExists(f"alias {alias} is already used by {clash[0]}")
         owner = _institution(conn, owner_ods) if owner_ods else None
         folder_id = conn.execute(insert(folders).values(
             name=name, kind=kind, alias=alias, retention_hours=hours, owner_institution_id=owner,
@@ -119,6 +124,7 @@ def file_study(conn: Connection, folder_id: int, study_id: int, who: str, now: d
     return until
 
 
+@events.on("study.filing")
 def file_by_alias(conn: Connection, study_id: int, names: set[str], who: str) -> list[str]:
     """File a study into the folders named (by alias, the called AE title it was sent to, or by name, as a
     routing rule's `to` may); their names."""
@@ -134,18 +140,18 @@ def file_by_alias(conn: Connection, study_id: int, names: set[str], who: str) ->
     return [f.name for f in found]
 
 
-def expire_entries(db: Database, now: dt.datetime) -> int:
+@events.on("retention.pass")
+def expire_entries(conn: Connection, now: dt.datetime) -> int:
     """Take studies out of folders when their time there is up (audited); how many."""
-    with db.engine.begin() as conn:
-        due = conn.execute(select(folder_studies.c.id, folders.c.name, folders.c.kind, studies.c.study_uid,
-                                  patients.c.patient_id)
-                           .join(folders, folders.c.id == folder_studies.c.folder_id)
-                           .join(studies, studies.c.id == folder_studies.c.study_id)
-                           .join(patients, patients.c.id == studies.c.patient_pk)
-                           .where(folder_studies.c.expires_at <= now).limit(500)).all()
-        for row in due:
-            conn.execute(delete(folder_studies).where(folder_studies.c.id == row.id))
-            audit.record(conn, "folder.expire", username="retention", study_uid=row.study_uid,
-                         patient_id=row.patient_id, object_type="folder", object_id=row.name,
-                         detail=f"left {row.kind} folder {row.name}: its time there was up")
+    due = conn.execute(select(folder_studies.c.id, folders.c.name, folders.c.kind, studies.c.study_uid,
+                              patients.c.patient_id)
+                       .join(folders, folders.c.id == folder_studies.c.folder_id)
+                       .join(studies, studies.c.id == folder_studies.c.study_id)
+                       .join(patients, patients.c.id == studies.c.patient_pk)
+                       .where(folder_studies.c.expires_at <= now).limit(500)).all()
+    for row in due:
+        conn.execute(delete(folder_studies).where(folder_studies.c.id == row.id))
+        audit.record(conn, "folder.expire", username="retention", study_uid=row.study_uid,
+                     patient_id=row.patient_id, object_type="folder", object_id=row.name,
+                     detail=f"left {row.kind} folder {row.name}: its time there was up")
     return len(due)

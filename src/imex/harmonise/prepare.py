@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from imex.config import Config
 from imex.db import Database
-from imex.db.tables import instances, institutions, nodes, reconciliations, studies, transfers
+from imex.db.models import instances, institutions, nodes, reconciliations, studies, transfers
 from imex.harmonise import nhs
 from imex.harmonise.coerce import Coercion, Context
 from imex.harmonise.keys import load_key

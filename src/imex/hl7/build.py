@@ -11,6 +11,17 @@ from imex.hl7.parse import STATUS_TO_CODE, Header
 SEGMENT_END = "\r"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a message was answered: AA, AE or AR, why, and the report row when one was stored."""
+
+    code: str
+    text: str = ""
+    error_code: str = ""
+    header: Header | None = None
+    report_id: int | None = None
+
+
 def escape(value: str) -> str:
     """Escape a value for a field (HL7 v2 2.7 escape sequences); line breaks become \\.br\\."""
     out = (value.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")

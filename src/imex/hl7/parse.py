@@ -85,21 +85,21 @@ class Report:
         return self.nhs_number
 
 
-def _decode(data: bytes) -> str:
+def decode(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
 
-def _normalise_segments(text: str) -> str:
+def normalise_segments(text: str) -> str:
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     return text
 
 
 def read_header(data: bytes) -> Header:
     """The MSH of a message; raises HL7Reject when there is none or it is malformed."""
-    text = _normalise_segments(_decode(data))
+    text = normalise_segments(decode(data))
     if not text.startswith("MSH") or len(text) < 8:
         raise HL7Reject("the message does not start with an MSH segment")
     msh_line = text.split("\r", 1)[0]
@@ -120,7 +120,7 @@ def read_header(data: bytes) -> Header:
                   msg_type, first(fields[11]), first(fields[10]))
 
 
-class _Reader:
+class Reader:
     """Field access on a parsed message: repetitions and components as unescaped strings."""
 
     def __init__(self, message: hl7.Message) -> None:
@@ -195,10 +195,10 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
         raise HL7Reject(f"HL7 version {header.version or '(empty)'} is not supported "
                         f"({', '.join(SUPPORTED_VERSIONS)} are)")
     try:
-        message = hl7.parse(_normalise_segments(_decode(data)))
+        message = hl7.parse(normalise_segments(decode(data)))
     except (ParseException, IndexError, ValueError) as exc:
         raise HL7Reject(f"the message cannot be parsed: {exc}") from None
-    r = _Reader(message)
+    r = Reader(message)
     present = {str(seg[0]) for seg in message}
     for required in ("PID", "OBR"):
         if required not in present:

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from imex.db import Database, utcnow
-from imex.db.tables import instances, items, patients, series, studies
+from imex.db.models import instances, items, patients, series, studies
 from imex.dicom.parse import IndexFields
 from imex.store import BlobStore
 

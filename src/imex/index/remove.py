@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select
 
 from imex import audit
 from imex.db import Database, utcnow
-from imex.db.tables import instances, patients, studies, tombstones
+from imex.db.models import instances, patients, studies, tombstones
 from imex.store import BlobStore
 
 log = logging.getLogger("imex.index")

@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.config import Config
-from imex.db.models import Study, utcnow
-from imex.db.models_links import LinkCode, LinkSession, StudyLink
+from imex.db.models import LinkCode, LinkSession, Study, StudyLink, utcnow
 from imex.links import tokens
 from imex.links.manage import state
 from imex.notify.email import queue_email

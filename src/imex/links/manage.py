@@ -12,14 +12,14 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth.permissions import Principal
 from imex.config import Config
-from imex.db.models import Patient, Study, utcnow
-from imex.db.models_links import LINK_MODES, LinkSession, StudyLink
+from imex.db.models import LINK_MODES, LinkSession, Patient, Study, StudyLink, utcnow
+from imex.errors import Invalid
 from imex.links import tokens
 
 EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 
 
-class LinkError(ValueError):
+class LinkError(Invalid, ValueError):
     """What was wrong with a link request, in words for the person who made it."""
 
 

@@ -9,8 +9,7 @@ import logging
 from sqlalchemy import and_, exists, not_, select, update
 
 from imex.db import Database, utcnow
-from imex.db.tables import studies, transfers
-from imex.exchanges.tables import retrievals
+from imex.db.models import retrievals, studies, transfers
 from imex.index.remove import delete_study
 from imex.store import BlobStore
 

@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from imex.db.models import Node, utcnow
-from imex.db.models_locator import LocatorEntry
+from imex.db.models import LocatorEntry, Node, utcnow
 from imex.harmonise import nhs
 
 ENTRIES = LocatorEntry.__table__

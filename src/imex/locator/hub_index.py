@@ -9,8 +9,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database
-from imex.db.models import Patient, Series, Study
-from imex.db.models_locator import LocatorMark
+from imex.db.models import LocatorMark, Patient, Series, Study
 from imex.locator.entries import Holding, nhs_number_of, remove_departed, upsert
 
 MARK = "hub"

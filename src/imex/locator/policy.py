@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from imex.db.models import Institution, utcnow
-from imex.db.models_locator import (DISCOVERABILITY, LocatorNetwork, LocatorNetworkMember, LocatorPartner,
-                                    LocatorPolicy, LocatorSharedNetwork)
+from imex.db.models import (DISCOVERABILITY, Institution, LocatorNetwork, LocatorNetworkMember, LocatorPartner,
+                            LocatorPolicy, LocatorSharedNetwork, utcnow)
+from imex.errors import Invalid
 
 
-class PolicyError(ValueError):
+class PolicyError(Invalid, ValueError):
     """A discoverability setting that cannot be applied; the message says why."""
 
 

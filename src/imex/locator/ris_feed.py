@@ -9,13 +9,14 @@ import logging
 
 import hl7
 from hl7.exceptions import ParseException
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
+from imex import events
 from imex.db import Database
-from imex.db.tables import reports, studies
+from imex.hl7.build import Outcome
+from imex.db.models import reports, studies
 from imex.reports.endpoints import find_sender
-from imex.hl7.parse import SUPPORTED_VERSIONS, HL7Reject, _decode, _normalise_segments, _Reader, parse_time, read_header
-from imex.reports.receive import Outcome
+from imex.hl7.parse import SUPPORTED_VERSIONS, HL7Reject, decode, normalise_segments, Reader, parse_time, read_header
 from imex.locator.entries import Holding, nhs_number_of, upsert
 
 log = logging.getLogger("imex.locator.ris_feed")
@@ -37,6 +38,12 @@ def _key(study_uid: str, accession: str) -> str:
     return study_uid[:64] if study_uid else f"acc:{accession}"[:64]
 
 
+@events.on("hl7.received")
+def answer(conn: None, *, db: Database, data: bytes, peer: str) -> Outcome | None:
+    """The HL7 listener's hook: the outcome for an order notification, None for any other message."""
+    return receive(db, data, peer) if is_notification(data) else None
+
+
 def receive(db: Database, data: bytes, peer: str) -> Outcome:
     """Index one order notification from a registered RIS; the outcome becomes the ACK."""
     try:
@@ -46,10 +53,10 @@ def receive(db: Database, data: bytes, peer: str) -> Outcome:
     if header.version not in SUPPORTED_VERSIONS:
         return Outcome("AR", f"HL7 version {header.version or '(empty)'} is not supported", "203", header)
     try:
-        message = hl7.parse(_normalise_segments(_decode(data)))
+        message = hl7.parse(normalise_segments(decode(data)))
     except (ParseException, IndexError, ValueError) as exc:
         return Outcome("AR", f"the message cannot be parsed: {exc}", "102", header)
-    r = _Reader(message)
+    r = Reader(message)
     present = {str(seg[0]) for seg in message}
     if "PID" not in present or "OBR" not in present:
         return Outcome("AE", "an order notification needs PID and OBR segments", "100", header)
@@ -93,19 +100,19 @@ def receive(db: Database, data: bytes, peer: str) -> Outcome:
     return Outcome("AA", "indexed", header=header)
 
 
-def index_report(db: Database, report_id: int) -> None:
+@events.on("report.received")
+def index_report(conn: Connection, report_id: int) -> None:
     """A report the HL7 listener stored also tells the locator its institution holds the study."""
-    with db.engine.begin() as conn:
-        rep = conn.execute(select(reports).where(reports.c.id == report_id)).first()
-        if rep is None:
-            return
-        number = nhs_number_of(rep.nhs_number, "NHS") if rep.nhs_number else None
-        if number is None:
-            return
-        uid = rep.study_uid
-        if not uid and rep.study_id is not None:
-            uid = conn.execute(select(studies.c.study_uid).where(studies.c.id == rep.study_id)).scalar() or ""
-        upsert(conn, Holding(
-            institution_id=rep.institution_id, nhs_number=number, study_uid=_key(uid, rep.accession_number),
-            source="hl7", birth_date=rep.birth_date, patient_id=rep.patient_id, accession=rep.accession_number,
-            study_date=f"{rep.observed_at:%Y%m%d}" if rep.observed_at else "", description=rep.procedure[:200]))
+    rep = conn.execute(select(reports).where(reports.c.id == report_id)).first()
+    if rep is None:
+        return
+    number = nhs_number_of(rep.nhs_number, "NHS") if rep.nhs_number else None
+    if number is None:
+        return
+    uid = rep.study_uid
+    if not uid and rep.study_id is not None:
+        uid = conn.execute(select(studies.c.study_uid).where(studies.c.id == rep.study_id)).scalar() or ""
+    upsert(conn, Holding(
+        institution_id=rep.institution_id, nhs_number=number, study_uid=_key(uid, rep.accession_number),
+        source="hl7", birth_date=rep.birth_date, patient_id=rep.patient_id, accession=rep.accession_number,
+        study_date=f"{rep.observed_at:%Y%m%d}" if rep.observed_at else "", description=rep.procedure[:200]))

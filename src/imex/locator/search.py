@@ -13,14 +13,18 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth.permissions import Principal
 from imex.config import Config
-from imex.db.models import utcnow
-from imex.db.models_locator import LocatorEntry
+from imex.db.models import LocatorEntry, utcnow
+from imex.errors import Invalid
 from imex.harmonise import nhs
 from imex.locator.entries import series_of
 
 
-class SearchRefused(ValueError):
+class SearchRefused(Invalid, ValueError):
     """Input the locator does not search with; the message says what to correct."""
+
+
+class SearchIncomplete(SearchRefused):
+    """A part every search needs (date of birth, reason) is missing (FHIR answers it as `required`)."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,10 @@ def criteria(config: Config, nhs_number: str, birth: str, reason: str) -> Criter
     if problem is not None:
         raise SearchRefused(f"not a valid NHS number: {problem}")
     if not (birth or "").strip():
-        raise SearchRefused("the patient's date of birth is required")
+        raise SearchIncomplete("the patient's date of birth is required")
     allowed = reasons(config)
     if not (reason or "").strip():
-        raise SearchRefused(f"a reason for the search is required: one of {', '.join(allowed)}")
+        raise SearchIncomplete(f"a reason for the search is required: one of {', '.join(allowed)}")
     match = next((r for r in allowed if r.lower() == reason.strip().lower()), None)
     if match is None:
         raise SearchRefused(f"{reason[:60]!r} is not an accepted reason; use one of {', '.join(allowed)}")

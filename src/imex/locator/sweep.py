@@ -12,13 +12,16 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Table, select, update
 
 from imex.config import Config
 from imex.db import Database
-from imex.db.models import Node, utcnow
-from imex.db.models_locator import LocatorEntry, LocatorSweep
+from imex.db.models import LocatorEntry, LocatorSweep, Node, nodes, utcnow
 from imex.dicom.query import FindFailed, NodeAddress, StudyMatch, StudyQuery, find_series, find_studies
+from imex.errors import Invalid
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
 from imex.locator.entries import Holding, nhs_number_of, upsert
 
 log = logging.getLogger("imex.locator.sweep")
@@ -26,7 +29,7 @@ SWEEPS = LocatorSweep.__table__
 ENTRIES = LocatorEntry.__table__
 
 
-class SweepError(ValueError):
+class SweepError(Invalid, ValueError):
     """A sweep setting that cannot be used; the message says what to change."""
 
 
@@ -188,9 +191,8 @@ def _progress(db: Database, node_id: int, swept_to: str) -> None:
 
 
 def backoff(config: Config, attempts: int) -> float:
-    """Seconds before a failed sweep is tried again: doubling from the initial delay, capped."""
-    initial = float(config["locator.sweep_retry_initial_seconds"])
-    return min(initial * (2 ** max(attempts - 1, 0)), float(config["locator.sweep_retry_max_seconds"]))
+    """Seconds before a failed sweep is tried again after `attempts` failures in a row."""
+    return SWEEP.policy(config).delay(attempts)
 
 
 def _finish(db: Database, config: Config, node_id: int, sweep, run: Run) -> None:  # type: ignore[no-untyped-def]
@@ -211,6 +213,21 @@ def _finish(db: Database, config: Config, node_id: int, sweep, run: Run) -> None
             log.warning("sweep of %s failed (attempt %d, again in %.0f s): %s", run.node, attempts, delay, run.error)
 
 
+def _sweepable(t: Table) -> ColumnElement[bool]:
+    """A sweep runs while it is enabled and its node is enabled and may be queried."""
+    return t.c.enabled.is_(True) & t.c.node_id.in_(select(nodes.c.id).where(
+        nodes.c.enabled.is_(True), nodes.c.query_retrieve.is_(True)))
+
+
+# Not a queue of one-off jobs but a schedule: every enabled sweep falls due at its next run, and a failed
+# run pushes that back by the backoff (attempts count the failures in a row and never give up).
+SWEEP = register(JobQueue(
+    "locator-sweep", SWEEPS, RetrySettings("locator.sweep_retry_initial_seconds", "locator.sweep_retry_multiplier",
+                                           "locator.sweep_retry_max_seconds"),
+    state_column=None, due_state="scheduled", dead_state=None, due_column="next_run_at", attempts_column=None,
+    where=_sweepable, description="Sweeps of institutions' PACS (C-FIND) that feed the patient imaging locator."))
+
+
 class Sweeper:
     """Starts the sweeps that are due, each in its own thread; a node's sweep never runs twice at once in
     this process, and a claim in the database keeps other processes off it."""
@@ -222,36 +239,20 @@ class Sweeper:
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
-    def due(self) -> list[int]:
-        now = utcnow()
-        with self.db.reader() as conn:
-            ids = conn.execute(select(SWEEPS.c.node_id).join(Node.__table__, Node.id == SWEEPS.c.node_id).where(
-                SWEEPS.c.enabled.is_(True), SWEEPS.c.next_run_at <= now, Node.enabled.is_(True),
-                Node.query_retrieve.is_(True))).scalars().all()
-            conn.rollback()
-        return list(ids)
-
-    def _claim(self, node_id: int) -> bool:
-        """Push the node's next run out by the claim time, unless another process did it first."""
-        now = utcnow()
-        hold = dt.timedelta(seconds=float(self.config["locator.sweep_claim_seconds"]))
-        with self.db.engine.begin() as conn:
-            return bool(conn.execute(update(SWEEPS).where(SWEEPS.c.node_id == node_id, SWEEPS.c.next_run_at <= now)
-                                     .values(next_run_at=now + hold)).rowcount)
-
     def tick(self) -> list[int]:
-        """Start every due sweep that is not running; returns the nodes started."""
+        """Start every due sweep that is not running; returns the nodes started. A claim holds a sweep's
+        next run back by `locator.sweep_claim_seconds`, so a sweep started by a process that died is
+        started again after that."""
         started = []
         with self.lock:
             self.running = {k: t for k, t in self.running.items() if t.is_alive()}
-            for node_id in self.due():
-                if node_id in self.running or not self._claim(node_id):
-                    continue
-                thread = threading.Thread(target=self._run, args=(node_id,), name=f"locator-sweep-{node_id}",
+            for row in engine.claim(self.db, SWEEP, "", float(self.config["locator.sweep_claim_seconds"]),
+                                    limit=1000, scan=1000, admit=lambda conn, r: r.node_id not in self.running):
+                thread = threading.Thread(target=self._run, args=(row.node_id,), name=f"locator-sweep-{row.node_id}",
                                           daemon=True)
-                self.running[node_id] = thread
+                self.running[row.node_id] = thread
                 thread.start()
-                started.append(node_id)
+                started.append(row.node_id)
         return started
 
     def _run(self, node_id: int) -> None:

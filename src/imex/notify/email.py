@@ -10,11 +10,14 @@ import smtplib
 import threading
 from email.message import EmailMessage
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.tables import emails, instances, institutions, nodes, studies, transfers
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
+from imex.db.models import emails, instances, institutions, nodes, studies, transfers
 
 log = logging.getLogger("imex.notify")
 
@@ -26,6 +29,12 @@ GIVE_UP_AFTER = dt.timedelta(hours=24)
 # being unreachable or refusing the session, after which the rest of the batch waits for the next round.
 # (smtplib's exceptions are OSErrors too.)
 MESSAGE_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
+# How long a sender holds the messages it took (several are sent one after the other on one connection).
+HOLD_SECONDS = 300.0
+
+EMAIL = register(JobQueue(
+    "email", emails, RetrySettings("smtp.retry_initial_seconds", "smtp.retry_multiplier", "smtp.retry_max_seconds"),
+    description="E-mail alerts waiting for the SMTP server (given up after a day, or on a 5xx refusal)."))
 
 
 def queue_email(conn: Connection, recipients: list[str], subject: str, body: str) -> None:
@@ -79,12 +88,7 @@ class EmailSender:
     def __init__(self, config: Config, db: Database) -> None:
         self.config = config
         self.db = db
-        self.retry_initial = float(config["smtp.retry_initial_seconds"])
-        self.retry_max = float(config["smtp.retry_max_seconds"])
-
-    def retry_delay(self, attempts: int) -> float:
-        """Seconds before the next try of a message that failed `attempts` times."""
-        return min(self.retry_initial * 2 ** max(attempts - 1, 0), self.retry_max)
+        self.policy = EMAIL.policy(config)
 
     @property
     def enabled(self) -> bool:
@@ -108,16 +112,8 @@ class EmailSender:
         """Send every due message; returns how many went out."""
         if not self.enabled:
             return 0
-        now = utcnow()
-        with self.db.engine.begin() as conn:
-            query = select(emails).where(emails.c.state == "pending", emails.c.next_attempt_at <= now).limit(50)
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            due = conn.execute(query).all()
-            # push them out of reach of other senders while this one works
-            for row in due:
-                conn.execute(update(emails).where(emails.c.id == row.id).values(
-                    next_attempt_at=now + dt.timedelta(minutes=5)))
+        # held out of other senders' reach while this one works (a sender that dies lets them fall due)
+        due = engine.claim(self.db, EMAIL, "", HOLD_SECONDS, limit=50)
         sent = 0
         server_down: Exception | None = None
         for row in due:
@@ -126,7 +122,8 @@ class EmailSender:
                 if server_down is not None:
                     raise server_down  # do not wait for a dead server once per message
                 self._send(row.recipient, row.subject, row.body)
-                values: dict = dict(state="sent", sent_at=utcnow(), attempts=row.attempts + 1, last_error=None)
+                with self.db.engine.begin() as conn:
+                    engine.finish(conn, EMAIL, row.id, None, "sent", sent_at=utcnow(), last_error=None)
                 sent += 1
             except (OSError, smtplib.SMTPException) as exc:
                 if isinstance(exc, MESSAGE_ERRORS):  # a 5xx answer will not change on a retry
@@ -134,15 +131,12 @@ class EmailSender:
                     permanent = code is not None and 500 <= code < 600
                 else:
                     server_down = exc
-                attempts = row.attempts + 1
-                values = dict(attempts=attempts, last_error=f"{type(exc).__name__}: {exc}"[:500],
-                              next_attempt_at=utcnow() + dt.timedelta(seconds=self.retry_delay(attempts)))
-                if permanent or utcnow() - row.created_at > GIVE_UP_AFTER:
-                    values["state"] = "failed"
-                log.warning("e-mail to %s not sent (attempt %s%s): %s", row.recipient, attempts,
-                            ", giving up" if "state" in values else "", exc)
-            with self.db.engine.begin() as conn:
-                conn.execute(update(emails).where(emails.c.id == row.id).values(**values))
+                with self.db.engine.begin() as conn:
+                    outcome = engine.retry_later(conn, EMAIL, row.id, None, f"{type(exc).__name__}: {exc}"[:500],
+                                                 self.policy,
+                                                 give_up=permanent or utcnow() - row.created_at > GIVE_UP_AFTER)
+                log.warning("e-mail to %s not sent (attempt %s%s): %s", row.recipient, row.attempts,
+                            ", giving up" if outcome is not None and outcome.dead else "", exc)
         return sent
 
     def run(self, stop: threading.Event, interval: float = 1.0) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, insert, select
 
 from imex.db import utcnow
-from imex.db.tables import institutions, nodes, notifications, role_grants, roles, studies, transfers, users
+from imex.db.models import institutions, nodes, notifications, role_grants, roles, studies, transfers, users
 from imex.notify.email import queue_email
 
 ARRIVED = "transfer.arrived"
@@ -18,7 +18,7 @@ EVENT_KINDS = {ARRIVED: "A study was delivered to my institution",
                FAILED: "A study my institution sent could not be delivered"}
 
 
-def _watchers(conn: Connection, institution_id: int, permission: str) -> list:  # type: ignore[type-arg]
+def users_with_permission(conn: Connection, institution_id: int, permission: str) -> list:  # type: ignore[type-arg]
     """Enabled users of the institution whose roles grant `permission` (or system.admin)."""
     rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, users.c.notify_worklists,
                                roles.c.permissions)
@@ -74,12 +74,12 @@ def queue_transfer_notice(conn: Connection, transfer_id: int, *, delivered: bool
     link = f"/transfers/{t.id}"
     if delivered:
         title = f"{what} arrived from {source.name} ({source.ods_code})"
-        watchers = _on_chosen_worklists(conn, t.id, _watchers(conn, dest.institution_id, "transfers.view"))
+        watchers = _on_chosen_worklists(conn, t.id, users_with_permission(conn, dest.institution_id, "transfers.view"))
         kind = ARRIVED
         subject = f"[imex] Images received from {source.name} ({source.ods_code})"
     else:
         title = f"{what} could not be delivered to {dest.name} ({dest.ods_code})"
-        watchers = _watchers(conn, study.institution_id, "transfers.view")
+        watchers = users_with_permission(conn, study.institution_id, "transfers.view")
         kind = FAILED
         subject = f"[imex] Transfer to {dest.name} ({dest.ods_code}) failed"
     body = f"{title}.\n\nTransfer {t.id}: sign in to the imex portal to see it ({link}).\n"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from imex.db import Database
-from imex.db.models import Institution, RisEndpoint
-from imex.db.tables import institutions, ris_endpoints
-from imex.directory import DirectoryError, _addresses, _normal_ip, check_ods
+from imex.db.models import Institution, RisEndpoint, institutions, ris_endpoints
+from imex.directory import DirectoryError, addresses, normal_ip, check_ods
 
 
 def add_ris(db: Database, name: str, ods_code: str, *, host: str = "", port: int = 0,
@@ -58,7 +57,7 @@ def find_sender(conn: Connection, facility: str, peer: str):  # type: ignore[no-
     facility = facility.strip().upper()
     for row in rows:
         if facility and facility in row.facilities.split():
-            if not row.peer_host or _normal_ip(peer) in {_normal_ip(a) for a in _addresses(row.peer_host)}:
+            if not row.peer_host or normal_ip(peer) in {normal_ip(a) for a in addresses(row.peer_host)}:
                 return row
     return None
 

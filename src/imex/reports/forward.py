@@ -12,7 +12,6 @@ study, changed by the same harmonisation rules as its images.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import tempfile
 import threading
@@ -22,11 +21,14 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.tables import (
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
+from imex.db.models import (
     institutions,
     instances,
     nodes,
@@ -44,6 +46,14 @@ log = logging.getLogger("imex.reports.forward")
 
 ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+# One row per report version and destination; held by pushing its due time while it is sent.
+FORWARD = register(JobQueue(
+    "report-forward", report_deliveries,
+    RetrySettings("hl7.retry_initial_seconds", "hl7.retry_multiplier", "hl7.retry_max_seconds", "hl7.max_attempts"),
+    order=lambda t: [t.c.report_id, t.c.id],
+    description="Reports forwarded with their studies (HL7 ORU to the RIS, SR or PDF to the PACS)."))
 
 
 class DeliveryError(RuntimeError):
@@ -73,9 +83,7 @@ class ReportSender:
         self.harmoniser = harmoniser
         self.wake = threading.Event()
 
-    def retry_delay(self, attempts: int) -> float:
-        return min(self.config["hl7.retry_initial_seconds"] * 2 ** max(attempts - 1, 0),
-                   self.config["hl7.retry_max_seconds"])
+        self.policy = FORWARD.policy(config)
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         while not stop.is_set():
@@ -88,46 +96,26 @@ class ReportSender:
 
     def send_due(self, limit: int = 20) -> int:
         """Send every due report delivery; returns how many went out."""
-        now = utcnow()
-        with self.db.reader() as conn:  # the idle check must not take SQLite's write lock from ingest
-            anything = conn.execute(select(report_deliveries.c.id).where(
-                report_deliveries.c.state == "pending", report_deliveries.c.next_attempt_at <= now).limit(1)).first()
-            conn.rollback()
-        if anything is None:
-            return 0
-        with self.db.engine.begin() as conn:
-            query = (select(report_deliveries).where(report_deliveries.c.state == "pending",
-                                                     report_deliveries.c.next_attempt_at <= now)
-                     .order_by(report_deliveries.c.report_id, report_deliveries.c.id).limit(limit))
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            due = conn.execute(query).all()
-            for row in due:  # out of reach of other senders while this one works
-                conn.execute(update(report_deliveries).where(report_deliveries.c.id == row.id).values(
-                    next_attempt_at=now + dt.timedelta(seconds=max(self.config["hl7.send_timeout"] * 4, 60))))
+        # held out of other senders' reach while this one works (a sender that dies lets them fall due)
+        hold = max(self.config["hl7.send_timeout"] * 4, 60)
         sent = 0
-        for row in due:
-            attempts = row.attempts + 1
+        for row in engine.claim(self.db, FORWARD, "", hold, limit=limit):
             try:
                 message_id, supersedes = self.deliver(row)
             except NotWanted as exc:
-                values = dict(state="cancelled", attempts=attempts, last_error=str(exc))
+                with self.db.engine.begin() as conn:
+                    engine.finish(conn, FORWARD, row.id, None, "cancelled", last_error=str(exc))
             except Exception as exc:
                 error = str(exc) if isinstance(exc, (DeliveryError, client.MllpError)) else f"{type(exc).__name__}: {exc}"
-                give_up = attempts >= self.config["hl7.max_attempts"]
-                log.warning("report delivery %s (%s) failed (attempt %s%s): %s", row.id, row.kind, attempts,
-                            ", giving up" if give_up else "", error)
-                values: dict = dict(attempts=attempts, last_error=error[:2000],
-                                    next_attempt_at=utcnow() + dt.timedelta(seconds=self.retry_delay(attempts)))
-                if give_up:
-                    values["state"] = "failed"
+                with self.db.engine.begin() as conn:
+                    outcome = engine.retry_later(conn, FORWARD, row.id, None, error, self.policy)
+                log.warning("report delivery %s (%s) failed (attempt %s%s): %s", row.id, row.kind, row.attempts,
+                            ", giving up" if outcome is not None and outcome.dead else "", error)
             else:
-                values = dict(state="sent", attempts=attempts, last_error=None, sent_at=utcnow(),
-                              message_id=message_id, supersedes=supersedes)
+                with self.db.engine.begin() as conn:
+                    engine.finish(conn, FORWARD, row.id, None, "sent", last_error=None, sent_at=utcnow(),
+                                  message_id=message_id, supersedes=supersedes)
                 sent += 1
-            with self.db.engine.begin() as conn:
-                conn.execute(update(report_deliveries).where(report_deliveries.c.id == row.id,
-                                                             report_deliveries.c.state == "pending").values(**values))
         return sent
 
     # -- one delivery ---------------------------------------------------------------------------------

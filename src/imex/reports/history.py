@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from imex.db.tables import reports
+from imex.db.models import reports
 
 
 def reports_for_study(conn: Any, study_id: int) -> list[dict]:

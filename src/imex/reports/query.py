@@ -8,16 +8,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.tables import institutions, patients, report_queries, reports, ris_endpoints, studies
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetryPolicy, RetrySettings
+from imex.jobs.registry import register
+from imex.db.models import institutions, patients, report_queries, reports, ris_endpoints, studies
 from imex.hl7 import build, client
 from imex.reports import receive as store
 
 log = logging.getLogger("imex.reports.query")
+
+QUERY = register(JobQueue(
+    "report-query", report_queries,
+    RetrySettings("hl7.retrieve_interval_seconds", "hl7.retrieve_multiplier", "hl7.retrieve_max_interval_seconds",
+                  "hl7.retrieve_max_attempts"),
+    dead_state="given-up", description="Queries asking a source RIS for a report that has not arrived."))
 
 # Only studies received this recently are considered, so the scan stays small however large the index grows.
 WINDOW = dt.timedelta(days=14)
@@ -50,44 +59,33 @@ def schedule(db: Database, config: Config, limit: int = 100) -> int:
 
 def query_due(db: Database, config: Config, limit: int = 20) -> int:
     """Send the due queries; returns how many found their report."""
-    now = utcnow()
-    with db.reader() as conn:
-        anything = conn.execute(select(report_queries.c.id).where(
-            report_queries.c.state == "pending", report_queries.c.next_attempt_at <= now).limit(1)).first()
-        conn.rollback()
-    if anything is None:
+    hold = max(config["hl7.send_timeout"] * 4, 60)  # each query is sent by one process (several hubs)
+    claimed = engine.claim(db, QUERY, "", hold, limit=limit)
+    if not claimed:
         return 0
-    query = (select(report_queries.c.id, report_queries.c.attempts, studies.c.id.label("study_id"),
-                    studies.c.accession_number, studies.c.institution_id, patients.c.patient_id,
-                    institutions.c.ods_code)
-             .join(studies, studies.c.id == report_queries.c.study_id)
-             .join(patients, patients.c.id == studies.c.patient_pk)
-             .join(institutions, institutions.c.id == studies.c.institution_id)
-             .where(report_queries.c.state == "pending", report_queries.c.next_attempt_at <= now).limit(limit))
-    if db.is_postgres:  # several hubs: each query is sent by one of them
-        query = query.with_for_update(of=report_queries, skip_locked=True)
-    with db.engine.begin() as conn:
-        due = conn.execute(query).all()
-        for q in due:
-            conn.execute(update(report_queries).where(report_queries.c.id == q.id).values(
-                next_attempt_at=now + dt.timedelta(seconds=config["hl7.retrieve_interval_seconds"])))
-    found = 0
-    for q in due:
-        if _ask(db, config, q):
-            found += 1
-    return found
+    with db.reader() as conn:
+        due = conn.execute(
+            select(report_queries.c.id, report_queries.c.attempts, studies.c.id.label("study_id"),
+                   studies.c.accession_number, studies.c.institution_id, patients.c.patient_id,
+                   institutions.c.ods_code)
+            .join(studies, studies.c.id == report_queries.c.study_id)
+            .join(patients, patients.c.id == studies.c.patient_pk)
+            .join(institutions, institutions.c.id == studies.c.institution_id)
+            .where(report_queries.c.id.in_([q.id for q in claimed])).order_by(report_queries.c.id)).all()
+        conn.rollback()
+    policy = QUERY.policy(config)
+    return sum(1 for q in due if _ask(db, config, q, policy))
 
 
-def _ask(db: Database, config: Config, q) -> bool:  # type: ignore[no-untyped-def]
-    attempts = q.attempts + 1
+def _ask(db: Database, config: Config, q, policy: RetryPolicy) -> bool:  # type: ignore[no-untyped-def]
     with db.reader() as conn:
         endpoint = conn.execute(select(ris_endpoints).where(
             ris_endpoints.c.institution_id == q.institution_id, ris_endpoints.c.query_template != "",
             ris_endpoints.c.port > 0, ris_endpoints.c.enabled.is_(True)).order_by(ris_endpoints.c.id).limit(1)).first()
         conn.rollback()
-    state, error = "pending", None
+    found, error = False, ""
     if endpoint is None:
-        state, error = "given-up", "the institution's RIS no longer answers queries"
+        error = "the institution's RIS no longer answers queries"
     else:
         message = build.query(endpoint.query_template, ris_name=endpoint.receiving_application, ods=q.ods_code,
                               accession=q.accession_number, patient_id=q.patient_id)
@@ -96,19 +94,19 @@ def _ask(db: Database, config: Config, q) -> bool:  # type: ignore[no-untyped-de
             outcome = store.receive(db, answer.raw, endpoint.host, source="query",
                                     expected_institution=q.institution_id)
             if outcome.code == "AA" and outcome.report_id is not None:
-                state = "found"
+                found = True
             else:
                 error = f"no report in the answer: {outcome.text or answer.text}"
         except client.MllpError as exc:
             error = str(exc)
-    if state == "pending" and attempts >= config["hl7.retrieve_max_attempts"]:
-        state = "given-up"
     with db.engine.begin() as conn:
-        conn.execute(update(report_queries).where(report_queries.c.id == q.id).values(
-            state=state, attempts=attempts, last_error=error))
+        if found:
+            engine.finish(conn, QUERY, q.id, None, "found", last_error=None)
+        else:
+            engine.retry_later(conn, QUERY, q.id, None, error, policy, give_up=endpoint is None)
     if error:
-        log.info("report query for study %s (attempt %s): %s", q.study_id, attempts, error)
-    return state == "found"
+        log.info("report query for study %s (attempt %s): %s", q.study_id, q.attempts, error)
+    return found
 
 
 def run_once(db: Database, config: Config) -> None:

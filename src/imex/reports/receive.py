@@ -6,14 +6,15 @@ transaction, so a bad message or a crash leaves nothing half-stored.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Callable
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, and_, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from imex import events
 from imex.db import Database, utcnow
-from imex.db.tables import (
+from imex.db.models import (
     nodes,
     patients,
     report_deliveries,
@@ -22,20 +23,10 @@ from imex.db.tables import (
     transfers,
 )
 from imex.reports.endpoints import endpoint_for_institution, find_sender
-from imex.hl7.parse import Header, HL7Error, HL7Reject, Report, parse_oru, read_header
+from imex.hl7.build import Outcome, ack
+from imex.hl7.parse import HL7Error, HL7Reject, Report, parse_oru, read_header
 
 log = logging.getLogger("imex.hl7")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a message was answered: AA, AE or AR, why, and the report row when one was stored."""
-
-    code: str
-    text: str = ""
-    error_code: str = ""
-    header: Header | None = None
-    report_id: int | None = None
 
 
 def _norm(value: str) -> str:
@@ -190,29 +181,33 @@ def queue_deliveries(conn: Connection, study_id: int) -> int:
     return queued
 
 
-def queue_for_transfer(conn: Connection, transfer_id: int) -> None:
-    """Hook for the delivery worker: a study was delivered, so its report follows it."""
+@events.on("transfer.delivered")
+def queue_for_transfer(conn: Connection, transfer_id: int, announce: bool = True) -> None:
+    """A study was delivered, so its report follows it (the first delivery only: a re-send after a
+    confirmation round was preceded by its report)."""
+    if not announce:
+        return
     study_id = conn.execute(select(transfers.c.study_id).where(transfers.c.id == transfer_id)).scalar_one()
     queue_deliveries(conn, study_id)
 
 
-def handler(db: Database, on_report=None):  # type: ignore[no-untyped-def]
+def handler(db: Database, on_report: Callable[[], None] | None = None) -> Callable[[bytes, str], bytes]:
     """The MLLP listener's handler: the ACK for one message; `on_report()` is called after a report was
-    stored (to wake the report sender)."""
-    from imex.hl7.build import ack
-
-    from imex.locator import ris_feed as notify  # study notifications (ORM, OMI) feed the patient imaging locator
+    stored (to wake the report sender). Messages another flow answers (study notifications for the
+    locator) are theirs through the `hl7.received` hook; a stored report is announced as
+    `report.received`."""
 
     def handle(data: bytes, peer: str) -> bytes:
-        if notify.is_notification(data):
-            outcome = notify.receive(db, data, peer)
-            return ack(outcome.header, outcome.code, outcome.text, outcome.error_code)
+        other = events.first("hl7.received", None, db=db, data=data, peer=peer)
+        if other is not None:
+            return ack(other.header, other.code, other.text, other.error_code)
         outcome = receive(db, data, peer)
         if outcome.code != "AA":
             log.warning("HL7 message from %s answered %s: %s", peer, outcome.code, outcome.text)
         else:
             if outcome.report_id is not None:
-                notify.index_report(db, outcome.report_id)
+                with db.engine.begin() as conn:
+                    events.emit("report.received", conn, report_id=outcome.report_id)
             if on_report is not None:
                 on_report()
         return ack(outcome.header, outcome.code, outcome.text, outcome.error_code)

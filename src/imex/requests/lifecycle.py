@@ -24,10 +24,10 @@ from sqlalchemy import Connection, and_, exists, insert, select, update
 
 from imex import audit
 from imex.db import utcnow
-from imex.db.models_exchange import RequestEvent
-from imex.db.tables import instances, institutions, nodes, notifications, patients, series, users
+from imex.db.models import (RequestEvent, image_requests, instances, institutions, nodes, notifications, patients,
+                            series, transaction_studies, users)
+from imex.errors import Conflict, Invalid
 from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name, valid_date
-from imex.exchanges.tables import image_requests, transaction_studies
 from imex.harmonise import nhs
 from imex.notify.email import queue_email
 from imex.routing import priority as priorities
@@ -39,11 +39,11 @@ SYSTEM = "imex"
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
 
 
-class RequestError(ValueError):
+class RequestError(Invalid, ValueError):
     """The request cannot be made or changed as asked; the message says what to fix (HTTP 422)."""
 
 
-class WrongState(RequestError):
+class WrongState(RequestError, Conflict):
     """The request is not in a state that allows this (HTTP 409)."""
 
 
@@ -147,9 +147,9 @@ def add_event(conn: Connection, request_id: int, actor: Actor, event: str, detai
 
 
 def _users_with(conn: Connection, institution_id: int, permission: str) -> list[Any]:
-    from imex.notify.inbox import _watchers
+    from imex.notify.inbox import users_with_permission
 
-    return _watchers(conn, institution_id, permission)
+    return users_with_permission(conn, institution_id, permission)
 
 
 def _tell(conn: Connection, user_rows: list[Any], kind: str, title: str, request_id: int, body: str) -> None:
@@ -446,7 +446,7 @@ def match_arrival(conn: Connection, study_row: Any, source_institution_ids: set[
 def mark_fulfilled(conn: Connection) -> list[int]:
     """Active requests whose transaction's studies are all delivered to the requester become fulfilled;
     the requester and the named recipient are told."""
-    from imex.exchanges.tables import transactions
+    from imex.db.models import transactions
     from imex.exchanges.transactions import overall_state, study_progress
 
     done: list[int] = []

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, not_, select
 
+from imex import events
 from imex.db import Database, utcnow
-from imex.db.tables import folder_studies, studies, transfers
-from imex.folders.manage import expire_entries
+from imex.db.models import folder_studies, studies, transfers
 from imex.index.remove import Deleted, delete_study
 from imex.store import BlobStore
 
@@ -48,7 +48,8 @@ def run_once(db: Database, store: BlobStore | None, *, batch: int = 50, now: dt.
     now = now or utcnow()
     result = Pass()
     if not dry_run:
-        result.left_folders = expire_entries(db, now)
+        with db.engine.begin() as conn:  # folders keep studies for their own times
+            result.left_folders = sum(events.emit("retention.pass", conn, now=now))
     with db.reader() as conn:
         due = conn.execute(select(studies.c.id, studies.c.study_uid, studies.c.expires_at)
                            .where(deletable(now)).order_by(studies.c.expires_at).limit(batch)).all()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, update
 
 from imex.config import Config
-from imex.db.tables import institutions, studies
+from imex.db.models import institutions, studies
 
 
 @dataclass(frozen=True)

@@ -18,44 +18,52 @@ from typing import Callable
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, func, insert, select, update
 
-from imex import audit, metrics
+from imex import audit, events, metrics
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models_commitment import CommitmentRequest
-from imex.db.tables import instances, items, nodes, series, studies, transfers
+from imex.db.models import CommitmentRequest, instances, items, nodes, series, studies, transfers
 from imex.dicom import commitment
 from imex.dicom.commitment import Report
 from imex.harmonise.prepare import Harmoniser
 from imex.harmonise.uids import new_uid
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
 from imex.routing.queue import record
 from imex.store import BlobStore
 from imex.tls import files as tls_files
 
 log = logging.getLogger("imex.confirm")
 
-METHODS = ("none", "commitment", "count")
 requests = CommitmentRequest.__table__
 OPEN = ("due", "asking", "waiting")
 
+# Asking is the job: `due` until a process claims it (`asking`, with a lease), then `waiting` for a report
+# that may come on a new association, and `expired` once `confirm.max_asks` asks went unanswered.
+CONFIRM = register(JobQueue(
+    "confirm", requests, RetrySettings("delivery.retry_initial_seconds", "delivery.retry_multiplier",
+                                       "delivery.retry_max_seconds", "confirm.max_asks"),
+    due_state="due", running_state="asking", dead_state="expired", due_column="due_at", attempts_column="asks",
+    error_column="detail", description="Confirmations of delivery asked of destinations (Storage Commitment, "
+                                       "C-FIND)."))
+# The requests whose destination was asked and has not answered in time (not a queue of its own: the
+# timeouts of CONFIRM's `waiting` requests, claimed so that one process times each out).
+SILENT = JobQueue("confirm-timeouts", requests, None, due_state="waiting", due_column="due_at",
+                  attempts_column=None, error_column="detail", dead_state=None)
 
-def check_method(value: str) -> str:
-    """A node's confirm method, or ValueError saying which ones exist."""
-    method = (value or "none").strip().lower()
-    if method not in METHODS:
-        raise ValueError(f"confirm must be one of {', '.join(METHODS)}, not {value!r}")
-    return method
 
-
-def after_delivery(conn: Connection, transfer_id: int) -> bool:
-    """Hook for the delivery worker, in the transaction that marks the transfer delivered: queue a
+@events.on("transfer.delivered")
+def after_delivery(conn: Connection, transfer_id: int, announce: bool = True) -> bool:
+    """In the transaction that marks the transfer delivered (every delivery, re-sends too): queue a
     confirmation when its destination asks for one. True when one was queued."""
     method = conn.execute(select(nodes.c.confirm).join(transfers, transfers.c.destination_node_id == nodes.c.id)
                           .where(transfers.c.id == transfer_id)).scalar()
     if method not in ("commitment", "count"):
         return False
     now = utcnow()
-    conn.execute(update(requests).where(requests.c.transfer_id == transfer_id, requests.c.state.in_(OPEN))
-                 .values(state="superseded", claimed_by=None, lease_until=None, detail="delivered again"))
+    for open_id in conn.execute(select(requests.c.id).where(requests.c.transfer_id == transfer_id,
+                                                            requests.c.state.in_(OPEN))).scalars().all():
+        engine.finish(conn, CONFIRM, open_id, None, "superseded", detail="delivered again")
     count = conn.execute(select(func.count()).select_from(items).where(
         items.c.transfer_id == transfer_id, items.c.state == "sent")).scalar_one()
     conn.execute(insert(requests).values(
@@ -100,10 +108,10 @@ def apply_answer(config: Config, conn: Connection, request_id: int, held: set[st
     failed = {back[uid]: why for uid, why in failed.items() if uid in back}
     missing = {uid: failed.get(uid, "not held by the destination") for uid in sent if uid not in held}
     note = f"; {stranger} unknown instance(s) in the answer ignored" if stranger else ""
-    conn.execute(update(requests).where(requests.c.id == req.id).values(
-        state="answered", answered_at=now, claimed_by=None, lease_until=None,
-        committed=len(sent) - len(missing), failed=len(missing),
-        detail=f"{how}: {len(sent) - len(missing)} of {len(sent)} held{note}"[:2000]))
+    engine.finish(
+        conn, CONFIRM, req.id, None, "answered", answered_at=now, committed=len(sent) - len(missing),
+        failed=len(missing),
+        detail=f"{how}: {len(sent) - len(missing)} of {len(sent)} held{note}"[:2000])
     if t.state != "delivered":
         record(conn, t.id, "confirm-ignored", f"{how} answered while the transfer is {t.state}{note}")
         return str(t.state)
@@ -116,6 +124,7 @@ def apply_answer(config: Config, conn: Connection, request_id: int, held: set[st
         metrics.TRANSFERS_FINISHED.labels(state="confirmed").inc()
         audit.record(conn, "transfer.confirmed", detail=f"{t.node_name}: {len(sent)} instances ({how})",
                      **audit_fields)
+        events.emit("transfer.confirmed", conn, transfer_id=t.id)
         return "confirmed"
     listed = ", ".join(f"{uid} ({why})" for uid, why in list(missing.items())[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -142,16 +151,13 @@ def apply_answer(config: Config, conn: Connection, request_id: int, held: set[st
 
 
 def _fail(conn: Connection, transfer_id: int, error: str, item_ids: list[int] | None = None) -> None:
-    from imex.notify import email, inbox
-
     now = utcnow()
     if item_ids:
         conn.execute(update(items).where(items.c.id.in_(item_ids)).values(state="failed", error=error[:2000]))
     conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
-        state="failed", last_error=error[:2000], updated_at=now, claimed_by=None, lease_until=None))
+        state="failed", last_error=error[:2000], updated_at=now))
     record(conn, transfer_id, "failed", f"delivery not confirmed: {error}")
-    email.queue_transfer_alert(conn, transfer_id, delivered=False)
-    inbox.queue_transfer_notice(conn, transfer_id, delivered=False)
+    events.emit("transfer.failed", conn, transfer_id=transfer_id)
 
 
 UidMap = Callable[[int], Callable[[str], str]]
@@ -211,6 +217,8 @@ class Confirmer:
         self.store = store
         self.reports = Reports(config, db, self.uid_map)
         self._asking: list[threading.Thread] = []
+        self.lease_seconds = float(config["delivery.lease_seconds"])
+        self.policy = CONFIRM.policy(config)
 
     def uid_map(self, transfer_id: int) -> Callable[[str], str]:
         """How the destination knows an instance, series or study: header harmonisation with
@@ -229,21 +237,6 @@ class Confirmer:
             return _same
         key = coercion.context.key
         return lambda uid: new_uid(key, scope, uid)
-
-    def _lease(self) -> dt.timedelta:
-        return dt.timedelta(seconds=self.config["delivery.lease_seconds"])
-
-    def _heartbeat(self, request_id: int, done: threading.Event) -> None:
-        """Renew the claim while this process asks and waits, so that only a process that died loses it."""
-        interval = max(self._lease().total_seconds() / 3, 0.1)
-        while not done.wait(interval):
-            try:
-                with self.db.engine.begin() as conn:
-                    conn.execute(update(requests).where(
-                        requests.c.id == request_id, requests.c.state == "asking",
-                        requests.c.claimed_by == self.name).values(lease_until=utcnow() + self._lease()))
-            except Exception:
-                log.exception("could not renew the claim of confirmation %s", request_id)
 
     def run_once(self) -> int:
         """Time out, take back and start asking; returns how many requests were started. Each request is
@@ -270,77 +263,47 @@ class Confirmer:
             log.exception("confirmation %s of transfer %s failed", claimed.id, claimed.transfer_id)
 
     def _expire(self) -> None:
-        now = utcnow()
-        with self.db.reader() as conn:
-            stale = conn.execute(select(requests.c.id).where(
-                ((requests.c.state == "waiting") & (requests.c.due_at <= now))
-                | ((requests.c.state == "asking") & (requests.c.lease_until < now))).limit(1)).first()
-            conn.rollback()
-        if stale is None:
-            return
-        with self.db.engine.begin() as conn:
-            query = select(requests).where(requests.c.state.in_(("waiting", "asking")))
-            if self.db.is_postgres:  # several processes: each stale request is taken back once
-                query = query.with_for_update(skip_locked=True)
-            for r in conn.execute(query).all():
-                if r.state == "asking" and r.lease_until is not None and r.lease_until < now:
-                    conn.execute(update(requests).where(requests.c.id == r.id).values(
-                        state="due", due_at=now, claimed_by=None, lease_until=None,
-                        transaction_uid=generate_uid()))
-                    record(conn, r.transfer_id, "confirm-resumed",
-                           f"{r.claimed_by} stopped while asking the destination; asking again")
-                elif r.state == "waiting" and r.due_at <= now:
-                    self._unanswered(conn, r, f"no Storage Commitment report within "
-                                              f"{self.config['confirm.timeout_seconds']:.0f} s")
+        """Take back the asks of processes that died, and time out destinations that never answered."""
+        engine.reap(self.db, CONFIRM, values=lambda: dict(transaction_uid=generate_uid()),
+                    on_reaped=lambda conn, r: record(conn, r.transfer_id, "confirm-resumed",
+                                                     f"{r.claimed_by} stopped while asking the destination; "
+                                                     "asking again"))
+        # several processes: each silent request is timed out by one of them
+        for r in engine.claim(self.db, SILENT, self.name, self.lease_seconds, limit=50):
+            with self.db.engine.begin() as conn:
+                self._unanswered(conn, r, f"no Storage Commitment report within "
+                                          f"{self.config['confirm.timeout_seconds']:.0f} s", owner=None)
 
-    def _unanswered(self, conn: Connection, r, why: str) -> None:  # type: ignore[no-untyped-def]
+    def _unanswered(self, conn: Connection, r, why: str, owner: str | None) -> None:  # type: ignore[no-untyped-def]
         """The destination did not answer this time: ask again (a new Transaction UID), or give up."""
-        now = utcnow()
         dest = conn.execute(select(nodes.c.ae_title, nodes.c.host, nodes.c.port)
                             .join(transfers, transfers.c.destination_node_id == nodes.c.id)
                             .where(transfers.c.id == r.transfer_id)).one()
         where = f"{dest.ae_title}@{dest.host}:{dest.port}"
-        if r.asks >= self.config["confirm.max_asks"]:
-            conn.execute(update(requests).where(requests.c.id == r.id).values(
-                state="expired", claimed_by=None, lease_until=None, detail=why[:2000]))
+        # asked again under a new Transaction UID; a request given up keeps its own for late reports
+        fresh = {} if self.policy.exhausted(r.asks) else dict(transaction_uid=generate_uid())
+        outcome = engine.retry_later(conn, CONFIRM, r.id, owner, why, self.policy, **fresh)
+        if outcome is None:
+            return
+        if outcome.dead:
             state = conn.execute(select(transfers.c.state).where(transfers.c.id == r.transfer_id)).scalar()
             if state == "delivered":
                 _fail(conn, r.transfer_id, f"{where} did not confirm delivery after {r.asks} request(s): {why}")
             return
-        from imex.routing.worker import backoff
-
-        delay = backoff(r.asks, self.config)
-        conn.execute(update(requests).where(requests.c.id == r.id).values(
-            state="due", due_at=now + dt.timedelta(seconds=delay), claimed_by=None, lease_until=None,
-            transaction_uid=generate_uid(), detail=why[:2000]))
-        record(conn, r.transfer_id, "confirm-retry", f"{where}: {why}; asking again in {delay:.0f} s")
+        record(conn, r.transfer_id, "confirm-retry", f"{where}: {why}; asking again in {outcome.delay:.0f} s")
 
     def _claim(self):  # type: ignore[no-untyped-def]
-        now = utcnow()
-        with self.db.reader() as conn:
-            due = conn.execute(select(requests.c.id).where(requests.c.state == "due",
-                                                            requests.c.due_at <= now).limit(1)).first()
-            conn.rollback()
-        if due is None:
-            return None
-        with self.db.engine.begin() as conn:
-            query = select(requests).where(requests.c.state == "due", requests.c.due_at <= now) \
-                .order_by(requests.c.due_at, requests.c.id).limit(1)
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            r = conn.execute(query).first()
-            if r is None:
-                return None
+        def still_delivered(conn: Connection, r) -> bool:  # type: ignore[no-untyped-def]
             state = conn.execute(select(transfers.c.state).where(transfers.c.id == r.transfer_id)).scalar()
             if state == "delivered":
-                conn.execute(update(requests).where(requests.c.id == r.id).values(
-                    state="asking", claimed_by=self.name, lease_until=now + self._lease(),
-                    asks=requests.c.asks + 1, requested_at=now))
-                return conn.execute(select(requests).where(requests.c.id == r.id)).one()
+                return True
             # reopened, cancelled or retried meanwhile: nothing to confirm
-            conn.execute(update(requests).where(requests.c.id == r.id).values(
-                state="superseded", detail=f"transfer is {state}"))
-        return self._claim()
+            engine.finish(conn, CONFIRM, r.id, None, "superseded", detail=f"transfer is {state}")
+            return False
+
+        rows = engine.claim(self.db, CONFIRM, self.name, self.lease_seconds, admit=still_delivered,
+                            values=dict(requested_at=utcnow()))
+        return rows[0] if rows else None
 
     def _ask(self, r) -> None:  # type: ignore[no-untyped-def]
         with self.db.reader() as conn:
@@ -362,23 +325,18 @@ class Confirmer:
                    f"for {len(sent)} instances (ask {r.asks}"
                    + (f", transaction {r.transaction_uid})" if r.method == "commitment" else ")"))
         tls = tls_files.outbound(self.config, bool(t.tls))
-        done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(r.id, done), daemon=True, name=f"confirm-{r.id}")
-        beat.start()
-        try:
-            if r.method == "count":
-                self._count(r, t, study_uid, sent, tls, outgoing)
-            else:
-                self._commitment(r, t, sent, tls, outgoing)
-        except ConnectionError as exc:
-            log.warning("transfer %s: confirmation failed: %s", r.transfer_id, exc)
-            with self.db.engine.begin() as conn:
-                current = conn.execute(select(requests).where(requests.c.id == r.id)).one()
-                if current.state == "asking" and current.claimed_by == self.name:
-                    self._unanswered(conn, current, str(exc))
-        finally:
-            done.set()
-            beat.join()
+        with engine.Heartbeat(self.db, CONFIRM, r.id, self.name, self.lease_seconds):
+            try:
+                if r.method == "count":
+                    self._count(r, t, study_uid, sent, tls, outgoing)
+                else:
+                    self._commitment(r, t, sent, tls, outgoing)
+            except ConnectionError as exc:
+                log.warning("transfer %s: confirmation failed: %s", r.transfer_id, exc)
+                with self.db.engine.begin() as conn:
+                    current = conn.execute(select(requests).where(requests.c.id == r.id)).one()
+                    if current.state == "asking" and current.claimed_by == self.name:
+                        self._unanswered(conn, current, str(exc), owner=self.name)
 
     def _count(self, r, t, study_uid: str, sent, tls, outgoing) -> None:  # type: ignore[no-untyped-def]
         from imex.dicom.held import held_instances
@@ -411,10 +369,8 @@ class Confirmer:
             return
         now = utcnow()
         with self.db.engine.begin() as conn:
-            moved = conn.execute(update(requests).where(
-                requests.c.id == r.id, requests.c.state == "asking", requests.c.claimed_by == self.name).values(
-                state="waiting", claimed_by=None, lease_until=None,
-                due_at=now + dt.timedelta(seconds=self.config["confirm.timeout_seconds"]))).rowcount
+            moved = engine.finish(conn, CONFIRM, r.id, self.name, "waiting",
+                                  due_at=now + dt.timedelta(seconds=self.config["confirm.timeout_seconds"]))
             if moved:
                 record(conn, r.transfer_id, "confirm-waiting",
                        f"{t.ae_title} accepted the request; its report may come on a new association until "

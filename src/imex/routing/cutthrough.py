@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, func, insert, select, update
 
 from imex.db import utcnow
-from imex.db.tables import instances, items, transfers
+from imex.db.models import instances, items, transfers
 
 
 def top_up(conn: Connection, transfer_id: int) -> int:

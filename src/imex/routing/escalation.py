@@ -9,9 +9,9 @@ import logging
 from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
-from imex.db.tables import institutions, nodes, role_grants, roles, studies, transfers, users
+from imex.db.models import institutions, nodes, role_grants, roles, studies, transfers, users
 from imex.notify.email import queue_email
-from imex.notify.inbox import _watchers, notify_users
+from imex.notify.inbox import users_with_permission, notify_users
 from imex.routing.priority import EMERGENCY
 from imex.routing.queue import record
 
@@ -45,8 +45,8 @@ def _alert(conn: Connection, transfer_id: int, waited: float) -> None:
             f"{study.num_instances} images, from {source.name} to {dest.inst} (node {dest.name}).\n"
             f"{t.instances_sent} of {t.instances_total} instances sent; last error: {t.last_error or 'none'}.\n\n"
             f"See /transfers/{t.id} in the imex portal.\n")
-    watchers = {r.id: r for r in [*_watchers(conn, study.institution_id, "transfers.view"),
-                                  *_watchers(conn, dest.institution_id, "transfers.view"), *_admins(conn)]}
+    watchers = {r.id: r for r in [*users_with_permission(conn, study.institution_id, "transfers.view"),
+                                  *users_with_permission(conn, dest.institution_id, "transfers.view"), *_admins(conn)]}
     notify_users(conn, list(watchers.values()), ESCALATED, title, f"/transfers/{t.id}")
     queue_email(conn, [source.contact_email or "", dest.contact_email or "", dest.inst_email or "",
                        *[u.email for u in _admins(conn) if u.email]], f"[imex] {title}", body)

@@ -1,28 +1,30 @@
 """The delivery queue is the transfers table: creating transfers, claiming them for a worker, taking back
 those whose worker died, and the operators' retry and cancel.
 
-On PostgreSQL, candidates are claimed with FOR UPDATE SKIP LOCKED and the destination node's row is
-locked while its running transfers are counted, so several `imex serve` processes share the queue
-without sending a transfer twice or exceeding a destination's concurrency limit. On SQLite every
-transaction is BEGIN IMMEDIATE, which serialises claims.
+The claim, its lease and the backoff are the job engine's (imex.jobs); this module adds what is
+particular to deliveries: a destination's concurrency limit, the transfer's event log, and the
+operators' retry and cancel.
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
-from imex.db.tables import events, instances, items, nodes, transfers
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
+from imex.db.models import events, instances, items, nodes, transfers
+from imex.errors import Conflict
 from imex.routing.priority import name as priority_name
 
 ACTIVE = ("pending", "sending")
 FINAL = ("delivered", "confirmed", "failed", "cancelled")
 
 
-class QueueError(ValueError):
+class QueueError(Conflict, ValueError):
     """An operator action that does not apply (e.g. retrying a delivered transfer)."""
 
 
@@ -85,6 +87,17 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
     return work
 
 
+def _order(t: Table) -> list:
+    return [t.c.priority.desc(), t.c.next_attempt_at, t.c.id]
+
+
+DELIVERY = register(JobQueue(
+    "delivery", transfers, RetrySettings("delivery.retry_initial_seconds", "delivery.retry_multiplier",
+                                         "delivery.retry_max_seconds", "delivery.max_attempts"),
+    due_state="pending", running_state="sending", dead_state="failed", order=_order, updated_column="updated_at",
+    description="Transfers of studies to destination nodes (C-STORE)."))
+
+
 @dataclass(frozen=True)
 class Claim:
     transfer_id: int
@@ -93,67 +106,40 @@ class Claim:
 
 
 def claim(db: Database, worker: str, lease_seconds: float, default_limit: int) -> Claim | None:
-    """Take the most urgent due transfer whose destination has a free slot; None when there is none."""
-    now = utcnow()
-    with db.reader() as conn:  # the common answer, "nothing due", without the write lock
-        due = conn.execute(select(transfers.c.id).where(
-            transfers.c.state == "pending", transfers.c.next_attempt_at <= now).limit(1)).first()
-        conn.rollback()
-    if due is None:
-        return None
-    with db.engine.begin() as conn:
-        query = (select(transfers.c.id, transfers.c.destination_node_id, transfers.c.attempts)
-                 .where(transfers.c.state == "pending", transfers.c.next_attempt_at <= now)
-                 .order_by(transfers.c.priority.desc(), transfers.c.next_attempt_at, transfers.c.id).limit(20))
+    """Take the most urgent due transfer whose destination has a free slot; None when there is none.
+
+    On PostgreSQL the destination node's row is locked while its running transfers are counted, so
+    processes sharing the queue never exceed a destination's concurrency limit."""
+    busy: set[int] = set()
+
+    def admit(conn: Connection, row: Row) -> bool:
+        if row.destination_node_id in busy:
+            return False
+        node_query = select(nodes.c.max_associations, nodes.c.enabled).where(nodes.c.id == row.destination_node_id)
         if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        busy: set[int] = set()
-        for row in conn.execute(query).all():
-            if row.destination_node_id in busy:
-                continue
-            node_query = select(nodes.c.max_associations, nodes.c.enabled).where(
-                nodes.c.id == row.destination_node_id)
-            if db.is_postgres:
-                node_query = node_query.with_for_update()
-            node = conn.execute(node_query).one()
-            limit = node.max_associations or default_limit
-            running = conn.execute(select(func.count()).select_from(transfers).where(
-                transfers.c.destination_node_id == row.destination_node_id,
-                transfers.c.state == "sending")).scalar_one()
-            if running >= limit or not node.enabled:
-                busy.add(row.destination_node_id)
-                continue
-            conn.execute(update(transfers).where(transfers.c.id == row.id).values(
-                state="sending", claimed_by=worker, lease_until=now + dt.timedelta(seconds=lease_seconds),
-                attempts=transfers.c.attempts + 1, started_at=func.coalesce(transfers.c.started_at, now),
-                updated_at=now))
-            record(conn, row.id, "sending", f"attempt {row.attempts + 1} by {worker}")
-            return Claim(row.id, row.destination_node_id, row.attempts + 1)
-    return None
+            node_query = node_query.with_for_update()
+        node = conn.execute(node_query).one()
+        running = conn.execute(select(func.count()).select_from(transfers).where(
+            transfers.c.destination_node_id == row.destination_node_id,
+            transfers.c.state == "sending")).scalar_one()
+        if running >= (node.max_associations or default_limit) or not node.enabled:
+            busy.add(row.destination_node_id)
+            return False
+        record(conn, row.id, "sending", f"attempt {row.attempts + 1} by {worker}")
+        return True
+
+    rows = engine.claim(db, DELIVERY, worker, lease_seconds, admit=admit,
+                        values=dict(started_at=func.coalesce(transfers.c.started_at, utcnow())))
+    if not rows:
+        return None
+    return Claim(rows[0].id, rows[0].destination_node_id, rows[0].attempts)
 
 
 def reap_expired_leases(db: Database) -> int:
     """Put back transfers whose worker stopped renewing its lease (its process died): they resume and
     send only the items not yet confirmed."""
-    now = utcnow()
-    with db.reader() as conn:
-        expired = conn.execute(select(transfers.c.id).where(
-            transfers.c.state == "sending", transfers.c.lease_until < now).limit(1)).first()
-        conn.rollback()
-    if expired is None:
-        return 0
-    with db.engine.begin() as conn:
-        query = select(transfers.c.id, transfers.c.claimed_by).where(
-            transfers.c.state == "sending", transfers.c.lease_until < now)
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).all()
-        for row in rows:
-            conn.execute(update(transfers).where(and_(transfers.c.id == row.id, transfers.c.state == "sending"))
-                         .values(state="pending", claimed_by=None, lease_until=None, next_attempt_at=now,
-                                 updated_at=now))
-            record(conn, row.id, "resumed", f"worker {row.claimed_by} stopped (lease expired); resuming")
-    return len(rows)
+    return engine.reap(db, DELIVERY, on_reaped=lambda conn, row: record(
+        conn, row.id, "resumed", f"worker {row.claimed_by} stopped (lease expired); resuming"))
 
 
 def retry(db: Database, transfer_id: int) -> None:
@@ -171,21 +157,17 @@ def retry(db: Database, transfer_id: int) -> None:
             raise QueueError(f"transfer {transfer_id} was {state}; nothing to retry")
         conn.execute(update(items).where(items.c.transfer_id == transfer_id, items.c.state == "failed")
                      .values(state="pending"))
-        conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
-            state="pending", attempts=0, next_attempt_at=now, updated_at=now, claimed_by=None, lease_until=None,
-            confirm_rounds=0))
+        engine.reopen(conn, DELIVERY, transfer_id, confirm_rounds=0)
         record(conn, transfer_id, "retry", f"operator retry (was {state})")
 
 
 def cancel(db: Database, transfer_id: int, reason: str = "cancelled by operator") -> None:
     """Stop a transfer; a worker sending it stops before its next instance."""
-    now = utcnow()
     with db.engine.begin() as conn:
         state = conn.execute(select(transfers.c.state).where(transfers.c.id == transfer_id)).scalar()
         if state is None:
             raise QueueError(f"no transfer {transfer_id}")
         if state in ("delivered", "confirmed", "cancelled"):
             raise QueueError(f"transfer {transfer_id} is {state}; nothing to cancel")
-        conn.execute(update(transfers).where(transfers.c.id == transfer_id).values(
-            state="cancelled", updated_at=now, claimed_by=None, lease_until=None))
+        engine.finish(conn, DELIVERY, transfer_id, None, "cancelled")
         record(conn, transfer_id, "cancelled", reason)

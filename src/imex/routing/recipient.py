@@ -6,10 +6,12 @@ from __future__ import annotations
 from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
-from imex.db.tables import institutions, nodes, studies, transfers, users
+from imex.jobs import engine
+from imex.db.models import institutions, nodes, studies, transfers, users
+from imex.errors import Conflict, Invalid
 from imex.notify.inbox import notify_users
 from imex.routing.priority import name as priority_name
-from imex.routing.queue import record
+from imex.routing.queue import DELIVERY, record
 
 HELD = "held"
 NEEDS_RECIPIENT = "the destination institution requires a named recipient; name one in the portal"
@@ -29,10 +31,8 @@ def missing_recipient(conn: Connection, transfer_id: int) -> bool:
 def hold(db: Database, transfer_id: int, worker: str) -> bool:
     """Put a transfer this worker claimed on hold until it names a recipient (the attempt does not count)."""
     with db.engine.begin() as conn:
-        held = conn.execute(update(transfers).where(
-            transfers.c.id == transfer_id, transfers.c.state == "sending", transfers.c.claimed_by == worker)
-            .values(state=HELD, claimed_by=None, lease_until=None, attempts=transfers.c.attempts - 1,
-                    last_error=NEEDS_RECIPIENT, updated_at=utcnow())).rowcount
+        held = engine.finish(conn, DELIVERY, transfer_id, worker, HELD, attempts=transfers.c.attempts - 1,
+                             last_error=NEEDS_RECIPIENT)
         if held:
             record(conn, transfer_id, "held", NEEDS_RECIPIENT)
     return bool(held)
@@ -77,8 +77,12 @@ class _Always:
         self.email_events = RECIPIENT_KIND
 
 
-class RecipientError(ValueError):
+class RecipientError(Invalid, ValueError):
     """A change that does not apply: a finished transfer, or a user who is not at the destination."""
+
+
+class TransferFinal(RecipientError, Conflict):
+    """The transfer is finished (delivered, confirmed or cancelled): its priority and recipient stay."""
 
 
 def change(db: Database, transfer_id: int, *, priority: int | None, recipient: str | None,
@@ -89,7 +93,7 @@ def change(db: Database, transfer_id: int, *, priority: int | None, recipient: s
     with db.engine.begin() as conn:
         t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
         if t.state in ("delivered", "confirmed", "cancelled"):
-            raise RecipientError(f"transfer {transfer_id} is {t.state}; its priority and recipient are final")
+            raise TransferFinal(f"transfer {transfer_id} is {t.state}; its priority and recipient are final")
         values: dict = {}
         if priority is not None and priority != t.priority:
             values["priority"] = priority

@@ -15,9 +15,9 @@ from typing import Callable
 
 from sqlalchemy import Connection, exists, select, update
 
+from imex import events
 from imex.db import Database, utcnow
-from imex.exchanges.arrivals import route_hook as exchange_hook
-from imex.db.tables import (
+from imex.db.models import (
     folders,
     instances,
     institutions,
@@ -27,7 +27,6 @@ from imex.db.tables import (
     studies,
     transfers,
 )
-from imex.folders.manage import file_by_alias
 from imex.retention.policy import RetentionPolicy
 from imex.routing.priority import EMERGENCY, ROUTINE
 from imex.routing.queue import queue_study
@@ -109,7 +108,8 @@ class Router:
             study = conn.execute(query).first()
             if study is None:
                 return False  # another process took it, or a new instance arrived meanwhile
-            hooked = None if emergency_only else exchange_hook(conn, study)
+            # the flows that route a study by what it belongs to (exchanges, requests) answer first
+            hooked = None if emergency_only else events.first("study.stable", conn, study_id=study_id, study=study)
             if hooked == "wait":  # exchange: its C-MOVE is still under way; routed once it is complete
                 return False
             if hooked == "cached":  # exchange: fetched for viewing only
@@ -126,8 +126,9 @@ class Router:
                 decision = self.decide(conn, study)
             if emergency_only and (decision.priority < EMERGENCY or not decision.destinations):
                 return False  # not an emergency: it waits to be stable like any other study
-            filed = [] if emergency_only else file_by_alias(
-                conn, study_id, _called_aets(conn, study_id) | decision.folders, "routing")
+            filed = [] if emergency_only else [name for names in events.emit(
+                "study.filing", conn, study_id=study_id, names=_called_aets(conn, study_id) | decision.folders,
+                who="routing") for name in names]
             if filed and not decision.destinations:  # sent to a sharing folder only: shared, not quarantined
                 conn.execute(update(studies).where(studies.c.id == study_id).values(
                     route_state="routed", quarantine_reason=None, routed_seq=study.received_seq))
@@ -177,7 +178,7 @@ class Router:
             if not codes:
                 problems.append(f"no destination code in {self.code_attribute}")
             for code in codes:
-                found, problem = _targets(conn, code)
+                found, problem = resolve_targets(conn, code)
                 by_code.update({n: f"code {code} in {self.code_attribute}" for n in found})
                 if problem:
                     problems.append(f"{self.code_attribute} {problem}")
@@ -195,7 +196,7 @@ class Router:
                 if target.upper() in folder_targets:
                     named_folders.add(target)
                     continue
-                found, problem = _targets(conn, target)
+                found, problem = resolve_targets(conn, target)
                 by_rule.update({n: f"rule '{rule.name}'" for n in found})
                 if problem:
                     problems.append(f"rule '{rule.name}': {problem}")
@@ -269,7 +270,7 @@ def _alias_targets(conn: Connection, aet: str) -> tuple[list[int], str]:
     return found, "" if found else f"institution of alias {aet} has no destination node"
 
 
-def _targets(conn: Connection, target: str) -> tuple[list[int], str]:
+def resolve_targets(conn: Connection, target: str) -> tuple[list[int], str]:
     """Nodes for a rule or code target: a node name, else an institution's ODS code."""
     node = conn.execute(select(nodes.c.id, nodes.c.enabled).where(nodes.c.name == target)).first()
     if node is None:
@@ -292,7 +293,7 @@ def route_manually(db: Database, study_uid: str, targets: list[str], who: str = 
             raise ValueError(f"no study {study_uid}")
         destinations: dict[int, str] = {}
         for target in targets:
-            found, problem = _targets(conn, target)
+            found, problem = resolve_targets(conn, target)
             if problem:
                 raise ValueError(problem)
             destinations.update({n: f"routed by {who} to {target}" for n in found})

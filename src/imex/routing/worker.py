@@ -5,27 +5,26 @@ transfer stays `failed` until an operator retries it.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
 
 from sqlalchemy import DateTime, bindparam, func, select, text, update
 
-from imex import metrics
+from imex import events, metrics
+from imex.jobs import engine
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.tables import instances, items, nodes, studies, transfers
+from imex.db.models import instances, items, nodes, studies, transfers
 from imex.dicom.scu import Outgoing, is_success, send_all
 from imex.tls import files as tls_files
 from imex.harmonise.prepare import Harmoniser
-from imex.harmonise.reconcile import hold
-from imex.notify import email, inbox
+from imex.routing.reconcile import hold
 from imex.retention.policy import RetentionPolicy
 from imex.routing import queue
-from imex.routing import confirm, cutthrough, recipient
+from imex.routing import cutthrough, recipient
 from imex.routing.priority import EMERGENCY
-from imex.routing.queue import Claim, record
+from imex.routing.queue import DELIVERY, Claim, record
 from imex.store import BlobStore
 
 log = logging.getLogger("imex.delivery")
@@ -35,10 +34,11 @@ log = logging.getLogger("imex.delivery")
 # Run after every confirmed instance: prepared once (see index.ingest for why text).
 _ITEM_SENT = text("UPDATE transfer_items SET state = 'sent', status = :status, sent_at = :now, error = NULL "
                   "WHERE id = :id").bindparams(bindparam("now", type_=DateTime))
+# (the lease is the heartbeat's to renew; this only counts progress while the worker still owns the transfer)
 _TRANSFER_PROGRESS = text(
     "UPDATE transfers SET instances_sent = instances_sent + 1, bytes_sent = bytes_sent + :size, "
-    "lease_until = :lease, updated_at = :now WHERE id = :id AND state = 'sending' AND claimed_by = :worker"
-).bindparams(bindparam("now", type_=DateTime), bindparam("lease", type_=DateTime))
+    "updated_at = :now WHERE id = :id AND state = 'sending' AND claimed_by = :worker"
+).bindparams(bindparam("now", type_=DateTime))
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,6 @@ class Pending:
     instance_id: int
     outgoing: Outgoing
     size: int
-
-
-def backoff(attempt: int, config: Config) -> float:
-    """Seconds before the next attempt after `attempt` attempts failed."""
-    delay = config["delivery.retry_initial_seconds"] * config["delivery.retry_multiplier"] ** max(attempt - 1, 0)
-    return min(delay, config["delivery.retry_max_seconds"])
 
 
 class DeliveryWorker:
@@ -64,7 +58,8 @@ class DeliveryWorker:
         self.db = db
         self.store = store
         self.name = name
-        self.lease = dt.timedelta(seconds=config["delivery.lease_seconds"])
+        self.lease_seconds = float(config["delivery.lease_seconds"])
+        self.policy = DELIVERY.policy(config)
         self.wake = wake or threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -96,32 +91,14 @@ class DeliveryWorker:
         return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
                                                       r.transfer_syntax_uid, r.sop_uid, coerce), r.size) for r in rows]
 
-    def _heartbeat(self, transfer_id: int, done: threading.Event) -> None:
-        """Renew the lease while a transfer runs, even while one large instance takes minutes to send,
-        so no other worker takes it over while this one is alive."""
-        interval = max(self.lease.total_seconds() / 3, 0.1)
-        while not done.wait(interval):
-            try:
-                with self.db.engine.begin() as conn:
-                    conn.execute(update(transfers).where(
-                        transfers.c.id == transfer_id, transfers.c.claimed_by == self.name,
-                        transfers.c.state == "sending").values(lease_until=utcnow() + self.lease))
-            except Exception:
-                log.exception("could not renew the lease of transfer %s", transfer_id)
-
     def deliver(self, claimed: Claim, stop: threading.Event) -> None:
-        done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(claimed.transfer_id, done), daemon=True,
-                                name=f"lease-{claimed.transfer_id}")
-        beat.start()
-        try:
-            self._deliver(claimed, stop)
-        except Exception as exc:  # whatever it was, the transfer must not stay claimed and loop forever
-            log.exception("transfer %s: unexpected error", claimed.transfer_id)
-            self._finish(claimed, None, [f"internal error: {type(exc).__name__}: {exc}"], interrupted=False)
-        finally:
-            done.set()
-            beat.join()
+        # the heartbeat renews the lease even while one large instance takes minutes to send
+        with engine.Heartbeat(self.db, DELIVERY, claimed.transfer_id, self.name, self.lease_seconds):
+            try:
+                self._deliver(claimed, stop)
+            except Exception as exc:  # whatever it was, the transfer must not stay claimed and loop forever
+                log.exception("transfer %s: unexpected error", claimed.transfer_id)
+                self._finish(claimed, None, [f"internal error: {type(exc).__name__}: {exc}"], interrupted=False)
 
     def _deliver(self, claimed: Claim, stop: threading.Event) -> None:
         with self.db.engine.connect() as conn:
@@ -183,7 +160,7 @@ class DeliveryWorker:
         with self.db.engine.begin() as conn:
             conn.execute(_ITEM_SENT, {"id": p.item_id, "status": status, "now": now})
             owned = conn.execute(_TRANSFER_PROGRESS, {"id": claimed.transfer_id, "worker": self.name,
-                                                      "size": p.size, "lease": now + self.lease, "now": now}).rowcount
+                                                      "size": p.size, "now": now}).rowcount
         metrics.INSTANCES_SENT.inc()
         metrics.BYTES_SENT.inc(p.size)
         return bool(owned)
@@ -191,56 +168,39 @@ class DeliveryWorker:
     def _item_failed(self, claimed: Claim, p: Pending, status: int | None, error: str) -> str:
         with self.db.engine.begin() as conn:
             conn.execute(update(items).where(items.c.id == p.item_id).values(status=status, error=error[:2000]))
-            conn.execute(update(transfers).where(transfers.c.id == claimed.transfer_id,
-                                                 transfers.c.claimed_by == self.name)
-                         .values(lease_until=utcnow() + self.lease))
         log.warning("transfer %s: %s", claimed.transfer_id, error)
         return error
 
     def _finish(self, claimed: Claim, node, errors: list[str], interrupted: bool) -> None:  # type: ignore[no-untyped-def]
         now = utcnow()
-        notify_delivered = notify_failed = False
+        tid = claimed.transfer_id
         with self.db.engine.begin() as conn:
-            row = conn.execute(select(transfers).where(transfers.c.id == claimed.transfer_id)).one()
+            row = conn.execute(select(transfers).where(transfers.c.id == tid)).one()
             if row.state != "sending" or row.claimed_by != self.name:
                 return  # cancelled by an operator, or taken over after a lost lease
             left = conn.execute(select(func.count()).select_from(items).where(
                 items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
-            release = dict(claimed_by=None, lease_until=None, updated_at=now)
             if left == 0:
-                conn.execute(update(transfers).where(transfers.c.id == row.id).values(
-                    state="delivered", delivered_at=now, last_error=None, **release))
+                engine.finish(conn, DELIVERY, tid, self.name, "delivered", delivered_at=now, last_error=None)
                 where = f" to {node.ae_title}@{node.host}:{node.port}" if node is not None else ""
                 record(conn, row.id, "delivered", f"{row.instances_sent} instances, {row.bytes_sent} bytes{where}")
-                confirm.after_delivery(conn, row.id)  # the node may ask for confirmed delivery
                 study = conn.execute(select(studies.c.last_received_at).where(studies.c.id == row.study_id)).one()
                 metrics.DELIVERY_LATENCY.observe(max((now - study.last_received_at).total_seconds(), 0.0))
                 metrics.TRANSFERS_FINISHED.labels(state="delivered").inc()
                 self.retention.stamp(conn, row.study_id, now)
-                notify_delivered = not row.confirm_rounds  # a re-send after confirmation told everyone already
+                # a re-send after a confirmation round told everyone already: the alerts and the report
+                # follow the first delivery only (the confirmation, if the node asks for one, follows each)
+                events.emit("transfer.delivered", conn, transfer_id=row.id, announce=not row.confirm_rounds)
             elif interrupted and not errors:
-                conn.execute(update(transfers).where(transfers.c.id == row.id).values(
-                    state="pending", next_attempt_at=now, attempts=transfers.c.attempts - 1, **release))
+                engine.release(conn, DELIVERY, tid, self.name)
                 record(conn, row.id, "paused", f"{left} instances left; the hub is stopping")
             else:
                 error = "; ".join(dict.fromkeys(errors))[:2000] or "unknown error"
-                if row.attempts >= self.config["delivery.max_attempts"]:
-                    conn.execute(update(transfers).where(transfers.c.id == row.id).values(
-                        state="failed", last_error=error, **release))
-                    record(conn, row.id, "failed", f"gave up after {row.attempts} attempts: {error}")
+                outcome = engine.retry_later(conn, DELIVERY, tid, self.name, error, self.policy)
+                if outcome is not None and outcome.dead:
+                    record(conn, row.id, "failed", f"gave up after {outcome.attempts} attempts: {error}")
                     metrics.TRANSFERS_FINISHED.labels(state="failed").inc()
-                    notify_failed = True
-                else:
-                    delay = backoff(row.attempts, self.config)
-                    conn.execute(update(transfers).where(transfers.c.id == row.id).values(
-                        state="pending", last_error=error, next_attempt_at=now + dt.timedelta(seconds=delay),
-                        **release))
-                    record(conn, row.id, "retry-scheduled", f"attempt {row.attempts} failed: {error}; "
-                                                            f"next in {delay:.0f} s")
-            if notify_delivered or notify_failed:
-                email.queue_transfer_alert(conn, row.id, delivered=notify_delivered)
-                inbox.queue_transfer_notice(conn, row.id, delivered=notify_delivered)
-            if notify_delivered:  # the study's report follows it (HL7 to the RIS, SR to the PACS)
-                from imex.reports.receive import queue_for_transfer
-
-                queue_for_transfer(conn, row.id)
+                    events.emit("transfer.failed", conn, transfer_id=row.id)
+                elif outcome is not None:
+                    record(conn, row.id, "retry-scheduled", f"attempt {outcome.attempts} failed: {error}; "
+                                                            f"next in {outcome.delay:.0f} s")

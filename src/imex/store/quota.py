@@ -15,8 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
+from imex import events
 from imex.db import Database
-from imex.db.tables import folder_studies, folders, instances, institutions, studies
+from imex.db.models import folder_studies, folders, instances, institutions, studies
 
 log = logging.getLogger("imex.storage")
 
@@ -98,21 +99,13 @@ class Quota:
 
     def _alert(self, institution_id: int, used: int, quota: int) -> None:
         """Tell the institution's contact, at most once an hour, that its studies are being refused."""
-        from imex.notify.email import queue_email
-
         now = time.monotonic()
         if now - self._alerted.get(institution_id, -3600.0) < 3600.0:
             return
         self._alerted[institution_id] = now
         try:
             with self.db.engine.begin() as conn:
-                inst = conn.execute(select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email)
-                                    .where(institutions.c.id == institution_id)).one()
-                queue_email(conn, [inst.contact_email or ""], f"[imex] {inst.name} ({inst.ods_code}): storage quota "
-                            "reached, studies refused",
-                            f"The hub holds {used} bytes of studies from {inst.name}, its quota is {quota} bytes. "
-                            "New images from your nodes are refused (DICOM status A700) until studies expire or "
-                            "the hub's administrators raise the quota.\n")
+                events.emit("quota.reached", conn, institution_id=institution_id, used=used, quota=quota)
         except Exception:
             log.exception("could not queue the quota alert for institution %s", institution_id)
 

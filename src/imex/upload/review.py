@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from pydicom import dcmread
 from sqlalchemy import Connection, select
 
-from imex.db.models_uploads import UploadFile
+from imex.db.models import UploadFile
 
 _files = UploadFile.__table__
 

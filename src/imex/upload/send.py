@@ -5,7 +5,6 @@ instances through the same ingest path as DICOM pushes and STOW-RS (blob store, 
 file stored; a worker killed half way is replaced when its lease runs out and stores only the rest."""
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import shutil
 import struct
@@ -13,12 +12,16 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, select, update
 
 from imex import audit
+from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import Instance, Institution, Node, Study
-from imex.db.models_uploads import Upload, UploadFile
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue
+from imex.jobs.registry import register
+from imex.db.models import Instance, Institution, Node, Study, Upload, UploadFile
+from imex.exchanges.transactions import TransactionError, open_transaction
 from imex.dicom.parse import InvalidInstance, read_instance
 from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
 from imex.index.ingest import Source
@@ -27,11 +30,18 @@ from imex.upload.staging import Staging, UploadError
 
 if TYPE_CHECKING:
     from imex.auth.permissions import Principal
-    from imex.hub import Hub
+    from imex.index.ingest import Ingest
+    from imex.store.quota import Quota
 
 log = logging.getLogger("imex.upload")
 CALLING_AET = "UPLOAD"
 _uploads = Upload.__table__
+
+# A `sending` upload is stored by the worker that holds its lease; no lease (NULL) or a lapsed one: free.
+UPLOAD = register(JobQueue(
+    "upload", _uploads, None, due_state="sending", due_column="lease_until", null_is_due=True,
+    attempts_column=None, error_column="error",
+    description="Uploads from the browser, stored into the hub and sent on."))
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,10 @@ def _foreign(conn: Connection, p: "Principal", study_uids: set[str], sop_uids: s
     return sorted(found)
 
 
-def send(hub: "Hub", staging: Staging, p: "Principal", upload_id: int, choice: Choice, ip: str = "") -> int:
+def send(db: Database, staging: Staging, p: "Principal", upload_id: int, choice: Choice,
+         quota: "Quota | None" = None) -> int:
     """Open the transaction and hand the upload to the worker; returns the transaction's id."""
-    from imex.exchanges.transactions import TransactionError, open_transaction
-
-    with hub.db.reader() as conn:
+    with db.reader() as conn:
         state = conn.execute(select(_uploads.c.state).where(_uploads.c.id == upload_id)).scalar()
         conn.rollback()
     if state != "open":
@@ -85,7 +94,7 @@ def send(hub: "Hub", staging: Staging, p: "Principal", upload_id: int, choice: C
     if arriving:
         raise UploadError(409, f"{len(arriving)} file(s) have not finished arriving (e.g. {arriving[0]}); "
                                "wait for the upload to finish, or discard it")
-    with hub.db.reader() as conn:
+    with db.reader() as conn:
         instances, skipped = instances_and_skipped(conn, upload_id)
         if not instances:
             raise UploadError(422, f"there is nothing to send: no DICOM instance was found "
@@ -96,12 +105,11 @@ def send(hub: "Hub", staging: Staging, p: "Principal", upload_id: int, choice: C
         raise UploadError(409, f"study {blocked[0]} is at the hub from another institution; it cannot be added "
                                "to (remove its files from the upload)")
     size = sum((staging.folder(upload_id) / i.staged_name).stat().st_size for i in instances)
-    quota = getattr(hub, "quota", None)
     refusal = quota.refusal(p.institution_id, size) if quota is not None else None
     if refusal:
         raise UploadError(507, f"the hub cannot store this upload now: {refusal}")
     study_uids = list(dict.fromkeys(i.study_uid for i in instances))
-    with hub.db.engine.begin() as conn:
+    with db.engine.begin() as conn:
         ods = _check_choice(conn, p, choice)
         moved = conn.execute(update(_uploads).where(_uploads.c.id == upload_id, _uploads.c.state == "open").values(
             state="sending", destination_institution_id=choice.destination_institution_id,
@@ -134,13 +142,16 @@ class UploadWorker:
     """Stores sending uploads and expires old ones; one per `imex serve` process, sharing the work through
     leases in the database."""
 
-    def __init__(self, hub: "Hub", staging: Staging, worker_id: str, lease_seconds: float | None = None) -> None:
-        self.hub = hub
-        self.db: Database = hub.db
+    def __init__(self, config: Config, db: Database, ingest: Ingest, staging: Staging, worker_id: str,
+                 quota: Quota | None = None, lease_seconds: float | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.ingest = ingest
+        self.quota = quota
         self.staging = staging
         self.worker_id = worker_id[:128]
         # the same lease as the delivery workers': renewed with every stored file
-        self.lease = dt.timedelta(seconds=lease_seconds or hub.config["delivery.lease_seconds"])
+        self.lease = float(lease_seconds or config["delivery.lease_seconds"])
         self.wake = threading.Event()
         self.stop = threading.Event()
 
@@ -157,18 +168,8 @@ class UploadWorker:
             self.wake.clear()
 
     def _claim(self) -> int | None:
-        now = utcnow()
-        with self.db.engine.begin() as conn:
-            for upload_id in conn.execute(select(_uploads.c.id).where(
-                    _uploads.c.state == "sending", or_(_uploads.c.lease_until.is_(None), _uploads.c.lease_until < now))
-                    .order_by(_uploads.c.id).limit(5)).scalars().all():
-                taken = conn.execute(update(_uploads).where(
-                    _uploads.c.id == upload_id, _uploads.c.state == "sending",
-                    or_(_uploads.c.lease_until.is_(None), _uploads.c.lease_until < now)).values(
-                    claimed_by=self.worker_id, lease_until=now + self.lease)).rowcount
-                if taken:
-                    return int(upload_id)
-        return None
+        rows = engine.claim(self.db, UPLOAD, self.worker_id, self.lease, scan=5)
+        return int(rows[0].id) if rows else None
 
     def step(self) -> bool:
         """Store one sending upload; False when there was none."""
@@ -185,19 +186,17 @@ class UploadWorker:
         return True
 
     def _store(self, upload_id: int) -> None:
-        hub = self.hub
         with self.db.reader() as conn:
             upload = conn.execute(select(_uploads).where(_uploads.c.id == upload_id)).one()
             instances, _ = instances_and_skipped(conn, upload_id)
             conn.rollback()
-        source = Source(upload.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"])
+        source = Source(upload.institution_id, None, CALLING_AET, self.config["dicom.ae_title"])
         folder = self.staging.folder(upload_id)
         stored = sum(1 for i in instances if i.stored)  # a file stored but not yet marked is stored again (a duplicate)
         for inst in (i for i in instances if not i.stored):
             if self.stop.is_set():  # the hub is stopping: let the next process take it over at once
                 with self.db.engine.begin() as conn:
-                    conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
-                        claimed_by=None, lease_until=None))
+                    engine.release(conn, UPLOAD, upload_id, self.worker_id)
                 return
             data = (folder / inst.staged_name).read_bytes()
             try:
@@ -208,23 +207,20 @@ class UploadWorker:
                 self._fail(upload_id, f"{inst.path} can no longer be read: {exc}")
                 return
             chunks = chunks_to_store(data, meta, fields.sop_class_uid, fields.sop_uid, syntax, CALLING_AET)
-            result = hub.ingest.store_instance(chunks, syntax, fields, source)
-            quota = getattr(hub, "quota", None)
-            if quota is not None and result.outcome == "new":
-                quota.stored(upload.institution_id, result.size)
+            result = self.ingest.store_instance(chunks, syntax, fields, source)
+            if self.quota is not None and result.outcome == "new":
+                self.quota.stored(upload.institution_id, result.size)
             stored += 1
             with self.db.engine.begin() as conn:
                 conn.execute(update(UploadFile.__table__).where(UploadFile.id == inst.file_id).values(stored=True))
-                conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
-                    instances_stored=stored, lease_until=utcnow() + self.lease))
+                conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(instances_stored=stored))
+                engine.renew_in(conn, UPLOAD, upload_id, self.worker_id, self.lease)
         with self.db.engine.begin() as conn:
-            conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
-                state="sent", sent_at=utcnow(), claimed_by=None, lease_until=None, error="", staged_bytes=0))
+            engine.finish(conn, UPLOAD, upload_id, None, "sent", sent_at=utcnow(), error="", staged_bytes=0)
         shutil.rmtree(folder, ignore_errors=True)
         log.info("upload %s stored: %d instance(s), exchange %s", upload_id, stored, upload.transaction_id)
 
     def _fail(self, upload_id: int, error: str) -> None:
         with self.db.engine.begin() as conn:
-            conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
-                state="failed", error=error[:2000], claimed_by=None, lease_until=None))
+            engine.finish(conn, UPLOAD, upload_id, None, "failed", error=error[:2000])
         log.warning("upload %s failed: %s", upload_id, error)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models_uploads import Upload, UploadFile
+from imex.db.models import Upload, UploadFile
 from imex.upload import zipsafe
 from imex.upload.classify import Found, classify
 from imex.upload.paths import UnsafeName, clean

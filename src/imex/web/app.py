@@ -14,12 +14,21 @@ from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
 from imex.db.models import Study, Transfer
-from imex.web import dicomweb, errors, folder_pages, pages, viewer
-from imex.web.api import account, admin, audit_trail, folders, storage, transfers
-from imex.web.api import priority as priority_api
-from imex.web import link_pages
-from imex.web.api import download as download_api
-from imex.web.api import links as links_api
+from imex.web import dicomweb, errors, fhir
+from imex.web.api import (account, admin, audit_trail, download, folders, links, locator, pacs_search, priority,
+                          requests, storage, transactions, transfers, uploads)
+from imex.web.pages import account as account_pages
+from imex.web.pages import admin as admin_pages
+from imex.web.pages import audit_trail as audit_trail_pages
+from imex.web.pages import folders as folder_pages
+from imex.web.pages import links as link_pages
+from imex.web.pages import locator as locator_pages
+from imex.web.pages import pacs_search as pacs_search_pages
+from imex.web.pages import requests as request_pages
+from imex.web.pages import storage as storage_pages
+from imex.web.pages import transactions as transaction_pages
+from imex.web.pages import transfers as transfer_pages
+from imex.web.pages import uploads as upload_pages
 from imex.web.context import Portal
 from imex.web.guard import BodyLimit, SecurityHeaders
 
@@ -27,6 +36,13 @@ if TYPE_CHECKING:
     from imex.hub import Hub
 
 _STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled")
+
+# The JSON API under /api/v1, one module per resource; the pages mirror it one to one (web/pages/).
+API_MODULES = (transfers, priority, admin, account, audit_trail, folders, storage, download, links, locator, uploads,
+               requests, transactions, pacs_search)
+# Order matters where paths overlap: /exchanges/send (pacs_search) before /exchanges/{transaction_id}.
+PAGE_MODULES = (account_pages, transfer_pages, admin_pages, audit_trail_pages, folder_pages, storage_pages,
+                link_pages, locator_pages, upload_pages, request_pages, pacs_search_pages, transaction_pages)
 
 
 def _gauges(hub: "Hub") -> str:
@@ -58,34 +74,11 @@ def create_app(hub: "Hub") -> FastAPI:
                        uploads={prefix: hub.config["http.max_upload_bytes"]
                                 for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")})
     app.add_middleware(SecurityHeaders)
-    for module in (transfers, admin, account, audit_trail, folders, storage):
+    for module in API_MODULES:
         app.include_router(module.router)
-    app.include_router(priority_api.router)
-    app.include_router(download_api.router)
-    app.include_router(links_api.router)
-    app.include_router(link_pages.router)
     app.include_router(dicomweb.router)
-    app.include_router(viewer.router)
-    app.include_router(folder_pages.router)
-    from imex.web import fhir, locator_pages  # the patient imaging locator: API, FHIR search, pages
-    from imex.web.api import locator as locator_api
-
-    for module in (locator_api, fhir, locator_pages):
-        app.include_router(module.router)
-    from imex.web import upload_pages  # uploads from the browser: API and page
-    from imex.web.api import uploads as uploads_api
-
-    for module in (uploads_api, upload_pages):
-        app.include_router(module.router)
-    from imex.web import request_pages  # image requests: API and pages
-    from imex.web.api import requests as requests_api
-
-    for module in (requests_api, request_pages):
-        app.include_router(module.router)
-    app.include_router(pages.router)
-    from imex.web import exchange_pages  # exchanges: transactions, messages, attachments, PACS search
-
-    for module in (exchange_pages.transactions_api, exchange_pages.pacs_search, exchange_pages):
+    app.include_router(fhir.router)  # the locator's FHIR search
+    for module in PAGE_MODULES:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 

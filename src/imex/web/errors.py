@@ -1,6 +1,12 @@
 """Errors as the caller understands them: JSON problem bodies (RFC 9457) for the API, readable pages for
-people, and a redirect to the sign-in page when a page needs a session."""
+people, and a redirect to the sign-in page when a page needs a session.
+
+The one place a domain error becomes an HTTP status, by its type (imex.errors): NotFound 404, Conflict 409,
+Invalid 422, Forbidden 403. Handlers let domain errors through; none picks a status from a message."""
 from __future__ import annotations
+
+import logging
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -8,7 +14,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imex.auth.permissions import PermissionDenied
-from imex.auth.scope import NotVisible
+from imex.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, kind_of
+from imex.web.pages.render import render_error
 
 
 class Problem(Exception):
@@ -38,6 +45,26 @@ _TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Forbidden", 404: "
            405: "Method not allowed", 409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
            422: "Invalid request", 429: "Too many requests", 500: "Internal error"}
 
+STATUS: dict[type[DomainError], int] = {Forbidden: 403, NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain error, by its kind (a bare DomainError is a plain bad request)."""
+    kind = kind_of(exc)
+    return STATUS[kind] if kind is not None else 400
+
+
+def detail_of(exc: DomainError) -> str:
+    """What the caller reads: the error's message, or for a missing permission, which one and whom to ask."""
+    if isinstance(exc, PermissionDenied):
+        return f"You do not have the permission for this ({exc.permission}). Ask your institution's administrator."
+    return str(exc) or ("no such object" if isinstance(exc, NotFound) else "the request was refused")
+
+
+def refused(exc: DomainError) -> Refused:
+    """The domain error as a Refused: answered the same, but its audit event of the refusal is kept."""
+    return Refused(status_of(exc), detail_of(exc))
+
 
 def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
@@ -49,8 +76,6 @@ def problem_response(request: Request, status: int, detail: str, title: str = ""
     if wants_json(request):
         body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}
         return JSONResponse(body, status_code=status, media_type="application/problem+json")
-    from imex.web.pages import render_error
-
     return render_error(request, status, title, detail)
 
 
@@ -59,14 +84,9 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> Response:
         return problem_response(request, exc.status, exc.detail, exc.title)
 
-    @app.exception_handler(NotVisible)
-    async def _not_visible(request: Request, exc: NotVisible) -> Response:
-        return problem_response(request, 404, str(exc) or "no such object")
-
-    @app.exception_handler(PermissionDenied)
-    async def _denied(request: Request, exc: PermissionDenied) -> Response:
-        return problem_response(request, 403, f"You do not have the permission for this ({exc.permission}). "
-                                              "Ask your institution's administrator.")
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        return problem_response(request, status_of(exc), detail_of(exc))
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
@@ -76,8 +96,6 @@ def install(app: FastAPI) -> None:
             return response
         target = exc.step
         if exc.step == "/login" and request.method == "GET":
-            from urllib.parse import quote
-
             target += "?next=" + quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
         return RedirectResponse(target, status_code=303)
 
@@ -95,7 +113,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
-        import logging
-
         logging.getLogger("imex.web").exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "Something went wrong on the hub; it has been logged.")

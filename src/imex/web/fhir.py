@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth.permissions import PermissionDenied, Principal
-from imex.db.models_locator import LocatorEntry
+from imex.db.models import LocatorEntry
 from imex.locator import search as locator_search
 from imex.locator.entries import series_of
 from imex.web.context import Portal
@@ -137,7 +137,7 @@ def search_imaging_studies(request: Request, s: Session = Depends(db_session), p
         audit.record(s, "locator.search", outcome="failure", object_type="patient", detail=f"refused (fhir): {exc}",
                      **p.audit_fields())
         s.commit()
-        return outcome(400, "required" if "required" in str(exc) else "value", str(exc))
+        return outcome(400, "required" if isinstance(exc, locator_search.SearchIncomplete) else "value", str(exc))
     try:
         rows = locator_search.search(s, p, c, via="fhir")
     except PermissionDenied:  # pragma: no cover - checked above

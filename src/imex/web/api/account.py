@@ -7,36 +7,26 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import desc, func, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import accounts, sessions, signin_limit, totp
+from imex.auth import accounts, scope, sessions, signin_limit, totp
+from imex.auth.password_change import WrongPassword, change_password
 from imex.auth.permissions import Principal
-from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, Worklist, utcnow
-from imex.notify import inbox
-from imex.auth import scope
+from imex.db.models import Notification, User, WebSession, Worklist, utcnow
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, client_ip, db_session, portal, signed_in, visible_or_deny
-from imex.web.errors import Problem, Refused
-from imex.auth.scope import DestNode
-from imex.web.views import audit_row, iso, transfer_row
+from imex.web.errors import Problem, Refused, refused
+from imex.web.views import iso
+from imex.web.views.account import EMAIL_EVENTS, dashboard, me as me_view, notifications, tokens
 
 router = APIRouter(prefix="/api/v1", tags=["account"])
-
-EMAIL_EVENTS = inbox.EVENT_KINDS
 
 
 @router.get("/me", summary="Who you are, your institution and what you may do")
 def me(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
-    user = s.get(User, p.user_id)
-    assert user is not None
-    return {"id": user.id, "username": user.username, "full_name": user.full_name, "email": user.email,
-            "institution": p.institution_ods, "roles": accounts.role_names(s, user.id),
-            "permissions": sorted(p.permissions), "second_factor": user.totp_enabled,
-            "email_events": user.email_events.split(),
-            "notify_worklists": [int(w) for w in user.notify_worklists.split() if w.isdigit()]}
+    return me_view(s, p)
 
 
 class PasswordChange(BaseModel):
@@ -44,28 +34,16 @@ class PasswordChange(BaseModel):
     new_password: str = Field(..., max_length=256)
 
 
-def change_password(s: Session, pt: Portal, user: User, body: PasswordChange, ip: str, keep_session: int | None) -> None:
-    from imex.auth.passwords import verify_password
-
-    who = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
-    if not verify_password(user.password_hash, body.current_password):
-        audit.record(s, "user.password", outcome="failure", detail="current password wrong", **who)
-        raise Refused(403, "The current password is wrong.")
-    try:
-        accounts.set_password(s, user, body.new_password, pt.policy)
-    except accounts.AccountError as exc:
-        raise Problem(422, str(exc)) from None
-    s.execute(update(WebSession).where(WebSession.user_id == user.id, WebSession.id != (keep_session or -1))
-              .values(revoked=True))
-    audit.record(s, "user.password", object_type="user", object_id=user.username, **who)
-
-
 @router.post("/me/password", summary="Change your password (ends your other sessions)")
 def post_password(body: PasswordChange, request: Request, p: Principal = Depends(signed_in),
                   pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, str]:
     user = s.get(User, p.user_id)
     assert user is not None
-    change_password(s, pt, user, body, client_ip(request), p.session_id)
+    try:
+        change_password(s, user, body.current_password, body.new_password, pt.policy, ip=client_ip(request),
+                        keep_session=p.session_id)
+    except WrongPassword as exc:
+        raise refused(exc) from None  # the failed attempt stays in the audit trail
     s.commit()
     return {"result": "password changed"}
 
@@ -160,10 +138,7 @@ def post_token(body: TokenRequest, request: Request, pt: Portal = Depends(portal
 
 @router.get("/auth/tokens", summary="Your API tokens")
 def get_tokens(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    rows = s.scalars(select(WebSession).where(WebSession.user_id == p.user_id, WebSession.kind == "token",
-                                              WebSession.revoked.is_(False)).order_by(desc(WebSession.id)))
-    return [{"id": r.id, "name": r.name, "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
-             "last_used_at": iso(r.last_seen_at)} for r in rows]
+    return tokens(s, p)
 
 
 @router.delete("/auth/tokens/{token_id}", summary="Revoke one of your API tokens")
@@ -180,20 +155,10 @@ def delete_token(token_id: ObjectId, p: Principal = Depends(signed_in), s: Sessi
 
 # -- notifications and dashboard ---------------------------------------------------------------------
 
-def unread_count(s: Session | Connection, user_id: int) -> int:
-    return s.scalar(select(func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
-
-
 @router.get("/notifications", summary="Your in-app notifications, newest first")
 def get_notifications(unread: bool = False, p: Principal = Depends(signed_in),
                       s: Session = Depends(db_session)) -> dict[str, Any]:
-    stmt = select(Notification).where(Notification.user_id == p.user_id)
-    if unread:
-        stmt = stmt.where(Notification.read_at.is_(None))
-    rows = s.scalars(stmt.order_by(desc(Notification.id)).limit(100)).all()
-    return {"unread": unread_count(s, p.user_id), "items": [{"id": n.id, "at": iso(n.at), "kind": n.kind, "title": n.title,
-                                        "link": n.link, "read": n.read_at is not None} for n in rows]}
+    return notifications(s, p, unread)
 
 
 @router.post("/notifications/read", summary="Mark all your notifications read")
@@ -202,42 +167,6 @@ def read_notifications(p: Principal = Depends(signed_in), s: Session = Depends(d
                      .values(read_at=utcnow())).rowcount
     s.commit()
     return {"marked": done or 0}
-
-
-def dashboard(s: Session, p: Principal) -> dict[str, Any]:
-    """What arrived for me, what needs action, what happened recently."""
-    since = utcnow() - dt.timedelta(days=7)
-    arrived: list[dict[str, Any]] = []
-    failing: list[dict[str, Any]] = []
-    outgoing: list[dict[str, Any]] = []
-    if p.can("transfers.view"):
-        base = scope.transfers_query(p)
-        mine = base.where(DestNode.institution_id == p.institution_id, Transfer.state.in_(("delivered", "confirmed")),
-                          Transfer.delivered_at >= since)
-        user = s.get(User, p.user_id)
-        chosen = [int(w) for w in (user.notify_worklists if user else "").split() if w.isdigit()]
-        if chosen:  # "for me": the worklists this user follows
-            worklists = s.scalars(scope.worklists_query(p).where(Worklist.id.in_(chosen))).all()
-            mine = mine.where(or_(*(scope.worklist_clause(w) for w in worklists))) if worklists else mine
-        arrived = [transfer_row(p, *r) for r in s.execute(mine.order_by(desc(Transfer.delivered_at)).limit(10))]
-        failing = [transfer_row(p, *r) for r in s.execute(
-            base.where(Transfer.state.in_(("failed", "held"))).order_by(desc(Transfer.updated_at)).limit(10))]
-        outgoing = [transfer_row(p, *r) for r in s.execute(
-            base.where(scope.Study.institution_id == p.institution_id, Transfer.updated_at >= since)
-            .order_by(desc(Transfer.updated_at)).limit(10))]
-    for_you: list[dict[str, Any]] = []
-    if p.can("transfers.view"):  # transfers naming this user as their recipient come first, most urgent first
-        for_you = [transfer_row(p, *r) for r in s.execute(
-            scope.transfers_query(p).where(Transfer.recipient_user_id == p.user_id,
-                                           Transfer.updated_at >= since)
-            .order_by(desc(Transfer.priority), desc(Transfer.updated_at)).limit(10))]
-    activity = [audit_row(e) for e in s.scalars(select(AuditEvent).where(AuditEvent.user_id == p.user_id)
-                                                .order_by(desc(AuditEvent.id)).limit(10))]
-    unread = unread_count(s, p.user_id)
-    from imex.web.api.requests import needs_action as requests_needing_action  # image requests asked of us
-
-    return {"for_you": for_you, "arrived": arrived, "needs_action": failing, "outgoing": outgoing, "recent_activity": activity,
-            "unread_notifications": unread, "requests_needing_action": requests_needing_action(s, p)}
 
 
 @router.get("/dashboard", summary="Your dashboard: arrivals, failures needing action, recent activity")

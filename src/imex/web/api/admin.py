@@ -10,13 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit, directory
-from imex.auth import accounts, sessions
-from imex.auth.permissions import BUILTIN_ROLES, PERMISSIONS, Principal
-from imex.db.models import Institution, Node, Role, User, Worklist
-from imex.auth import scope
+from imex.auth import accounts, scope, sessions
+from imex.auth.permissions import PERMISSIONS, Principal
+from imex.db.models import Institution, Node, User, Worklist
+from imex.dicom.echo import echo
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem
+from imex.web.views import admin as admin_views
 from imex.web.views import node_row, user_row, worklist_row
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
@@ -28,15 +29,12 @@ _ODS = Field(..., min_length=1, max_length=16)
 
 @router.get("/institutions", summary="Institutions you administer (all of them for system admins)")
 def get_institutions(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    return [{"id": i.id, "ods": i.ods_code, "name": i.name, "alias": i.alias, "contact_email": i.contact_email,
-             "require_second_factor": i.require_second_factor}
-            for i in s.scalars(scope.institutions_query(p).order_by(Institution.ods_code))]
+    return admin_views.institutions(s, p)
 
 
 @router.get("/directory", summary="Every institution's ODS code and name (to choose a destination)")
 def get_directory(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, str]]:
-    return [{"ods": ods, "name": name}
-            for ods, name in s.execute(select(Institution.ods_code, Institution.name).order_by(Institution.ods_code))]
+    return admin_views.directory(s)
 
 
 class InstitutionChange(BaseModel):
@@ -85,8 +83,7 @@ def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Prin
 
 @router.get("/nodes", summary="DICOM nodes of your institution")
 def get_nodes(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    p.require("nodes.manage")
-    return [node_row(n, i) for n, i in s.execute(scope.nodes_query(p).order_by(Node.name))]
+    return admin_views.nodes(s, p)
 
 
 class NodeIn(BaseModel):
@@ -117,13 +114,10 @@ def _save_node(s: Session, p: Principal, pt: Portal, body: NodeIn, update: bool)
     if not p.is_system_admin and ods != p.institution_ods:
         raise Problem(403, "you can only manage your own institution's nodes")
     s.commit()
-    try:
-        directory.add_node(pt.db, body.name, body.ae_title, body.host, body.port, ods, alias=body.alias or None,
-                           contact_email=body.contact_email or None, destination=body.destination,
-                           max_associations=body.max_associations, update=update, confirm=body.confirm,
-                           query_retrieve=body.query_retrieve)
-    except directory.DirectoryError as exc:
-        raise Problem(409 if "exists" in str(exc) or "already" in str(exc) else 422, str(exc)) from None
+    directory.add_node(pt.db, body.name, body.ae_title, body.host, body.port, ods, alias=body.alias or None,
+                       contact_email=body.contact_email or None, destination=body.destination,
+                       max_associations=body.max_associations, update=update, confirm=body.confirm,
+                       query_retrieve=body.query_retrieve)
     if pt.hub is not None:
         pt.hub.nodes.invalidate()
     audit.record(s, "node.change" if update else "node.add", object_type="node", object_id=body.name,
@@ -167,8 +161,6 @@ def delete_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal
 @router.post("/nodes/{node_id}/echo", summary="Test a node with C-ECHO from the hub")
 def echo_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
               s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.dicom.echo import echo
-
     node = _visible_node(s, p, node_id)
     name, ae, host, port = node.name, node.ae_title, node.host, node.port
     s.commit()
@@ -183,8 +175,7 @@ def echo_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal =
 
 @router.get("/rules", summary="The routing rules in force (declared in imex.toml)")
 def get_rules(p: Principal = Depends(signed_in), pt: Portal = Depends(portal)) -> list[dict[str, Any]]:
-    p.require("nodes.manage")
-    return [dict(rule) for rule in pt.config.rules]
+    return admin_views.rules(p, pt.config)
 
 
 # -- users and roles ------------------------------------------------------------------------------------
@@ -202,9 +193,7 @@ def _user_view(s: Session, user: User) -> dict[str, Any]:
 
 @router.get("/users", summary="Your institution's users")
 def get_users(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    p.require("users.manage")
-    return [user_row(u, i, accounts.role_names(s, u.id))
-            for u, i in s.execute(scope.users_query(p).order_by(User.username))]
+    return admin_views.users(s, p)
 
 
 class UserIn(BaseModel):
@@ -229,13 +218,10 @@ def post_user(body: UserIn, p: Principal = Depends(signed_in), pt: Portal = Depe
     if not p.is_system_admin and ods != p.institution_ods:
         raise Problem(403, "you can only add users to your own institution")
     _check_grantable(p, body.roles)
-    try:
-        inst = accounts.institution_by_ods(s, ods)
-        user = accounts.add_user(s, username=body.username, institution=inst, password=body.password,
-                                 full_name=body.full_name, email=body.email, roles=body.roles, policy=pt.policy,
-                                 must_change_password=True)
-    except accounts.AccountError as exc:
-        raise Problem(409 if "taken" in str(exc) else 422, str(exc)) from None
+    inst = accounts.institution_by_ods(s, ods)
+    user = accounts.add_user(s, username=body.username, institution=inst, password=body.password,
+                             full_name=body.full_name, email=body.email, roles=body.roles, policy=pt.policy,
+                             must_change_password=True)
     audit.record(s, "user.add", object_type="user", object_id=user.username,
                  detail=f"roles: {', '.join(body.roles) or 'none'}", **p.audit_fields())
     s.commit()
@@ -247,9 +233,7 @@ def disable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Sessio
     user = _visible_user(s, p, user_id)
     if user.id == p.user_id:
         raise Problem(409, "you cannot disable your own account")
-    user.disabled = True
-    sessions.revoke_all(s, user.id)
-    audit.record(s, "user.disable", object_type="user", object_id=user.username, **p.audit_fields())
+    accounts.disable_user(s, user, **p.audit_fields())
     s.commit()
     return _user_view(s, user)
 
@@ -286,10 +270,7 @@ def grant_role(user_id: ObjectId, body: RoleGrantIn, p: Principal = Depends(sign
                s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [body.role])
-    try:
-        accounts.grant_role(s, user, body.role)
-    except accounts.AccountError as exc:
-        raise Problem(422, str(exc)) from None
+    accounts.grant_role(s, user, body.role)
     audit.record(s, "role.grant", object_type="user", object_id=user.username, detail=body.role, **p.audit_fields())
     s.commit()
     return _user_view(s, user)
@@ -300,10 +281,7 @@ def revoke_role(user_id: ObjectId, role: str, p: Principal = Depends(signed_in),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [role])
-    try:
-        accounts.revoke_role(s, user, role[:64])
-    except accounts.AccountError as exc:
-        raise Problem(422, str(exc)) from None
+    accounts.revoke_role(s, user, role[:64])
     audit.record(s, "role.revoke", object_type="user", object_id=user.username, detail=role[:64], **p.audit_fields())
     s.commit()
     return _user_view(s, user)
@@ -316,10 +294,7 @@ def get_permissions(p: Principal = Depends(signed_in)) -> dict[str, str]:
 
 @router.get("/roles", summary="Built-in roles and your institution's own")
 def get_roles(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    stmt = select(Role).where(Role.institution_id.is_(None) | scope.own_institution_clause(p, Role.institution_id))
-    return [{"id": r.id, "name": r.name, "builtin": r.institution_id is None and r.name in BUILTIN_ROLES,
-             "institution_id": r.institution_id, "description": r.description, "permissions": r.permissions.split()}
-            for r in s.scalars(stmt.order_by(Role.institution_id.is_not(None), Role.name))]
+    return admin_views.roles(s, p)
 
 
 class RoleIn(BaseModel):
@@ -331,10 +306,7 @@ class RoleIn(BaseModel):
 @router.post("/roles", status_code=201, summary="Define a role for your institution")
 def post_role(body: RoleIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("roles.manage")
-    try:
-        role = accounts.define_role(s, p.institution_id, body.name, body.permissions, body.description)
-    except accounts.AccountError as exc:
-        raise Problem(409 if "already" in str(exc) else 422, str(exc)) from None
+    role = accounts.define_role(s, p.institution_id, body.name, body.permissions, body.description)
     audit.record(s, "role.add", object_type="role", object_id=role.name, detail=" ".join(body.permissions),
                  **p.audit_fields())
     s.commit()
@@ -352,8 +324,7 @@ class WorklistIn(BaseModel):
 
 @router.get("/worklists", summary="Your institution's worklists (virtual nodes)")
 def get_worklists(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    p.require("transfers.view")
-    return [worklist_row(w) for w in s.scalars(scope.worklists_query(p).order_by(Worklist.name))]
+    return admin_views.worklists(s, p)
 
 
 @router.post("/worklists", status_code=201, summary="Add a worklist: incoming studies matching its conditions")

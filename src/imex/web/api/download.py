@@ -8,26 +8,13 @@ from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth.permissions import Principal
-from imex.export import build_dicomdir, stream_zip, study_members
-from imex.export.dicomdir import Member
-from imex.web.api.transfers import visible_study
+from imex.export import study_members
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
-from imex.web.errors import Problem
+from imex.web.views.download import zip_response
+from imex.web.views.transfers import visible_study
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
-
-
-def zip_response(members: list[Member], filename: str) -> StreamingResponse:
-    """The file-set as a streamed zip download (the DICOMDIR is made first, so a failure is an error)."""
-    if not members:
-        raise Problem(404, "this study has no stored instances to download")
-    try:
-        plan = build_dicomdir(members)
-    except (ValueError, OSError) as exc:  # e.g. an instance of a class no DICOMDIR record fits
-        raise Problem(409, f"this study cannot be written as a DICOM file-set: {exc}"[:500]) from exc
-    return StreamingResponse(stream_zip(members, plan), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/studies/{study_id}/download", summary="The study as a zip: DICOMDIR and the instances as stored",

@@ -1,58 +1,34 @@
 """Sharing folders in the portal: which folders I see, what is in them, who takes part; putting a study
-into one; and importing a shared study into my institution's PACS after reconciling its identity."""
+into one; and importing a shared study into my institution's PACS after reconciling its identity
+(folders.guardian_import). The reads shared with the pages are in web/views/folders.py."""
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import false, func, or_, select, true
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth.permissions import Principal
-from imex.db.models import (Folder, FolderInstitution, FolderMember, FolderStudy, Institution, Node, Reconciliation,
-                            Transfer, User, utcnow)
-from imex.folders import manage
 from imex.auth import scope
-from imex.web.api.transfers import visible_study
+from imex.auth.permissions import Principal
+from imex.db.models import Folder, FolderInstitution, FolderMember, Institution, User
+from imex.folders import guardian_import, manage
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem
-from imex.web.views import iso, study_row
+from imex.web.views import iso
+from imex.web.views.folders import (folder_studies, folder_view, folders, import_pacs, import_preview, may_manage,
+                                    visible_folder)
+from imex.web.views.transfers import visible_study
 
 router = APIRouter(prefix="/api/v1", tags=["folders"])
 
 
-def _folder_view(s: Session, p: Principal, f: Folder) -> dict[str, Any]:
-    members = s.scalars(select(FolderInstitution.institution_id).where(FolderInstitution.folder_id == f.id)).all()
-    ods = s.scalars(select(Institution.ods_code).where(Institution.id.in_(members)).order_by(Institution.ods_code))
-    count = s.scalar(select(func.count()).select_from(FolderStudy).where(
-        FolderStudy.folder_id == f.id, FolderStudy.expires_at > utcnow())) or 0
-    return {"id": f.id, "name": f.name, "kind": f.kind, "alias": f.alias, "retention_hours": f.retention_hours,
-            "description": f.description, "institutions": list(ods), "studies": count,
-            "manageable": _may_manage(p, f)}
-
-
-def _may_manage(p: Principal, f: Folder) -> bool:
-    """System admins manage every folder; an institution's admins manage the elective folders it owns."""
-    return p.is_system_admin or (p.can("users.manage") and f.owner_institution_id == p.institution_id)
-
-
-def _visible_folder(s: Session, p: Principal, folder_id: int) -> Folder:
-    return visible_or_deny(s, p, s.scalar(select(Folder).where(Folder.id == folder_id, or_manageable(p))),
-                           "folder", folder_id)
-
-
-def or_manageable(p: Principal):  # type: ignore[no-untyped-def]
-    """Folders `p` sees, and the ones their institution owns when they administer it."""
-    owned = Folder.owner_institution_id == p.institution_id if p.can("users.manage") else false()
-    return or_(Folder.id.in_(scope.visible_folder_ids(p)), owned)
-
-
 @router.get("/folders", summary="Sharing folders you see or manage")
 def get_folders(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    return [_folder_view(s, p, f) for f in s.scalars(select(Folder).where(or_manageable(p)).order_by(Folder.name))]
+    return folders(s, p)
 
 
 class FolderIn(BaseModel):
@@ -70,18 +46,15 @@ def post_folder(body: FolderIn, p: Principal = Depends(signed_in), pt: Portal = 
     if body.kind == "emergency" or not p.can("users.manage"):
         p.require("system.admin")
     s.commit()
-    try:
-        folder_id = manage.add_folder(pt.db, body.name, body.kind, alias=body.alias, hours=body.retention_hours,
-                                      institutions_ods=body.institutions, description=body.description,
-                                      owner_ods=None if body.kind == "emergency" else p.institution_ods)
-    except manage.FolderError as exc:
-        raise Problem(409 if "exists" in str(exc) or "already" in str(exc) else 422, str(exc)) from None
+    folder_id = manage.add_folder(pt.db, body.name, body.kind, alias=body.alias, hours=body.retention_hours,
+                                  institutions_ods=body.institutions, description=body.description,
+                                  owner_ods=None if body.kind == "emergency" else p.institution_ods)
     if pt.hub is not None:
         pt.hub.nodes.invalidate()  # the listener now answers to the alias
     audit.record(s, "folder.create", object_type="folder", object_id=body.name,
                  detail=f"{body.kind}, {body.retention_hours or manage.KINDS[body.kind]} h", **p.audit_fields())
     s.commit()
-    return _folder_view(s, p, s.get(Folder, folder_id))
+    return folder_view(s, p, s.get(Folder, folder_id))
 
 
 class ParticipationIn(BaseModel):
@@ -92,8 +65,8 @@ class ParticipationIn(BaseModel):
 @router.post("/folders/{folder_id}/institutions", summary="An institution joins or leaves a folder")
 def post_participation(folder_id: ObjectId, body: ParticipationIn, p: Principal = Depends(signed_in),
                        s: Session = Depends(db_session)) -> dict[str, Any]:
-    folder = _visible_folder(s, p, folder_id)
-    if not _may_manage(p, folder):
+    folder = visible_folder(s, p, folder_id)
+    if not may_manage(p, folder):
         raise Problem(403, "only the folder's managers change who takes part")
     inst = s.scalar(select(Institution).where(Institution.ods_code == body.institution.strip().upper()))
     if inst is None:
@@ -102,7 +75,7 @@ def post_participation(folder_id: ObjectId, body: ParticipationIn, p: Principal 
     audit.record(s, "folder.institution", object_type="folder", object_id=folder.name,
                  detail=f"{inst.ods_code} {'joins' if body.taking_part else 'leaves'}", **p.audit_fields())
     s.commit()
-    return _folder_view(s, p, folder)
+    return folder_view(s, p, folder)
 
 
 class MemberIn(BaseModel):
@@ -120,10 +93,7 @@ def post_member(folder_id: ObjectId, body: MemberIn, p: Principal = Depends(sign
         Folder.id == folder_id, true() if p.is_system_admin else Folder.id.in_(taking_part))), "folder", folder_id)
     user, _ = visible_or_deny(s, p, s.execute(scope.users_query(p).where(User.id == body.user_id)).first(),
                               "user", body.user_id)
-    try:
-        manage.set_member(s.connection(), folder.id, user.id, body.member)
-    except manage.FolderError as exc:
-        raise Problem(422, str(exc)) from None
+    manage.set_member(s.connection(), folder.id, user.id, body.member)
     audit.record(s, "folder.member", object_type="folder", object_id=folder.name,
                  detail=f"{user.username} {'added' if body.member else 'removed'}", **p.audit_fields())
     s.commit()
@@ -135,19 +105,7 @@ def post_member(folder_id: ObjectId, body: MemberIn, p: Principal = Depends(sign
 @router.get("/folders/{folder_id}/studies", summary="The studies in a folder, and when each leaves it")
 def get_folder_studies(folder_id: ObjectId, limit: int = Query(100, ge=1, le=500),
                        p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
-    folder = visible_or_deny(s, p, s.scalar(select(Folder).where(
-        Folder.id == folder_id, Folder.id.in_(scope.visible_folder_ids(p)))), "folder", folder_id)
-    p.require("studies.view")
-    rows = s.execute(scope.studies_query(p).add_columns(FolderStudy.expires_at, FolderStudy.added_by)
-                     .join(FolderStudy, FolderStudy.study_id == scope.Study.id)
-                     .where(FolderStudy.folder_id == folder.id, FolderStudy.expires_at > utcnow())
-                     .order_by(FolderStudy.added_at.desc()).limit(limit)).all()
-    audit.record(s, "folder.open", object_type="folder", object_id=folder.name, detail=f"{len(rows)} studies",
-                 **p.audit_fields())
-    s.commit()
-    return {"folder": folder.name, "kind": folder.kind, "items": [
-        {**study_row(st, pa, src), "leaves_folder_at": iso(expires), "added_by": by}
-        for st, pa, src, expires, by in rows]}
+    return folder_studies(s, p, folder_id, limit)
 
 
 class FileIn(BaseModel):
@@ -168,18 +126,6 @@ def post_folder_study(folder_id: ObjectId, body: FileIn, p: Principal = Depends(
 
 # -- import into the local PACS ----------------------------------------------------------------------------
 
-def _local_pacs(s: Session, p: Principal, node_id: int | None) -> Node:
-    query = select(Node).where(Node.institution_id == p.institution_id, Node.destination.is_(True),
-                               Node.enabled.is_(True))
-    if node_id is not None:
-        return visible_or_deny(s, p, s.scalar(query.where(Node.id == node_id)), "node", node_id)
-    found = s.scalars(query.order_by(Node.name)).all()
-    if len(found) != 1:
-        raise Problem(422, "choose the PACS to import into (node_id): your institution has "
-                           f"{len(found) or 'no'} destination nodes")
-    return found[0]
-
-
 @router.get("/studies/{study_id}/import", summary="Before importing: the study's identity and the local "
                                                   "PACS's patients with that ID or NHS number (C-FIND)")
 def get_import(study_id: ObjectId, node_id: int | None = Query(None, ge=1, le=2**31 - 1),
@@ -187,26 +133,7 @@ def get_import(study_id: ObjectId, node_id: int | None = Query(None, ge=1, le=2*
                                                                   "(default: the study's)"),
                p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.dicom.find import FindFailed, find_patients
-    from imex.harmonise import nhs
-
-    p.require("studies.import")
-    study, patient, source = visible_study(s, p, study_id)
-    node = _local_pacs(s, p, node_id)
-    wanted = search.strip() or (nhs.normalise(patient.patient_id) if nhs.is_valid(patient.patient_id)
-                                else patient.patient_id)
-    s.commit()
-    try:
-        local = find_patients(pt.config["dicom.ae_title"], node.ae_title, node.host, node.port, wanted)
-        problem = ""
-    except FindFailed as exc:
-        local, problem = [], str(exc)
-    audit.record(s, "search", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="node",
-                 object_id=node.name, detail=f"local PACS query for {wanted!r} before import: {len(local)} found",
-                 **p.audit_fields())
-    s.commit()
-    return {"study": study_row(study, patient, source), "pacs": {"id": node.id, "name": node.name},
-            "searched_for": wanted, "local_patients": [lp.__dict__ for lp in local], "problem": problem}
+    return import_preview(s, p, pt.config, study_id, node_id, search)
 
 
 class ImportIn(BaseModel):
@@ -219,27 +146,11 @@ class ImportIn(BaseModel):
              summary="Import a study you can see into your PACS under the identity you confirm")
 def post_import(study_id: ObjectId, body: ImportIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.harmonise import nhs
-    from imex.routing.queue import queue_study
-
     p.require("studies.import")
-    study, patient, _ = visible_study(s, p, study_id)
-    node = _local_pacs(s, p, body.node_id)
-    earlier = s.scalar(select(Transfer.id).where(Transfer.study_id == study.id, Transfer.destination_node_id == node.id))
-    if earlier is not None:
-        raise Problem(409, f"this study was already sent to {node.name} (transfer {earlier})")
-    local_id = body.patient_id.strip()
-    issuer = "NHS" if nhs.is_valid(local_id) else p.institution_ods
-    local_id = nhs.normalise(local_id) if issuer == "NHS" else local_id
-    conn = s.connection()
-    [transfer_id] = queue_study(conn, study.id, {node.id: f"import by {p.username}"})
-    s.add(Reconciliation(transfer_id=transfer_id, state="resolved", reason="import into the local PACS",
-                         patient_id=local_id, issuer=issuer, accession_number=(body.accession_number or None),
-                         actor=p.username, created_at=utcnow(), resolved_at=utcnow()))
-    audit.record(s, "study.import", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="transfer",
-                 object_id=transfer_id, detail=f"into {node.name} as patient {local_id} ({issuer})"
-                 + (f", accession {body.accession_number}" if body.accession_number else ""), **p.audit_fields())
+    study, _, _ = visible_study(s, p, study_id)
+    node = import_pacs(s, p, body.node_id)
+    done = guardian_import.import_study(s, study.id, node, body.patient_id, body.accession_number, p)
     s.commit()
     if pt.hub is not None:
         pt.hub.work_queued.set()
-    return {"transfer_id": transfer_id, "node": node.name, "patient_id": local_id, "issuer": issuer}
+    return {"transfer_id": done.transfer_id, "node": done.node, "patient_id": done.patient_id, "issuer": done.issuer}

@@ -7,19 +7,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex.auth.permissions import Principal
-from imex.db.models import Study
-from imex.db.models_links import StudyLink
+from imex.db.models import Study, StudyLink
 from imex.links import manage
 from imex.notify.email import queue_email
-from imex.auth import scope
-from imex.web.api.transfers import visible_study
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
-from imex.web.errors import Problem
+from imex.web.views.links import links_query
+from imex.web.views.transfers import visible_study
 
 router = APIRouter(prefix="/api/v1", tags=["links"])
 
@@ -37,21 +34,12 @@ def link_url(request: Request, pt: Portal, token: str) -> str:
     return f"{root}/l/{token}"
 
 
-def links_query(p: Principal):  # type: ignore[no-untyped-def]
-    """Links of the caller's institution (every institution's for system admins) on studies they see."""
-    return (select(StudyLink).join(Study, Study.id == StudyLink.study_id)
-            .where(scope.own_institution_clause(p, StudyLink.institution_id), scope.study_clause(p)))
-
-
 @router.post("/links", status_code=201, summary="Make a link to a study for one outside e-mail address")
 def create_link(body: LinkIn, request: Request, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                 s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("links.manage")
     study, patient, source = visible_study(s, p, body.study_id)
-    try:
-        made = manage.create(s, p, study, patient, pt.config, email=body.email, mode=body.mode, days=body.days)
-    except manage.LinkError as exc:
-        raise Problem(422, str(exc)) from None
+    made = manage.create(s, p, study, patient, pt.config, email=body.email, mode=body.mode, days=body.days)
     url = link_url(request, pt, made.token)
     if body.send_email:
         queue_email(s.connection(), [made.link.email], f"[imex] {source.name} has shared images with you",
@@ -90,11 +78,3 @@ def revoke_link(link_id: ObjectId, p: Principal = Depends(signed_in), s: Session
     manage.revoke(s, p, link, s.get(Study, link.study_id))  # type: ignore[arg-type]
     s.commit()
     return manage.summary(link)
-
-
-def links_for_study(s: Session, p: Principal, study_id: int) -> list[dict[str, Any]]:
-    """The study page's list (empty for users who may not manage links)."""
-    if not p.can("links.manage"):
-        return []
-    return [manage.summary(link) for link in s.scalars(links_query(p).where(StudyLink.study_id == study_id)
-                                                        .order_by(StudyLink.id.desc()).limit(200))]

@@ -1,70 +1,32 @@
 """Searching one's own institution's PACS through the hub (C-FIND, study then series level) and sending
-what was found as a pre-authorised transfer: one transaction, a retrieval (C-MOVE to the hub) per study;
-the router hook sends each study on when it arrives. Only nodes of the user's institution with
+what was found as a pre-authorised transfer (exchanges.from_pacs: one transaction, a retrieval per study;
+the router hook sends each study on when it arrives). Only nodes of the user's institution with
 query/retrieve on may be searched (another's is 404, audited); every search is audited."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth.permissions import Principal
-from imex.db.models import Institution, Node, User
-from imex.dicom.query import FindFailed, NodeAddress, StudyQuery, find_series, find_studies
-from imex.exchanges import messages, retrievals
-from imex.exchanges.transactions import TransactionError, open_transaction
-from imex.auth import scope
+from imex.db.models import Node
+from imex.dicom.query import FindFailed, NodeAddress, find_series, find_studies
+from imex.exchanges import messages
+from imex.exchanges.from_pacs import STUDY_UID, send_from_pacs
 from imex.web.context import Portal
-from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
+from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import Problem
-from imex.routing import priority as priorities
+from imex.web.views.pacs_search import SearchFields, searchable_node, searchable_nodes
 
 router = APIRouter(prefix="/api/v1/pacs", tags=["exchanges"])
-_DATE = re.compile(r"^\d{8}$")
-_UID = re.compile(r"^[0-9.]{1,64}$")
-
-
-def searchable_node(s: Session, p: Principal, node_id: int) -> Node:
-    p.require("studies.send")
-    return visible_or_deny(s, p, s.scalar(scope.searchable_nodes_query(p).where(Node.id == node_id)), "node", node_id,
-                           "searchable PACS")
 
 
 @router.get("/nodes", summary="The PACS nodes of your institution the hub may search")
 def list_nodes(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    p.require("studies.send")
-    return [{"id": n.id, "name": n.name, "ae_title": n.ae_title} for n in s.scalars(
-        scope.searchable_nodes_query(p).order_by(Node.name))]
-
-
-def _date(value: str, name: str) -> str:
-    value = value.replace("-", "").strip()
-    if value and not _DATE.match(value):
-        raise Problem(422, f"{name} must be a date (YYYY-MM-DD or YYYYMMDD), not {value[:20]!r}")
-    return value
-
-
-class SearchFields:
-    """The search's fields, also accepted as URL query parameters by the search page (pre-filled)."""
-
-    def __init__(self, patient_id: str = Query("", max_length=64, description="Patient ID or NHS number"),
-                 patient_name: str = Query("", max_length=64, description="Name, DICOM style (DOE^JANE); * allowed"),
-                 birth_date: str = Query("", max_length=10), accession: str = Query("", max_length=16),
-                 modality: str = Query("", max_length=16), date_from: str = Query("", max_length=10),
-                 date_to: str = Query("", max_length=10),
-                 study_uid: str = Query("", max_length=64)) -> None:
-        self.query = StudyQuery(patient_id=patient_id.replace(" ", "").strip(), patient_name=patient_name.strip(),
-                                birth_date=_date(birth_date, "birth_date"), accession=accession.strip(),
-                                modality=modality.strip().upper(), date_from=_date(date_from, "date_from"),
-                                date_to=_date(date_to, "date_to"), study_uid=study_uid.strip())
-
-    def describe(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in vars(self.query).items() if v)[:500]
+    return searchable_nodes(s, p)
 
 
 def _address(node: Node) -> NodeAddress:
@@ -102,7 +64,7 @@ def search_studies(node_id: ObjectId, fields: SearchFields = Depends(), p: Princ
 def search_series(node_id: ObjectId, study_uid: str, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
                   s: Session = Depends(db_session)) -> dict[str, Any]:
     node = searchable_node(s, p, node_id)
-    if not _UID.match(study_uid):
+    if not STUDY_UID.match(study_uid):
         raise Problem(422, "a study instance UID is digits and dots, at most 64 characters")
     address = _address(node)
     s.commit()
@@ -133,41 +95,7 @@ class SendIn(BaseModel):
 def send_studies(node_id: ObjectId, body: SendIn, p: Principal = Depends(signed_in),
                  s: Session = Depends(db_session)) -> dict[str, Any]:
     node = searchable_node(s, p, node_id)
-    uids = list(dict.fromkeys(u.strip() for u in body.study_uids))
-    bad = [u for u in uids if not _UID.match(u)]
-    if bad:
-        raise Problem(422, f"not a study instance UID: {bad[0][:70]!r}")
-    try:
-        level = priorities.parse(body.priority)
-    except ValueError as exc:
-        raise Problem(422, str(exc)) from None
-    dest = s.scalar(select(Institution).where(Institution.ods_code == body.destination.strip().upper()))
-    if dest is None:
-        raise Problem(422, f"no institution {body.destination[:16]!r}")
-    if dest.id == node.institution_id:
-        raise Problem(422, "choose another institution to send to")
-    recipient_user_id = None
-    if body.recipient_user.strip():
-        recipient_user_id = s.scalar(select(User.id).where(User.username == body.recipient_user.strip(),
-                                                           User.institution_id == dest.id))
-        if recipient_user_id is None:
-            raise Problem(422, f"{dest.ods_code} has no user {body.recipient_user[:64]!r}")
-    conn = s.connection()
-    try:
-        tid = open_transaction(conn, kind="preauthorised", source_institution_id=node.institution_id,
-                               destination_institution_id=dest.id, sender_user_id=p.user_id, sender_name=p.username,
-                               study_uids=uids, subject=body.subject, message=body.message, priority=level,
-                               recipient=body.recipient.strip() or None, recipient_user_id=recipient_user_id)
-        for uid in uids:
-            retrievals.enqueue(conn, node_id=node.id, study_uid=uid, purpose="transfer", transaction_id=tid,
-                               institution_id=node.institution_id, requested_by=p.username)
-    except (TransactionError, retrievals.RetrievalError) as exc:
-        raise Problem(422, str(exc)) from None
-    from imex.exchanges.tables import transactions
-
-    tx = conn.execute(select(transactions).where(transactions.c.id == tid)).one()
-    messages.tell(conn, tx, dest.id, node.institution_id, "New exchange")
-    for uid in uids:
-        audit.record(s, "exchange.send", object_type="transaction", object_id=tid, study_uid=uid,
-                     detail=f"pre-authorised from {node.name} to {dest.ods_code}", **p.audit_fields())
-    return {"id": tid, "href": f"/exchanges/{tid}", "studies": len(uids)}
+    sent = send_from_pacs(s, node.id, body.study_uids, body.destination, p, priority=body.priority,
+                          recipient=body.recipient, recipient_user=body.recipient_user, subject=body.subject,
+                          message=body.message)
+    return {"id": sent.transaction_id, "href": f"/exchanges/{sent.transaction_id}", "studies": sent.studies}

@@ -5,18 +5,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth.permissions import Principal
-from imex.db.models import Node, Transfer, User
-from imex.web.api.transfers import visible_transfer
+from imex.routing import priority as levels
+from imex.routing.recipient import change
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import Problem
-from imex.routing import priority as levels
-from imex.routing.recipient import RecipientError, change
+from imex.web.views.transfers import may_change_priority, recipient_choices, visible_transfer
 
 router = APIRouter(prefix="/api/v1", tags=["transfers"])
 
@@ -28,26 +26,17 @@ class PriorityIn(BaseModel):
                                           description="A user of the destination institution to tell directly")
 
 
-def _may_change(p: Principal) -> None:
-    """Senders (studies.send) and those who manage transfers may set priority and recipient."""
-    if not p.can("studies.send"):
-        p.require("transfers.manage")
-
-
 @router.post("/transfers/{transfer_id}/priority",
              summary="Set the priority and named recipient of a transfer your institution sends")
 def set_priority(transfer_id: ObjectId, body: PriorityIn, p: Principal = Depends(signed_in),
                  pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
-    _may_change(p)
+    may_change_priority(p)
     detail = visible_transfer(s, p, transfer_id)
     if detail["direction"] != "outgoing" and not p.is_system_admin:
         raise Problem(403, "only the sending institution (or a hub admin) sets a transfer's priority and recipient")
     s.commit()
-    try:
-        changed = change(pt.db, transfer_id, priority=levels.parse(body.priority) if body.priority else None,
-                         recipient=body.recipient, recipient_user_id=body.recipient_user_id, actor=p.username)
-    except RecipientError as exc:
-        raise Problem(409 if "final" in str(exc) else 422, str(exc)) from None
+    changed = change(pt.db, transfer_id, priority=levels.parse(body.priority) if body.priority else None,
+                     recipient=body.recipient, recipient_user_id=body.recipient_user_id, actor=p.username)
     if changed:
         audit.record(s, "transfer.priority", study_uid=detail["study_uid"], patient_id=detail["patient_id"],
                      object_type="transfer", object_id=transfer_id, detail="; ".join(changed), **p.audit_fields())
@@ -59,11 +48,4 @@ def set_priority(transfer_id: ObjectId, body: PriorityIn, p: Principal = Depends
             summary="Users of the destination institution who can be named as a transfer's recipient")
 def recipients(transfer_id: ObjectId, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> list[dict[str, Any]]:
-    _may_change(p)
-    visible_transfer(s, p, transfer_id)
-    inst = s.scalar(select(Node.institution_id).join(Transfer, Transfer.destination_node_id == Node.id)
-                    .where(Transfer.id == transfer_id))
-    users = s.scalars(select(User).where(User.institution_id == inst, User.disabled.is_(False))
-                      .order_by(User.full_name, User.username)).all()
-    return [{"id": u.id, "username": u.username, "full_name": u.full_name} for u in users]
-
+    return recipient_choices(s, p, transfer_id)

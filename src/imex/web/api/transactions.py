@@ -1,6 +1,7 @@
 """Exchanges (transactions): the list, one with its studies' progress, its messages and attachments;
 posting a message; uploading and downloading attachments. Visibility is scope.transaction_clause: the
-sending and receiving institutions' permitted users; anything else is 404, audited."""
+sending and receiving institutions' permitted users; anything else is 404, audited. The reads shared with
+the pages are in web/views/transactions.py."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -9,52 +10,22 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import desc, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth.permissions import Principal
-from imex.db.models import Institution, Node
-from imex.db.models_exchange import ExchangeTransaction, TransactionAttachment, TransactionMessage
-from imex.exchanges import attachments, messages
-from imex.exchanges.transactions import overall_state, study_progress
 from imex.auth import scope
+from imex.auth.permissions import Principal
+from imex.db.models import Retrieval, TransactionAttachment
+from imex.exchanges import attachments, messages, retrievals
+from imex.exchanges.transactions import overall_state, study_progress
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem, Refused
-from imex.web.views import iso
-from imex.routing.priority import name as priority_name
+from imex.web.views import transactions as tx_views
+from imex.web.views.transactions import TransactionPage, attachment_row, transaction_detail, visible_transaction
 
 router = APIRouter(prefix="/api/v1", tags=["exchanges"])
-
-
-def visible_transaction(s: Session, p: Principal, transaction_id: int) -> ExchangeTransaction:
-    p.require("transfers.view")
-    return visible_or_deny(s, p, s.scalar(scope.transactions_query(p).where(ExchangeTransaction.id == transaction_id)),
-                           "transaction", transaction_id, "exchange")
-
-
-def _institutions(s: Session, *ids: int) -> dict[int, Institution]:
-    return {i.id: i for i in s.scalars(select(Institution).where(Institution.id.in_(ids)))}
-
-
-def summary(s: Session, p: Principal, tx: ExchangeTransaction) -> dict[str, Any]:
-    """One line of the list, with the state derived from its studies' retrievals and transfers."""
-    progress = study_progress(s.connection(), tx)
-    insts = _institutions(s, tx.source_institution_id, tx.destination_institution_id)
-    src, dst = insts.get(tx.source_institution_id), insts.get(tx.destination_institution_id)
-    return {"id": tx.id, "kind": tx.kind, "subject": tx.subject, "state": overall_state(progress),
-            "direction": "outgoing" if tx.source_institution_id == p.institution_id else "incoming",
-            "source": src.ods_code if src else "", "source_name": src.name if src else "",
-            "destination": dst.ods_code if dst else "", "destination_name": dst.name if dst else "",
-            "sender": tx.sender_name, "recipient": tx.recipient, "priority": priority_name(tx.priority),
-            "studies": len(progress), "delivered": sum(1 for x in progress if x.state == "delivered"),
-            "created_at": iso(tx.created_at)}
-
-
-class TransactionPage(BaseModel):
-    total: int
-    items: list[dict[str, Any]]
 
 
 @router.get("/transactions", response_model=TransactionPage, summary="Exchanges sent or received")
@@ -63,74 +34,14 @@ def list_transactions(direction: Literal["all", "incoming", "outgoing"] = "all",
                       kind: Literal["push", "preauthorised", "request", "upload"] | None = None,
                       limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=10**6),
                       p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> TransactionPage:
-    p.require("transfers.view")
-    stmt = scope.transactions_query(p)
-    if direction == "incoming":
-        stmt = stmt.where(ExchangeTransaction.destination_institution_id == p.institution_id)
-    elif direction == "outgoing":
-        stmt = stmt.where(ExchangeTransaction.source_institution_id == p.institution_id)
-    if kind:
-        stmt = stmt.where(ExchangeTransaction.kind == kind)
-    stmt = stmt.order_by(desc(ExchangeTransaction.id))
-    if state is None:
-        total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-        rows = [summary(s, p, tx) for tx in s.scalars(stmt.limit(limit).offset(offset))]
-    else:  # the state is derived, not stored: filter the recent ones
-        found = [r for r in (summary(s, p, tx) for tx in s.scalars(stmt.limit(2000))) if r["state"] == state]
-        total, rows = len(found), found[offset:offset + limit]
-    return TransactionPage(total=total, items=rows)
-
-
-def detail(s: Session, p: Principal, tx: ExchangeTransaction) -> dict[str, Any]:
-    conn = s.connection()
-    progress = study_progress(conn, tx)
-    body = summary(s, p, tx)
-    from imex.db.models import Patient, Study
-
-    studies_out = []
-    for item in progress:
-        info: dict[str, Any] = {"study_uid": item.study_uid, "study_id": item.study_id, "state": item.state,
-                                "detail": item.detail,
-                                "transfers": [{"id": t["id"], "state": t["state"], "node": t["node"],
-                                               "sent": t["instances_sent"], "total": t["instances_total"],
-                                               "last_error": t["last_error"]} for t in item.transfers],
-                                "retrievals": [{"id": r["id"], "state": r["state"], "attempts": r["attempts"],
-                                                "last_error": r["last_error"], "completed": r["completed"]}
-                                               for r in item.retrievals]}
-        if item.study_id is not None:
-            row = s.execute(select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
-                            .where(Study.id == item.study_id)).first()
-            if row is not None:
-                study, patient = row
-                info.update(patient_name=patient.name, patient_id=patient.patient_id, accession=study.accession_number,
-                            study_date=study.study_date, modalities=study.modalities, description=study.description,
-                            images=study.num_instances)
-        studies_out.append(info)
-    body["studies"] = studies_out
-    body["messages"] = [{"id": m.id, "author": m.author_name, "institution_id": m.institution_id, "body": m.body,
-                         "at": iso(m.at)} for m in s.scalars(select(TransactionMessage).where(
-                             TransactionMessage.transaction_id == tx.id).order_by(TransactionMessage.id))]
-    body["attachments"] = [attachment_row(a) for a in s.scalars(select(TransactionAttachment).where(
-        TransactionAttachment.transaction_id == tx.id).order_by(TransactionAttachment.id))]
-    body["source_is_me"] = tx.source_institution_id == p.institution_id
-    return body
-
-
-def attachment_row(a: TransactionAttachment) -> dict[str, Any]:
-    return {"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size,
-            "sha256": a.sha256, "scan_state": a.scan_state, "uploaded_by": a.uploaded_by, "at": iso(a.at),
-            "href": f"/api/v1/attachments/{a.id}"}
+    return tx_views.list_transactions(s, p, direction=direction, state=state, kind=kind, limit=limit,
+                                      offset=offset)
 
 
 @router.get("/transactions/{transaction_id}", summary="An exchange: its studies' progress, messages and attachments")
 def get_transaction(transaction_id: ObjectId, p: Principal = Depends(signed_in),
                     s: Session = Depends(db_session)) -> dict[str, Any]:
-    tx = visible_transaction(s, p, transaction_id)
-    body = detail(s, p, tx)
-    audit.record(s, "exchange.view", object_type="transaction", object_id=tx.id,
-                 study_uid=body["studies"][0]["study_uid"] if body["studies"] else "",
-                 detail=f"{len(body['studies'])} studies", **p.audit_fields())
-    return body
+    return transaction_detail(s, p, transaction_id)
 
 
 class MessageIn(BaseModel):
@@ -141,11 +52,8 @@ class MessageIn(BaseModel):
 def post_message(transaction_id: ObjectId, body: MessageIn, p: Principal = Depends(signed_in),
                  s: Session = Depends(db_session)) -> dict[str, Any]:
     tx = visible_transaction(s, p, transaction_id)
-    try:
-        mid = messages.post(s.connection(), tx.id, author_user_id=p.user_id, author_name=p.username,
-                            institution_id=p.institution_id, body=body.body)
-    except ValueError as exc:
-        raise Problem(422, str(exc)) from None
+    mid = messages.post(s.connection(), tx.id, author_user_id=p.user_id, author_name=p.username,
+                        institution_id=p.institution_id, body=body.body)
     audit.record(s, "exchange.message", object_type="transaction", object_id=tx.id, detail=f"message {mid}",
                  **p.audit_fields())
     return {"id": mid, "transaction_id": tx.id}
@@ -210,14 +118,6 @@ def download_attachment(attachment_id: ObjectId, p: Principal = Depends(signed_i
         "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'"})
 
 
-def destination_choices(s: Session, p: Principal) -> list[dict[str, Any]]:
-    """Institutions a user may send to: every other one with an enabled node that receives."""
-    receiving = select(Node.institution_id).where(Node.destination.is_(True), Node.enabled.is_(True))
-    return [{"ods": i.ods_code, "name": i.name} for i in s.scalars(
-        select(Institution).where(Institution.id != p.institution_id, Institution.id.in_(receiving))
-        .order_by(Institution.name))]
-
-
 @router.get("/transactions/{transaction_id}/progress",
             summary="An exchange's state and each study's state (no patient data; what its page polls)")
 def get_progress(transaction_id: ObjectId, p: Principal = Depends(signed_in),
@@ -238,14 +138,10 @@ def retry_retrievals(transaction_id: ObjectId, p: Principal = Depends(signed_in)
         audit.record(s, "access.denied", outcome="denied", object_type="transaction", object_id=tx.id,
                      detail="retry of another institution's retrievals", **p.audit_fields())
         raise Refused(403, "only the sending institution can ask its PACS again")
-    from imex.db.models_exchange import Retrieval
-
     failed = list(s.scalars(select(Retrieval.id).where(Retrieval.transaction_id == tx.id, Retrieval.state == "failed")))
     if not failed:
         raise Problem(409, "no retrieval of this exchange has failed; nothing to retry")
     s.commit()
-    from imex.exchanges import retrievals
-
     retried = sum(1 for rid in failed if retrievals.retry(pt.db, rid))
     audit.record(s, "exchange.retry", object_type="transaction", object_id=tx.id,
                  detail=f"{retried} retrieval(s) asked again", **p.audit_fields())

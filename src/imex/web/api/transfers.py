@@ -1,110 +1,32 @@
-"""Worklists, transfers, studies and quarantine."""
+"""Worklists, transfers, studies and quarantine. The reads they share with the pages are in
+web/views/transfers.py; the changes are domain functions (routing.queue, harmonise.reconcile,
+retention.extension, routing.router, index.remove) whose typed errors web/errors.py answers."""
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import asc, desc, func, or_, select
 from sqlalchemy.orm import Session
 
 from imex import audit
+from imex.audit.export import csv_lines
 from imex.auth.permissions import Principal
-from imex.db.models import Instance, Series, Study, Transfer, TransferEvent, TransferItem, Worklist
-from imex.auth import scope
-from imex.web.context import Portal
-from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
-from imex.web.errors import Problem
-from imex.web.views import iso, study_row, transfer_row
+from imex.db.models import Study
+from imex.routing.reconcile import reconcile
+from imex.index.remove import delete_study
+from imex.retention.extension import extend_study as extend
 from imex.routing import queue
+from imex.routing.router import route_manually
+from imex.web.context import Portal
+from imex.web.deps import ObjectId, db_session, portal, signed_in
+from imex.web.errors import Problem
+from imex.web.views import iso
+from imex.web.views.transfers import (TransferFilters, TransferPage, list_transfers, quarantine, quarantined,
+                                      study_detail, transfer_detail, visible_study, visible_transfer)
 
 router = APIRouter(prefix="/api/v1", tags=["transfers"])
-
-STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled", "held")
-SORTS = {
-    "received": scope.Study.first_received_at,
-    "delivered": Transfer.delivered_at,
-    "updated": Transfer.updated_at,
-    "study_date": Study.study_date,
-    "state": Transfer.state,
-    "images": Study.num_instances,
-    "id": Transfer.id,
-}
-_DATE = re.compile(r"^\d{8}$")
-
-
-class TransferPage(BaseModel):
-    total: int
-    items: list[dict[str, Any]]
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-
-
-def worklist_of(s: Session, p: Principal, worklist_id: int) -> Worklist:
-    wl = visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
-                         "worklist", worklist_id)
-    return wl
-
-
-def list_transfers(s: Session, p: Principal, *, direction: str = "all", state: str | None = None, q: str = "",
-                   modality: str = "", date_from: str = "", date_to: str = "", worklist: int | None = None,
-                   sort: str = "received", order: str = "desc", limit: int = 50, offset: int = 0) -> TransferPage:
-    stmt = scope.transfers_query(p).where(scope.direction_clause(p, direction))
-    if state:
-        stmt = stmt.where(Transfer.state == state)
-    if q.strip():
-        pattern = _like(q.strip())
-        stmt = stmt.where(or_(scope.Patient.name.ilike(pattern, escape="\\"),
-                              scope.Patient.patient_id.ilike(pattern, escape="\\"),
-                              Study.accession_number.ilike(pattern, escape="\\"),
-                              Study.description.ilike(pattern, escape="\\")))
-    if modality.strip():
-        stmt = stmt.where(Study.modalities.ilike(_like(modality.strip().upper()), escape="\\"))
-    for value, name in ((date_from, "date_from"), (date_to, "date_to")):
-        if value and not _DATE.match(value):
-            raise Problem(422, f"{name} must be a date as YYYYMMDD, not {value[:20]!r}")
-    if date_from:
-        stmt = stmt.where(Study.study_date >= date_from)
-    if date_to:
-        stmt = stmt.where(Study.study_date <= date_to)
-    if worklist is not None:
-        stmt = stmt.where(scope.worklist_clause(worklist_of(s, p, worklist)))
-    total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    column = SORTS[sort]
-    stmt = stmt.order_by(desc(column) if order == "desc" else asc(column), desc(Transfer.id))
-    rows = s.execute(stmt.limit(limit).offset(offset)).all()
-    return TransferPage(total=total, items=[transfer_row(p, *row) for row in rows])
-
-
-class TransferFilters:
-    """The worklist's filters, shared by the list, its CSV export and bulk retry."""
-
-    def __init__(
-        self,
-        direction: Literal["all", "incoming", "outgoing"] = "all",
-        state: Literal["pending", "sending", "delivered", "confirmed", "failed", "cancelled", "held"] | None = None,
-        q: str = Query("", max_length=64, description="Patient name or ID, accession number or description"),
-        modality: str = Query("", max_length=16),
-        date_from: str = Query("", max_length=8, description="Study date from, YYYYMMDD"),
-        date_to: str = Query("", max_length=8, description="Study date to, YYYYMMDD"),
-        worklist: int | None = Query(None, ge=1, le=2**31 - 1, description="A virtual node (worklist) id"),
-        sort: Literal["received", "delivered", "updated", "study_date", "state", "images", "id"] = "received",
-        order: Literal["asc", "desc"] = "desc",
-    ) -> None:
-        self.values = dict(direction=direction, state=state, q=q, modality=modality, date_from=date_from,
-                           date_to=date_to, worklist=worklist, sort=sort, order=order)
-
-    def page(self, s: Session, p: Principal, limit: int, offset: int) -> TransferPage:
-        found = list_transfers(s, p, **self.values, limit=limit, offset=offset)  # type: ignore[arg-type]
-        q = str(self.values["q"]).strip()
-        if q:
-            audit.record(s, "search", detail=f"worklist search {q[:64]!r}: {found.total} result(s)",
-                         **p.audit_fields())
-        return found
 
 
 @router.get("/transfers", response_model=TransferPage, summary="Incoming and outgoing transfers (a worklist)")
@@ -125,8 +47,6 @@ _CSV_COLUMNS = ("id", "state", "direction", "priority", "patient_name", "patient
             response_class=StreamingResponse)
 def export_transfers(filters: TransferFilters = Depends(), p: Principal = Depends(signed_in),
                      s: Session = Depends(db_session)) -> StreamingResponse:
-    from imex.audit.export import csv_lines
-
     p.require("transfers.view")
     found = filters.page(s, p, EXPORT_LIMIT, 0)
     audit.record(s, "transfers.export", detail=f"{len(found.items)} transfer(s) as CSV", **p.audit_fields())
@@ -167,29 +87,10 @@ def retry_failed(body: BulkRetry, p: Principal = Depends(signed_in), pt: Portal 
     return {"retried": retried}
 
 
-def visible_transfer(s: Session, p: Principal, transfer_id: int) -> dict[str, Any]:
-    row = visible_or_deny(s, p, s.execute(scope.transfers_query(p).where(Transfer.id == transfer_id)).first(),
-                          "transfer", transfer_id)
-    return transfer_row(p, *row)
-
-
 @router.get("/transfers/{transfer_id}", summary="A transfer with its history and per-instance errors")
 def get_transfer(transfer_id: ObjectId, p: Principal = Depends(signed_in),
                  s: Session = Depends(db_session)) -> dict[str, Any]:
-    p.require("transfers.view")
-    detail = visible_transfer(s, p, transfer_id)
-    events = s.execute(select(TransferEvent).where(TransferEvent.transfer_id == transfer_id)
-                       .order_by(TransferEvent.id)).scalars().all()
-    failures = s.execute(select(TransferItem.error, TransferItem.status, Instance.sop_uid)
-                         .join(Instance, Instance.id == TransferItem.instance_id)
-                         .where(TransferItem.transfer_id == transfer_id, TransferItem.error.is_not(None))
-                         .limit(100)).all()
-    detail["events"] = [{"at": iso(e.at), "event": e.event, "detail": e.detail} for e in events]
-    detail["instance_errors"] = [{"sop_instance_uid": f.sop_uid, "status": f.status, "error": f.error}
-                                 for f in failures]
-    audit.record(s, "transfer.view", study_uid=detail["study_uid"], patient_id=detail["patient_id"],
-                 object_type="transfer", object_id=transfer_id, **p.audit_fields())
-    return detail
+    return transfer_detail(s, p, transfer_id)
 
 
 class Reason(BaseModel):
@@ -197,13 +98,11 @@ class Reason(BaseModel):
 
 
 def _operate(s: Session, p: Principal, transfer_id: int, action: str, reason: str, operation) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """A queue operation on a transfer `p` may manage; a QueueError (wrong state) is a Conflict."""
     p.require("transfers.manage")
     detail = visible_transfer(s, p, transfer_id)
     s.commit()  # the queue functions run their own transaction
-    try:
-        operation()
-    except queue.QueueError as exc:
-        raise Problem(409, str(exc)) from None
+    operation()
     audit.record(s, action, study_uid=detail["study_uid"], patient_id=detail["patient_id"], object_type="transfer",
                  object_id=transfer_id, detail=reason, **p.audit_fields())
     s.commit()
@@ -234,15 +133,10 @@ class ReconcileIn(BaseModel):
              summary="Release a transfer held for reconciliation with the patient ID (and accession) to use")
 def reconcile_transfer(transfer_id: ObjectId, body: ReconcileIn, p: Principal = Depends(signed_in),
                        pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.harmonise.reconcile import ReconcileError, reconcile
-
     p.require("transfers.manage")
     detail = visible_transfer(s, p, transfer_id)
     s.commit()
-    try:
-        reconcile(pt.db, transfer_id, body.patient_id, body.accession_number or None, actor=p.username)
-    except ReconcileError as exc:
-        raise Problem(409 if "not held" in str(exc) else 422, str(exc)) from None
+    reconcile(pt.db, transfer_id, body.patient_id, body.accession_number or None, actor=p.username)
     audit.record(s, "transfer.reconcile", study_uid=detail["study_uid"], patient_id=detail["patient_id"],
                  object_type="transfer", object_id=transfer_id,
                  detail=f"send as patient ID {body.patient_id.strip()[:64]}"
@@ -254,38 +148,9 @@ def reconcile_transfer(transfer_id: ObjectId, body: ReconcileIn, p: Principal = 
 
 # -- studies ------------------------------------------------------------------------------------------
 
-def visible_study(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
-    row = visible_or_deny(s, p, s.execute(scope.studies_query(p).where(Study.id == study_id)).first(),
-                          "study", study_id)
-    return row
-
-
-def _reports(s: Session, study_id: int) -> list[dict[str, Any]]:
-    """The study's reports, when the HL7 part of the hub is installed."""
-    try:
-        from imex.reports.history import reports_for_study
-    except ImportError:
-        return []
-    return list(reports_for_study(s.connection(), study_id))
-
-
 @router.get("/studies/{study_id}", summary="A study with its series, transfers and reports")
 def get_study(study_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
-    study, patient, source = visible_study(s, p, study_id)
-    detail = study_row(study, patient, source)
-    series = s.execute(select(Series).where(Series.study_id == study_id).order_by(Series.number, Series.id)).scalars()
-    detail["series_list"] = [{"series_uid": x.series_uid, "number": x.number, "modality": x.modality,
-                              "description": x.description, "body_part": x.body_part, "images": x.num_instances}
-                             for x in series]
-    transfers = s.execute(scope.transfers_query(p).where(Transfer.study_id == study_id)
-                          .order_by(Transfer.id)).all()
-    detail["transfers"] = [transfer_row(p, *row) for row in transfers]
-    detail["reports"] = _reports(s, study_id)
-    detail["expires_at"] = iso(study.expires_at)
-    detail["extended_by"] = study.extended_by
-    audit.record(s, "study.view", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="study",
-                 object_id=study_id, **p.audit_fields())
-    return detail
+    return study_detail(s, p, study_id)
 
 
 class ExtendRequest(BaseModel):
@@ -295,22 +160,9 @@ class ExtendRequest(BaseModel):
 @router.post("/studies/{study_id}/extend", summary="Keep a study longer than its retention, once")
 def extend_study(study_id: ObjectId, body: ExtendRequest, p: Principal = Depends(signed_in),
                  pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
-    import datetime as dt
-
-    from imex.db.models import utcnow
-
     p.require("transfers.manage")
-    study, patient, _ = visible_study(s, p, study_id)
-    if study.expires_at is None:
-        raise Problem(409, "this study has no expiry yet (it is still arriving, or is kept until deleted)")
-    if study.extended_by:
-        raise Problem(409, f"this study was already extended once, by {study.extended_by}")
-    before = study.expires_at
-    study.expires_at = max(before, utcnow()) + dt.timedelta(hours=pt.config["retention.extend_hours"])
-    study.extended_by = p.username
-    audit.record(s, "study.extend", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="study",
-                 object_id=study_id, detail=f"kept until {study.expires_at:%Y-%m-%d %H:%M} UTC (was "
-                                            f"{before:%Y-%m-%d %H:%M}): {body.reason.strip()}", **p.audit_fields())
+    study, _, _ = visible_study(s, p, study_id)
+    extend(s, study.id, pt.config["retention.extend_hours"], body.reason, p)
     s.commit()
     return {"expires_at": iso(study.expires_at), "extended_by": study.extended_by}
 
@@ -320,11 +172,7 @@ def extend_study(study_id: ObjectId, body: ExtendRequest, p: Principal = Depends
 @router.get("/quarantine", summary="Studies that matched no route, with the reason")
 def get_quarantine(limit: int = Query(100, ge=1, le=500), offset: int = Query(0, ge=0, le=10**7),
                    p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
-    p.require("quarantine.manage")
-    stmt = scope.quarantine_query(p)
-    total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = s.execute(stmt.order_by(desc(Study.last_received_at)).limit(limit).offset(offset)).all()
-    return {"total": total, "items": [study_row(*row) for row in rows]}
+    return quarantine(s, p, limit, offset)
 
 
 class RouteRequest(BaseModel):
@@ -336,24 +184,15 @@ class DeleteRequest(BaseModel):
     reason: str = Field(..., min_length=1, max_length=500, description="Why the study is deleted")
 
 
-def _quarantined(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
-    p.require("quarantine.manage")
-    row = visible_or_deny(s, p, s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first(),
-                          "study", study_id, label="quarantined study")
-    return row
-
-
 @router.post("/quarantine/{study_id}/route", summary="Send a quarantined study to the destinations given")
 def route_quarantined(study_id: ObjectId, body: RouteRequest, p: Principal = Depends(signed_in),
                       pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.routing.router import route_manually
-
-    study, patient, _ = _quarantined(s, p, study_id)
+    study, patient, _ = quarantined(s, p, study_id)
     s.commit()
     targets = [t.strip() for t in body.to if t.strip()]
     try:
         ids = route_manually(pt.db, study.study_uid, targets, who=p.username)
-    except ValueError as exc:
+    except ValueError as exc:  # an unknown destination: the router's own error is a plain ValueError
         raise Problem(422, str(exc)) from None
     audit.record(s, "quarantine.route", study_uid=study.study_uid, patient_id=patient.patient_id,
                  object_type="study", object_id=study_id, detail=f"to {', '.join(targets)}: {body.reason}",
@@ -365,9 +204,7 @@ def route_quarantined(study_id: ObjectId, body: RouteRequest, p: Principal = Dep
 @router.post("/quarantine/{study_id}/delete", summary="Delete a quarantined study and its images")
 def delete_quarantined(study_id: ObjectId, body: DeleteRequest, p: Principal = Depends(signed_in),
                        pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
-    from imex.index.remove import delete_study
-
-    study, patient, _ = _quarantined(s, p, study_id)
+    study, patient, _ = quarantined(s, p, study_id)
     reason = body.reason.strip()
     uid, pid = study.study_uid, patient.patient_id
     s.commit()

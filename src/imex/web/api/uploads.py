@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth.permissions import Principal
-from imex.db.models import Institution, Node, User
-from imex.db.models_uploads import Upload
+from imex.db.models import Institution, Node, Upload, User
 from imex.auth import scope
 from imex.web.context import Portal
-from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
+from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import Problem, Refused
 from imex.web.views import person_name
+from imex.web.views.uploads import visible_upload
 from imex.routing import priority as levels
 from imex.upload import review as review_mod
 from imex.upload.send import Choice, send
@@ -32,15 +32,6 @@ MAX_OFFSET = 2**53
 
 def staging_for(pt: Portal) -> Staging:
     return Staging(pt.db, pt.config)
-
-
-def visible_upload(s: Session, p: Principal, upload_id: int) -> Upload:
-    """The upload when `p` may see it; otherwise 404, audited."""
-    p.require("studies.send")
-    found = visible_or_deny(s, p, s.scalar(select(Upload).where(Upload.id == upload_id, scope.upload_clause(p))),
-                            "upload", upload_id)
-    s.commit()  # end the read: on SQLite it holds the write lock the staging and sending steps need
-    return found
 
 
 def upload_in_path(upload_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> Upload:
@@ -170,7 +161,7 @@ def send_upload(body: SendIn, upload: Upload = Depends(upload_in_path), p: Princ
     choice = Choice(dest.id, body.node_id, levels.parse(body.priority), body.recipient.strip(),
                     body.recipient_user_id, body.message.strip(), body.subject.strip())
     try:
-        tid = send(pt.hub, staging_for(pt), p, upload.id, choice)
+        tid = send(pt.hub.db, staging_for(pt), p, upload.id, choice, quota=getattr(pt.hub, "quota", None))
     except UploadError as exc:
         raise _refuse(s, p, upload_id, "upload.send", exc) from None
     worker = getattr(pt.hub, "uploads", None)

@@ -1,0 +1,121 @@
+"""How the portal shows rows: one dictionary shape per object, shared by the JSON API and the pages, so a
+page never shows what the API would not. The modules of this package (named like web/api/ and web/pages/)
+hold the scoped reads both of them render: an API handler and its page call the same function.
+
+This module imports nothing of imex.web, so the error pages can use it without an import cycle."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from imex.auth.permissions import Principal
+from imex.db.models import Notification
+from imex.routing.priority import name as priority_name
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
+
+
+def person_name(dicom_name: str) -> str:
+    """DICOM PN (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX) as a person reads it: FAMILY, Given Middle."""
+    parts = (dicom_name or "").split("=")[0].split("^")
+    family = parts[0].strip()
+    given = " ".join(p.strip() for p in parts[1:3] if p.strip())
+    return f"{family.upper()}, {given.title()}" if given else family.upper()
+
+
+def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, source_inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    incoming = dest_node.institution_id == p.institution_id
+    return {
+        "id": transfer.id,
+        "state": transfer.state,
+        "direction": "incoming" if incoming else "outgoing",
+        "priority": transfer.priority,
+        "patient_name": person_name(patient.name),
+        "patient_id": patient.patient_id,
+        "birth_date": patient.birth_date,
+        "study_id": study.id,
+        "study_uid": study.study_uid,
+        "accession_number": study.accession_number,
+        "study_date": study.study_date,
+        "modalities": study.modalities,
+        "description": study.description,
+        "images": study.num_instances,
+        "source": {"ods": source_inst.ods_code, "name": source_inst.name},
+        "destination": {"ods": dest_inst.ods_code, "name": dest_inst.name, "node": dest_node.name},
+        "received_at": iso(study.first_received_at),
+        "last_received_at": iso(study.last_received_at),
+        "delivered_at": iso(transfer.delivered_at),
+        "confirmed_at": iso(transfer.confirmed_at),
+        "instances_sent": transfer.instances_sent,
+        "instances_total": transfer.instances_total,
+        "attempts": transfer.attempts,
+        "last_error": transfer.last_error,
+        "reason": transfer.reason,
+        "updated_at": iso(transfer.updated_at),
+        "expires_at": iso(study.expires_at),
+        "priority_name": priority_name(transfer.priority),
+        "recipient": transfer.recipient,
+        "recipient_user_id": transfer.recipient_user_id,
+        "escalated": transfer.escalated_at is not None and transfer.state not in ("delivered", "confirmed", "cancelled"),
+    }
+
+
+def study_row(study, patient, source_inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {
+        "id": study.id,
+        "study_uid": study.study_uid,
+        "patient_name": person_name(patient.name),
+        "patient_id": patient.patient_id,
+        "birth_date": patient.birth_date,
+        "sex": patient.sex,
+        "accession_number": study.accession_number,
+        "study_date": study.study_date,
+        "modalities": study.modalities,
+        "description": study.description,
+        "referring_physician": person_name(study.referring_physician),
+        "series": study.num_series,
+        "images": study.num_instances,
+        "source": {"ods": source_inst.ods_code, "name": source_inst.name},
+        "route_state": study.route_state,
+        "quarantine_reason": study.quarantine_reason,
+        "received_at": iso(study.first_received_at),
+        "last_received_at": iso(study.last_received_at),
+    }
+
+
+def node_row(node, inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"id": node.id, "name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
+            "institution": inst.ods_code, "alias": node.alias, "contact_email": node.contact_email,
+            "destination": node.destination, "max_associations": node.max_associations, "enabled": node.enabled,
+            "confirm": node.confirm, "query_retrieve": node.query_retrieve}
+
+
+def user_row(user, inst, roles: list[str]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"id": user.id, "username": user.username, "full_name": user.full_name, "email": user.email,
+            "institution": inst.ods_code, "roles": roles, "disabled": user.disabled,
+            "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
+            "second_factor": user.totp_enabled, "last_login_at": iso(user.last_login_at),
+            "created_at": iso(user.created_at)}
+
+
+def audit_row(e) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"id": e.id, "at": iso(e.at), "action": e.action, "outcome": e.outcome, "username": e.username,
+            "institution_id": e.institution_id, "ip": e.ip, "study_uid": e.study_uid, "patient_id": e.patient_id,
+            "object_type": e.object_type, "object_id": e.object_id, "detail": e.detail}
+
+
+def worklist_row(w) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"id": w.id, "name": w.name, "modalities": w.modalities, "description_pattern": w.description_pattern,
+            "source_ods": w.source_ods}
+
+
+def unread_count(s: Session | Connection, user_id: int) -> int:
+    """The user's unread notifications (every page's header shows the number)."""
+    return s.scalar(select(func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
