@@ -7,28 +7,26 @@ sends it to a dcmtk storescp. For each priority it prints: the push (storescu st
 delivery started relative to the end of the push, and the gap between the hub receiving the last instance
 (studies.last_received_at) and the newest file at the destination (its modification time).
 
-    python bench/cut_through.py                 # 300 instances of 512x512, stable_seconds 10
-    python bench/cut_through.py --rows 256 --stable 5
+    PYTHONPATH=tests/helpers python bench/cut_through.py     # 300 instances of 512x512, stable_seconds 10
+    PYTHONPATH=tests/helpers python bench/cut_through.py --rows 256 --stable 5
+
+(tests/helpers holds peers.py and hubtools.py, the tests' dcmtk and hub helpers.)
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+import peers  # tests/helpers/peers.py: run with PYTHONPATH=tests/helpers
+from hubtools import fast_config, register_hospitals
+from sqlalchemy import select
 
-import peers  # noqa: E402
-from hubtools import fast_config, register_hospitals  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-
-from imex.db.models import Study, Transfer  # noqa: E402
-from imex.samples import make_study  # noqa: E402
-from imex.hub import Hub  # noqa: E402
+from imex.db.models import Study, Transfer
+from imex.samples import make_study
+from imex.hub import Hub
 
 
 def run(level: str, work: Path, rows: int, count: int, stable: float) -> None:

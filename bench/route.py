@@ -15,9 +15,11 @@ Every dcmtk tool and Orthanc runs with TCP_NODELAY=1 (imex sets TCP_NODELAY itse
 the peers is tuned. imex runs as a real `imex --config FILE serve` subprocess with a fresh data folder for
 every scenario and repeat. See bench/README.md for what the figures mean.
 
-    python bench/route.py                      # 300 instances, once
-    python bench/route.py --repeat 3 --no-fsync
-    python bench/route.py --data /tmp/ct300    # generate once, reuse afterwards
+    PYTHONPATH=tests/helpers python bench/route.py                      # 300 instances, once
+    PYTHONPATH=tests/helpers python bench/route.py --repeat 3 --no-fsync
+    PYTHONPATH=tests/helpers python bench/route.py --data /tmp/ct300    # generate once, reuse afterwards
+
+(tests/helpers holds peers.py, the tests' dcmtk and Orthanc helpers.)
 """
 from __future__ import annotations
 
@@ -40,10 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-import peers  # tests/peers.py: the dcmtk and Orthanc helpers the tests use
+import peers  # tests/helpers/peers.py, the dcmtk and Orthanc helpers the tests use: PYTHONPATH=tests/helpers
 from peers import LOCALHOST, Orthanc, StoreSCP, free_port, run_dcmtk
 
 SOURCE_AET = "STORESCU"  # storescu's calling AE title, registered as the source node

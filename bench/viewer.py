@@ -14,8 +14,8 @@ a keep-alive HTTP client as a viewer would use:
 imex is asked with a bearer token, as a script or external viewer would be; Orthanc without
 authentication. Every peer runs with TCP_NODELAY=1.
 
-    python bench/viewer.py                     # 300 instances, once
-    python bench/viewer.py --repeat 3 --data /tmp/ct300
+    PYTHONPATH=tests/helpers python bench/viewer.py                     # 300 instances, once
+    PYTHONPATH=tests/helpers python bench/viewer.py --repeat 3 --data /tmp/ct300
 """
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import route  # noqa: E402  the routing benchmark's data, storescu and `imex serve` helpers
-from route import LOCALHOST, BenchError, Hub, Orthanc, peers, prepare_data, push, study_files  # noqa: E402
+import route  # bench/route.py, next to this script: the routing benchmark's data, storescu and `imex serve` helpers
+from route import LOCALHOST, BenchError, Hub, Orthanc, peers, prepare_data, push, study_files
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 USER, PASSWORD = "bench_viewer", "bench viewer correct horse battery"

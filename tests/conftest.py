@@ -3,25 +3,20 @@ PostgreSQL databases when IMEX_TEST_POSTGRES is set, and the peers in peers.py."
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+import peers
 import pytest
+from hubtools import HubProcess, fast_config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "portal"))  # portaltools: users and signed-in clients
-
-import peers  # noqa: E402
-from hubtools import HubProcess, fast_config  # noqa: E402
-
-from imex.config import Config  # noqa: E402
-from imex.hub import Hub  # noqa: E402
+from imex.config import Config
+from imex.hub import Hub
 
 
 @pytest.fixture

@@ -1,17 +1,12 @@
 """Parsing the sample ORU messages and building ACKs and forwarded ORUs."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from hl7tools import sample
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import sample  # noqa: E402
-
-from imex.hl7 import build  # noqa: E402
-from imex.hl7.client import read_answer  # noqa: E402
-from imex.hl7.parse import HL7Error, HL7Reject, parse_oru, parse_time  # noqa: E402
+from imex.hl7 import build
+from imex.hl7.client import read_answer
+from imex.hl7.parse import HL7Error, HL7Reject, parse_oru, parse_time
 
 
 def test_v23_final_with_ndl_interpreter():

@@ -9,15 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hl7tools import register_ris, sample, variant
+from hubtools import register_hospitals
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import register_ris, sample, variant  # noqa: E402
-from hubtools import register_hospitals  # noqa: E402
-
-from imex.db.models import reports  # noqa: E402
-from imex.hl7 import client  # noqa: E402
-from imex.hl7.mllp import frame  # noqa: E402
+from imex.db.models import reports
+from imex.hl7 import client
+from imex.hl7.mllp import frame
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from imex.config import SETTINGS
 from imex.db.models import Study, Transfer
 from imex.samples import make_study
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 IMEX = Path(sys.executable).with_name("imex")
 
 

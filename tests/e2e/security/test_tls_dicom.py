@@ -3,21 +3,16 @@
 over TLS to storescp +tls and checks its name."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import peers
 import pytest
 from click.testing import CliRunner
 from hubtools import register_hospitals, transfer_states, wait_until
+from sectools import dcmtk_tls, make_ca, tls_overrides
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sectools import dcmtk_tls, make_ca, tls_overrides  # noqa: E402
-
-from imex.cli import main  # noqa: E402
-from imex.db.models import Instance, Node  # noqa: E402
-from imex.samples import make_study  # noqa: E402
+from imex.cli import main
+from imex.db.models import Instance, Node
+from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")
 

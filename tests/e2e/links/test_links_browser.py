@@ -7,23 +7,18 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import sys
 import threading
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import peers
 import pytest
 from hubtools import register_hospitals, wait_until
+from linktools import setup_hub, study
+from portaltools import base_url, sign_in_page
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from linktools import setup_hub, study  # noqa: E402
-from portaltools import base_url, sign_in_page  # noqa: E402
-
-from imex.db.models import Instance  # noqa: E402
+from imex.db.models import Instance
 
 controller_module = pytest.importorskip("aiosmtpd.controller")
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hl7tools import register_ris, sample, variant
 from hubtools import register_hospitals
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import register_ris, sample, variant  # noqa: E402
-
-from imex.db.models import reports  # noqa: E402
-from imex.hl7 import client  # noqa: E402
+from imex.db.models import reports
+from imex.hl7 import client
 
 
 def _certificate(folder: Path) -> tuple[str, str]:

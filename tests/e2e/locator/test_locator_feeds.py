@@ -147,4 +147,4 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     assert page.status_code == 200 and "North stroke" in page.text and "RJZ_PACS" in page.text
 
 
-DATA = Path(__file__).parent.parent / "data" / "hl7"
+DATA = Path(__file__).parents[2] / "data" / "hl7"

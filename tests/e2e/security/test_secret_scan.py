@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import ssl
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,16 +16,13 @@ import pyotp
 import pytest
 from click.testing import CliRunner
 from hubtools import register_hospitals, transfer_states, wait_until
+from portaltools import PASSWORD, add_user, base_url, login_form_token
+from sectools import dcmtk_tls, make_ca, tls_overrides
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "portal"))
-from portaltools import PASSWORD, add_user, base_url, login_form_token  # noqa: E402
-from sectools import dcmtk_tls, make_ca, tls_overrides  # noqa: E402
-
-from imex.cli import main  # noqa: E402
-from imex.samples import make_study  # noqa: E402
+from imex.cli import main
+from imex.samples import make_study
 
 TOTP = pyotp.random_base32()
 DB_PASSWORD = "db-Pw-7c1e0f9a2b"

@@ -3,23 +3,18 @@ and the certificate lifecycle around them (`imex tls list`, expiry alerts to adm
 from __future__ import annotations
 
 import datetime as dt
-import sys
-from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 from hubtools import register_hospitals
+from portaltools import PASSWORD, add_user, base_url, login_form_token
+from sectools import make_ca, tls_overrides
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "portal"))
-from portaltools import PASSWORD, add_user, base_url, login_form_token  # noqa: E402
-from sectools import make_ca, tls_overrides  # noqa: E402
-
-from imex.auth import signin_limit  # noqa: E402
-from imex.cli import main  # noqa: E402
-from imex.db.models import Email, Node, Notification  # noqa: E402
-from imex.notify import certificates as expiry  # noqa: E402
+from imex.auth import signin_limit
+from imex.cli import main
+from imex.db.models import Email, Node, Notification
+from imex.notify import certificates as expiry
 
 
 def test_an_address_that_keeps_failing_is_refused_429(make_config, start_hub):

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
-from pathlib import Path
 
 import pytest
+from hl7tools import register_ris, sample
 from hubtools import register_hospitals, wait_until
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "hl7"))
-from hl7tools import register_ris, sample  # noqa: E402
-
-from imex.db.models import Instance, reports  # noqa: E402
-from imex.dicom.part10 import dataset_offset  # noqa: E402
-from imex.dicom.upper_layer import Requestor, UpperLayerError  # noqa: E402
-from imex.hl7 import client  # noqa: E402
-from imex.samples import make_study  # noqa: E402
+from imex.db.models import Instance, reports
+from imex.dicom.part10 import dataset_offset
+from imex.dicom.upper_layer import Requestor, UpperLayerError
+from imex.hl7 import client
+from imex.samples import make_study
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402

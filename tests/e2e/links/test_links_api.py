@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import sys
 import zipfile
-from pathlib import Path
 
 import httpx
+from linktools import ask_code, form_token, linkhub, make_link, outbox_codes, recipient, sign_in_link, study  # noqa: F401
+from portaltools import bearer, browser
 from sqlalchemy import select, update
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from linktools import (ask_code, form_token, linkhub, make_link, outbox_codes, recipient, sign_in_link,  # noqa: E402,F401
-                       study)
-from portaltools import bearer, browser  # noqa: E402
-
-from imex.db.models import AuditEvent, Email, Instance, LinkCode, LinkSession, Series, StudyLink, utcnow  # noqa: E402
+from imex.db.models import AuditEvent, Email, Instance, LinkCode, LinkSession, Series, StudyLink, utcnow
 
 
 def _audit(hub, action: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]

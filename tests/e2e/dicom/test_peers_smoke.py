@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import peers
 import pytest
 from pydicom import dcmread
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import peers  # noqa: E402
-
-from imex.samples import compress_jpeg_lossless, compress_rle, make_study  # noqa: E402
+from imex.samples import compress_jpeg_lossless, compress_rle, make_study
 
 needs_dcmtk = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk not installed")
 needs_orthanc = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc not installed")

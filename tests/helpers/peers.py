@@ -6,7 +6,7 @@ Facts these helpers rely on are in /work/shared/PEERS.md: every peer gets TCP_NO
 (otherwise Nagle adds ~50 ms per instance), and since storescp and Orthanc listen on all
 interfaces, we only ever talk to 127.0.0.1 on free high ports.
 
-Plain module, imported as ``import peers`` with tests/ on sys.path.
+Plain module in tests/helpers/ (pytest's ``pythonpath``), imported as ``import peers``.
 """
 
 from __future__ import annotations

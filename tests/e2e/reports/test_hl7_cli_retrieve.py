@@ -8,18 +8,16 @@ from pathlib import Path
 
 import peers
 import pytest
+from hl7tools import DATA, register_ris, sample
 from hubtools import register_hospitals, wait_until, write_toml
 from pydicom import dcmread
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import DATA, register_ris, sample  # noqa: E402
-
-from imex.db.models import report_queries, reports  # noqa: E402
-from imex.hl7.build import DEFAULT_QUERY, ack  # noqa: E402
-from imex.hl7.mllp import MllpListener  # noqa: E402
-from imex.hl7.parse import read_header  # noqa: E402
-from imex.samples import make_study  # noqa: E402
+from imex.db.models import report_queries, reports
+from imex.hl7.build import DEFAULT_QUERY, ack
+from imex.hl7.mllp import MllpListener
+from imex.hl7.parse import read_header
+from imex.samples import make_study
 
 
 def _imex(*args: str, config: Path) -> subprocess.CompletedProcess:

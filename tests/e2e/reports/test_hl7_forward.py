@@ -4,23 +4,18 @@ Imperial's PACS (dcmtk storescp) gets the SR in the same study. A final after th
 both and is marked as superseding."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import peers
 import pytest
+from hl7tools import RecordingRis, register_ris, variant
 from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hl7tools import RecordingRis, register_ris, variant  # noqa: E402
-
-from imex.db.models import report_deliveries, studies  # noqa: E402
-from imex.hl7 import client  # noqa: E402
-from imex.reports.history import reports_for_study  # noqa: E402
-from imex.hl7.parse import parse_oru  # noqa: E402
-from imex.samples import make_study  # noqa: E402
+from imex.db.models import report_deliveries, studies
+from imex.hl7 import client
+from imex.reports.history import reports_for_study
+from imex.hl7.parse import parse_oru
+from imex.samples import make_study
 
 SR = "1.2.840.10008.5.1.4.1.1.88.22"
 

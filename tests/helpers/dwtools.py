@@ -2,15 +2,12 @@
 to Imperial (RYJ) and Barts (RRV) has no part in it, and a dicomweb-client session with a bearer token."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "portal"))
-
-import httpx  # noqa: E402
-from dicomweb_client.api import DICOMwebClient  # noqa: E402
-from portaltools import PASSWORD, add_user, base_url, bearer, browser  # noqa: E402,F401
+import httpx
+from dicomweb_client.api import DICOMwebClient
+from portaltools import PASSWORD, add_user, base_url, bearer, browser  # noqa: F401
 
 BIG_BODY = 64 * 1024 * 1024
 

@@ -6,17 +6,13 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from hubtools import register_hospitals
+from sectools import make_ca, tls_overrides
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sectools import make_ca, tls_overrides  # noqa: E402
-
-from imex.tls.profile import BCP195_CIPHERS  # noqa: E402
+from imex.tls.profile import BCP195_CIPHERS
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 WEAK = ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256", "DES-CBC3-SHA",
