@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from imex.db import Database
 from imex.db.models import Folder, Institution, Node, Transfer
@@ -140,12 +141,17 @@ def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_c
         return node
 
 
+def _node_named(s: Session, name: str) -> Node:
+    node = s.scalar(select(Node).where(Node.name == name))
+    if node is None:
+        raise NotFound(f"no node named {name}")
+    return node
+
+
 def remove_node(db: Database, name: str) -> bool:
     """Delete a node; True when deleted, False when transfers refer to it and it was disabled instead."""
     with db.session() as s:
-        node = s.scalar(select(Node).where(Node.name == name))
-        if node is None:
-            raise DirectoryError(f"no node named {name}")
+        node = _node_named(s, name)
         if s.scalar(select(Transfer.id).where(Transfer.destination_node_id == node.id).limit(1)) is not None:
             node.enabled = False  # keep the transfer history readable; the node no longer connects
             return False
@@ -156,10 +162,7 @@ def remove_node(db: Database, name: str) -> bool:
 def require_tls(db: Database, name: str, required: bool = True) -> None:
     """Make a node use DICOM over TLS only (required=False: allow plain TCP again)."""
     with db.session() as s:
-        node = s.scalar(select(Node).where(Node.name == name))
-        if node is None:
-            raise NotFound(f"no node named {name}")
-        node.tls = required
+        _node_named(s, name).tls = required
 
 
 def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) -> None:
