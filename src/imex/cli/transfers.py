@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
+from typing import Callable
 
 import click
 from sqlalchemy import select
@@ -87,16 +89,7 @@ def transfers_retry(ctx: click.Context, transfer_ids: tuple[int, ...], all_faile
     if not ids:
         click.echo("no failed transfers")
         return
-    problems = 0
-    for tid in ids:
-        try:
-            queue.retry(db, tid)
-            click.echo(f"transfer {tid}: queued again")
-        except QueueError as exc:
-            click.echo(f"error: {exc}", err=True)
-            problems += 1
-    if problems:
-        sys.exit(1)
+    _each(ids, partial(queue.retry, db), "queued again")
 
 
 @transfers.command("cancel")
@@ -104,13 +97,19 @@ def transfers_retry(ctx: click.Context, transfer_ids: tuple[int, ...], all_faile
 @click.pass_context
 def transfers_cancel(ctx: click.Context, transfer_ids: tuple[int, ...]) -> None:
     """Cancel transfers (a transfer being sent stops before its next instance)."""
-    problems = 0
-    for tid in transfer_ids:
+    _each(list(transfer_ids), partial(queue.cancel, database(ctx)), "cancelled")
+
+
+def _each(ids: list[int], change: Callable[[int], None], done: str) -> None:
+    """Change each transfer, saying what became of it; exit 1 when the queue refused any (after trying all)."""
+    refused = 0
+    for tid in ids:
         try:
-            queue.cancel(database(ctx), tid)
-            click.echo(f"transfer {tid}: cancelled")
+            change(tid)
         except QueueError as exc:
             click.echo(f"error: {exc}", err=True)
-            problems += 1
-    if problems:
+            refused += 1
+        else:
+            click.echo(f"transfer {tid}: {done}")
+    if refused:
         sys.exit(1)
