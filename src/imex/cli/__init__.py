@@ -22,6 +22,7 @@ COMMANDS = {
     "harmonise": "imex.cli.harmonise_cmd:harmonise",
     "hl7": "imex.cli.hl7_cmd:hl7",
     "institution": "imex.cli.institutions:institution",
+    "jobs": "imex.cli.jobs_cmd:jobs",
     "locator": "imex.cli.locator_cmd:locator",
     "node": "imex.cli.nodes:node",
     "quarantine": "imex.cli.quarantine:quarantine",

@@ -94,6 +94,9 @@ class JobQueue:
     # further conditions a due row must meet (a sweep's node must be enabled, ...)
     where: Callable[[Table], ColumnElement[bool]] | None = None
     description: str = ""
+    # the operator's retry of a dead job when the domain needs more than "due now, attempts from zero"
+    # (a transfer also puts its failed instances back): (db, job id) -> whether it was retried
+    requeue: Callable[[Any, int], bool] | None = None
 
     @property
     def holds_by_state(self) -> bool:

@@ -95,7 +95,8 @@ DELIVERY = register(JobQueue(
     "delivery", transfers, RetrySettings("delivery.retry_initial_seconds", "delivery.retry_multiplier",
                                          "delivery.retry_max_seconds", "delivery.max_attempts"),
     due_state="pending", running_state="sending", dead_state="failed", order=_order, updated_column="updated_at",
-    description="Transfers of studies to destination nodes (C-STORE)."))
+    description="Transfers of studies to destination nodes (C-STORE).",
+    requeue=lambda db, transfer_id: _retry_failed(db, transfer_id)))
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,17 @@ def retry(db: Database, transfer_id: int) -> None:
                      .values(state="pending"))
         engine.reopen(conn, DELIVERY, transfer_id, confirm_rounds=0)
         record(conn, transfer_id, "retry", f"operator retry (was {state})")
+
+
+def _retry_failed(db: Database, transfer_id: int) -> bool:
+    """The job engine's operator retry of a dead letter: a failed transfer, retried as `retry` does."""
+    with db.reader() as conn:
+        state = conn.execute(select(transfers.c.state).where(transfers.c.id == transfer_id)).scalar()
+        conn.rollback()
+    if state != "failed":
+        return False
+    retry(db, transfer_id)
+    return True
 
 
 def cancel(db: Database, transfer_id: int, reason: str = "cancelled by operator") -> None:
