@@ -13,14 +13,17 @@ from prometheus_client import generate_latest
 from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
+from imex.jobs import registry
+from imex.jobs import stats as job_stats
 from imex.db.models import Study, Transfer
 from imex.web import dicomweb, errors, fhir
-from imex.web.api import (account, admin, audit_trail, download, folders, links, locator, pacs_search, priority,
-                          requests, storage, transactions, transfers, uploads)
+from imex.web.api import (account, admin, audit_trail, download, folders, jobs, links, locator, pacs_search,
+                          priority, requests, storage, transactions, transfers, uploads)
 from imex.web.pages import account as account_pages
 from imex.web.pages import admin as admin_pages
 from imex.web.pages import audit_trail as audit_trail_pages
 from imex.web.pages import folders as folder_pages
+from imex.web.pages import jobs as job_pages
 from imex.web.pages import links as link_pages
 from imex.web.pages import locator as locator_pages
 from imex.web.pages import pacs_search as pacs_search_pages
@@ -29,6 +32,7 @@ from imex.web.pages import storage as storage_pages
 from imex.web.pages import transactions as transaction_pages
 from imex.web.pages import transfers as transfer_pages
 from imex.web.pages import uploads as upload_pages
+from imex.web.pages.render import render_error
 from imex.web.context import Portal
 from imex.web.guard import BodyLimit, SecurityHeaders
 
@@ -39,27 +43,30 @@ _STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled"
 
 # The JSON API under /api/v1, one module per resource; the pages mirror it one to one (web/pages/).
 API_MODULES = (transfers, priority, admin, account, audit_trail, folders, storage, download, links, locator, uploads,
-               requests, transactions, pacs_search)
+               requests, transactions, pacs_search, jobs)
 # Order matters where paths overlap: /exchanges/send (pacs_search) before /exchanges/{transaction_id}.
 PAGE_MODULES = (account_pages, transfer_pages, admin_pages, audit_trail_pages, folder_pages, storage_pages,
-                link_pages, locator_pages, upload_pages, request_pages, pacs_search_pages, transaction_pages)
+                link_pages, locator_pages, upload_pages, request_pages, pacs_search_pages, transaction_pages, job_pages)
 
 
 def _gauges(hub: "Hub") -> str:
-    """Queue depths from the database, shared by every process, at scrape time."""
-    with hub.db.engine.connect() as conn:
+    """Queue depths from the database, shared by every process, at scrape time (every durable queue's
+    figures as imex_jobs*)."""
+    with hub.db.reader() as conn:
         by_state = dict(conn.execute(select(Transfer.state, func.count()).group_by(Transfer.state)).all())
         quarantined = conn.execute(select(func.count()).select_from(Study).where(
             Study.route_state == "quarantined")).scalar_one()
         waiting = conn.execute(select(func.count()).select_from(Study).where(
             Study.route_state == "receiving")).scalar_one()
+        queues = job_stats.prometheus_text(conn, registry.queues())
+        conn.rollback()
     lines = ["# HELP imex_transfers Transfers in the queue by state.", "# TYPE imex_transfers gauge"]
     lines += [f'imex_transfers{{state="{s}"}} {by_state.get(s, 0)}' for s in _STATES]
     lines += ["# HELP imex_studies_quarantined Studies waiting in quarantine for a destination.",
               "# TYPE imex_studies_quarantined gauge", f"imex_studies_quarantined {quarantined}",
               "# HELP imex_studies_receiving Studies still receiving (not yet stable).",
               "# TYPE imex_studies_receiving gauge", f"imex_studies_receiving {waiting}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + queues
 
 
 def create_app(hub: "Hub") -> FastAPI:
@@ -69,7 +76,7 @@ def create_app(hub: "Hub") -> FastAPI:
                               "bearer token from POST /api/v1/auth/token, or a portal session cookie plus "
                               "its X-CSRF-Token header on changes.")
     app.state.portal = Portal.create(hub.db, hub.config, hub)
-    errors.install(app)
+    errors.install(app, render_error)
     app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"],
                        uploads={prefix: hub.config["http.max_upload_bytes"]
                                 for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")})

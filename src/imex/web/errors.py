@@ -6,6 +6,7 @@ Invalid 422, Forbidden 403. Handlers let domain errors through; none picks a sta
 from __future__ import annotations
 
 import logging
+from typing import Callable
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imex.auth.permissions import PermissionDenied
 from imex.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, kind_of
-from imex.web.pages.render import render_error
+
+ErrorPage = Callable[[Request, int, str, str], Response]  # (request, status, title, detail) -> the error page
 
 
 class Problem(Exception):
@@ -70,28 +72,33 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
 
 
-def problem_response(request: Request, status: int, detail: str, title: str = "",
+def problem_response(request: Request, error_page: ErrorPage, status: int, detail: str, title: str = "",
                      extra: dict | None = None) -> Response:
     title = title or _TITLES.get(status, "Error")
     if wants_json(request):
         body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}
         return JSONResponse(body, status_code=status, media_type="application/problem+json")
-    return render_error(request, status, title, detail)
+    return error_page(request, status, title, detail)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, error_page: ErrorPage) -> None:
+    """Answer every error the app raises: JSON for the API, `error_page` (the portal's) for people."""
+
+    def problem(request: Request, status: int, detail: str, title: str = "") -> Response:
+        return problem_response(request, error_page, status, detail, title)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
-        return problem_response(request, exc.status, exc.detail, exc.title)
+        return problem(request, exc.status, exc.detail, exc.title)
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        return problem_response(request, status_of(exc), detail_of(exc))
+        return problem(request, status_of(exc), detail_of(exc))
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         if wants_json(request):
-            response = problem_response(request, 401, exc.detail)
+            response = problem(request, 401, exc.detail)
             response.headers["WWW-Authenticate"] = 'Bearer realm="imex"'
             return response
         target = exc.step
@@ -105,13 +112,13 @@ def install(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
             problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return problem_response(request, 422, "; ".join(problems)[:2000] or "the request is not valid")
+        return problem(request, 422, "; ".join(problems)[:2000] or "the request is not valid")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem_response(request, exc.status_code, str(exc.detail))
+        return problem(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         logging.getLogger("imex.web").exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(request, 500, "Something went wrong on the hub; it has been logged.")
+        return problem(request, 500, "Something went wrong on the hub; it has been logged.")

@@ -41,6 +41,8 @@ def test_health_and_metrics_reflect_traffic(make_config, start_hub, storescp, tm
         stored_bytes = s.scalar(select(func.sum(Instance.size)))
     assert delta("imex_bytes_sent_total") == stored_bytes > 0
     assert after['imex_transfers{state="delivered"}'] == 1  # from this hub's database
+    assert after['imex_jobs{queue="delivery",state="delivered"}'] == 1  # every durable queue, by state
+    assert after['imex_jobs_due{queue="delivery"}'] == 0 and after['imex_jobs_dead{queue="email"}'] == 0
     assert delta("imex_delivery_latency_seconds_count") == 1
 
 

@@ -1,6 +1,5 @@
 """Rendering a page: the templates, the context every page gets (who is signed in, the CSRF token, unread
-notifications, retention warnings), and the error page. Imports nothing of imex.web but views and context,
-so the error handlers (web/errors.py) can render with it."""
+notifications, retention warnings), and the error page the error handlers (web/errors.py) are given."""
 from __future__ import annotations
 
 import datetime as dt

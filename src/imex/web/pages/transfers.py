@@ -40,8 +40,9 @@ def worklist_page(request: Request, direction: str = Query("incoming", max_lengt
     state = state if state in transfer_views.STATES else ""
     sort = sort if sort in transfer_views.SORTS else "received"
     order = order if order in ("asc", "desc") else "desc"
-    page = transfer_views.TransferFilters(direction, state or None, q, modality, date_from, date_to, worklist,  # type: ignore[arg-type]
-                                          sort, order).page(s, p, limit=50, offset=offset)  # audits a search
+    filters_in = transfer_views.TransferFilters(direction, state or None, q, modality, date_from, date_to,  # type: ignore[arg-type]
+                                                worklist, sort, order)  # type: ignore[arg-type]
+    page = filters_in.page(s, p, limit=50, offset=offset)  # audits a search
     s.commit()
     worklists = [worklist_row(w) for w in s.scalars(scope.worklists_query(p))]
     filters = {"direction": direction, "state": state, "q": q, "modality": modality, "date_from": date_from,
