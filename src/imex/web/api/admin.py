@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit, directory
-from imex.auth import accounts, scope, sessions
+from imex.auth import accounts, scope
 from imex.auth.permissions import PERMISSIONS, Principal
 from imex.db.models import Institution, Node, User, Worklist
 from imex.dicom.echo import echo
@@ -241,8 +241,7 @@ def disable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Sessio
 @router.post("/users/{user_id}/enable", summary="Enable a disabled user")
 def enable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
-    user.disabled = False
-    audit.record(s, "user.enable", object_type="user", object_id=user.username, **p.audit_fields())
+    accounts.enable_user(s, user, **p.audit_fields())
     s.commit()
     return _user_view(s, user)
 
@@ -251,12 +250,7 @@ def enable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session
 def reset_user(user_id: ObjectId, remove_second_factor: bool = False, p: Principal = Depends(signed_in),
                s: Session = Depends(db_session)) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
-    temporary = accounts.reset_password(s, user)
-    if remove_second_factor:
-        user.totp_enabled, user.totp_secret, user.totp_last_step = False, None, None
-    sessions.revoke_all(s, user.id)
-    audit.record(s, "user.reset", object_type="user", object_id=user.username,
-                 detail="second factor removed" if remove_second_factor else "", **p.audit_fields())
+    temporary = accounts.reset_user(s, user, remove_second_factor=remove_second_factor, **p.audit_fields())
     s.commit()
     return {**_user_view(s, user), "temporary_password": temporary}
 
