@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import peers  # tests/helpers/peers.py: run with PYTHONPATH=tests/helpers
-from hubtools import fast_config, register_hospitals
 from sqlalchemy import select
 
+import peers  # tests/helpers/peers.py: run with PYTHONPATH=tests/helpers
+from hubtools import fast_config, register_hospitals
 from imex.db.models import Study, Transfer
-from imex.samples import make_study
 from imex.hub import Hub
+from imex.samples import make_study
 
 
 def run(level: str, work: Path, rows: int, count: int, stable: float) -> None:

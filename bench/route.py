@@ -223,7 +223,7 @@ class Hub:
                 break
             except TimeoutError:
                 if time.monotonic() > deadline:
-                    raise BenchError(f"imex serve not listening after {timeout} s:\n{self.log()[-3000:]}")
+                    raise BenchError(f"imex serve not listening after {timeout} s:\n{self.log()[-3000:]}") from None
         if self.profile is not None:
             self.spy = start_py_spy(self.proc.pid, self.profile)
         return self

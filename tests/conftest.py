@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
-import peers
 import pytest
-from hubtools import HubProcess, fast_config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+import peers
+from hubtools import HubProcess, fast_config
 from imex.config import Config
 from imex.hub import Hub
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import importlib
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Handler = Callable[..., Any]
 

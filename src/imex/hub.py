@@ -13,21 +13,21 @@ import uvicorn
 
 from imex.config import Config
 from imex.db import Database
-from imex.index.listener import DicomListener
 from imex.directory import NodeCache, load_from_config
 from imex.harmonise.prepare import Harmoniser
 from imex.index.ingest import Ingest
+from imex.index.listener import DicomListener
 from imex.notify.email import EmailSender
-from imex.web.app import create_app
 from imex.retention import job as retention_job
 from imex.retention.policy import RetentionPolicy
 from imex.routing import escalation, queue
 from imex.routing.router import Router
 from imex.routing.rules import parse_rules
 from imex.routing.worker import DeliveryWorker
-from imex.store.quota import Quota
 from imex.store import BlobStore
+from imex.store.quota import Quota
 from imex.tls import files as tls_files
+from imex.web.app import create_app
 
 log = logging.getLogger("imex")
 
@@ -116,7 +116,8 @@ class Hub:
         self._spawn("confirm", self._loop, "delivery confirmation", self.confirmer.run_once,
                     self.config["confirm.scan_interval"])
         self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
-        from imex.requests import expiry as request_jobs, lifecycle as requests  # image requests: fulfilled when delivered, expired
+        from imex.requests import expiry as request_jobs  # image requests: fulfilled when delivered, expired
+        from imex.requests import lifecycle as requests
 
         requests.register_store(self.db.engine, self.store)  # matching reads Other Patient IDs from headers
         self._spawn("requests", self._loop, "image request job", lambda: request_jobs.run_once(self.db),
@@ -131,7 +132,9 @@ class Hub:
 
         self.locator = LocatorService(self.config, self.db, self.store)
         self.locator.start(self._spawn, self._loop)
-        from imex.notify import certificates as expiry  # certificates about to expire alert admins; the CRL is kept fresh
+        from imex.notify import (
+            certificates as expiry,  # certificates about to expire alert admins; the CRL is kept fresh
+        )
 
         self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),
                     3600.0)

@@ -72,7 +72,7 @@ class _Phantom:
         """Image for relative position z in [0, 1]: ellipses grow and shrink along the study."""
         scale = 0.75 + 0.25 * np.sin(np.pi * z)  # 0.75 at the ends, 1.0 in the middle
         image = np.zeros(self.radii[0].shape, dtype=np.int32)
-        for radius, level in zip(self.radii, self.levels):
+        for radius, level in zip(self.radii, self.levels, strict=False):
             image[radius <= scale * scale] = level
         seed = (self.salt, series_index, instance_index)
         rng = np.random.default_rng(seed)
@@ -305,7 +305,7 @@ def _convert(
     if not dcmtk_available(tool):
         raise RuntimeError(f"dcmtk's {tool} is not installed")
     targets = _output_paths(paths, out_dir)
-    _run_tool(command, zip([Path(p) for p in paths], targets))
+    _run_tool(command, zip([Path(p) for p in paths], targets, strict=False))
     return targets
 
 
@@ -326,7 +326,7 @@ def _pydicom_rle(paths: list[Path], out_dir: Path) -> list[Path]:
     from pydicom.uid import RLELossless
 
     targets = _output_paths(paths, out_dir)
-    for source, target in zip(paths, targets):
+    for source, target in zip(paths, targets, strict=False):
         ds = dcmread(source)
         ds.compress(RLELossless, generate_instance_uid=False)
         ds.save_as(target, enforce_file_format=True)

@@ -6,7 +6,6 @@ import struct
 import zlib
 
 import pytest
-from hubtools import encode_dataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -19,6 +18,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
+from hubtools import encode_dataset
 from imex.dicom import parse
 from imex.dicom.parse import (
     STATUS_CANNOT_UNDERSTAND,

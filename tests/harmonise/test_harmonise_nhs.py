@@ -35,7 +35,7 @@ def test_invalid_numbers(value, why):
 def test_check_digit_of_remainder_zero_is_zero():
     # 10*1 + 9*0 + ... : choose nine digits whose weighted sum is a multiple of 11
     first_nine = next(f"{n:09d}" for n in range(100000000, 100010000)
-                      if sum(int(d) * w for d, w in zip(f"{n:09d}", range(10, 1, -1))) % 11 == 0)
+                      if sum(int(d) * w for d, w in zip(f"{n:09d}", range(10, 1, -1), strict=False)) % 11 == 0)
     assert nhs.check_digit(first_nine) == 0
     assert nhs.is_valid(first_nine + "0")
 

@@ -82,7 +82,7 @@ class CommitmentPeer:
         with self._lock:
             self.report_statuses.append(int(status.Status) if status and "Status" in status else -1)
 
-    def start(self) -> "CommitmentPeer":
+    def start(self) -> CommitmentPeer:
         ae = AE(ae_title=self.aet)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, SYNTAXES)

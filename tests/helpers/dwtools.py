@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from dicomweb_client.api import DICOMwebClient
+
 from portaltools import PASSWORD, add_user, base_url, bearer, browser  # noqa: F401
 
 BIG_BODY = 64 * 1024 * 1024
@@ -27,7 +28,6 @@ def exchange(hub: Any, storescp_port: int, files: list[Path]) -> None:
     """Register the hospitals, push `files` from King's to Imperial and wait for delivery; users at each."""
     import peers
     from hubtools import register_hospitals, transfer_states, wait_until
-
     from imex.directory import add_institution
 
     register_hospitals(hub, dest_port=storescp_port)

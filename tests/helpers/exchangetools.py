@@ -10,15 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import peers
-from hubtools import wait_until
-from portaltools import add_user
 from pydicom import dcmread
 from sqlalchemy import select
 
+from hubtools import wait_until
 from imex.db.models import Node
 from imex.directory import add_institution, add_node
 from imex.samples import make_study
+from portaltools import add_user
 
 PATIENT = "9434765919"
 HUB_AET = "IMEX"

@@ -48,7 +48,7 @@ class RecordingRis:
             self.messages.append(data)
         return ack(read_header(data), "AA")
 
-    def start(self) -> "RecordingRis":
+    def start(self) -> RecordingRis:
         self.listener.start()
         return self
 

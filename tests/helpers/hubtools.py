@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from peers import free_port, wait_port
+from typing import Any
 
 from imex.config import Config, load
 from imex.dicom.part10 import encode_dataset  # noqa: F401  (re-exported for the tests)
+from peers import free_port, wait_port
 
 FAST = {
     "dicom.host": "127.0.0.1",
@@ -100,7 +100,7 @@ class HubProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = load(config_path, env={})
 
-    def start(self, timeout: float = 30.0) -> "HubProcess":
+    def start(self, timeout: float = 30.0) -> HubProcess:
         env = dict(os.environ)
         env.pop("IMEX_CONFIG", None)
         log = open(self.log_path, "ab")

@@ -6,17 +6,16 @@ import re
 from typing import Any
 
 import httpx
-import peers
 import pydicom
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from sqlalchemy import select
 
-from portaltools import add_user, base_url, browser
-
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import Email, Study
 from imex.directory import add_institution
 from imex.samples import make_study
+from portaltools import add_user, base_url, browser
 
 
 def push_studies(hub: Any, tmp_path: Any) -> None:

@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import peers
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+import peers
 from imex.db.models import LocatorEntry
 from imex.directory import add_institution, add_node
 
@@ -81,8 +81,10 @@ class GatedPacs:
 
     def __init__(self, files: list[Path], aet: str, hub_aet: str, hub_port: int, first: int = 2) -> None:
         from pynetdicom import AE, evt
-        from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
-                                          StudyRootQueryRetrieveInformationModelMove)
+        from pynetdicom.sop_class import (
+            StudyRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelMove,
+        )
 
         self.files = list(files)
         self.first = first

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import peers
 from sqlalchemy import select
 
+import peers
 from imex.db.models import ImageRequest
 from imex.directory import add_institution, add_node
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peers import free_port
-
 from imex.tls.ca import CertificateAuthority
+from peers import free_port
 
 
 def make_ca(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> CertificateAuthority:

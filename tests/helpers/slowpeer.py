@@ -35,7 +35,7 @@ class RecordingSCP:
             self.received.append((str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), time.monotonic()))
         return 0x0000
 
-    def start(self) -> "RecordingSCP":
+    def start(self) -> RecordingSCP:
         ae = AE(ae_title=self.aet)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_SYNTAXES)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hl7tools import sample
 
+from hl7tools import sample
 from imex.hl7 import build
 from imex.hl7.client import read_answer
 from imex.hl7.parse import HL7Error, HL7Reject, parse_oru, parse_time

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update

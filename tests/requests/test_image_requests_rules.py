@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name
 from imex.requests.lifecycle import RequestForm
+from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name
 
 NHS = "9434765919"
 

@@ -7,7 +7,7 @@ came from, and the study or patient the event concerned become the message's par
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 # action prefix -> (EventID code, its meaning, EventActionCode)
 _EVENTS: tuple[tuple[str, str, str, str], ...] = (

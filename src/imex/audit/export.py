@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 COLUMNS = ("id", "at", "action", "outcome", "username", "institution_id", "ip", "study_uid", "patient_id",
            "object_type", "object_id", "detail")

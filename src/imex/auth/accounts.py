@@ -36,7 +36,7 @@ class LoginPolicy:
     min_length: int = 12
 
     @classmethod
-    def from_config(cls, config: "Config") -> "LoginPolicy":
+    def from_config(cls, config: Config) -> LoginPolicy:
         return cls(max_failures=config["auth.max_failed_logins"],
                    lockout=dt.timedelta(minutes=config["auth.lockout_minutes"]),
                    min_length=config["auth.password_min_length"])

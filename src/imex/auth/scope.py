@@ -11,8 +11,23 @@ from sqlalchemy import Select, and_, exists, false, or_, select, true
 from sqlalchemy.orm import aliased
 
 from imex.auth.permissions import Principal
-from imex.db.models import (AuditEvent, Folder, FolderInstitution, FolderMember, FolderStudy, Instance, Institution,
-                             Node, Patient, Series, Study, Transfer, User, Worklist, utcnow)
+from imex.db.models import (
+    AuditEvent,
+    Folder,
+    FolderInstitution,
+    FolderMember,
+    FolderStudy,
+    Instance,
+    Institution,
+    Node,
+    Patient,
+    Series,
+    Study,
+    Transfer,
+    User,
+    Worklist,
+    utcnow,
+)
 from imex.errors import NotFound
 
 DestNode = aliased(Node, name="dest_node")
@@ -163,8 +178,7 @@ def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[
 def locator_clause(p: Principal):  # type: ignore[no-untyped-def]
     """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
     everyone, or (restricted) by `p`'s institution as a named partner or a member of a named network."""
-    from imex.db.models import (LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy,
-                                        LocatorSharedNetwork)
+    from imex.db.models import LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy, LocatorSharedNetwork
 
     if not p.can("locator.search"):
         return false()

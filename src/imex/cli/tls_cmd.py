@@ -87,7 +87,7 @@ def tls_revoke(ctx: click.Context, name: str) -> None:
 def tls_list(ctx: click.Context) -> None:
     """Certificates issued, with expiry; expiring ones are marked."""
     config = load_config(ctx)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = _ca(ctx).certificates()
     if not rows:
         click.echo("no certificates issued: create the CA with `imex tls init`")

@@ -6,9 +6,9 @@ SQLite runs in WAL mode and every transaction starts with BEGIN IMMEDIATE: sever
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config as AlembicConfig

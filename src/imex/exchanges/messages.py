@@ -10,7 +10,7 @@ from imex.db import utcnow
 from imex.db.models import institutions, transaction_messages, transactions, users
 from imex.errors import Invalid
 from imex.notify.email import queue_email
-from imex.notify.inbox import users_with_permission, notify_users
+from imex.notify.inbox import notify_users, users_with_permission
 
 MESSAGE_KIND = "exchange.message"
 MAX_BODY = 10000

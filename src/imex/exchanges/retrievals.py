@@ -12,13 +12,13 @@ from sqlalchemy import Connection, insert, select, update
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.jobs import engine
-from imex.jobs.queue import JobQueue, RetrySettings
-from imex.jobs.registry import register
 from imex.db.models import nodes, retrievals
 from imex.dicom.query import NodeAddress
 from imex.dicom.retrieve import MoveFailed, move_study
 from imex.errors import Invalid
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
 
 log = logging.getLogger("imex.exchanges.retrievals")
 PURPOSES = ("transfer", "view")
@@ -146,8 +146,8 @@ class RetrievalWorker:
 
 def _tell_sender(conn: Connection, retrieval_id: int) -> None:
     """The sending side's people in the exchange hear that a study could not be fetched from their PACS."""
-    from imex.exchanges.messages import followers
     from imex.db.models import transactions
+    from imex.exchanges.messages import followers
     from imex.notify.email import queue_email
     from imex.notify.inbox import notify_users
 

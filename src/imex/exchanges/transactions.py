@@ -9,8 +9,16 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 
 from imex.db import utcnow
-from imex.db.models import (institutions, nodes, retrievals, studies, transaction_messages, transaction_studies,
-                            transactions, transfers)
+from imex.db.models import (
+    institutions,
+    nodes,
+    retrievals,
+    studies,
+    transaction_messages,
+    transaction_studies,
+    transactions,
+    transfers,
+)
 from imex.errors import Invalid
 from imex.routing.queue import queue_study
 

@@ -9,8 +9,8 @@ Attributes a rule added are recorded with an empty value: they were absent befor
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -18,8 +18,8 @@ from pydicom.sequence import Sequence
 
 from imex.db import utcnow
 from imex.harmonise import deidentify
-from imex.harmonise.uids import new_uid, walk_uids
 from imex.harmonise.rules import HarmoniseRule
+from imex.harmonise.uids import new_uid, walk_uids
 
 NHS_ISSUER = "NHS"
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Callable
+from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence

@@ -25,7 +25,7 @@ def normalise(value: str) -> str:
 
 def check_digit(first_nine: str) -> int | None:
     """The modulus 11 check digit of nine digits; None when the remainder makes the number unusable."""
-    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1)))
+    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1), strict=False))
     digit = 11 - total % 11
     if digit == 11:
         return 0

@@ -7,8 +7,8 @@ what is sent next) and by `imex harmonise preview`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pydicom import dcmread
 from sqlalchemy import Connection, select
@@ -56,7 +56,7 @@ class Harmoniser:
         self.hub_aet = hub_aet
 
     @classmethod
-    def from_config(cls, config: Config) -> "Harmoniser":
+    def from_config(cls, config: Config) -> Harmoniser:
         return cls(from_config(config), lambda: load_key(config), config["dicom.ae_title"])
 
     def key(self) -> bytes:

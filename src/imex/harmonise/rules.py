@@ -182,7 +182,7 @@ def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
     accession_map = table.get("accession_map", {})
     if not isinstance(accession_map, dict):
         raise failer("accession_map")("must be a table such as { \"A123\" = \"B456\" }")
-    for old, new in accession_map.items():
+    for new in accession_map.values():
         _check_value("AccessionNumber", _template(new, failer("accession_map")), failer("accession_map"))
     institution_name = table.get("institution_name")
     if institution_name is not None:

@@ -30,7 +30,7 @@ def escape(value: str) -> str:
 
 
 def timestamp(when: dt.datetime | None = None) -> str:
-    return (when or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).strftime("%Y%m%d%H%M%S")
+    return (when or dt.datetime.now(dt.UTC).replace(tzinfo=None)).strftime("%Y%m%d%H%M%S")
 
 
 def control_id() -> str:

@@ -12,8 +12,8 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from imex.hl7.build import ack
 from imex.hl7.parse import HL7Reject, read_header
@@ -116,7 +116,7 @@ class MllpListener:
                 answer = await asyncio.get_running_loop().run_in_executor(self.pool, self._handle, message, peer)
                 writer.write(frame(answer))
                 await writer.drain()
-        except (ConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
             log.debug("MLLP connection from %s ended: %s", peer, exc)
         except asyncio.CancelledError:
             pass

@@ -246,7 +246,7 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
         raise HL7Error("the report has no text (OBX-5 of a TX, FT or ST observation)", "101")
 
     clinician = ""
-    for subs, comps in zip(r.subcomponents(obr, 32), r.reps(obr, 32)):
+    for subs, comps in zip(r.subcomponents(obr, 32), r.reps(obr, 32), strict=False):
         clinician = _person(subs if len(subs) > 1 else comps)
         if clinician:
             break

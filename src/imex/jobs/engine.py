@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 from sqlalchemy.sql import ColumnElement

@@ -13,8 +13,9 @@ Two ways of holding a claimed job:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table
 

@@ -9,8 +9,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from imex.db.models import (DISCOVERABILITY, Institution, LocatorNetwork, LocatorNetworkMember, LocatorPartner,
-                            LocatorPolicy, LocatorSharedNetwork, utcnow)
+from imex.db.models import (
+    DISCOVERABILITY,
+    Institution,
+    LocatorNetwork,
+    LocatorNetworkMember,
+    LocatorPartner,
+    LocatorPolicy,
+    LocatorSharedNetwork,
+    utcnow,
+)
 from imex.errors import Invalid
 
 

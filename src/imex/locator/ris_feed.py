@@ -13,11 +13,11 @@ from sqlalchemy import Connection, select
 
 from imex import events
 from imex.db import Database
-from imex.hl7.build import Outcome
 from imex.db.models import reports, studies
-from imex.reports.endpoints import find_sender
-from imex.hl7.parse import SUPPORTED_VERSIONS, HL7Reject, decode, normalise_segments, Reader, parse_time, read_header
+from imex.hl7.build import Outcome
+from imex.hl7.parse import SUPPORTED_VERSIONS, HL7Reject, Reader, decode, normalise_segments, parse_time, read_header
 from imex.locator.entries import Holding, nhs_number_of, upsert
+from imex.reports.endpoints import find_sender
 
 log = logging.getLogger("imex.locator.ris_feed")
 ORDER_TYPES = ("ORM", "OMI")

@@ -2,7 +2,7 @@
 thread) and the view cache's expiry."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from imex.config import Config
 from imex.db import Database

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
+
 from sqlalchemy import ColumnElement, Table, select, update
 
 from imex.config import Config

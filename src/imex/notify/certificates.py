@@ -41,7 +41,7 @@ def _load(path: Path) -> x509.Certificate | None:
 
 def expiring(config: Config, now: dt.datetime | None = None) -> list[Expiring]:
     """Certificates in use that expire within tls.expiry_warning_days (or have expired)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     horizon = now + dt.timedelta(days=config["tls.expiry_warning_days"])
     files = TlsFiles.of(config)
     found: dict[str, Expiring] = {}
@@ -68,7 +68,7 @@ def _admins(conn: Connection) -> list:  # type: ignore[type-arg]
 def alert(db: Database, config: Config) -> int:
     """Notify system admins of each expiring certificate not announced in the last day; returns how many
     alerts were raised."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     raised = 0
     with db.engine.begin() as conn:
         admins = _admins(conn)
@@ -98,7 +98,7 @@ def renew_crl(config: Config) -> bool:
     if not ca.exists:
         return False
     next_update = ca.crl_next_update()
-    if next_update is not None and next_update - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=10):
+    if next_update is not None and next_update - dt.datetime.now(dt.UTC) > dt.timedelta(days=10):
         return False
     ca.write_crl()
     log.info("renewed the certificate revocation list %s", ca.crl_path)

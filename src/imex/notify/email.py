@@ -14,10 +14,10 @@ from sqlalchemy import Connection, insert, select
 
 from imex.config import Config
 from imex.db import Database, utcnow
+from imex.db.models import emails, instances, institutions, nodes, studies, transfers
 from imex.jobs import engine
 from imex.jobs.queue import JobQueue, RetrySettings
 from imex.jobs.registry import register
-from imex.db.models import emails, instances, institutions, nodes, studies, transfers
 
 log = logging.getLogger("imex.notify")
 

@@ -35,8 +35,8 @@ def users_with_permission(conn: Connection, institution_id: int, permission: str
 
 def _on_chosen_worklists(conn: Connection, transfer_id: int, user_rows: list) -> list:  # type: ignore[type-arg]
     """Users who chose worklists hear of an arrival only when it is on one of them."""
-    from imex.db.models import Worklist
     from imex.auth.scope import arrivals_on_worklist
+    from imex.db.models import Worklist
 
     chosen = {int(w) for u in user_rows for w in (u.notify_worklists or "").split() if w.isdigit()}
     if not chosen:

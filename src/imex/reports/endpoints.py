@@ -6,7 +6,7 @@ from sqlalchemy import Connection, select
 
 from imex.db import Database
 from imex.db.models import Institution, RisEndpoint, institutions, ris_endpoints
-from imex.directory import DirectoryError, addresses, normal_ip, check_ods
+from imex.directory import DirectoryError, addresses, check_ods, normal_ip
 
 
 def add_ris(db: Database, name: str, ods_code: str, *, host: str = "", port: int = 0,

@@ -25,22 +25,22 @@ from sqlalchemy import select
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.jobs import engine
-from imex.jobs.queue import JobQueue, RetrySettings
-from imex.jobs.registry import register
 from imex.db.models import (
-    institutions,
     instances,
+    institutions,
     nodes,
     report_deliveries,
     reports,
     transfers,
 )
 from imex.dicom.scu import Outgoing, is_success, send_all
-from imex.tls import files as tls_files
 from imex.hl7 import build, client
+from imex.jobs import engine
+from imex.jobs.queue import JobQueue, RetrySettings
+from imex.jobs.registry import register
 from imex.reports.endpoints import endpoint_for_institution
 from imex.store import BlobStore
+from imex.tls import files as tls_files
 
 log = logging.getLogger("imex.reports.forward")
 

@@ -13,11 +13,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.config import Config
 from imex.db import Database, utcnow
+from imex.db.models import institutions, patients, report_queries, reports, ris_endpoints, studies
+from imex.hl7 import build, client
 from imex.jobs import engine
 from imex.jobs.queue import JobQueue, RetryPolicy, RetrySettings
 from imex.jobs.registry import register
-from imex.db.models import institutions, patients, report_queries, reports, ris_endpoints, studies
-from imex.hl7 import build, client
 from imex.reports import receive as store
 
 log = logging.getLogger("imex.reports.query")

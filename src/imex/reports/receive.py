@@ -6,7 +6,7 @@ transaction, so a bad message or a crash leaves nothing half-stored.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, and_, func, insert, literal, select, update
@@ -22,9 +22,9 @@ from imex.db.models import (
     studies,
     transfers,
 )
-from imex.reports.endpoints import endpoint_for_institution, find_sender
 from imex.hl7.build import Outcome, ack
 from imex.hl7.parse import HL7Error, HL7Reject, Report, parse_oru, read_header
+from imex.reports.endpoints import endpoint_for_institution, find_sender
 
 log = logging.getLogger("imex.hl7")
 

@@ -7,10 +7,11 @@ import threading
 
 from imex.config import Config
 from imex.db import Database
-from imex.reports import query as retrieve, receive as store
+from imex.hl7.mllp import MllpListener
+from imex.reports import query as retrieve
+from imex.reports import receive as store
 from imex.reports.endpoints import load_ris_from_config
 from imex.reports.forward import ReportSender
-from imex.hl7.mllp import MllpListener
 from imex.store import BlobStore
 from imex.tls.files import mllp_context
 

@@ -24,12 +24,22 @@ from sqlalchemy import Connection, and_, exists, insert, select, update
 
 from imex import audit
 from imex.db import utcnow
-from imex.db.models import (RequestEvent, image_requests, instances, institutions, nodes, notifications, patients,
-                            series, transaction_studies, users)
+from imex.db.models import (
+    RequestEvent,
+    image_requests,
+    instances,
+    institutions,
+    nodes,
+    notifications,
+    patients,
+    series,
+    transaction_studies,
+    users,
+)
 from imex.errors import Conflict, Invalid
-from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name, valid_date
 from imex.harmonise import nhs
 from imex.notify.email import queue_email
+from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name, valid_date
 from imex.routing import priority as priorities
 
 log = logging.getLogger("imex.requests.lifecycle")
@@ -342,7 +352,7 @@ def grant(conn: Connection, request_id: int, actor: Actor, study_uids: list[str]
 
 # The blob store of each hub's database, so that matching can read Other Patient IDs from a stored header
 # (the index keeps only the Patient ID). Keyed by engine: several hubs may run in one process.
-_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_STORES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def register_store(engine: Any, store: Any) -> None:

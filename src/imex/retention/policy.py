@@ -19,7 +19,7 @@ class RetentionPolicy:
     warn_hours: int = 24
 
     @classmethod
-    def from_config(cls, config: Config) -> "RetentionPolicy":
+    def from_config(cls, config: Config) -> RetentionPolicy:
         return cls(hours=config["retention.hours"], quarantine_hours=config["retention.quarantine_hours"],
                    extend_hours=config["retention.extend_hours"], warn_hours=config["retention.warn_hours"])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, func, insert, select, update

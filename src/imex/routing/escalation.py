@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select, update
 from imex.db import Database, utcnow
 from imex.db.models import institutions, nodes, role_grants, roles, studies, transfers, users
 from imex.notify.email import queue_email
-from imex.notify.inbox import users_with_permission, notify_users
+from imex.notify.inbox import notify_users, users_with_permission
 from imex.routing.priority import EMERGENCY
 from imex.routing.queue import record
 

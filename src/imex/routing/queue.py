@@ -13,11 +13,11 @@ from sqlalchemy import Connection, Row, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imex.db import Database, utcnow
+from imex.db.models import events, instances, items, nodes, transfers
+from imex.errors import Conflict
 from imex.jobs import engine
 from imex.jobs.queue import JobQueue, RetrySettings
 from imex.jobs.registry import register
-from imex.db.models import events, instances, items, nodes, transfers
-from imex.errors import Conflict
 from imex.routing.priority import name as priority_name
 
 ACTIVE = ("pending", "sending")

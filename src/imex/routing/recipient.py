@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
-from imex.jobs import engine
 from imex.db.models import institutions, nodes, studies, transfers, users
 from imex.errors import Conflict, Invalid
+from imex.jobs import engine
 from imex.notify.inbox import notify_users
 from imex.routing.priority import name as priority_name
 from imex.routing.queue import DELIVERY, record

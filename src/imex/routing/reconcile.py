@@ -5,16 +5,16 @@ transfer is sent, on the copy that goes out; the stored study is never changed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, or_, select, update
 
 from imex.db import Database, utcnow
-from imex.jobs import engine
 from imex.db.models import institutions, nodes, reconciliations, studies, transfers
 from imex.errors import Conflict, Invalid
 from imex.harmonise import nhs
+from imex.jobs import engine
 from imex.routing.queue import DELIVERY, record
 
 HELD = "held"

@@ -12,20 +12,19 @@ from dataclasses import dataclass
 from sqlalchemy import DateTime, bindparam, func, select, text, update
 
 from imex import events, metrics
-from imex.jobs import engine
 from imex.config import Config
 from imex.db import Database, utcnow
 from imex.db.models import instances, items, nodes, studies, transfers
 from imex.dicom.scu import Outgoing, is_success, send_all
-from imex.tls import files as tls_files
 from imex.harmonise.prepare import Harmoniser
-from imex.routing.reconcile import hold
+from imex.jobs import engine
 from imex.retention.policy import RetentionPolicy
-from imex.routing import queue
-from imex.routing import cutthrough, recipient
+from imex.routing import cutthrough, queue, recipient
 from imex.routing.priority import EMERGENCY
 from imex.routing.queue import DELIVERY, Claim, record
+from imex.routing.reconcile import hold
 from imex.store import BlobStore
+from imex.tls import files as tls_files
 
 log = logging.getLogger("imex.delivery")
 

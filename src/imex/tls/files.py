@@ -22,7 +22,7 @@ class TlsFiles:
     crl: Path
 
     @classmethod
-    def of(cls, config: Config) -> "TlsFiles":
+    def of(cls, config: Config) -> TlsFiles:
         raw = config["tls.ca_dir"]
         ca_dir = Path(raw).expanduser().absolute() if raw else config.data_dir / "tls"
 

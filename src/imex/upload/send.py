@@ -17,14 +17,14 @@ from sqlalchemy import Connection, select, update
 from imex import audit
 from imex.config import Config
 from imex.db import Database, utcnow
+from imex.db.models import Instance, Institution, Node, Study, Upload, UploadFile
+from imex.dicom.parse import InvalidInstance, read_instance
+from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
+from imex.exchanges.transactions import TransactionError, open_transaction
+from imex.index.ingest import Source
 from imex.jobs import engine
 from imex.jobs.queue import JobQueue
 from imex.jobs.registry import register
-from imex.db.models import Instance, Institution, Node, Study, Upload, UploadFile
-from imex.exchanges.transactions import TransactionError, open_transaction
-from imex.dicom.parse import InvalidInstance, read_instance
-from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
-from imex.index.ingest import Source
 from imex.upload.review import instances_and_skipped
 from imex.upload.staging import Staging, UploadError
 
@@ -55,7 +55,7 @@ class Choice:
     subject: str
 
 
-def _check_choice(conn: Connection, p: "Principal", choice: Choice) -> str:
+def _check_choice(conn: Connection, p: Principal, choice: Choice) -> str:
     """The destination's ODS code, or UploadError."""
     ods = conn.execute(select(Institution.ods_code).where(Institution.id == choice.destination_institution_id)).scalar()
     if ods is None:
@@ -71,7 +71,7 @@ def _check_choice(conn: Connection, p: "Principal", choice: Choice) -> str:
     return ods
 
 
-def _foreign(conn: Connection, p: "Principal", study_uids: set[str], sop_uids: set[str]) -> list[str]:
+def _foreign(conn: Connection, p: Principal, study_uids: set[str], sop_uids: set[str]) -> list[str]:
     """Study UIDs another institution sent to the hub: nobody else may add instances to them (as STOW-RS)."""
     if p.is_system_admin:
         return []
@@ -82,8 +82,8 @@ def _foreign(conn: Connection, p: "Principal", study_uids: set[str], sop_uids: s
     return sorted(found)
 
 
-def send(db: Database, staging: Staging, p: "Principal", upload_id: int, choice: Choice,
-         quota: "Quota | None" = None) -> int:
+def send(db: Database, staging: Staging, p: Principal, upload_id: int, choice: Choice,
+         quota: Quota | None = None) -> int:
     """Open the transaction and hand the upload to the worker; returns the transaction's id."""
     with db.reader() as conn:
         state = conn.execute(select(_uploads.c.state).where(_uploads.c.id == upload_id)).scalar()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import stat
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from imex.upload.paths import UnsafeName, clean
 

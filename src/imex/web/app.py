@@ -13,12 +13,29 @@ from prometheus_client import generate_latest
 from sqlalchemy import func, select, text
 
 from imex import __version__, metrics
+from imex.db.models import Study, Transfer
 from imex.jobs import registry
 from imex.jobs import stats as job_stats
-from imex.db.models import Study, Transfer
 from imex.web import dicomweb, errors, fhir
-from imex.web.api import (account, admin, audit_trail, download, folders, jobs, links, locator, pacs_search,
-                          priority, requests, storage, transactions, transfers, uploads)
+from imex.web.api import (
+    account,
+    admin,
+    audit_trail,
+    download,
+    folders,
+    jobs,
+    links,
+    locator,
+    pacs_search,
+    priority,
+    requests,
+    storage,
+    transactions,
+    transfers,
+    uploads,
+)
+from imex.web.context import Portal
+from imex.web.guard import BodyLimit, SecurityHeaders
 from imex.web.pages import account as account_pages
 from imex.web.pages import admin as admin_pages
 from imex.web.pages import audit_trail as audit_trail_pages
@@ -33,8 +50,6 @@ from imex.web.pages import transactions as transaction_pages
 from imex.web.pages import transfers as transfer_pages
 from imex.web.pages import uploads as upload_pages
 from imex.web.pages.render import render_error
-from imex.web.context import Portal
-from imex.web.guard import BodyLimit, SecurityHeaders
 
 if TYPE_CHECKING:
     from imex.hub import Hub
@@ -49,7 +64,7 @@ PAGE_MODULES = (account_pages, transfer_pages, admin_pages, audit_trail_pages, f
                 link_pages, locator_pages, upload_pages, request_pages, pacs_search_pages, transaction_pages, job_pages)
 
 
-def _gauges(hub: "Hub") -> str:
+def _gauges(hub: Hub) -> str:
     """Queue depths from the database, shared by every process, at scrape time (every durable queue's
     figures as imex_jobs*)."""
     with hub.db.reader() as conn:
@@ -69,7 +84,7 @@ def _gauges(hub: "Hub") -> str:
     return "\n".join(lines) + "\n" + queues
 
 
-def create_app(hub: "Hub") -> FastAPI:
+def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="imex", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json",
                   description="The imex hub's JSON API: everything the portal's pages do. Sign in with a "

@@ -21,10 +21,10 @@ class Portal:
     config: Config
     box: SecretBox
     policy: LoginPolicy
-    hub: "Hub | None" = None
+    hub: Hub | None = None
 
     @classmethod
-    def create(cls, db: Database, config: Config, hub: "Hub | None" = None) -> "Portal":
+    def create(cls, db: Database, config: Config, hub: Hub | None = None) -> Portal:
         policy = LoginPolicy.from_config(config)
         box = SecretBox(load_secret(config["auth.secret_key"], config.data_dir))
         return cls(db=db, config=config, box=box, policy=policy, hub=hub)

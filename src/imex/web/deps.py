@@ -3,7 +3,8 @@ Routes declare `principal: Principal = Depends(signed_in)` and read nothing else
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Path, Request
@@ -13,9 +14,9 @@ from imex import audit
 from imex.auth import sessions
 from imex.auth.accounts import principal_for, second_factor_required
 from imex.auth.permissions import PermissionDenied, Principal
+from imex.auth.scope import NotVisible
 from imex.web.context import Portal
 from imex.web.errors import Problem, Refused, SignInRequired
-from imex.auth.scope import NotVisible
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 T = TypeVar("T")

@@ -6,7 +6,7 @@ Invalid 422, Forbidden 403. Handlers let domain errors through; none picks a sta
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request

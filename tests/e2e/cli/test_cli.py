@@ -16,13 +16,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import peers
 import pytest
 from click.testing import CliRunner, Result
-from hubtools import transfer_states, wait_until, write_toml
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hubtools import transfer_states, wait_until, write_toml
 from imex.cli import main
 from imex.config import SETTINGS
 from imex.db.models import Study, Transfer

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from peers import free_port
 
 IMEX = Path(sys.executable).with_name("imex")

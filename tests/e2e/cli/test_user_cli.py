@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from hubtools import write_toml
 from portaltools import base_url, login_form_token
 

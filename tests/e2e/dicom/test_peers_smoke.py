@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import peers
 import pytest
 from pydicom import dcmread
 
+import peers
 from imex.samples import compress_jpeg_lossless, compress_rle, make_study
 
 needs_dcmtk = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk not installed")

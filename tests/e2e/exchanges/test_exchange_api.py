@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import exchangetools as xt
 import httpx
-import peers
 import pytest
-from portaltools import base_url, bearer, browser
 from sqlalchemy import func, select
 
+import exchangetools as xt
+import peers
 from imex.db.models import AuditEvent, Notification, TransactionAttachment, User
+from portaltools import base_url, bearer, browser
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import exchangetools as xt
-import peers
 import pytest
 from playwright.sync_api import expect
+
+import exchangetools as xt
+import peers
 from portaltools import base_url, sign_in_page
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from sqlalchemy import select, update
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db import Database
 from imex.db.models import Institution, Node, Retrieval, Study, Transfer, transactions
 from imex.directory import add_institution, add_node

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import exchangetools as xt
-import peers
 import pytest
-from hubtools import wait_until, write_toml
-from portaltools import browser
 from sqlalchemy import func, select
 
+import exchangetools as xt
+import peers
+from hubtools import wait_until, write_toml
 from imex.db import Database
 from imex.db.models import Retrieval, Study, Transfer, transactions
 from imex.exchanges import retrievals
 from imex.exchanges.transactions import open_transaction, overall_state, study_progress
 from imex.samples import make_study
+from portaltools import browser
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import wait_until
 from sqlalchemy import func, select
 
+import peers
+from hubtools import wait_until
 from imex.db.models import Instance, Study
 from imex.dicom.query import FindFailed, NodeAddress, StudyQuery, find_instances, find_series, find_studies
 from imex.dicom.retrieve import MoveFailed, move_study

@@ -7,18 +7,17 @@ import io
 import zipfile
 from pathlib import Path
 
-import peers
 import pytest
 from click.testing import CliRunner
-from hubtools import register_hospitals, transfer_states, wait_until, write_toml
 from pydicom.fileset import FileSet
 from sqlalchemy import select
 
-from portaltools import add_user, bearer, browser
-
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until, write_toml
 from imex.db.models import AuditEvent, Instance, Study
 from imex.directory import add_institution
 from imex.samples import make_study
+from portaltools import add_user, bearer, browser
 
 
 @pytest.fixture
@@ -137,7 +136,7 @@ def test_dicomdir_of_instances_lacking_record_attributes(tmp_path):  # type: ign
                 delattr(ds, keyword)
         ds.save_as(f)
     sent = {dcmread(f).SOPInstanceUID: f.read_bytes() for f in files}
-    write_folder([Member(uid, f) for f, uid in zip(files, sent)], tmp_path / "out")
+    write_folder([Member(uid, f) for f, uid in zip(files, sent, strict=False)], tmp_path / "out")
     check_fileset(tmp_path / "out", sent)
 
 

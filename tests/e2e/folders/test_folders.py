@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-import peers
 import pytest
-from hubtools import register_hospitals, wait_until
-from portaltools import add_user, bearer, browser
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import AuditEvent, FolderStudy, Study, Tombstone, Transfer
-from imex.directory import add_institution, add_node
+from imex.directory import add_institution
 from imex.folders.manage import add_folder
 from imex.retention.job import run_once
 from imex.samples import make_study
+from portaltools import add_user, bearer, browser
 
 HOUR = dt.timedelta(hours=1)
 
@@ -170,8 +170,8 @@ def test_guardian_imports_a_shared_study_into_the_local_pacs(make_config, start_
 
 def test_folder_commands(hub, tmp_path):
     from click.testing import CliRunner
-    from hubtools import write_toml
 
+    from hubtools import write_toml
     from imex.cli import main
 
     toml = write_toml(tmp_path / "imex.toml", hub.config)

@@ -3,16 +3,16 @@ from its page; an Imperial PACS guardian finds it under Folders, compares it wit
 Orthanc holds (C-FIND), and imports it under the local ID."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, wait_until
 from playwright.sync_api import expect
-from portaltools import add_user, base_url, sign_in_page, user_row
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Study
 from imex.folders.manage import add_folder, set_member
 from imex.samples import make_study
+from portaltools import add_user, base_url, sign_in_page, user_row
 
 
 def test_share_then_import_through_the_pages(make_config, start_hub, browser_page, tmp_path):

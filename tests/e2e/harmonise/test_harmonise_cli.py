@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import peers
 from click.testing import CliRunner
-from hubtools import _toml_value, wait_until, write_toml
 from pydicom import dcmread
 
+import peers
+from hubtools import _toml_value, wait_until, write_toml
 from imex.cli import main
 from imex.samples import make_study
 

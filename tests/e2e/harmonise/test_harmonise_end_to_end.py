@@ -2,14 +2,14 @@
 coerced copy to dcmtk storescp, and the stored original stays as received."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import events as transfer_events
 from imex.db.models import instances, reconciliations, transfers
 from imex.routing.reconcile import pending_reconciliations, reconcile

@@ -6,12 +6,12 @@ from __future__ import annotations
 from io import BytesIO
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.directory import add_institution, add_node
 from imex.samples import compress_jpeg_lossless, make_study
 

@@ -8,11 +8,11 @@ import io
 import zipfile
 
 import httpx
-from linktools import ask_code, form_token, linkhub, make_link, outbox_codes, recipient, sign_in_link, study  # noqa: F401
-from portaltools import bearer, browser
 from sqlalchemy import select, update
 
 from imex.db.models import AuditEvent, Email, Instance, LinkCode, LinkSession, Series, StudyLink, utcnow
+from linktools import ask_code, form_token, make_link, outbox_codes, recipient, sign_in_link, study
+from portaltools import bearer, browser
 
 
 def _audit(hub, action: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
@@ -208,7 +208,6 @@ def test_expired_and_revoked_links_show_a_page_not_the_study(linkhub):  # type: 
 def test_links_on_postgresql(make_config, start_hub, storescp, postgres_url, tmp_path):  # type: ignore[no-untyped-def]
     """The same flow with PostgreSQL: create, code, session, a read, download, lock after wrong codes."""
     from hubtools import register_hospitals
-
     from linktools import setup_hub
 
     dest = storescp("RYJPACS")

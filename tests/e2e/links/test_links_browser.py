@@ -11,14 +11,14 @@ import threading
 import zipfile
 from typing import Any
 
-import peers
 import pytest
-from hubtools import register_hospitals, wait_until
-from linktools import setup_hub, study
-from portaltools import base_url, sign_in_page
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Instance
+from linktools import setup_hub, study
+from portaltools import base_url, sign_in_page
 
 controller_module = pytest.importorskip("aiosmtpd.controller")
 
@@ -89,7 +89,7 @@ def test_recipient_opens_views_and_downloads(make_config, start_hub, storescp, i
     expect(tab.locator("#code-sent")).to_be_visible()
     wait_until(lambda: inbox.codes("patient@outside.example"), timeout=30, message="the code's e-mail")
     with inbox.lock:
-        for to, subject, body in [m for m in inbox.mails if "patient@outside.example" in m[0]]:
+        for _to, subject, body in [m for m in inbox.mails if "patient@outside.example" in m[0]]:
             assert "LILY" not in body and "L1" not in body.split() and "ACCLINK1" not in body and "LILY" not in subject
     tab.fill("input[name=code]", inbox.codes("patient@outside.example")[-1])
     tab.click("#code-form button")

@@ -2,14 +2,14 @@
 partner and a network, and sets up a sweep of its PACS, through the page's forms."""
 from __future__ import annotations
 
-import peers
-from locatortools import register_pacs
 from playwright.sync_api import expect
-from portaltools import add_user, base_url, sign_in_page
 from sqlalchemy import select
 
+import peers
 from imex.db.models import LocatorSweep
 from imex.locator import policy
+from locatortools import register_pacs
+from portaltools import add_user, base_url, sign_in_page
 
 
 def test_admin_sets_discoverability_and_a_sweep(make_config, start_hub, browser_page) -> None:

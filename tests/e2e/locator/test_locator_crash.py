@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from hubtools import wait_until, write_toml
-from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries
 from sqlalchemy import select
 
+from hubtools import wait_until, write_toml
 from imex.db import Database
 from imex.db.models import LocatorSweep, utcnow
 from imex.directory import add_institution, add_node
 from imex.locator.sweep import configure
 from imex.samples import make_study
+from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries
 
 
 def test_sweep_resumes_after_kill_9(make_config, hub_process, tmp_path: Path) -> None:

@@ -8,16 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import peers
 import pytest
-from hubtools import wait_until
-from locatortools import PATIENT_DOB, PATIENT_NHS, entries, register_pacs
-from portaltools import add_user, base_url, bearer, browser
 
+import peers
+from hubtools import wait_until
 from imex.directory import add_node
 from imex.hl7.client import send
 from imex.reports.endpoints import add_ris
 from imex.samples import make_study
+from locatortools import PATIENT_DOB, PATIENT_NHS, entries, register_pacs
+from portaltools import add_user, base_url, bearer, browser
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")
 SEARCH = {"nhs_number": PATIENT_NHS, "birth_date": "1970-01-01", "reason": "MDT"}
@@ -89,8 +89,9 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     assert gp.post(f"/api/v1/locator/entries/{hidden}/view").status_code == 404
     assert gp.post(f"/api/v1/locator/entries/{hidden}/source").status_code == 404
     with hub.db.sessions() as s:
-        from imex.db.models import AuditEvent
         from sqlalchemy import func, select
+
+        from imex.db.models import AuditEvent
 
         assert s.scalar(select(func.count()).select_from(AuditEvent).where(
             AuditEvent.username == "gp.cambridge", AuditEvent.outcome == "denied",
@@ -129,8 +130,9 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     assert forged.status_code == 403
     assert kings.get("/api/v1/locator/discoverability").json()["mode"] == "restricted"
     with hub.db.sessions() as s:
-        from imex.db.models import Node
         from sqlalchemy import select
+
+        from imex.db.models import Node
 
         ryj_node = s.scalar(select(Node.id).where(Node.name == "RYJ_PACS"))
         rjz_node = s.scalar(select(Node.id).where(Node.name == "RJZ_PACS"))

@@ -7,18 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import peers
 import pytest
-from hubtools import wait_until
-from locatortools import OTHER_NHS, PATIENT_DOB, PATIENT_NHS, SilentPacs, entries, register_pacs
-from portaltools import add_user, base_url, bearer, browser
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hubtools import wait_until
 from imex.db.models import AuditEvent, LocatorSweep
 from imex.locator import policy
 from imex.locator.sweep import configure
 from imex.samples import make_study
+from locatortools import OTHER_NHS, PATIENT_DOB, PATIENT_NHS, SilentPacs, entries, register_pacs
+from portaltools import add_user, base_url, bearer, browser
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 
@@ -64,7 +64,7 @@ def test_sweeps_search_discoverability_and_fhir(make_config, start_hub, tmp_path
         for pacs in pacses:
             pacs.start()
         ours = {}
-        for pacs, (ods, name, modality, body, description) in zip(pacses, HOSPITALS):
+        for pacs, (ods, name, modality, body, description) in zip(pacses, HOSPITALS, strict=False):
             ours[ods] = _fill(pacs, tmp_path, ods, modality, body, description)
             register_pacs(hub, ods, name, f"{ods}_PACS", f"{ods}PACS", pacs.dicom_port)
         register_pacs(hub, "RQM", "Chelsea and Westminster", "RQM_PACS", "RQMPACS", silent.port)

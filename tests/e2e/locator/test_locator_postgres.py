@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import wait_until
-from locatortools import PATIENT_DOB, PATIENT_NHS, entries, register_pacs
-from portaltools import add_user, bearer
 
+import peers
+from hubtools import wait_until
 from imex.locator import policy
 from imex.locator.sweep import configure
 from imex.samples import make_study
+from locatortools import PATIENT_DOB, PATIENT_NHS, entries, register_pacs
+from portaltools import add_user, bearer
 
 pytestmark = pytest.mark.skipif(not (peers.have_orthanc() and peers.have_dcmtk()), reason="Orthanc or dcmtk missing")
 

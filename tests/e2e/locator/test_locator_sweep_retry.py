@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hubtools import write_toml
-from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, SilentPacs, entries, register_pacs
 from pydicom import dcmread
 from sqlalchemy import select, update
 
+from hubtools import write_toml
 from imex.cli import main
 from imex.db.models import LocatorSweep
 from imex.directory import add_node
 from imex.locator.sweep import backoff, configure, run_node
 from imex.samples import make_study
+from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, SilentPacs, entries, register_pacs
 
 
 def _row(hub, node_id: int) -> LocatorSweep:  # type: ignore[no-untyped-def]
@@ -36,7 +36,7 @@ def test_hanging_pacs_backs_off_then_recovers(make_config, start_hub, tmp_path: 
         configure(hub.db, "RJZ_PACS", lookback_days=10)
         delays = []
         for attempt in (1, 2, 3):
-            before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             run = run_node(hub.db, hub.config, node)
             assert run.error and run.queries == 0
             row = _row(hub, node)

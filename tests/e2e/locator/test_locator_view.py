@@ -9,20 +9,20 @@ import datetime as dt
 import re
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import wait_until
-from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries, register_pacs
-from portaltools import add_user, base_url, bearer, sign_in_page
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import func, select
 
+import peers
+from hubtools import wait_until
 from imex.db.models import Instance, Study, Tombstone, utcnow
 from imex.locator import cache, policy
 from imex.locator.sweep import configure, run_node
 from imex.samples import make_study
+from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries, register_pacs
+from portaltools import add_user, base_url, bearer, sign_in_page
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 RULE = {"name": "Cambridge files by NHS number", "destination": ["RGT"], "nhs_number": "use",

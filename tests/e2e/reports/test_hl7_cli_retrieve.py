@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import peers
 import pytest
-from hl7tools import DATA, register_ris, sample
-from hubtools import register_hospitals, wait_until, write_toml
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hl7tools import DATA, register_ris, sample
+from hubtools import register_hospitals, wait_until, write_toml
 from imex.db.models import report_queries, reports
 from imex.hl7.build import DEFAULT_QUERY, ack
 from imex.hl7.mllp import MllpListener

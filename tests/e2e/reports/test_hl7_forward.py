@@ -4,17 +4,17 @@ Imperial's PACS (dcmtk storescp) gets the SR in the same study. A final after th
 both and is marked as superseding."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hl7tools import RecordingRis, register_ris, variant
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hl7tools import RecordingRis, register_ris, variant
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import report_deliveries, studies
 from imex.hl7 import client
-from imex.reports.history import reports_for_study
 from imex.hl7.parse import parse_oru
+from imex.reports.history import reports_for_study
 from imex.samples import make_study
 
 SR = "1.2.840.10008.5.1.4.1.1.88.22"

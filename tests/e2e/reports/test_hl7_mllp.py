@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hl7tools import register_ris, sample, variant
-from hubtools import register_hospitals
 from sqlalchemy import func, select
 
+from hl7tools import register_ris, sample, variant
+from hubtools import register_hospitals
 from imex.db.models import reports
 from imex.hl7 import client
 from imex.hl7.mllp import frame
@@ -139,7 +139,6 @@ def test_report_waits_for_its_study_and_not_for_another_patients(hub, tmp_path):
     the right one does when it arrives."""
     import peers
     from hubtools import wait_until
-
     from imex.samples import make_study
 
     port = hub.reports.port

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 import httpx
-from portaltools import add_user, base_url, bearer, browser
-from requesttools import NHS, request_state
 from sqlalchemy import select, update
 
 from imex.db.models import AuditEvent, ImageRequest, Notification
 from imex.directory import add_institution, add_node
 from imex.requests import expiry as request_jobs
+from portaltools import add_user, base_url, bearer, browser
+from requesttools import NHS, request_state
 
 GOOD = {"source": "RJZ", "nhs_number": "943 476 5919", "modality": "CT", "date_from": "2024-01-01",
         "reason": "Follow-up of a head injury seen at King's", "urgency": "urgent", "recipient": "Stroke team"}

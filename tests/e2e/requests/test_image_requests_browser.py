@@ -5,14 +5,14 @@ it; the hub C-FINDs and C-MOVEs it from King's Orthanc and delivers it to Imperi
 shows it fulfilled and the doctor was e-mailed."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import wait_until
 from playwright.sync_api import expect
+
+import peers
+from hubtools import wait_until
+from imex.samples import make_study
 from portaltools import add_user, base_url, sign_in_page
 from requesttools import NHS, OTHER_NHS, Smtp, hospitals, no_patient_identifiers, orthanc, request_state, smtp_config
-
-from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 

@@ -6,19 +6,19 @@ request by NHS number and delivered to Imperial without anyone typing a destinat
 priority on the transfer."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import wait_until
-from portaltools import add_user, bearer
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from requesttools import NHS, OTHER_NHS, Smtp, hospitals, no_patient_identifiers, orthanc, request_state, smtp_config
 from sqlalchemy import select
 
+import peers
+from hubtools import wait_until
 from imex.db.models import Study, Transfer
 from imex.routing.priority import URGENT
 from imex.samples import make_study
+from portaltools import add_user, bearer
+from requesttools import NHS, OTHER_NHS, Smtp, hospitals, no_patient_identifiers, orthanc, request_state, smtp_config
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
 SECRETS = (NHS, "DOE", "JANE", "19700101")

@@ -4,10 +4,10 @@ another institution's request or with malformed filters are refused."""
 from __future__ import annotations
 
 from playwright.sync_api import expect
-from portaltools import add_user, base_url, bearer, browser, sign_in_page
-from requesttools import NHS, request_state
 
 from imex.directory import add_institution, add_node
+from portaltools import add_user, base_url, bearer, browser, sign_in_page
+from requesttools import NHS, request_state
 
 
 def test_decline_and_cancel_through_the_pages(make_config, start_hub, browser_page):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from sqlalchemy import func, select, update
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import AuditEvent, Instance, Institution, Study, Tombstone, Transfer
 from imex.index.remove import orphans
 from imex.retention.job import run_once
@@ -155,8 +155,8 @@ def test_extend_once_from_the_portal_and_tombstones_for_auditors(hub, tmp_path):
 
 def test_retention_commands(hub, tmp_path):
     from click.testing import CliRunner
-    from hubtools import write_toml
 
+    from hubtools import write_toml
     from imex.cli import main
 
     uid = push(hub, tmp_path, "cli")

@@ -2,9 +2,10 @@
 Commitment, and pynetdicom destinations that record arrival order."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+
 from commitpeer import CommitmentPeer
 from slowpeer import RecordingSCP
 

@@ -20,10 +20,8 @@ import zlib
 from io import BytesIO
 from pathlib import Path
 
-import peers
 import pynetdicom
 import pytest
-from hubtools import encode_dataset, register_hospitals, wait_until
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
@@ -44,6 +42,8 @@ from pynetdicom.sop_class import (
 )
 from sqlalchemy import func, select
 
+import peers
+from hubtools import encode_dataset, register_hospitals, wait_until
 from imex.db.models import Instance, Study
 from imex.dicom import parse
 from imex.samples import make_study
@@ -252,7 +252,7 @@ class RawPeer:
             return True
         except ConnectionResetError:
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def associate(self, contexts: list[tuple[int, str, list[str]]], calling: str = SOURCE_AET,

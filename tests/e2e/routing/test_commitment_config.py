@@ -2,17 +2,17 @@
 (worklist filter, CSV export), and a destination that never reports, which ends in a clear error."""
 from __future__ import annotations
 
-import peers
 import pytest
 from click.testing import CliRunner
-from hubtools import register_hospitals, wait_until, write_toml
-from portaltools import add_user, browser
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until, write_toml
 from imex.cli import main
 from imex.db.models import Node, Transfer
 from imex.directory import DirectoryError, add_node, load_from_config
 from imex.samples import make_study
+from portaltools import add_user, browser
 
 
 def _confirm_of(hub, name: str) -> str:  # type: ignore[no-untyped-def]

@@ -3,12 +3,12 @@ N-EVENT-REPORT on a new association to the hub, which it knows as a modality), a
 C-FIND after an instance was deleted from Orthanc: the missing instance is sent again, then confirmed."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import register_hospitals, wait_until
 from pydicom import dcmread
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import CommitmentRequest, Transfer, TransferEvent
 from imex.directory import add_node
 from imex.samples import make_study

@@ -3,12 +3,12 @@ confirms the transfer; instances reported failed are sent again; a destination t
 `failed` with the instances named; forged and malformed reports are refused and change nothing."""
 from __future__ import annotations
 
-import peers
-from commitpeer import send_report
-from hubtools import register_hospitals, wait_until
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select
 
+import peers
+from commitpeer import send_report
+from hubtools import register_hospitals, wait_until
 from imex.db.models import AuditEvent, CommitmentRequest, Email, Transfer, TransferEvent, TransferItem
 from imex.directory import add_node
 from imex.samples import make_study

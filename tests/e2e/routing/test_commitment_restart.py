@@ -7,7 +7,6 @@ from pathlib import Path
 
 import peers
 from hubtools import fast_config, wait_until, write_toml
-
 from imex.samples import make_study
 
 INSTITUTIONS = [{"ods": "RJZ", "name": "King's College Hospital"}, {"ods": "RYJ", "name": "Imperial"}]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-import peers
-from hubtools import register_hospitals, wait_until
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Transfer, TransferEvent
 from imex.directory import add_node
 from imex.samples import make_study

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import peers
 from hubtools import fast_config, sop_uids, wait_until, write_toml
-
 from imex.samples import make_study
 from imex.store import BlobStore
 

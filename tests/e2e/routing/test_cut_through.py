@@ -1,10 +1,10 @@
 """Cut-through: an emergency study is forwarded while it is still arriving, with no stability wait."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, sop_uids, wait_until
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, sop_uids, wait_until
 from imex.db.models import Study, Transfer, TransferEvent
 from imex.samples import make_study
 

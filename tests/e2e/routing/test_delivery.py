@@ -3,8 +3,6 @@ retries with backoff, giving up, operator retry and cancel."""
 from __future__ import annotations
 
 import numpy as np
-import peers
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -14,6 +12,8 @@ from pydicom.uid import (
 )
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import Transfer, TransferEvent
 from imex.routing import queue
 from imex.samples import compress_jpeg_lossless, compress_rle, make_study

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import peers
 import pytest
-from hubtools import transfer_states, wait_until
 from sqlalchemy import select
 
+import peers
+from hubtools import transfer_states, wait_until
 from imex.db.models import Email, Transfer
 from imex.directory import add_institution, add_node
 from imex.samples import make_study
@@ -77,7 +77,7 @@ class SmtpServer:
         self.collector = Collector()
         self.controller: Any = None
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self.controller = aiosmtpd_controller.Controller(self.collector, hostname="127.0.0.1", port=self.port)
         self.controller.start()
         return self

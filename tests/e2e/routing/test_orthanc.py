@@ -10,11 +10,11 @@ import threading
 from io import BytesIO
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import transfer_states, wait_until
 from pydicom import dcmread
 
+import peers
+from hubtools import transfer_states, wait_until
 from imex.directory import add_institution, add_node
 from imex.samples import make_study
 

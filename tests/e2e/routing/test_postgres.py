@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import peers
 import pytest
+from pydicom import dcmread
+from sqlalchemy import create_engine, text
+
+import peers
 from hubtools import (
     fast_config,
     register_hospitals,
@@ -14,9 +17,6 @@ from hubtools import (
     wait_until,
     write_toml,
 )
-from pydicom import dcmread
-from sqlalchemy import create_engine, text
-
 from imex.samples import make_study
 
 pytestmark = pytest.mark.postgres

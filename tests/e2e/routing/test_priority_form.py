@@ -4,14 +4,14 @@ and the transfer is released with them; people who may not change it see no form
 oversized requests are refused."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, wait_until
 from playwright.sync_api import expect
-from portaltools import add_user, base_url, sign_in_page
 from sqlalchemy import select, update
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Institution, Transfer, User
 from imex.samples import make_study
+from portaltools import add_user, base_url, sign_in_page
 
 
 def _transfer(hub) -> Transfer:  # type: ignore[no-untyped-def]

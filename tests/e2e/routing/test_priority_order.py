@@ -2,10 +2,10 @@
 that takes one association at a time, is delivered before every routine study that had not started."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, wait_until
 from sqlalchemy import select, update
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Node, Study, Transfer
 from imex.routing.priority import EMERGENCY, ROUTINE
 from imex.samples import make_study

@@ -2,14 +2,14 @@
 on their dashboard) and escalation of emergency transfers that are not delivered in time."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, wait_until
-from portaltools import add_user, browser
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import AuditEvent, Email, Institution, Notification, Transfer, TransferEvent
 from imex.directory import add_institution
 from imex.samples import make_study
+from portaltools import add_user, browser
 
 
 def _transfer(hub) -> Transfer:  # type: ignore[no-untyped-def]

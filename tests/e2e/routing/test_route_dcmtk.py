@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import peers
-from hubtools import register_hospitals, transfer_states, wait_until
 from pydicom import dcmread
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.samples import make_study
 
 

@@ -2,10 +2,10 @@
 with dcmtk storescu as the sending PACS and storescp as the receiving one."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, sop_uids, transfer_states, wait_until
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, sop_uids, transfer_states, wait_until
 from imex.db.models import Study, Transfer
 from imex.directory import add_institution, add_node
 from imex.routing.router import route_manually

@@ -7,12 +7,12 @@ import socket
 import struct
 
 import pytest
-from hl7tools import register_ris, sample
-from hubtools import register_hospitals, wait_until
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import func, select
 
+from hl7tools import register_ris, sample
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Instance, reports
 from imex.dicom.part10 import dataset_offset
 from imex.dicom.upper_layer import Requestor, UpperLayerError

@@ -6,15 +6,15 @@ import datetime as dt
 
 import httpx
 from click.testing import CliRunner
-from hubtools import register_hospitals
-from portaltools import PASSWORD, add_user, base_url, login_form_token
-from sectools import make_ca, tls_overrides
 from sqlalchemy import select
 
+from hubtools import register_hospitals
 from imex.auth import signin_limit
 from imex.cli import main
 from imex.db.models import Email, Node, Notification
 from imex.notify import certificates as expiry
+from portaltools import PASSWORD, add_user, base_url, login_form_token
+from sectools import make_ca, tls_overrides
 
 
 def test_an_address_that_keeps_failing_is_refused_429(make_config, start_hub):
@@ -103,7 +103,7 @@ def test_crl_is_renewed_before_it_lapses(tmp_path, make_config):
     assert not expiry.renew_crl(config)  # fresh: nothing to do
     ca.write_crl(days=3)
     assert expiry.renew_crl(config)
-    assert (ca.crl_next_update() - dt.datetime.now(dt.timezone.utc)).days >= 29
+    assert (ca.crl_next_update() - dt.datetime.now(dt.UTC)).days >= 29
 
 
 def test_serve_stops_with_a_clear_message_when_tls_files_are_missing(tmp_path):

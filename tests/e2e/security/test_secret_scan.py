@@ -11,18 +11,18 @@ import ssl
 from pathlib import Path
 
 import httpx
-import peers
 import pyotp
 import pytest
 from click.testing import CliRunner
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import PASSWORD, add_user, base_url, login_form_token
-from sectools import dcmtk_tls, make_ca, tls_overrides
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.cli import main
 from imex.samples import make_study
+from portaltools import PASSWORD, add_user, base_url, login_form_token
+from sectools import dcmtk_tls, make_ca, tls_overrides
 
 TOTP = pyotp.random_base32()
 DB_PASSWORD = "db-Pw-7c1e0f9a2b"

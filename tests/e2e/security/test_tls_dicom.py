@@ -3,16 +3,16 @@
 over TLS to storescp +tls and checks its name."""
 from __future__ import annotations
 
-import peers
 import pytest
 from click.testing import CliRunner
-from hubtools import register_hospitals, transfer_states, wait_until
-from sectools import dcmtk_tls, make_ca, tls_overrides
 from sqlalchemy import func, select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.cli import main
 from imex.db.models import Instance, Node
 from imex.samples import make_study
+from sectools import dcmtk_tls, make_ca, tls_overrides
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")
 

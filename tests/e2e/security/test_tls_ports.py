@@ -9,10 +9,10 @@ import subprocess
 
 import httpx
 import pytest
-from hubtools import register_hospitals
-from sectools import make_ca, tls_overrides
 
+from hubtools import register_hospitals
 from imex.tls.profile import BCP195_CIPHERS
+from sectools import make_ca, tls_overrides
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 WEAK = ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256", "DES-CBC3-SHA",

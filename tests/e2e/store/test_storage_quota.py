@@ -2,14 +2,14 @@
 nothing of it is stored; the contact is alerted; admins see what each institution and folder holds."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, wait_until
-from portaltools import add_user, bearer, browser
 from sqlalchemy import func, select
 
+import peers
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Email, Instance, Institution
 from imex.folders.manage import add_folder
 from imex.samples import make_study
+from portaltools import add_user, bearer, browser
 
 
 def test_quota_refuses_with_a700_and_stores_nothing_of_the_refused(make_config, start_hub, tmp_path):

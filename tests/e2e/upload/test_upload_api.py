@@ -7,17 +7,17 @@ import datetime as dt
 import shutil
 
 import pytest
-from hubtools import register_hospitals, wait_until
-from portaltools import add_user, bearer, browser
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 from sqlalchemy import select
-from uploadtools import audit_actions, dataset_bytes, held, new_upload, put_file, upload_folder, zip_of
 
+from hubtools import register_hospitals, wait_until
 from imex.db.models import Upload
-from imex.samples import make_study
 from imex.hub import Hub
+from imex.samples import make_study
 from imex.upload.staging import Staging
+from portaltools import add_user, bearer, browser
+from uploadtools import audit_actions, dataset_bytes, held, new_upload, put_file, upload_folder, zip_of
 
 
 @pytest.fixture

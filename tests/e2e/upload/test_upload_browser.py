@@ -4,15 +4,15 @@ instances arrive at Imperial's PACS (dcmtk storescp) byte for byte. A zip bomb p
 refused there with the reason."""
 from __future__ import annotations
 
-from hubtools import register_hospitals, wait_until
 from playwright.sync_api import expect
-from portaltools import add_user, base_url, sign_in_page
 from pydicom import dcmread
 from sqlalchemy import func, select
-from uploadtools import dataset_bytes, held, zip_of
 
+from hubtools import register_hospitals, wait_until
 from imex.db.models import AuditEvent
 from imex.samples import make_study
+from portaltools import add_user, base_url, sign_in_page
+from uploadtools import dataset_bytes, held, zip_of
 
 
 def test_folder_upload_review_and_send_through_the_page(make_config, start_hub, storescp, browser_page, tmp_path):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from hubtools import sop_uids, wait_until, write_toml
-from peers import wait_port
-from portaltools import add_user, bearer
 from sqlalchemy import func, select
-from uploadtools import upload_folder
 
+from hubtools import sop_uids, wait_until, write_toml
 from imex.db import Database
 from imex.db.models import Instance, Upload
 from imex.samples import make_study
+from peers import wait_port
+from portaltools import add_user, bearer
+from uploadtools import upload_folder
 
 
 def test_kill_9_while_storing_an_upload(make_config, hub_process, storescp, tmp_path):

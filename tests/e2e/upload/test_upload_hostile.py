@@ -8,12 +8,12 @@ import stat
 import zipfile
 
 import pytest
-from hubtools import register_hospitals
-from portaltools import add_user, base_url, bearer, browser
-from uploadtools import audit_actions, held, new_upload, put_file, zip_of
 
+from hubtools import register_hospitals
 from imex.samples import make_study
 from imex.upload.staging import Staging
+from portaltools import add_user, base_url, bearer, browser
+from uploadtools import audit_actions, held, new_upload, put_file, zip_of
 
 MiB = 1 << 20
 

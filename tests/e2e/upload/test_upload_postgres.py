@@ -3,11 +3,11 @@ sent and delivered to Imperial's PACS."""
 from __future__ import annotations
 
 import pytest
+
 from hubtools import register_hospitals, wait_until
+from imex.samples import make_study
 from portaltools import add_user, bearer
 from uploadtools import dataset_bytes, new_upload, put_file, zip_of
-
-from imex.samples import make_study
 
 pytestmark = pytest.mark.postgres
 MiB = 1 << 20

@@ -7,14 +7,14 @@ import csv
 import io
 import xml.etree.ElementTree as ET
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, assert_audit_is_append_only, bearer, browser, user_row
 from sqlalchemy import select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import Email, Notification, Study
 from imex.samples import make_study
+from portaltools import add_user, assert_audit_is_append_only, bearer, browser, user_row
 
 
 @pytest.fixture

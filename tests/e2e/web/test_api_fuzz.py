@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, base_url, bearer
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.samples import make_study
+from portaltools import add_user, base_url, bearer
 
 ST = Path(sys.executable).with_name("st")
 

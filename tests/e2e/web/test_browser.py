@@ -3,12 +3,12 @@ worklist that updates by itself when a study arrives, a transfer's page with its
 from the admin page, and the audit trail; screenshots land next to the test's files."""
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 import peers
 from hubtools import register_hospitals, transfer_states, wait_until
-from playwright.sync_api import expect
-from portaltools import PASSWORD, add_user, base_url, sign_in_page, user_row
-
 from imex.samples import make_study
+from portaltools import PASSWORD, add_user, base_url, sign_in_page, user_row
 
 
 def sign_in(page, hub, username: str) -> None:  # type: ignore[no-untyped-def]

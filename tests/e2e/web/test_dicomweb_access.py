@@ -9,9 +9,9 @@ import re
 import httpx
 import pydicom
 import pytest
-from dwtools import BIG_BODY, base_url, browser, exchange, token
 from sqlalchemy import func, select, update
 
+from dwtools import BIG_BODY, base_url, browser, exchange, token
 from imex.db.models import AuditEvent, WebSession
 from imex.samples import make_study
 

@@ -9,13 +9,13 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from dwtools import BIG_BODY, base_url, client, dataset_bytes, exchange, token
-from hubtools import wait_until
 from PIL import Image
 from requests import HTTPError
 from sqlalchemy import select, update
 
-from imex.db.models import AuditEvent, Institution, Instance, Study
+from dwtools import BIG_BODY, base_url, client, dataset_bytes, exchange, token
+from hubtools import wait_until
+from imex.db.models import AuditEvent, Instance, Institution, Study
 from imex.samples import make_study
 
 ROUTE_MR = [{"name": "MR from King's by DICOMweb go to Imperial", "source_institution": ["RJZ"],

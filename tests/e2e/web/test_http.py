@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import httpx
-import peers
-from hubtools import register_hospitals, transfer_states, wait_until
 from sqlalchemy import func, select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import Instance
 from imex.samples import make_study
 

@@ -2,14 +2,14 @@
 text escaped, and the data are intact; the query string cannot reach another institution's objects."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, bearer, browser
 from sqlalchemy import func, select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import User
 from imex.samples import make_study
+from portaltools import add_user, bearer, browser
 
 HOSTILE = ["' OR '1'='1", "%", "_", "\\", "'; DROP TABLE users; --", "\" OR \"\"=\"", "<script>alert(1)</script>",
            "*", "K1%' --", "%' UNION SELECT username FROM users --"]

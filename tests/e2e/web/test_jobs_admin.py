@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import peers
 from hubtools import register_hospitals, sop_uids, transfer_states, wait_until
-from portaltools import add_user, browser
-
 from imex.samples import make_study
+from portaltools import add_user, browser
 
 
 def test_dead_transfer_shown_and_retried(make_config, start_hub, storescp, tmp_path):

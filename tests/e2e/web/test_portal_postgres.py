@@ -2,12 +2,12 @@
 to change the audit trail (its trigger, not the application, enforces append-only)."""
 from __future__ import annotations
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, assert_audit_is_append_only, bearer, browser
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.samples import make_study
+from portaltools import add_user, assert_audit_is_append_only, bearer, browser
 
 pytestmark = pytest.mark.postgres
 

@@ -2,12 +2,12 @@
 receiving PACS guardian's dashboard and is released from the portal with the identity to send."""
 from __future__ import annotations
 
-import peers
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, browser
 from pydicom import dcmread
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.samples import make_study
+from portaltools import add_user, browser
 
 RULE = {"name": "Imperial files by NHS number", "destination": ["RYJ"], "nhs_number": "require"}
 

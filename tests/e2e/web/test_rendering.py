@@ -12,13 +12,13 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from dwtools import BIG_BODY, add_user, base_url, token
-from hubtools import register_hospitals
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_windowing, pixel_array
 from pydicom.uid import generate_uid
 
+from dwtools import BIG_BODY, add_user, base_url, token
+from hubtools import register_hospitals
 from imex.render import decode, image
 
 GREY = ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 
-import peers
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
-from portaltools import add_user, bearer, browser
 from sqlalchemy import func, select
 
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import AuditEvent, Node, Study, Transfer, User, Worklist
 from imex.directory import add_institution
 from imex.samples import make_study
+from portaltools import add_user, bearer, browser
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import time
 import httpx
 import pyotp
 import pytest
-from portaltools import PASSWORD, add_user, base_url, browser, login_form_token, user_row
 from sqlalchemy import select
 
 from imex.db.models import AuditEvent, Institution, WebSession
+from portaltools import PASSWORD, add_user, base_url, browser, login_form_token, user_row
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@ slice 150 with the wheel, keys and slider, the lung preset, zoom, a length measu
 invert and two series side by side; the opening is audited. Screenshots land in the test's folder."""
 from __future__ import annotations
 
-import peers
 import pydicom
 import pytest
-from hubtools import register_hospitals, transfer_states, wait_until
 from sqlalchemy import select
 
-from portaltools import add_user, base_url, sign_in_page  # noqa: E402
-
+import peers
+from hubtools import register_hospitals, transfer_states, wait_until
 from imex.db.models import AuditEvent, Study  # noqa: E402
 from imex.samples import make_study  # noqa: E402
+from portaltools import add_user, base_url, sign_in_page  # noqa: E402
+
 
 @pytest.fixture
 def page(browser_page):  # type: ignore[no-untyped-def]

@@ -12,33 +12,75 @@ re-exported table would shadow the submodule as an attribute of this package.
 """
 from __future__ import annotations
 
-from imex.db.models.base import Base, core_table, utcnow
-from imex.db.models.directory import (Institution, Node, RisEndpoint, Worklist, institutions, nodes, ris_endpoints,
-                                      worklists)
-from imex.db.models.index import Instance, Patient, Series, Study, instances, patients, series, studies
 from imex.db.models.accounts import Role, RoleGrant, User, WebSession, role_grants, roles, users, web_sessions
-from imex.db.models.delivery import Transfer, TransferEvent, TransferItem, events, items, transfers
 from imex.db.models.audit import AuditEvent, audit_events
-from imex.db.models.notify import Email, Notification, emails, notifications
-from imex.db.models.reporting import (Report, ReportDelivery, ReportQuery, report_deliveries, report_queries,
-                                      reports)
-from imex.db.models.harmonise import Reconciliation, reconciliations
-from imex.db.models.retention import Tombstone, tombstones
-from imex.db.models.sharing import (Folder, FolderInstitution, FolderMember, FolderStudy, folder_institutions,
-                                    folder_members, folder_studies, folders)
+from imex.db.models.base import Base, core_table, utcnow
 from imex.db.models.commitment import CommitmentRequest, commitment_requests
-from imex.db.models.exchanges import (REQUEST_STATES, RETRIEVAL_STATES, ExchangeTransaction, ImageRequest,
-                                      RequestEvent, Retrieval, TransactionAttachment, TransactionMessage,
-                                      TransactionStudy, image_requests, request_events, retrievals,
-                                      transaction_attachments, transaction_messages, transaction_studies,
-                                      transactions)
-from imex.db.models.links import (LINK_MODES, LinkCode, LinkSession, StudyLink, link_codes, link_sessions,
-                                  study_links)
-from imex.db.models.locator import (DISCOVERABILITY, ENTRY_SOURCES, LocatorEntry, LocatorMark, LocatorNetwork,
-                                    LocatorNetworkMember, LocatorPartner, LocatorPolicy, LocatorSharedNetwork,
-                                    LocatorSweep, locator_entries, locator_marks, locator_network_members,
-                                    locator_networks, locator_partners, locator_policies, locator_shared_networks,
-                                    locator_sweeps)
+from imex.db.models.delivery import Transfer, TransferEvent, TransferItem, events, items, transfers
+from imex.db.models.directory import (
+                                      Institution,
+                                      Node,
+                                      RisEndpoint,
+                                      Worklist,
+                                      institutions,
+                                      nodes,
+                                      ris_endpoints,
+                                      worklists,
+)
+from imex.db.models.exchanges import (
+                                      REQUEST_STATES,
+                                      RETRIEVAL_STATES,
+                                      ExchangeTransaction,
+                                      ImageRequest,
+                                      RequestEvent,
+                                      Retrieval,
+                                      TransactionAttachment,
+                                      TransactionMessage,
+                                      TransactionStudy,
+                                      image_requests,
+                                      request_events,
+                                      retrievals,
+                                      transaction_attachments,
+                                      transaction_messages,
+                                      transaction_studies,
+                                      transactions,
+)
+from imex.db.models.harmonise import Reconciliation, reconciliations
+from imex.db.models.index import Instance, Patient, Series, Study, instances, patients, series, studies
+from imex.db.models.links import LINK_MODES, LinkCode, LinkSession, StudyLink, link_codes, link_sessions, study_links
+from imex.db.models.locator import (
+                                      DISCOVERABILITY,
+                                      ENTRY_SOURCES,
+                                      LocatorEntry,
+                                      LocatorMark,
+                                      LocatorNetwork,
+                                      LocatorNetworkMember,
+                                      LocatorPartner,
+                                      LocatorPolicy,
+                                      LocatorSharedNetwork,
+                                      LocatorSweep,
+                                      locator_entries,
+                                      locator_marks,
+                                      locator_network_members,
+                                      locator_networks,
+                                      locator_partners,
+                                      locator_policies,
+                                      locator_shared_networks,
+                                      locator_sweeps,
+)
+from imex.db.models.notify import Email, Notification, emails, notifications
+from imex.db.models.reporting import Report, ReportDelivery, ReportQuery, report_deliveries, report_queries, reports
+from imex.db.models.retention import Tombstone, tombstones
+from imex.db.models.sharing import (
+                                      Folder,
+                                      FolderInstitution,
+                                      FolderMember,
+                                      FolderStudy,
+                                      folder_institutions,
+                                      folder_members,
+                                      folder_studies,
+                                      folders,
+)
 from imex.db.models.upload import FILE_KINDS, UPLOAD_STATES, Upload, UploadFile, upload_files, uploads
 
 __all__ = [

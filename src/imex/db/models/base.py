@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 def utcnow() -> dt.datetime:
     """Naive UTC now: what every timestamp column holds."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

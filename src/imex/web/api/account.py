@@ -19,7 +19,8 @@ from imex.web.context import Portal
 from imex.web.deps import ObjectId, client_ip, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem, Refused, refused
 from imex.web.views import iso
-from imex.web.views.account import EMAIL_EVENTS, dashboard, me as me_view, notifications, tokens
+from imex.web.views.account import EMAIL_EVENTS, dashboard, notifications, tokens
+from imex.web.views.account import me as me_view
 
 router = APIRouter(prefix="/api/v1", tags=["account"])
 

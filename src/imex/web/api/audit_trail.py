@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth.permissions import Principal
 from imex.auth import scope
+from imex.auth.permissions import Principal
 from imex.web.context import Portal
 from imex.web.deps import db_session, portal, signed_in
 from imex.web.views import audit_row, iso
@@ -25,7 +25,7 @@ def _filter(since: dt.datetime | None, until: dt.datetime | None, action: str, o
     def naive(value: dt.datetime | None) -> dt.datetime | None:
         if value is None or value.tzinfo is None:
             return value
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
 
     return AuditFilter(since=naive(since), until=naive(until), action=action or None, outcome=outcome,
                        username=username or None, study_uid=study_uid or None, patient_id=patient_id or None,
@@ -78,7 +78,7 @@ def export_audit(format: Literal["csv", "atna"] = "csv", params: _Params = Depen
                     break
                 offset += 1000
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     if format == "csv":
         body = export.iter_csv(rows())
         media, name = "text/csv; charset=utf-8", f"imex-audit-{stamp}.csv"

@@ -19,8 +19,15 @@ from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem
 from imex.web.views import iso
-from imex.web.views.folders import (folder_studies, folder_view, folders, import_pacs, import_preview, may_manage,
-                                    visible_folder)
+from imex.web.views.folders import (
+    folder_studies,
+    folder_view,
+    folders,
+    import_pacs,
+    import_preview,
+    may_manage,
+    visible_folder,
+)
 from imex.web.views.transfers import visible_study
 
 router = APIRouter(prefix="/api/v1", tags=["folders"])

@@ -15,7 +15,8 @@ from imex import audit
 from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Institution, LocatorEntry, Node
-from imex.locator import policy, search as locator_search
+from imex.locator import policy
+from imex.locator import search as locator_search
 from imex.locator.sourcing import open_in_viewer, source_entry
 from imex.locator.sweep import configure
 from imex.web.context import Portal

@@ -7,7 +7,8 @@ reads shared with the pages are in web/views/requests.py; the changes are reques
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -22,8 +23,18 @@ from imex.requests.lifecycle import Actor, RequestError, RequestForm
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import refused
-from imex.web.views.requests import (actor, dates, list_requests, partners, request_detail, request_view,
-                                     requester_side, search_source, source_side, visible_request)
+from imex.web.views.requests import (
+    actor,
+    dates,
+    list_requests,
+    partners,
+    request_detail,
+    request_view,
+    requester_side,
+    search_source,
+    source_side,
+    visible_request,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 

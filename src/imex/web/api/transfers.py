@@ -14,17 +14,26 @@ from imex import audit
 from imex.audit.export import csv_lines
 from imex.auth.permissions import Principal
 from imex.db.models import Study
-from imex.routing.reconcile import reconcile
 from imex.index.remove import delete_study
 from imex.retention.extension import extend_study as extend
 from imex.routing import queue
+from imex.routing.reconcile import reconcile
 from imex.routing.router import route_manually
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import Problem
 from imex.web.views import iso
-from imex.web.views.transfers import (TransferFilters, TransferPage, list_transfers, quarantine, quarantined,
-                                      study_detail, transfer_detail, visible_study, visible_transfer)
+from imex.web.views.transfers import (
+    TransferFilters,
+    TransferPage,
+    list_transfers,
+    quarantine,
+    quarantined,
+    study_detail,
+    transfer_detail,
+    visible_study,
+    visible_transfer,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["transfers"])
 

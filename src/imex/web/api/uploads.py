@@ -13,18 +13,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Institution, Node, Upload, User
-from imex.auth import scope
+from imex.routing import priority as levels
+from imex.upload import review as review_mod
+from imex.upload.send import Choice, send
+from imex.upload.staging import Staging, UploadError
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.errors import Problem, Refused
 from imex.web.views import person_name
 from imex.web.views.uploads import visible_upload
-from imex.routing import priority as levels
-from imex.upload import review as review_mod
-from imex.upload.send import Choice, send
-from imex.upload.staging import Staging, UploadError
 
 router = APIRouter(prefix="/api/v1", tags=["uploads"])
 MAX_OFFSET = 2**53

@@ -4,7 +4,8 @@ expects (401, 403, 404, 406, ...), the caller (the portal's bearer token or brow
 UID: anything the caller may not see is 404, audited, exactly as if it did not exist."""
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,14 +14,14 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
+from imex.auth import scope
 from imex.auth.permissions import PermissionDenied, Principal
 from imex.db.models import Instance, Series, Study
-from imex.auth import scope
-from imex.web.dicomweb import dicomjson
-from imex.web.deps import db_session, portal, signed_in, visible_or_deny
-from imex.web.errors import Problem, SignInRequired
 from imex.render.cache import ByteLRU
 from imex.render.renderer import Renderer
+from imex.web.deps import db_session, portal, signed_in, visible_or_deny
+from imex.web.dicomweb import dicomjson
+from imex.web.errors import Problem, SignInRequired
 
 PREFIX = "/dicomweb"
 

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Select, and_, desc, or_
 from sqlalchemy.orm import Session
 
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Instance, Patient, Series, Study
-from imex.auth import scope
 from imex.web.dicomweb import dicomjson
 from imex.web.dicomweb.common import DicomWebRoute, Session_, base_url, metadata, series_row, study_row, viewer
 from imex.web.errors import Problem

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Instance, Study
 from imex.dicom.parse import InvalidInstance, attribute_tag, read_instance
 from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
 from imex.index.ingest import Source
-from imex.auth import scope
 from imex.web.deps import portal, signed_in
 from imex.web.dicomweb import multipart
 from imex.web.dicomweb.common import DicomWebRoute, Session_, base_url, study_row

@@ -5,8 +5,8 @@ the caller may not see is 404."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from io import BytesIO
-from typing import Iterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -16,14 +16,23 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Instance, Series, Study
-from imex.auth import scope
-from imex.web.dicomweb import multipart
-from imex.web.dicomweb.common import DicomWebRoute, Session_, instance_row, metadata, renderer, series_row, study_row, viewer
-from imex.web.errors import Problem
 from imex.render import decode, image
 from imex.render.renderer import Options
+from imex.web.dicomweb import multipart
+from imex.web.dicomweb.common import (
+    DicomWebRoute,
+    Session_,
+    instance_row,
+    metadata,
+    renderer,
+    series_row,
+    study_row,
+    viewer,
+)
+from imex.web.errors import Problem
 
 router = APIRouter(prefix="/dicomweb", route_class=DicomWebRoute, include_in_schema=False)
 

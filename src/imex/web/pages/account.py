@@ -19,8 +19,8 @@ from imex.web.context import Portal
 from imex.web.deps import check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
 from imex.web.errors import status_of
 from imex.web.pages.render import render
-from imex.web.views import worklist_row
 from imex.web.views import account as account_views
+from imex.web.views import worklist_row
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF = "imex_login_csrf"

@@ -17,11 +17,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imex.auth import scope
 from imex.db.models import Instance, Institution, Patient, Series, Study, StudyLink
 from imex.export import study_members
 from imex.links import access
 from imex.links.manage import state
-from imex.auth import scope
+from imex.render import decode
 from imex.web.context import Portal
 from imex.web.deps import check_same_origin, client_ip, db_session, portal
 from imex.web.dicomweb import dicomjson
@@ -30,7 +31,6 @@ from imex.web.dicomweb.wado import render_options
 from imex.web.errors import Problem
 from imex.web.pages.render import render
 from imex.web.views.download import zip_response
-from imex.render import decode
 
 router = APIRouter(include_in_schema=False)
 reads = APIRouter(prefix="/link/dicomweb", route_class=DicomWebRoute, include_in_schema=False)

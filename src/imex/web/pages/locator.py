@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Institution, Node
 from imex.locator import policy
 from imex.locator import search as locator_search
-from imex.auth import scope
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.pages.render import render

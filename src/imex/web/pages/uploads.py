@@ -8,9 +8,9 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Upload
-from imex.auth import scope
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in
 from imex.web.pages.render import render

@@ -13,8 +13,15 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth import scope
 from imex.auth.permissions import Principal
-from imex.db.models import (ExchangeTransaction, Institution, Node, Patient, Study, TransactionAttachment,
-                            TransactionMessage)
+from imex.db.models import (
+    ExchangeTransaction,
+    Institution,
+    Node,
+    Patient,
+    Study,
+    TransactionAttachment,
+    TransactionMessage,
+)
 from imex.exchanges.transactions import overall_state, study_progress
 from imex.routing.priority import name as priority_name
 from imex.web.deps import visible_or_deny

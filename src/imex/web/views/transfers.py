@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth import scope
 from imex.auth.permissions import Principal
-from imex.db.models import (Instance, Node, Series, Study, Transfer, TransferEvent, TransferItem, User,
-                            Worklist)
+from imex.db.models import Instance, Node, Series, Study, Transfer, TransferEvent, TransferItem, User, Worklist
 from imex.web.deps import visible_or_deny
 from imex.web.errors import Problem
 from imex.web.views import iso, study_row, transfer_row
