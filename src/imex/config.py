@@ -48,8 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.max_pdu", 262144, "Largest PDU the hub accepts, in bytes (0 means no limit). Larger "
             "PDUs mean fewer round trips per instance."),
     Setting("dicom.max_associations", 32, "Most simultaneous inbound associations."),
-    Setting("dicom.acse_timeout", 10.0, "Seconds to wait for association negotiation; a connection that "
-            "never completes one holds an association slot this long."),
+    Setting("dicom.acse_timeout", 10.0, "Seconds from accepting a connection to its complete association "
+            "request (A-ASSOCIATE-RQ, after the TLS handshake on the TLS port); a caller that takes longer, "
+            "however it trickles its bytes, is disconnected."),
     Setting("dicom.dimse_timeout", 120.0, "Seconds to wait for a DIMSE message (e.g. a C-STORE response)."),
     Setting("dicom.network_timeout", 120.0, "Seconds an idle association is kept open."),
     Setting("dicom.check_peer_address", True, "Refuse a known calling AE title that connects from an address "
@@ -115,11 +116,18 @@ SETTINGS: tuple[Setting, ...] = (
     # -- HL7 reports ([[ris]] endpoints are in the TOML file; see README)
     Setting("hl7.host", "0.0.0.0", "Address the HL7 MLLP listener binds to."),
     Setting("hl7.port", 2575, "HL7 MLLP listener port for reports from RIS endpoints. 0 disables it."),
-    Setting("hl7.max_message_bytes", 4194304, "Largest HL7 message accepted, in bytes; a larger one is "
-            "answered AR and its connection closed."),
+    Setting("hl7.max_message_bytes", 4194304, "Largest HL7 message accepted, in bytes between the MLLP start "
+            "and end blocks; a larger one is answered AR and its connection closed."),
     Setting("hl7.tls_cert", "", "PEM certificate for MLLP over TLS. Empty: plain TCP."),
     Setting("hl7.tls_key", "", "PEM private key of hl7.tls_cert."),
     Setting("hl7.idle_timeout", 300.0, "Seconds an MLLP connection may stay silent before it is closed."),
+    Setting("hl7.message_timeout", 60.0, "Seconds from the first byte of an MLLP message to its end block (and "
+            "for the TLS handshake of a new connection); a sender that takes longer, however it trickles its "
+            "bytes, is disconnected."),
+    Setting("hl7.max_connections", 64, "Most MLLP connections open at once; one more is closed at once. Only "
+            "addresses of registered RIS endpoints (peer_host of [[ris]]) may connect at all. 0: no cap."),
+    Setting("hl7.max_connections_per_address", 8, "Most MLLP connections open at once from one IP address; one "
+            "more from it is closed at once. 0: only hl7.max_connections applies."),
     Setting("hl7.send_timeout", 30.0, "Seconds to wait for a RIS's ACK when forwarding or querying."),
     Setting("hl7.retry_initial_seconds", 10.0, "Delay before a report delivery that failed is tried again."),
     Setting("hl7.retry_multiplier", 2.0, "Each further attempt to deliver a report waits this many times "
@@ -149,15 +157,35 @@ SETTINGS: tuple[Setting, ...] = (
             "expires within this many days."),
     Setting("dicom.tls_port", 0, "DICOM over TLS listener port (2762 is usual). Nodes must present a "
             "certificate issued to them by the CA; a node with tls = true may only use this port. 0 disables it."),
+    Setting("dicom.max_negotiating", 64, "Most connections at once still negotiating (accepted, association "
+            "request not yet complete), per DICOM port. They are served by one thread and never count against "
+            "dicom.max_associations; when all places are taken, the connection waiting longest is dropped."),
+    Setting("dicom.max_negotiating_per_address", 16, "Most of those connections from one IP address; one more "
+            "from it drops its longest-waiting one. 0: only dicom.max_negotiating applies."),
     Setting("dicom.max_associations_per_node", 0, "Most simultaneous inbound associations from one node (a "
             "node's own max_associations overrides it). 0: only dicom.max_associations applies."),
     Setting("http.tls", False, "Serve the portal, API and DICOMweb over HTTPS with tls.cert/tls.key (HSTS is "
             "then sent). Behind a TLS-terminating reverse proxy leave it off and see http.trusted_proxies."),
-    Setting("http.trusted_proxies", "127.0.0.1", "Comma-separated addresses of reverse proxies whose "
+    Setting("http.trusted_proxies", "", "Comma-separated addresses of reverse proxies whose "
             "X-Forwarded-For and X-Forwarded-Proto headers are believed (client address for rate limits and "
-            "the audit, https for HSTS and secure cookies). Empty: none."),
+            "the audit, https for HSTS and secure cookies). Empty (the default): none, every caller is known by "
+            "the address it connects from; list the proxy (e.g. 127.0.0.1 for one on the same machine)."),
     Setting("http.keepalive_timeout", 5, "Seconds an idle HTTP keep-alive connection is kept open."),
-    Setting("http.max_connections", 1000, "Most simultaneous HTTP connections; more are answered 503."),
+    Setting("http.max_connections", 1000, "Most simultaneous HTTP connections that have sent a request; more "
+            "are answered 503. Connections still sending their request head count apart (http.max_pending)."),
+    Setting("http.header_timeout", 10.0, "Seconds a client has to send a complete request head (request line "
+            "and headers) after connecting, or after the previous response on a keep-alive connection; a "
+            "slower one is disconnected, however it trickles its bytes."),
+    Setting("http.max_pending", 256, "Most connections at once still sending their request head (or idle "
+            "between keep-alive requests); when all places are taken, the one waiting longest is dropped."),
+    Setting("http.max_pending_per_address", 32, "Most of those connections from one IP address (addresses in "
+            "http.trusted_proxies excepted); one more drops its longest-waiting one. 0: only http.max_pending."),
+    Setting("http.max_header_bytes", 16384, "Largest request head (request line and headers), in bytes; a "
+            "larger one is answered 400 and the connection closed."),
+    Setting("http.backlog", 2048, "Connections the operating system queues for the HTTP listener before the "
+            "hub accepts them (listen backlog; capped by net.core.somaxconn)."),
+    Setting("http.metrics_token", "", "Bearer token /metrics requires (Authorization: Bearer TOKEN; never "
+            "logged). Empty: /metrics answers only callers on the hub's own machine (loopback addresses)."),
     Setting("hl7.tls", False, "MLLP over TLS with tls.cert/tls.key (or hl7.tls_cert/hl7.tls_key when set)."),
     Setting("hl7.tls_verify_client", False, "Over TLS, require each RIS to present a certificate from "
             "tls.ca_file that is not revoked."),
@@ -289,7 +317,7 @@ class Config:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    def with_values(self, **overrides: Any) -> "Config":
+    def with_values(self, **overrides: Any) -> Config:
         """A copy with some settings changed; keys use `__` for the dot (dicom__port)."""
         values = dict(self.values)
         for name, value in overrides.items():
@@ -378,7 +406,8 @@ def settings_markdown() -> str:
     return "\n".join(lines)
 
 
-SECRET_SETTINGS = ("database.url", "smtp.password", "auth.secret_key", "harmonisation.secret_key")
+SECRET_SETTINGS = ("database.url", "smtp.password", "auth.secret_key", "harmonisation.secret_key",
+                   "http.metrics_token")
 
 
 def display_value(key: str, value: Any) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time, unseen by mypy
 
 from imex import samples
 from imex.dicom import net
@@ -32,7 +32,7 @@ DEMO_USERS = (
 )
 
 
-def ensure_demo_users(db, data_dir: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def ensure_demo_users(db, data_dir: Path) -> dict[str, str]:
     """Create the demo users once with random passwords, kept (owner-only) in DATA_DIR/demo-users.txt so
     every later demo run can print them again."""
     import secrets
@@ -69,7 +69,7 @@ class DemoRun:
     pushed: int = 0
     users: dict[str, str] | None = None
 
-    def push_sample(self, hub) -> None:  # type: ignore[no-untyped-def]
+    def push_sample(self, hub) -> None:
         """Push a 24-slice CT from King's demo PACS to Imperial (called AE title RYJ: an alias)."""
         from contextlib import ExitStack
 
@@ -83,7 +83,7 @@ class DemoRun:
                  report=report)
             self.pushed = report.sent
 
-    def banner(self, hub) -> str:  # type: ignore[no-untyped-def]
+    def banner(self, hub) -> str:
         c = hub.config
         return "\n".join([
             "",
@@ -105,12 +105,12 @@ class DemoRun:
         self.server.shutdown()  # type: ignore[attr-defined]
 
 
-def _start_demo_pacs(folder: Path, port: int):  # type: ignore[no-untyped-def]
+def _start_demo_pacs(folder: Path, port: int):
     """A minimal destination PACS that writes what it receives to files, standing in for Imperial's."""
     net.install()
     folder.mkdir(parents=True, exist_ok=True)
 
-    def on_store(event) -> int:  # type: ignore[no-untyped-def]
+    def on_store(event) -> int:
         ds: Dataset = event.dataset
         (folder / f"{ds.SOPInstanceUID}.dcm").write_bytes(event.encoded_dataset())
         return 0x0000
@@ -118,11 +118,12 @@ def _start_demo_pacs(folder: Path, port: int):  # type: ignore[no-untyped-def]
     ae = AE(ae_title=RECEIVER_AET)
     ae.add_supported_context(Verification)
     for cx in StoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED))
+        if cx.abstract_syntax is not None:  # always set on pynetdicom's predefined contexts
+            ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED))
     return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
 
 
-def prepare(hub) -> DemoRun:  # type: ignore[no-untyped-def]
+def prepare(hub) -> DemoRun:
     """Register the demo institutions and nodes (idempotent) and start the demo PACS."""
     db = hub.db
     pacs_port = hub.config["dicom.port"] + 1

@@ -187,7 +187,7 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
 
 
 def _node_infos(db: Database, *where: ColumnElement[bool]) -> list[NodeInfo]:
-    with db.session() as s:
+    with db.read_sessions() as s:  # reads only: on SQLite it does not wait for the write lock
         rows = s.execute(select(Node, Institution.ods_code).join(Institution).where(*where)).all()
         return [
             NodeInfo(n.id, n.name, n.ae_title, n.host, n.port, n.institution_id, ods, n.alias, n.destination,
@@ -249,12 +249,13 @@ class NodeCache:
                 return
             nodes = _node_infos(self.db)
             aliases: dict[str, tuple[str, int]] = {}
-            with self.db.session() as s:
+            with self.db.read_sessions() as s:  # during association negotiation: never wait for a writer
                 for inst in s.scalars(select(Institution)):
                     aliases[(inst.alias or inst.ods_code).upper()] = ("institution", inst.id)
                 for folder_id, folder_alias in s.execute(select(Folder.id, Folder.alias).where(
                         Folder.alias.is_not(None))):
-                    aliases[folder_alias.upper()] = ("folder", folder_id)
+                    if folder_alias is not None:
+                        aliases[folder_alias.upper()] = ("folder", folder_id)
             for n in nodes:
                 if n.alias and n.enabled:
                     aliases[n.alias.upper()] = ("node", n.id)

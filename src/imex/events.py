@@ -33,6 +33,8 @@ EVENTS: dict[str, str] = {
     "study.stable": "study_id, study (row): a study stopped receiving; hook: a routing decision or None",
     "study.filing": "study_id, names, who: a study being routed names sharing folders (called AE titles, "
                     "rule targets); returns the names of the folders it was filed in",
+    "study.forwarded": "study_id, institution_id, calling_aet, called_aet: an institution the hub delivered a "
+                       "study to sends it on; the hub sends its own copy where the called AE title says",
     "transfer.delivered": "transfer_id, announce: every instance of a transfer reached its destination; "
                           "announce is False for a re-send after a confirmation round",
     "transfer.failed": "transfer_id: a transfer gave up after its attempts",
@@ -50,6 +52,7 @@ SUBSCRIBERS: tuple[str, ...] = (
     "imex.notify.alerts",
     "imex.reports.receive",
     "imex.routing.confirm",
+    "imex.routing.router",
     "imex.exchanges.arrivals",
     "imex.requests.arrivals",
     "imex.folders.manage",

@@ -57,7 +57,8 @@ class Hub:
 
         self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm",
                                    self.harmoniser, self.store)
-        self.listener.commitment_reports = self.confirmer.reports
+        # imex.index.listener leaves the attribute unannotated (typed None) until its typing is fixed
+        self.listener.commitment_reports = self.confirmer.reports  # type: ignore[assignment]
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.router.retention = RetentionPolicy.from_config(config)
@@ -73,7 +74,7 @@ class Hub:
         self.http: uvicorn.Server | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _loop(self, name: str, step, interval: float) -> None:  # type: ignore[no-untyped-def]
+    def _loop(self, name: str, step, interval: float) -> None:
         while not self.stop_event.is_set():
             try:
                 step()
@@ -89,7 +90,7 @@ class Hub:
         queue.reap_expired_leases(self.db)
         escalation.escalate_overdue(self.db, self.config["priority.escalate_after_seconds"])
 
-    def _spawn(self, name: str, target, *args) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
@@ -140,10 +141,10 @@ class Hub:
                     3600.0)
         if self.config["http.port"]:
             app = create_app(self)
-            from imex.tls.web import uvicorn_config
+            from imex.web.server import uvicorn_config
 
+            # uvicorn (>= 0.29) takes signals only on the main thread: in its own thread it leaves the hub's
             self.http = uvicorn.Server(uvicorn_config(app, self.config))
-            self.http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             self._spawn("http", self.http.run)
             deadline = time.monotonic() + 15
             while not self.http.started and time.monotonic() < deadline:

@@ -61,6 +61,7 @@ class _Phantom:
     def __init__(self, rows: int, columns: int, max_value: int, salt: int) -> None:
         y = np.linspace(-1.0, 1.0, rows, dtype=np.float32)[:, None]
         x = np.linspace(-1.0, 1.0, columns, dtype=np.float32)[None, :]
+        self.shape = (rows, columns)
         self.radii = [((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 for cx, cy, a, b, _ in _ELLIPSES]
         self.levels = [round(level * max_value) for *_, level in _ELLIPSES]
         self.max_value = max_value
@@ -71,7 +72,7 @@ class _Phantom:
     def slice(self, z: float, series_index: int, instance_index: int) -> np.ndarray:
         """Image for relative position z in [0, 1]: ellipses grow and shrink along the study."""
         scale = 0.75 + 0.25 * np.sin(np.pi * z)  # 0.75 at the ends, 1.0 in the middle
-        image = np.zeros(self.radii[0].shape, dtype=np.int32)
+        image = np.zeros(self.shape, dtype=np.int32)
         for radius, level in zip(self.radii, self.levels, strict=False):
             image[radius <= scale * scale] = level
         seed = (self.salt, series_index, instance_index)

@@ -11,9 +11,9 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from imex.db.models import AuditEvent, utcnow
+from imex.db.models import audit_events, utcnow
 
-_TABLE = AuditEvent.__table__
+_TABLE = audit_events
 
 OUTCOMES = ("success", "failure", "denied")
 

@@ -37,7 +37,7 @@ def event_code(action: str) -> tuple[str, str, str]:
     return _DEFAULT
 
 
-def message(row, source_id: str) -> ET.Element:  # type: ignore[no-untyped-def]
+def message(row, source_id: str) -> ET.Element:
     code, meaning, verb = event_code(row.action)
     root = ET.Element("AuditMessage")
     ident = ET.SubElement(root, "EventIdentification", EventActionCode=verb,
@@ -71,7 +71,7 @@ def message(row, source_id: str) -> ET.Element:  # type: ignore[no-untyped-def]
     return root
 
 
-def iter_xml(rows: Iterable, source_id: str) -> Iterator[str]:  # type: ignore[type-arg]
+def iter_xml(rows: Iterable, source_id: str) -> Iterator[str]:
     """One document holding one AuditMessage per event, streamed."""
     yield '<?xml version="1.0" encoding="UTF-8"?>\n<AuditMessages>\n'
     for row in rows:

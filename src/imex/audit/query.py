@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import Select, desc, func, or_, select
 from sqlalchemy.engine import Connection
 
-from imex.db.models import AuditEvent, Study
+from imex.db.models import Study, audit_events
 
-_E = AuditEvent.__table__
+_E = audit_events
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def count(conn: Connection, flt: AuditFilter, *, institution_id: int | None) -> 
 
 
 def events(conn: Connection, flt: AuditFilter, *, institution_id: int | None, limit: int = 100,
-           offset: int = 0) -> list:  # type: ignore[type-arg]
+           offset: int = 0) -> list:
     """Newest first."""
     query = _where(select(_E), flt, institution_id).order_by(desc(_E.c.id)).limit(limit).offset(offset)
     return list(conn.execute(query).all())

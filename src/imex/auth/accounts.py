@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from imex import audit
 from imex.auth import passwords, sessions, totp
-from imex.auth.permissions import BUILTIN_ROLES, Principal, parse_permissions, unknown_permissions
+from imex.auth.permissions import BUILTIN_ROLES, AuditActor, Principal, parse_permissions, unknown_permissions
 from imex.auth.secrets_box import SecretBox
 from imex.db.models import Institution, Role, RoleGrant, User, utcnow
 from imex.errors import Conflict, Invalid, NotFound
@@ -79,7 +80,7 @@ def check_password(password: str, user: User, policy: LoginPolicy) -> None:
 
 
 def add_user(session: Session, *, username: str, institution: Institution, password: str, full_name: str = "",
-             email: str = "", roles: list[str] = (), policy: LoginPolicy = LoginPolicy(),
+             email: str = "", roles: Sequence[str] = (), policy: LoginPolicy = LoginPolicy(),
              must_change_password: bool = False) -> User:
     username = username.strip()
     if not username or len(username) > 64 or not all(ch.isalnum() or ch in "._-@" for ch in username):
@@ -230,7 +231,8 @@ def authenticate(session: Session, username: str, password: str, ip: str, policy
         audit.record(session, "auth.login_failed", outcome="failure", username=username[:64], ip=ip,
                      detail="unknown user name")
         raise LoginFailed(GENERIC_FAILURE)
-    who = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
+    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id,
+                        "ip": ip}
     if user.locked_until is not None and user.locked_until > now:
         passwords.burn_time(password)
         audit.record(session, "auth.login_failed", outcome="denied", detail="account locked", **who)
@@ -271,7 +273,8 @@ def verify_second_factor(session: Session, user: User, code: str, box: SecretBox
         if step is not None:
             user.totp_last_step = step
             ok = True
-    who = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
+    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id,
+                        "ip": ip}
     if ok:
         user.failed_logins = 0
     else:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth import accounts
 from imex.auth.passwords import verify_password
+from imex.auth.permissions import AuditActor
 from imex.db.models import User, WebSession
 from imex.errors import Forbidden
 
@@ -22,7 +23,8 @@ def change_password(s: Session, user: User, current_password: str, new_password:
                     policy: accounts.LoginPolicy, *, ip: str, keep_session: int | None) -> None:
     """Set the user's new password and end their other sessions (all but `keep_session`).
     WrongPassword when the current password is wrong; AccountError (Invalid) when the policy refuses it."""
-    who = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
+    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id,
+                        "ip": ip}
     if not verify_password(user.password_hash, current_password):
         audit.record(s, "user.password", outcome="failure", detail="current password wrong", **who)
         raise WrongPassword("The current password is wrong.")

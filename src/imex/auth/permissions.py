@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from imex.errors import Forbidden
 
@@ -42,6 +43,15 @@ BUILTIN_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+class AuditActor(TypedDict):
+    """The actor fields of an audit event, as keyword arguments of `imex.audit.record`."""
+
+    user_id: int
+    username: str
+    institution_id: int
+    ip: str
+
+
 class PermissionDenied(Forbidden):
     """The principal lacks a permission; the portal answers 403 and audits the attempt."""
 
@@ -73,7 +83,7 @@ class Principal:
         if not self.can(permission):
             raise PermissionDenied(permission)
 
-    def audit_fields(self) -> dict[str, object]:
+    def audit_fields(self) -> AuditActor:
         """The actor fields of an audit event."""
         return {"user_id": self.user_id, "username": self.username, "institution_id": self.institution_id,
                 "ip": self.ip}

@@ -40,7 +40,7 @@ class NotVisible(NotFound, LookupError):
     """The object does not exist, or the principal may not see it: both are answered 404."""
 
 
-def transfer_clause(p: Principal):  # type: ignore[no-untyped-def]
+def transfer_clause(p: Principal):
     """Rows of a query joined with Transfer, Study and DestNode that `p` may see."""
     if p.is_system_admin:
         return true()
@@ -60,7 +60,7 @@ def transfers_query(p: Principal) -> Select:
             .where(transfer_clause(p)))
 
 
-def study_clause(p: Principal):  # type: ignore[no-untyped-def]
+def study_clause(p: Principal):
     if p.is_system_admin:
         return true()
     if not (p.can("transfers.view") or p.can("studies.view")):
@@ -74,7 +74,7 @@ def study_clause(p: Principal):  # type: ignore[no-untyped-def]
                                      SharedEntry.folder_id.in_(visible_folder_ids(p)))), viewing_clause(p))
 
 
-def viewing_clause(p: Principal):  # type: ignore[no-untyped-def]
+def viewing_clause(p: Principal):
     """A study fetched for viewing before import (locator): while it arrives and while it is cached, the
     institution that asked for it sees it (its users with studies.view), until the cache expires."""
     from imex.db.models import Retrieval
@@ -104,7 +104,7 @@ def studies_query(p: Principal) -> Select:
             .where(study_clause(p)))
 
 
-def own_institution_clause(p: Principal, column):  # type: ignore[no-untyped-def]
+def own_institution_clause(p: Principal, column):
     """For objects an institution owns (nodes, users, roles, worklists, quarantined studies)."""
     return true() if p.is_system_admin else column == p.institution_id
 
@@ -135,12 +135,12 @@ def audit_institution(p: Principal) -> int | None:
     return None if p.is_system_admin else p.institution_id
 
 
-def audit_clause(p: Principal):  # type: ignore[no-untyped-def]
+def audit_clause(p: Principal):
     scope = audit_institution(p)
     return true() if scope is None else AuditEvent.institution_id == scope
 
 
-def direction_clause(p: Principal, direction: str):  # type: ignore[no-untyped-def]
+def direction_clause(p: Principal, direction: str):
     """incoming: sent to p's institution; outgoing: sent by it; anything else: both."""
     if direction == "incoming":
         return DestNode.institution_id == p.institution_id
@@ -149,7 +149,7 @@ def direction_clause(p: Principal, direction: str):  # type: ignore[no-untyped-d
     return true()
 
 
-def worklist_clause(worklist: Worklist):  # type: ignore[no-untyped-def]
+def worklist_clause(worklist: Worklist):
     """A virtual node: the incoming transfers of its institution that match its conditions."""
     conditions = [DestNode.institution_id == worklist.institution_id]
     modalities = worklist.modalities.split()
@@ -165,7 +165,7 @@ def worklist_clause(worklist: Worklist):  # type: ignore[no-untyped-def]
     return and_(*conditions)
 
 
-def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[no-untyped-def]
+def arrivals_on_worklist(worklist, transfer_id: int) -> Select:
     """The transfer, when it is on the worklist (used to decide who is notified of an arrival)."""
     return (select(Transfer.id).join(Study, Study.id == Transfer.study_id)
             .join(DestNode, DestNode.id == Transfer.destination_node_id)
@@ -175,7 +175,7 @@ def arrivals_on_worklist(worklist, transfer_id: int) -> Select:  # type: ignore[
 
 # -- the locator: entries of institutions whose holdings the principal's institution may discover -----------
 
-def locator_clause(p: Principal):  # type: ignore[no-untyped-def]
+def locator_clause(p: Principal):
     """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
     everyone, or (restricted) by `p`'s institution as a named partner or a member of a named network."""
     from imex.db.models import LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy, LocatorSharedNetwork
@@ -216,7 +216,7 @@ def instances_query(p: Principal) -> Select:
     return series_query(p).add_columns(Instance).join(Instance, Instance.series_id == Series.id)
 
 
-def request_clause(p: Principal):  # type: ignore[no-untyped-def]
+def request_clause(p: Principal):
     """An image request is visible to the institution that asked and the one asked, nobody else."""
     from imex.db.models import ImageRequest
 
@@ -233,14 +233,14 @@ def requests_query(p: Principal) -> Select:
     return select(ImageRequest).where(request_clause(p))
 
 
-def foreign_study_clause(p: Principal):  # type: ignore[no-untyped-def]
+def foreign_study_clause(p: Principal):
     """Studies `p` may not add instances to (STOW-RS): those another institution sent."""
     return false() if p.is_system_admin else Study.institution_id != p.institution_id
 
 
 # -- exchanges: transactions, their messages and attachments; the PACS a user may search ---------------------
 
-def transaction_clause(p: Principal):  # type: ignore[no-untyped-def]
+def transaction_clause(p: Principal):
     """A transaction is visible to permitted users of the institution that sent it and of the one it goes to."""
     from imex.db.models import ExchangeTransaction
 
@@ -275,7 +275,7 @@ def searchable_nodes_query(p: Principal) -> Select:
                               own_institution_clause(p, Node.institution_id))
 
 
-def upload_clause(p: Principal):  # type: ignore[no-untyped-def]
+def upload_clause(p: Principal):
     """Uploads from the browser: each is its creator's, and seen by their institution's admins."""
     from imex.db.models import Upload
 

@@ -34,7 +34,12 @@ def create(session: Session, user: User, *, kind: str, ip: str, lifetime: dt.tim
 
 def resolve(session: Session, token: str, *, kind: str, idle: dt.timedelta | None) -> tuple[WebSession, User] | None:
     """The live session or token and its user; None when unknown, revoked, expired, idle too long, or the
-    user is disabled or locked. Touches last_seen_at (at most once a minute, to spare the database)."""
+    user is disabled. Touches last_seen_at (at most once a minute, to spare the database).
+
+    A sign-in lock-out (`locked_until`, after wrong passwords) does not end them: it throttles password
+    attempts, which anyone who knows the user name can make, so it must not let them cut the user's
+    working sessions and API tokens off (OWASP ASVS 2.2.1). Disabling the user, resetting them or
+    revoking a token does."""
     if not token or len(token) > 200:
         return None
     row = session.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token),
@@ -45,7 +50,7 @@ def resolve(session: Session, token: str, *, kind: str, idle: dt.timedelta | Non
     if idle is not None and row.last_seen_at + idle <= now:
         return None
     user = session.get(User, row.user_id)
-    if user is None or user.disabled or (user.locked_until is not None and user.locked_until > now):
+    if user is None or user.disabled:
         return None
     if (now - row.last_seen_at).total_seconds() > 60:
         row.last_seen_at = now

@@ -47,7 +47,7 @@ class SigninLimiter:
 _guard = threading.Lock()
 
 
-def for_portal(portal) -> SigninLimiter:  # type: ignore[no-untyped-def]
+def for_portal(portal) -> SigninLimiter:
     """The limiter of one running portal (one per app, so hubs in one process do not share counts)."""
     with _guard:
         limiter = getattr(portal, "_signin_limiter", None)

@@ -34,7 +34,7 @@ def serve(ctx: click.Context, demo: bool) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}. Is another imex or PACS using the port?") from None
 
-    def _stop(signum, _frame) -> None:  # type: ignore[no-untyped-def]
+    def _stop(signum, _frame) -> None:
         hub.stop_event.set()
 
     signal.signal(signal.SIGTERM, _stop)

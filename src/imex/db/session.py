@@ -2,13 +2,23 @@
 
 SQLite runs in WAL mode and every transaction starts with BEGIN IMMEDIATE: several threads write
 (ingest, router, workers), and a deferred transaction that reads and then writes can fail at once with
-"database is locked" instead of waiting its turn.
+"database is locked" instead of waiting its turn. Work that only reads must not wait for that lock (a
+writer may hold it for a long time) and uses read transactions instead (plain BEGIN, a WAL snapshot):
+`reader()` for a connection that only reads, and `read_sessions` for sessions that mostly read (the node
+cache, the portal's GET requests). A `read_sessions` session that does write (an audit event, a session
+touch) ends its read transaction at its first write and goes on in a BEGIN IMMEDIATE one, waiting its
+turn like every writer: its reads before that came from the earlier snapshot, as each statement under
+PostgreSQL's READ COMMITTED sees only what was committed when it ran. Work that reads and then writes
+what it read (claiming a row, a counter) uses `session()` or `engine.begin()`, which hold the lock
+throughout.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -36,6 +46,8 @@ class Database:
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # sessions that mostly read: on SQLite a read transaction until their first write (see above)
+        self.read_sessions = sessionmaker(self.engine.execution_options(read_first=True), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -48,7 +60,7 @@ class Database:
                 session.rollback()
                 raise
 
-    def reader(self):  # type: ignore[no-untyped-def]
+    def reader(self):
         """A connection for reads only: on SQLite it does not take the write lock."""
         return self.engine.connect().execution_options(readonly=True)
 
@@ -68,7 +80,7 @@ class Database:
 
 def _make_sqlite_transactional(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -78,6 +90,48 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn) -> None:
         # read-only work (the pollers' "anything to do?") must not take the write lock from ingest
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("read_first"):
+            conn.info[_READ_TRANSACTION] = True
+            conn.exec_driver_sql("BEGIN")
+            return
+        conn.info.pop(_READ_TRANSACTION, None)
+        conn.exec_driver_sql("BEGIN" if options.get("readonly") else "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(conn, _cursor, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
+        # the first write of a read_first transaction: end its snapshot and wait for the write lock, rather
+        # than upgrade the read transaction (which fails at once with "database is locked" when another
+        # connection writes, as SQLite does not wait there)
+        if not conn.info.get(_READ_TRANSACTION) or not _writes(statement, context):
+            return
+        conn.info.pop(_READ_TRANSACTION, None)
+        if conn.in_nested_transaction():
+            return  # a savepoint would not survive the COMMIT: let SQLite upgrade the transaction itself
+        dbapi_conn = conn.connection.dbapi_connection
+        dbapi_conn.execute("COMMIT")
+        dbapi_conn.execute("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(conn) -> None:
+        conn.info.pop(_READ_TRANSACTION, None)
+
+
+_READ_TRANSACTION = "imex_read_transaction"
+_WRITE_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"})
+_WRITE_IN_CTE = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def _writes(statement: str, context: Any) -> bool:
+    """Whether a statement changes the database (DML and DDL; a WITH ... INSERT too)."""
+    if context is not None and (getattr(context, "isinsert", False) or getattr(context, "isupdate", False)
+                                or getattr(context, "isdelete", False)):
+        return True
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    first = words[0].upper() if words else ""
+    if first == "WITH":
+        return _WRITE_IN_CTE.search(statement) is not None
+    return first in _WRITE_WORDS

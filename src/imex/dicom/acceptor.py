@@ -5,6 +5,12 @@ pynetdicom moves every PDU between a reader thread and the association thread th
 on a 300-instance CT that costs more than storing and indexing the instances (bench/README.md). Here one
 thread reads a PDU, reassembles the message and calls the handler. Association negotiation follows PS3.8
 (A-ASSOCIATE-RQ/AC/RJ, release, abort) with pynetdicom's PDU classes doing the encoding.
+
+Until its A-ASSOCIATE-RQ is whole a connection belongs to the gate (gate.py: one thread, one deadline,
+its own caps), so callers that never finish a request cost no thread and hold no association slot. A
+C-STORE's dataset is never held whole: its fragments go to the sink `open_store` gives (the listener
+checks and writes them to disk as they arrive); command sets and the few datasets kept in memory
+(Storage Commitment reports) are bounded.
 """
 from __future__ import annotations
 
@@ -13,18 +19,23 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
+from imex.dicom.gate import Gate, Tally
+from imex.dicom.net import printable
 from imex.dicom.upper_layer import (
     ABORT,
     APPLICATION_CONTEXT,
     ASSOCIATE_RJ,
     ASSOCIATE_RQ,
+    MAX_COMMAND,
+    MIN_PEER_PDU,
     OWN_MAX_PDU,
     P_DATA,
     RELEASE_RP,
@@ -48,12 +59,24 @@ STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"  # its N-EVENT-REPORTs go to `on_eve
 _ACCEPTANCE, _ABSTRACT_SYNTAX_NOT_SUPPORTED, _TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
 # A-ABORT source 2 (service provider) reasons
 _UNRECOGNIZED_PDU, _UNEXPECTED_PDU, _INVALID_PARAMETER = 1, 2, 6
-_MAX_DATASET = 4 << 30
+MAX_REQUEST = 1 << 20  # the largest A-ASSOCIATE-RQ read
+MAX_DATASET = 4 << 30  # a C-STORE dataset (streamed to disk, never held)
+MAX_HELD_DATASET = 16 << 20  # a dataset held in memory (a Storage Commitment report)
+
+
+class DatasetSink(Protocol):
+    """Where a C-STORE dataset goes as it arrives, fragment by fragment."""
+
+    def write(self, fragment: memoryview) -> None: ...
+
+    def discard(self) -> None:
+        """The association ended before the dataset was whole: leave nothing behind."""
 
 
 @dataclass(frozen=True)
 class Request:
-    """A C-STORE as the handler sees it."""
+    """A C-STORE (or N-EVENT-REPORT) as the handler sees it. A C-STORE's dataset went to `sink` as it
+    arrived; `dataset` holds the bytes of the messages kept in memory."""
 
     calling_aet: str
     called_aet: str
@@ -61,73 +84,90 @@ class Request:
     abstract_syntax: str  # of the presentation context it came on
     transfer_syntax: str
     command: Command
-    dataset: bytes
+    dataset: bytes = b""
+    sink: DatasetSink | None = None
 
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4: rejected-permanent by the DICOM UL service-user
 CALLING_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x07)
+NO_REASON_GIVEN = (0x01, 0x01, 0x01)
+LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # rejected-transient by the service provider (presentation)
 
 # (calling AE title, called AE title, peer address) -> None to accept, or the rejection to send; over TLS
 # the peer's certificate (SSLSocket.getpeercert()) comes fourth
 Policy = Callable[..., "tuple[int, int, int] | None"]
 StoreHandler = Callable[[Request], "tuple[int, str]"]
+OpenStore = Callable[[Request], DatasetSink]
 
 
 class Acceptor:
-    """Listens, negotiates associations with `policy`, answers C-ECHO, hands C-STOREs to `on_store`."""
+    """Listens, negotiates associations with `policy`, answers C-ECHO, hands C-STOREs to `open_store` (the
+    dataset as it arrives) and `on_store` (once it is whole)."""
 
-    def __init__(self, host: str, port: int, *, policy: Policy, on_store: StoreHandler,
+    def __init__(self, host: str, port: int, *, policy: Policy, open_store: OpenStore, on_store: StoreHandler,
                  storage_syntaxes: dict[str, tuple[str, ...]], max_associations: int, acse_timeout: float,
                  network_timeout: float, max_pdu: int, tls: Callable[[], ssl.SSLContext] | None = None,
                  per_caller_limit: Callable[[str], int] | None = None,
-                 on_event_report: StoreHandler | None = None) -> None:
+                 on_event_report: StoreHandler | None = None, max_negotiating: int = 64,
+                 max_negotiating_per_address: int = 16) -> None:
         self.policy = policy
         # Storage Commitment results a destination sends on a new association, proposing the SCP role
         self.on_event_report = on_event_report
-        self.tls = tls  # DICOM over TLS: the handshake (and client certificate check) comes first
         self.per_caller_limit = per_caller_limit  # most associations at once per calling AE title (0: any)
         self._callers: dict[str, int] = {}
+        self.open_store = open_store
         self.on_store = on_store
         self.supported = dict(storage_syntaxes)
         self.max_associations = max_associations
-        self.acse_timeout = acse_timeout
         self.network_timeout = network_timeout
         self.max_pdu = max_pdu if max_pdu else OWN_MAX_PDU * 64
-        self._active: set[socket.socket] = set()
+        self._active: set[socket.socket] = set()  # associations past the gate, each with its thread
         self._lock = threading.Lock()
+        self._tally = Tally()
         self._closing = False
         self.sock = socket.create_server((host, port), reuse_port=False, backlog=128)
         self.server_address = self.sock.getsockname()
-        self._thread = threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True)
-        self._thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self._closing:
-            try:
-                conn, address = self.sock.accept()
-            except OSError:
-                if self._closing:
-                    return
-                continue
-            with self._lock:
-                self._active.add(conn)
-                count = len(self._active)
-            threading.Thread(target=self._serve, args=(conn, address[0], count), daemon=True,
-                             name=f"dicom-{address[0]}:{address[1]}").start()
+        self.gate = Gate(self.sock, self._on_request, deadline=acse_timeout, max_pending=max_negotiating,
+                         max_per_address=max_negotiating_per_address, max_request=MAX_REQUEST, tls=tls)
 
     @property
     def active_associations(self) -> list[socket.socket]:
         """Connections being served (an association, or one still negotiating)."""
         with self._lock:
-            return list(self._active)
+            active = list(self._active)
+        return self.gate.pending + active
+
+    def _on_request(self, conn: socket.socket, peer: str, pdu: bytes) -> None:
+        """On the gate's thread: the first PDU of a connection is whole. An association request gets a
+        thread of its own, unless `max_associations` are open already."""
+        try:
+            stream = PduStream(conn, peer, self.network_timeout)
+        except OSError:  # reset meanwhile
+            conn.close()
+            return
+        if pdu[0] != ASSOCIATE_RQ:
+            stream.abort(0x02, _UNEXPECTED_PDU if 1 <= pdu[0] <= 7 else _UNRECOGNIZED_PDU)
+            stream.close()
+            return
+        with self._lock:
+            full = self._closing or len(self._active) >= self.max_associations
+            if not full:
+                self._active.add(conn)
+        if full:
+            self._tally.note("limit", f"rejected associations: {self.max_associations} associations open", peer)
+            try:
+                stream.send(struct.pack(">BBLBBBB", ASSOCIATE_RJ, 0, 4, 0, *LOCAL_LIMIT_EXCEEDED))
+            except UpperLayerError:
+                pass
+            stream.close()
+            return
+        threading.Thread(target=self._serve, args=(stream, peer, pdu), daemon=True,
+                         name=f"dicom-{peer}").start()
 
     def shutdown(self) -> None:
         self._closing = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        except OSError:
-            pass
+        self.gate.close()
         try:
             self.sock.close()
         except OSError:
@@ -139,32 +179,8 @@ class Acceptor:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._thread.join(timeout=5)
 
     # -- one association ------------------------------------------------------------------------------
-
-    def _handshake(self, conn: socket.socket, peer: str) -> socket.socket | None:
-        """The TLS handshake, bounded by the ACSE timeout; a peer without an acceptable certificate
-        (none, another CA's, revoked) is dropped here, before any DICOM is read."""
-        assert self.tls is not None
-        raw = conn
-        try:
-            conn.settimeout(self.acse_timeout)
-            tls_conn = self.tls().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-            with self._lock:
-                self._active.discard(raw)
-                self._active.add(tls_conn)
-            tls_conn.do_handshake()
-            return tls_conn
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("refused TLS connection from %s: %s", peer, getattr(exc, "verify_message", "") or exc)
-            with self._lock:
-                self._active.discard(raw)
-            try:
-                conn.close()
-            except OSError:
-                pass
-            return None
 
     def admit(self, calling: str) -> bool:
         """Count an association from `calling`; False when its per-node limit is reached."""
@@ -183,51 +199,54 @@ class Acceptor:
             else:
                 self._callers.pop(calling, None)
 
-    def _serve(self, conn: socket.socket, peer: str, count: int) -> None:
-        if self.tls is not None:
-            wrapped = self._handshake(conn, peer)
-            if wrapped is None:
-                return
-            conn = wrapped
-        stream = PduStream(conn, peer, self.acse_timeout)
-        association = _Association(self, stream, peer, count)
+    def _serve(self, stream: PduStream, peer: str, request: bytes) -> None:
+        association = _Association(self, stream, peer)
         try:
-            association.run()
+            association.run(request)
         except UpperLayerError as exc:
-            log.debug("association from %s ended: %s", peer, exc)
+            log.debug("association from %s ended: %s", printable(peer), printable(exc))
         except Exception:
-            log.exception("association from %s failed", peer)
+            log.exception("association from %s failed", printable(peer))
             stream.abort(0x02, 0x00)
         finally:
+            association.discard()
             stream.close()
             if association.admitted:
                 self._release(association.calling)
             with self._lock:
-                self._active.discard(conn)
+                self._active.discard(stream.sock)
 
 
 class _Association:
-    def __init__(self, acceptor: Acceptor, stream: PduStream, peer: str, count: int) -> None:
+    def __init__(self, acceptor: Acceptor, stream: PduStream, peer: str) -> None:
         self.acceptor = acceptor
         self.stream = stream
         self.peer = peer
-        self.count = count
         self.contexts: dict[int, tuple[str, str]] = {}
         self.peer_max = 0
         self.calling = self.called = ""
         self.admitted = False
+        self.sink: DatasetSink | None = None  # the C-STORE dataset now arriving goes here
+        self.held: list[memoryview] | None = None  # or here, for a dataset kept in memory
 
     def _reject(self, result: int, source: int, reason: int) -> None:
         self.stream.send(struct.pack(">BBLBBBB", ASSOCIATE_RJ, 0, 4, 0, result, source, reason))
 
-    def run(self) -> None:
-        if not self._associate():
+    def _refuse(self, why: str) -> None:
+        """Abort the association for a message the hub will not take in (invalid PDU parameter)."""
+        log.warning("aborted the association from %s (%s): %s", printable(self.calling), printable(self.peer), why)
+        self.stream.abort(0x02, _INVALID_PARAMETER)
+
+    def discard(self) -> None:
+        if self.sink is not None:
+            sink, self.sink = self.sink, None
+            sink.discard()
+
+    def run(self, request: bytes) -> None:
+        if not self._associate(request):
             return
-        self.stream.sock.settimeout(self.acceptor.network_timeout)
-        self.stream.timeout = self.acceptor.network_timeout
-        command_parts: list[bytes] = []
-        data_parts: list[bytes] = []
-        data_size = 0
+        command_parts: list[memoryview] = []
+        command_size = data_size = 0
         command: Command | None = None
         context_id = 0
         while True:
@@ -256,6 +275,10 @@ class _Association:
                     return
                 context_id = cx_id
                 if control & 0x01:
+                    command_size += len(fragment)
+                    if command_size > MAX_COMMAND:
+                        self._refuse(f"a command set longer than {MAX_COMMAND} bytes")
+                        return
                     command_parts.append(fragment)
                     if control & 0x02:
                         try:
@@ -263,30 +286,45 @@ class _Association:
                         except ValueError:
                             self.stream.abort(0x02, _INVALID_PARAMETER)
                             return
-                        command_parts = []
+                        command_parts, command_size, data_size = [], 0, 0
+                        self.discard()  # a new command while a dataset was still due: that one is abandoned
                         if int(command.get("CommandDataSetType", 0x0101)) == 0x0101:
-                            self._dispatch(context_id, command, b"")
+                            self._dispatch(context_id, command)
                             command = None
+                        else:
+                            self._expect_dataset(context_id, command)
                 else:
                     if command is None:
                         self.stream.abort(0x02, _INVALID_PARAMETER)  # a dataset before its command
                         return
-                    data_parts.append(fragment)
                     data_size += len(fragment)
-                    if data_size > _MAX_DATASET:
-                        self.stream.abort(0x02, _INVALID_PARAMETER)
-                        return
+                    if self.sink is not None:
+                        if data_size > MAX_DATASET:
+                            self._refuse(f"a dataset longer than {MAX_DATASET} bytes")
+                            return
+                        self.sink.write(fragment)
+                    elif self.held is not None:
+                        if data_size > MAX_HELD_DATASET:
+                            self._refuse(f"a {int(command.CommandField):#06x} dataset longer than "
+                                         f"{MAX_HELD_DATASET} bytes")
+                            return
+                        self.held.append(fragment)
                     if control & 0x02:
-                        dataset = b"".join(data_parts)
-                        data_parts, data_size = [], 0
-                        self._dispatch(context_id, command, dataset)
+                        self._dispatch(context_id, command)
                         command = None
 
-    def _associate(self) -> bool:
-        pdu_type, pdu = self.stream.read_pdu(1 << 20)
-        if pdu_type != ASSOCIATE_RQ:
-            self.stream.abort(0x02, _UNEXPECTED_PDU if 1 <= pdu_type <= 7 else _UNRECOGNIZED_PDU)
-            return False
+    def _expect_dataset(self, context_id: int, command: Command) -> None:
+        """Where the dataset announced by `command` goes: a C-STORE's to the store's sink, a Storage
+        Commitment report's into memory; any other is read and dropped (the answer refuses it)."""
+        abstract, ts = self.contexts[context_id]
+        field = int(command.CommandField)
+        self.held = None
+        if field == 0x0001 and abstract != VERIFICATION:
+            self.sink = self.acceptor.open_store(Request(self.calling, self.called, self.peer, abstract, ts, command))
+        elif field == 0x0100 and abstract == STORAGE_COMMITMENT and self.acceptor.on_event_report is not None:
+            self.held = []
+
+    def _associate(self, pdu: bytes) -> bool:
         try:
             rq = A_ASSOCIATE_RQ()
             rq.decode(pdu)
@@ -296,10 +334,6 @@ class _Association:
         except Exception:
             self.stream.abort(0x02, _INVALID_PARAMETER)
             return False
-        if self.count > self.acceptor.max_associations:
-            log.warning("rejected association from %s: %d associations open", self.peer, self.count - 1)
-            self._reject(0x02, 0x03, 0x02)  # transient, service provider (presentation), local limit exceeded
-            return False
         if isinstance(self.stream.sock, ssl.SSLSocket):
             verdict = self.acceptor.policy(self.calling, self.called, self.peer, self.stream.sock.getpeercert())
         else:
@@ -307,13 +341,20 @@ class _Association:
         if verdict is not None:
             self._reject(*verdict)
             return False
+        peer_max = max_length_of(primitive.user_information)
+        if 0 < peer_max < MIN_PEER_PDU:
+            # 6 bytes or fewer leave no room for any data in a P-DATA-TF: answering would never end
+            log.warning("rejected association from %s (%s): it receives PDUs of at most %d bytes, fewer than "
+                        "the %d the hub needs", printable(self.calling), printable(self.peer), peer_max, MIN_PEER_PDU)
+            self._reject(*NO_REASON_GIVEN)
+            return False
         if not self.acceptor.admit(self.calling):
             log.warning("rejected association from %s (%s): its node's association limit is reached",
-                        self.calling, self.peer)
-            self._reject(0x02, 0x03, 0x02)  # transient, local limit exceeded
+                        printable(self.calling), printable(self.peer))
+            self._reject(*LOCAL_LIMIT_EXCEEDED)
             return False
         self.admitted = True
-        self.peer_max = max_length_of(primitive.user_information)
+        self.peer_max = peer_max
         results = []
         # the hub takes Storage Commitment reports only from a caller proposing the SCP role for it (PS3.4
         # J.3.3); it is no Storage Commitment SCP for others
@@ -377,14 +418,21 @@ class _Association:
             rsp["ErrorComment"] = comment[:64]
         self.stream.send_message(context_id, encode_command(rsp), True, self.peer_max)
 
-    def _dispatch(self, context_id: int, command: Command, dataset: bytes) -> None:
+    def _dispatch(self, context_id: int, command: Command) -> None:
+        """Answer a whole message: its command and, when one came, its dataset (in the sink or held)."""
         abstract, ts = self.contexts[context_id]
         field = int(command.CommandField)
+        dataset = b"".join(self.held) if self.held is not None else b""
+        self.held = None
         if field == 0x0030:  # C-ECHO-RQ
             self._respond(context_id, command, 0x8030, 0x0000)
         elif field == 0x0001 and abstract != VERIFICATION:  # C-STORE-RQ
+            request = Request(self.calling, self.called, self.peer, abstract, ts, command)
+            sink = self.sink if self.sink is not None else self.acceptor.open_store(request)  # no dataset came
+            self.sink = sink
             status, comment = self.acceptor.on_store(Request(
-                self.calling, self.called, self.peer, abstract, ts, command, dataset))
+                self.calling, self.called, self.peer, abstract, ts, command, sink=sink))
+            self.sink = None  # stored, or refused and discarded by the handler
             self._respond(context_id, command, 0x8001, status, comment)
         elif field == 0x0001:
             self._respond(context_id, command, 0x8001, 0x0122, "SOP class not supported")

@@ -11,13 +11,15 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Callable, Iterable
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from imex.dicom.net import printable
 
 log = logging.getLogger("imex.dicom.commitment")
 
@@ -135,13 +137,13 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
         try:
             report = parse_report(int(event.event_type), event.event_information)
         except MalformedReport as exc:
-            log.warning("malformed N-EVENT-REPORT from %s: %s", where, exc)
+            log.warning("malformed N-EVENT-REPORT from %s: %s", printable(where), printable(exc))
             return STATUS_INVALID_ARGUMENT, None
         status, comment = on_report(report, None)
         if status == STATUS_SUCCESS:
             got.set()
         elif comment:
-            log.warning("N-EVENT-REPORT from %s answered 0x%04X: %s", where, status, comment)
+            log.warning("N-EVENT-REPORT from %s answered 0x%04X: %s", printable(where), status, printable(comment))
         return status, None
 
     ae = AE(ae_title=hub_aet)
@@ -192,6 +194,6 @@ def answer_event_report(calling_aet: str, sop_class: str, sop_instance: str, eve
     try:
         report = parse_report(event_type, decode_dataset(raw, transfer_syntax))
     except MalformedReport as exc:
-        log.warning("malformed N-EVENT-REPORT from %s: %s", calling_aet, exc)
+        log.warning("malformed N-EVENT-REPORT from %s: %s", printable(calling_aet), printable(exc))
         return STATUS_INVALID_ARGUMENT, str(exc)
     return on_report(report, calling_aet)

@@ -7,7 +7,7 @@ instances as were sent counts as held whole, one holding fewer as not held at al
 from __future__ import annotations
 
 import ssl
-from typing import Iterator
+from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 

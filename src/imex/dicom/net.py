@@ -4,11 +4,18 @@ pynetdicom 3 has no option for it. The hub's listener and sender have their own 
 upper_layer.py), which sets it on every socket.
 
 `install()` is idempotent and is called before any association is made.
+
+`printable()` escapes what a peer sent (AE titles, UIDs, messages) for a log line, everywhere on the
+DICOM path, so no value from the wire can start a line of its own or carry terminal control codes.
+pynetdicom's PDU classes, which decode for the hub's own upper layer too, log rejected values as they
+came ("Invalid 'Calling AE Title' value ..."): `escape_pynetdicom_logs()` makes its records printable.
 """
 from __future__ import annotations
 
+import logging
 import socket
 
+import pynetdicom
 from pynetdicom.transport import AssociationServer, AssociationSocket
 
 
@@ -45,3 +52,50 @@ def install() -> None:
 
     AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
     AssociationServer.get_request = get_request  # type: ignore[method-assign]
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """`value` made safe for one log line: a peer controls AE titles, UIDs and messages, and a newline or
+    control character in them could forge log lines or hide text from the reader. Control and other
+    non-printable characters become escapes (\\n, \\x1b, \\u2028), backslashes are doubled so that an
+    escape cannot be faked, and long values are cut to `limit` characters with what was left off said."""
+    text = value if isinstance(value, str) else str(value)
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    if not (text.isprintable() and "\\" not in text):
+        text = "".join(c if c.isprintable() and c != "\\" else _ESCAPES.get(c) or
+                       (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                        else f"\\U{ord(c):08x}") for c in text)
+    return text + f"...({cut} more)" if cut > 0 else text
+
+
+class _Printable(logging.Filter):
+    """Rewrites a record's message with `printable` (multi-line debug dumps become one escaped line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = printable(message, 20_000)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+_escaping = _Printable()
+
+
+def escape_pynetdicom_logs() -> None:
+    """Put the escaping filter on every pynetdicom (and pydicom) logger: each module logs under its own
+    name, and a filter applies only where a record is made. Idempotent; done when this module is imported."""
+    names = [name for name in logging.Logger.manager.loggerDict if name.split(".")[0] in ("pynetdicom", "pydicom")]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _escaping not in logger.filters:
+            logger.addFilter(_escaping)
+
+
+assert pynetdicom  # imported so that its modules' loggers exist
+escape_pynetdicom_logs()

@@ -4,9 +4,10 @@ index. Answers are plain dataclasses; a node that cannot be asked, or answers ba
 with a message a PACS manager can act on."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["FindFailed", "NodeAddress", "StudyQuery", "StudyMatch", "SeriesMatch", "InstanceMatch",
            "association", "find_studies", "find_series", "find_instances", "clean"]

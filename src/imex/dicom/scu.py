@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import ssl
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset

@@ -9,6 +9,7 @@ PDUs (PS3.8 9.3), so negotiation is not reimplemented.
 """
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import struct
@@ -23,12 +24,21 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
+from imex.dicom.net import printable
 from imex.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+
+log = logging.getLogger("imex.dicom.upper_layer")
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = 1, 2, 3, 4, 5, 6, 7
 # Our own limit on what we accept from the peer, and the fragment size when the peer sets no limit.
 OWN_MAX_PDU = 1 << 20
+# The smallest Maximum Length Received the hub deals with (0 is "no limit"). At 6 bytes or fewer a PDV
+# carries no data at all, so a message would never end; dcmtk never goes below 4096. Peers announcing
+# less are refused, both ways, rather than flooded with tiny PDUs.
+MIN_PEER_PDU = 1024
+# A command set is a few hundred bytes: more, without its last fragment, is not a DIMSE command.
+MAX_COMMAND = 16 << 10
 _REJECT_REASONS = {
     (1, 1): "no reason given", (1, 2): "application context not supported",
     (1, 3): "calling AE title not recognised", (1, 7): "called AE title not recognised",
@@ -81,7 +91,7 @@ class PduStream:
             try:
                 with memoryview(buffer) as view:
                     chunk = self.sock.recv_into(view[got:], len(buffer) - got)
-            except socket.timeout:
+            except TimeoutError:
                 raise PeerTimeout(f"{self.peer} sent nothing for {self.timeout:.0f} s") from None
             except OSError as exc:
                 raise UpperLayerError(f"connection to {self.peer} failed: {exc}") from None
@@ -115,6 +125,8 @@ class PduStream:
     def send_message(self, context_id: int, payload: memoryview | bytes, command: bool, peer_max: int) -> None:
         """A command set or dataset as P-DATA-TF PDUs of one PDV each, within the peer's maximum length."""
         limit = (peer_max or OWN_MAX_PDU) - 6  # the PDV item header takes 6 bytes
+        if limit < MIN_PEER_PDU - 6:  # negotiation refuses such peers; never loop on empty fragments
+            raise UpperLayerError(f"{self.peer} accepts PDUs of {peer_max} bytes, fewer than {MIN_PEER_PDU}")
         view = memoryview(payload)
         total = len(view)
         offset = 0
@@ -140,15 +152,17 @@ class PduStream:
             pass
 
 
-def pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
-    """(context id, message control header, fragment) of each PDV item in a P-DATA-TF PDU."""
+def pdvs(pdu: bytes) -> list[tuple[int, int, memoryview]]:
+    """(context id, message control header, fragment) of each PDV item in a P-DATA-TF PDU; the fragments
+    are views into the PDU, not copies."""
     items = []
+    view = memoryview(pdu)
     pos = 6
     while pos + 6 <= len(pdu):
         (item_length,) = struct.unpack_from(">L", pdu, pos)
         if item_length < 2 or pos + 4 + item_length > len(pdu):
             raise UpperLayerError("malformed PDV item")
-        items.append((pdu[pos + 4], pdu[pos + 5], pdu[pos + 6:pos + 4 + item_length]))
+        items.append((pdu[pos + 4], pdu[pos + 5], view[pos + 6:pos + 4 + item_length]))
         pos += 4 + item_length
     if pos != len(pdu):
         raise UpperLayerError("malformed P-DATA-TF PDU")
@@ -285,7 +299,15 @@ class Requestor:
                 abstract = proposed[cx.context_id]
                 ts = str(cx.transfer_syntax[0])
                 accepted.setdefault((abstract, ts), Accepted(cx.context_id, abstract, ts))
-        return accepted, max_length_of(primitive.user_information)
+        peer_max = max_length_of(primitive.user_information)
+        if 0 < peer_max < MIN_PEER_PDU:
+            # fragments of peer_max - 6 bytes: at 6 or fewer the first message would never end
+            log.warning("aborted the association with %s: it receives PDUs of at most %d bytes, fewer than "
+                        "the %d the hub needs", printable(self.peer), peer_max, MIN_PEER_PDU)
+            self.stream.abort()
+            raise UpperLayerError(f"{self.peer} accepts PDUs of at most {peer_max} bytes (Maximum Length "
+                                  f"Received), fewer than the {MIN_PEER_PDU} the hub needs; fix the node's setting")
+        return accepted, peer_max
 
     def c_store(self, cx: Accepted, sop_instance_uid: str, dataset: memoryview | bytes) -> Command:
         """Send one C-STORE-RQ with its encoded dataset; returns the C-STORE-RSP command set."""
@@ -299,7 +321,8 @@ class Requestor:
         return self._read_response()
 
     def _read_response(self) -> Command:
-        fragments: list[bytes] = []
+        fragments: list[memoryview] = []
+        size = 0
         while True:
             pdu_type, data = self.stream.read_pdu(OWN_MAX_PDU + 1024)
             if pdu_type == ABORT:
@@ -310,6 +333,10 @@ class Requestor:
                 raise UpperLayerError(f"{self.peer} sent PDU type {pdu_type} instead of a C-STORE response")
             for _cx, control, fragment in pdvs(data):
                 fragments.append(fragment)
+                size += len(fragment)
+                if size > MAX_COMMAND:
+                    self.abort()
+                    raise UpperLayerError(f"{self.peer} sent a response longer than {MAX_COMMAND} bytes")
                 if control & 0x01 and control & 0x02:  # last fragment of a command
                     try:
                         ds = decode_command(b"".join(fragments))

@@ -18,14 +18,14 @@ log = logging.getLogger("imex.exchanges.arrivals")
 Outcome = Literal["transaction", "cached", "wait"] | None
 
 
-def source_institutions(conn: Connection, study) -> set[int]:  # type: ignore[no-untyped-def]
+def source_institutions(conn: Connection, study) -> set[int]:
     """The institutions whose nodes sent the study's instances (and the study's own)."""
     found = set(conn.execute(select(nodes.c.institution_id).distinct().join(
         instances, instances.c.source_node_id == nodes.c.id).where(instances.c.study_id == study.id)).scalars())
     return found | {study.institution_id}
 
 
-def route_to_transactions(conn: Connection, study, transaction_ids: list[int] | None = None) -> bool:  # type: ignore[no-untyped-def]
+def route_to_transactions(conn: Connection, study, transaction_ids: list[int] | None = None) -> bool:
     """Link the study to the transactions from its institution that carry its UID and queue its transfers."""
     query = select(transactions).join(transaction_studies, transaction_studies.c.transaction_id == transactions.c.id
                                       ).where(transaction_studies.c.study_uid == study.study_uid,
@@ -43,7 +43,7 @@ def route_to_transactions(conn: Connection, study, transaction_ids: list[int] | 
 
 
 @events.on("study.stable", order=10)
-def route_hook(conn: Connection, study_id: int, study) -> Outcome:  # type: ignore[no-untyped-def]
+def route_hook(conn: Connection, study_id: int, study) -> Outcome:
     """What the exchange workflows say about a stable study: "wait" (a C-MOVE of it is still under way:
     a pause in arrivals is not its end), "transaction" (its transfers are queued), "cached" (fetched for
     viewing: do not route), or None (route it by the usual means)."""

@@ -20,7 +20,7 @@ class MessageRefused(Invalid, ValueError):
     """A message that cannot be posted (empty or too long); the message says which."""
 
 
-def followers(conn: Connection, tx, institution_id: int) -> list:  # type: ignore[no-untyped-def,type-arg]
+def followers(conn: Connection, tx, institution_id: int) -> list:
     """Enabled users of `institution_id` who take part in the transaction (see module docstring)."""
     ids = {u for u in (tx.sender_user_id, tx.recipient_user_id) if u is not None}
     ids |= set(conn.execute(select(transaction_messages.c.author_user_id).where(
@@ -49,7 +49,7 @@ def post(conn: Connection, transaction_id: int, *, author_user_id: int | None, a
     return int(mid)
 
 
-def tell(conn: Connection, tx, to_institution_id: int, from_institution_id: int, what: str) -> int:  # type: ignore[no-untyped-def]
+def tell(conn: Connection, tx, to_institution_id: int, from_institution_id: int, what: str) -> int:
     """Notify the followers at `to_institution_id` and e-mail them; no patient identifiers."""
     sender = conn.execute(select(institutions.c.name, institutions.c.ods_code).where(
         institutions.c.id == from_institution_id)).first()

@@ -83,7 +83,7 @@ class RetrievalWorker:
         self.worker_id = worker_id
         self.hub_aet = config["dicom.ae_title"]
         self.lease = float(config["exchange.retrieve_lease_seconds"])
-        self.policy = RETRIEVE.policy(config)
+        self.policy = RETRIEVE.retry_policy(config)
         self.timeout = float(config["exchange.retrieve_timeout_seconds"])
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:
@@ -122,7 +122,7 @@ class RetrievalWorker:
                               "its host and DICOM port to it as a peer allowed to query and retrieve)")
         self._finish(rid, error, outcome)
 
-    def _finish(self, rid: int, error: str, outcome) -> None:  # type: ignore[no-untyped-def]
+    def _finish(self, rid: int, error: str, outcome) -> None:
         now = utcnow()
         counts = {} if outcome is None else dict(completed=outcome.completed, failed=outcome.failed,
                                                   warning=outcome.warning)

@@ -30,7 +30,7 @@ class TransactionError(Invalid, ValueError):
     """A transaction that cannot be opened as asked (unknown institution, no destination node, ...)."""
 
 
-def destination_nodes(conn: Connection, transaction) -> dict[int, str]:  # type: ignore[no-untyped-def]
+def destination_nodes(conn: Connection, transaction) -> dict[int, str]:
     """The nodes a transaction's studies go to: the chosen node, else the destination's enabled PACS."""
     why = f"exchange {transaction.id}"
     if transaction.destination_node_id is not None:
@@ -41,7 +41,7 @@ def destination_nodes(conn: Connection, transaction) -> dict[int, str]:  # type:
     return {node_id: why for node_id in found}
 
 
-def queue_transaction_study(conn: Connection, transaction, study_id: int) -> list[int]:  # type: ignore[no-untyped-def]
+def queue_transaction_study(conn: Connection, transaction, study_id: int) -> list[int]:
     """Queue the study's transfers to the transaction's destination, with its priority and recipient."""
     targets = destination_nodes(conn, transaction)
     work = queue_study(conn, study_id, targets, transaction.priority or 0, transaction.recipient or "")
@@ -85,13 +85,13 @@ def open_transaction(conn: Connection, *, kind: str, source_institution_id: int,
     for uid in uids:
         study = conn.execute(select(studies.c.id, studies.c.route_state, studies.c.institution_id).where(
             studies.c.study_uid == uid[:64])).first()
-        mine = study is not None and study.institution_id == source_institution_id
+        mine = study if study is not None and study.institution_id == source_institution_id else None
         conn.execute(insert(transaction_studies).values(
-            transaction_id=tid, study_uid=uid[:64], study_id=study.id if mine else None, added_at=now))
-        if mine and study.route_state != "receiving":
-            queue_transaction_study(conn, row, study.id)
-            if study.route_state == "quarantined":  # it has its destination now
-                conn.execute(update(studies).where(studies.c.id == study.id).values(
+            transaction_id=tid, study_uid=uid[:64], study_id=mine.id if mine is not None else None, added_at=now))
+        if mine is not None and mine.route_state != "receiving":
+            queue_transaction_study(conn, row, mine.id)
+            if mine.route_state == "quarantined":  # it has its destination now
+                conn.execute(update(studies).where(studies.c.id == mine.id).values(
                     route_state="routed", quarantine_reason=None))
     if message.strip():
         conn.execute(insert(transaction_messages).values(
@@ -108,11 +108,11 @@ class StudyProgress:
     study_id: int | None
     state: str
     detail: str
-    transfers: list[dict]  # type: ignore[type-arg]
-    retrievals: list[dict]  # type: ignore[type-arg]
+    transfers: list[dict]
+    retrievals: list[dict]
 
 
-def study_progress(conn: Connection, transaction) -> list[StudyProgress]:  # type: ignore[no-untyped-def]
+def study_progress(conn: Connection, transaction) -> list[StudyProgress]:
     """Each study's state from its retrievals and its transfers to the destination's nodes."""
     targets = list(destination_nodes(conn, transaction)) or [-1]
     dest_nodes = select(nodes.c.id).where(nodes.c.institution_id == transaction.destination_institution_id)
@@ -124,7 +124,7 @@ def study_progress(conn: Connection, transaction) -> list[StudyProgress]:  # typ
             retrievals.c.completed, retrievals.c.failed, retrievals.c.next_attempt_at).where(
             retrievals.c.transaction_id == transaction.id, retrievals.c.study_uid == ts.study_uid)
             .order_by(retrievals.c.id))]
-        sends: list[dict] = []  # type: ignore[type-arg]
+        sends: list[dict] = []
         if ts.study_id is not None:
             sends = [dict(r._mapping) for r in conn.execute(select(
                 transfers.c.id, transfers.c.state, transfers.c.destination_node_id, transfers.c.last_error,
@@ -137,7 +137,7 @@ def study_progress(conn: Connection, transaction) -> list[StudyProgress]:  # typ
     return out
 
 
-def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[str, str]:  # type: ignore[type-arg]
+def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[str, str]:
     failed_move = next((m for m in moves if m["state"] == "failed"), None)
     active = next((m for m in moves if m["state"] in ("pending", "moving")), None)
     if active is not None:

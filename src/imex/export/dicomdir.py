@@ -49,7 +49,7 @@ def build_dicomdir(members: list[Member], label: str = "IMEX") -> tuple[bytes, d
             fs.add(_record_header(member, position))
         root = Path(tmp) / "fileset"
         fs.write(root)
-        file_ids = {inst.SOPInstanceUID: "/".join(Path(inst.FileID).parts) for inst in fs}
+        file_ids: dict[str, str] = {inst.SOPInstanceUID: "/".join(Path(inst.FileID).parts) for inst in fs}
         data = (root / "DICOMDIR").read_bytes()
     missing = {m.sop_uid for m in members} - set(file_ids)
     if missing:

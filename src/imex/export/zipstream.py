@@ -40,6 +40,9 @@ class _Pipe:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        """Nothing to close (ZipFile never closes a file it was given; a writable file has this method)."""
+
     def take(self) -> Iterator[bytes]:
         chunks, self.chunks = self.chunks, []
         yield from chunks
@@ -50,7 +53,7 @@ def stream_zip(members: list[Member], plan: tuple[bytes, dict[str, str]] | None 
     build_dicomdir(members), made beforehand so that a failure answers an error, not a broken download."""
     dicomdir, file_ids = plan or build_dicomdir(members)
     pipe = _Pipe()
-    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr(zipfile.ZipInfo("DICOMDIR", date_time=(1980, 1, 1, 0, 0, 0)), dicomdir)
         yield from pipe.take()
         for member in members:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, insert, select
 
@@ -36,7 +37,7 @@ class FolderExists(FolderError, Conflict):
 
 
 def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, hours: int | None = None,
-               institutions_ods: list[str] = (), owner_ods: str | None = None, description: str = "") -> int:
+               institutions_ods: Sequence[str] = (), owner_ods: str | None = None, description: str = "") -> int:
     name = name.strip()
     if not re.match(r"^[A-Za-z0-9_\-. ]{1,64}$", name):
         raise FolderError("a folder name is 1-64 letters, digits, spaces, '.', '_' or '-'")
@@ -61,7 +62,7 @@ def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, 
         owner = _institution(conn, owner_ods) if owner_ods else None
         folder_id = conn.execute(insert(folders).values(
             name=name, kind=kind, alias=alias, retention_hours=hours, owner_institution_id=owner,
-            description=description[:200], created_at=utcnow())).inserted_primary_key[0]
+            description=description[:200], created_at=utcnow()).returning(folders.c.id)).scalar_one()
         for ods in dict.fromkeys([*institutions_ods, *([owner_ods] if owner_ods else [])]):
             conn.execute(insert(folder_institutions).values(folder_id=folder_id, institution_id=_institution(conn, ods)))
     return int(folder_id)

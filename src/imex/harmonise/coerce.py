@@ -160,7 +160,7 @@ class Coercion:
             if keyword in ds:
                 ds[keyword].value = None
 
-    def _pseudonym(self, before: dict) -> str:  # type: ignore[type-arg]
+    def _pseudonym(self, before: dict) -> str:
         """The patient's identity for a stable pseudonym: the NHS number when known, else the sending
         institution with the local ID."""
         if self.context.patient_id:

@@ -115,7 +115,7 @@ def attribute_keyword(name: str) -> str | None:
     return name.strip() if tag_for_keyword(name.strip()) is not None else None
 
 
-def _names(raw: object, fail) -> frozenset[str]:  # type: ignore[no-untyped-def]
+def _names(raw: object, fail) -> frozenset[str]:
     if raw is None:
         return frozenset()
     items = [raw] if isinstance(raw, str) else raw
@@ -124,7 +124,7 @@ def _names(raw: object, fail) -> frozenset[str]:  # type: ignore[no-untyped-def]
     return frozenset(i.strip().upper() for i in items if i.strip())
 
 
-def _template(value: object, fail) -> str:  # type: ignore[no-untyped-def]
+def _template(value: object, fail) -> str:
     if not isinstance(value, str):
         raise fail(f"must be a string, not {value!r}")
     for name in _FIELD.findall(value):
@@ -133,7 +133,7 @@ def _template(value: object, fail) -> str:  # type: ignore[no-untyped-def]
     return value
 
 
-def _check_value(keyword: str, value: str, fail) -> None:  # type: ignore[no-untyped-def]
+def _check_value(keyword: str, value: str, fail) -> None:
     """The value (placeholders filled with typical values) must be valid for the attribute's VR."""
     sample = _FIELD.sub("RJZ", value)
     try:
@@ -142,7 +142,7 @@ def _check_value(keyword: str, value: str, fail) -> None:  # type: ignore[no-unt
         raise fail(f"{value!r} is not a valid {keyword}: {exc}") from None
 
 
-def _text_attribute(name: object, fail) -> str:  # type: ignore[no-untyped-def]
+def _text_attribute(name: object, fail) -> str:
     if not isinstance(name, str):
         raise fail(f"attribute names must be strings, not {name!r}")
     keyword = attribute_keyword(name)
@@ -158,7 +158,7 @@ def _text_attribute(name: object, fail) -> str:  # type: ignore[no-untyped-def]
 def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
     name = str(table.get("name") or f"harmonise rule {index + 1}")
 
-    def failer(key: str | None):  # type: ignore[no-untyped-def]
+    def failer(key: str | None):
         return lambda message: where.error(index, name, key, f"{key + ': ' if key else ''}{message}")
 
     unknown = sorted(set(table) - _KEYS)

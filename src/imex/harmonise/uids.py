@@ -19,7 +19,7 @@ def new_uid(key: bytes, scope: str, uid: str) -> str:
     return "2.25." + str(uuid.UUID(bytes=digest, version=4).int)
 
 
-def walk_uids(ds: Dataset, replace) -> None:  # type: ignore[no-untyped-def]
+def walk_uids(ds: Dataset, replace) -> None:
     """Replace every instance-specific UID (not the standard's own: SOP classes, transfer syntaxes,
     coding schemes) in the dataset and its sequences; the record of earlier changes (Original Attributes
     Sequence) keeps the values it recorded."""

@@ -131,27 +131,27 @@ class Reader:
             self.comp, self.rep = enc[0], enc[1]
         self.sub = enc[3] if len(enc) > 3 else "&"
 
-    def raw(self, segment, index: int) -> str:  # type: ignore[no-untyped-def]
+    def raw(self, segment, index: int) -> str:
         return str(segment[index]) if len(segment) > index else ""
 
     def text(self, value: str) -> str:
         return self.m.unescape(value, app_map=_APP_MAP) if value else ""
 
-    def reps(self, segment, index: int) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    def reps(self, segment, index: int) -> list[list[str]]:
         """Each repetition of a field as its components (first subcomponent, unescaped)."""
         raw = self.raw(segment, index)
         if not raw:
             return []
         return [[self.text(c.split(self.sub)[0]) for c in r.split(self.comp)] for r in raw.split(self.rep)]
 
-    def subcomponents(self, segment, index: int) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    def subcomponents(self, segment, index: int) -> list[list[str]]:
         """Each repetition's first component split into its subcomponents (NDL fields such as OBR-32)."""
         raw = self.raw(segment, index)
         if not raw:
             return []
         return [[self.text(s) for s in r.split(self.comp)[0].split(self.sub)] for r in raw.split(self.rep)]
 
-    def first(self, segment, index: int, component: int = 0) -> str:  # type: ignore[no-untyped-def]
+    def first(self, segment, index: int, component: int = 0) -> str:
         for rep in self.reps(segment, index):
             if len(rep) > component and rep[component].strip():
                 return rep[component].strip()

@@ -87,7 +87,7 @@ def claim(db: Database, queue: JobQueue, worker: str, lease_seconds: float, *, l
                 claimed[queue.due_column] = lease_until
                 if "claimed_by" in t.c:
                     claimed["claimed_by"] = worker
-            if queue.attempts is not None:
+            if queue.attempts_column:
                 claimed[queue.attempts_column] = queue.attempts + 1
             done = conn.execute(update(t).where(t.c.id == row.id, _due_clause(queue, now))
                                 .values(**queue.stamped(claimed, now))).rowcount
@@ -237,7 +237,7 @@ def release(conn: Connection, queue: JobQueue, job_id: int, worker: str, *, unco
         back.update(claimed_by=None, lease_until=None)
     elif "claimed_by" in queue.table.c:
         back["claimed_by"] = None
-    if uncount and queue.attempts is not None:
+    if uncount and queue.attempts_column:
         back[queue.attempts_column] = queue.attempts - 1
     return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker))
                              .values(**queue.stamped(back, now))).rowcount)
@@ -247,7 +247,7 @@ def reopen(conn: Connection, queue: JobQueue, job_id: int, **values: Any) -> boo
     """Make a job due now with its attempts from zero, whoever held it (an operator's retry)."""
     now = utcnow()
     back: dict[str, Any] = {**_state(queue, queue.due_state), queue.due_column: now, **values}
-    if queue.attempts is not None:
+    if queue.attempts_column:
         back[queue.attempts_column] = 0
     if queue.holds_by_state:
         back.update(claimed_by=None, lease_until=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from imex.db import Database
 from imex.errors import Conflict, NotFound
@@ -49,7 +49,7 @@ def dead_jobs(db: Database, name: str, limit: int = 100) -> list[DeadJob]:
     if queue.dead_state is None or queue.state_column is None:
         return []
     t = queue.table
-    columns = [t.c.id]
+    columns: list[ColumnElement[Any]] = [t.c.id]
     if queue.attempts_column:
         columns.append(queue.attempts.label("attempts"))
     if queue.error_column:

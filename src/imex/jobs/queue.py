@@ -52,10 +52,6 @@ class RetrySettings:
     cap: SettingOr = 900.0
     max_attempts: SettingOr | None = None
 
-    def stamped(self, values: dict[str, Any], now: Any) -> dict[str, Any]:
-        """`values` with the row's updated-at column set, for queues that keep one."""
-        return {**values, self.updated_column: now} if self.updated_column else values
-
     def policy(self, config: Config | None) -> RetryPolicy:
         def value(field_value: SettingOr | None) -> Any:
             if isinstance(field_value, str):
@@ -119,4 +115,12 @@ class JobQueue:
         return {**values, self.updated_column: now} if self.updated_column else values
 
     def policy(self, config: Config | None) -> RetryPolicy | None:
+        """The retry policy, or None for a queue that keeps no retry settings (it never retries)."""
         return self.retry.policy(config) if self.retry is not None else None
+
+    def retry_policy(self, config: Config | None) -> RetryPolicy:
+        """The retry policy of a queue that retries its failed jobs; a queue without retry settings has none
+        to give (ValueError)."""
+        if self.retry is None:
+            raise ValueError(f"the {self.name} queue has no retry settings")
+        return self.retry.policy(config)

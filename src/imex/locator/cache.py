@@ -18,12 +18,12 @@ ACTOR = {"username": "locator-cache"}
 BUSY = ("pending", "sending", "held", "failed")
 
 
-def _viewed():  # type: ignore[no-untyped-def]
+def _viewed():
     return exists(select(retrievals.c.id).where(retrievals.c.study_uid == studies.c.study_uid,
                                                 retrievals.c.purpose == "view"))
 
 
-def deletable(now: dt.datetime):  # type: ignore[no-untyped-def]
+def deletable(now: dt.datetime):
     """Cached studies whose time is up and that no transfer needs (sourcing one makes it a transfer)."""
     busy = exists(select(transfers.c.id).where(transfers.c.study_id == studies.c.id, transfers.c.state.in_(BUSY)))
     return and_(studies.c.route_state == "cached", studies.c.expires_at.is_not(None), studies.c.expires_at <= now,

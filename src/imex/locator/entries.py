@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from imex.db.models import LocatorEntry, Node, utcnow
+from imex.db.models import Node, locator_entries, utcnow
 from imex.harmonise import nhs
 
-ENTRIES = LocatorEntry.__table__
+ENTRIES = locator_entries
 
 
 @dataclass

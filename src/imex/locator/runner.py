@@ -19,7 +19,7 @@ class LocatorService:
         self.sweeper = Sweeper(db, config)
 
     def _index(self) -> None:
-        while hub_index.run_once(self.db) >= 200:  # a backlog: keep going until it is drained
+        while hub_index.run_once(self.db, store=self.store) >= 200:  # a backlog: keep going until it is drained
             pass
 
     def _cache(self) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Table, select, update
 
 from imex.config import Config
 from imex.db import Database
-from imex.db.models import LocatorEntry, LocatorSweep, Node, nodes, utcnow
+from imex.db.models import LocatorSweep, Node, locator_entries, locator_sweeps, nodes, utcnow
 from imex.dicom.query import FindFailed, NodeAddress, StudyMatch, StudyQuery, find_series, find_studies
 from imex.errors import Invalid
 from imex.jobs import engine
@@ -26,8 +26,8 @@ from imex.jobs.registry import register
 from imex.locator.entries import Holding, nhs_number_of, upsert
 
 log = logging.getLogger("imex.locator.sweep")
-SWEEPS = LocatorSweep.__table__
-ENTRIES = LocatorEntry.__table__
+SWEEPS = locator_sweeps
+ENTRIES = locator_entries
 
 
 class SweepError(Invalid, ValueError):
@@ -105,7 +105,7 @@ def run_node(db: Database, config: Config, node_id: int, stop: threading.Event |
     stop = stop or threading.Event()
     with db.reader() as conn:
         sweep = conn.execute(select(SWEEPS).where(SWEEPS.c.node_id == node_id)).one()
-        node = conn.execute(select(Node.__table__).where(Node.id == node_id)).one()
+        node = conn.execute(select(nodes).where(Node.id == node_id)).one()
         conn.rollback()
     run = Run(node.name)
     address = NodeAddress(node.ae_title, node.host, node.port)
@@ -145,7 +145,7 @@ def run_node(db: Database, config: Config, node_id: int, stop: threading.Event |
     return run
 
 
-def _index(db: Database, config: Config, node, address: NodeAddress, matches: list[StudyMatch],  # type: ignore[no-untyped-def]
+def _index(db: Database, config: Config, node, address: NodeAddress, matches: list[StudyMatch],
            pacer: Pacer, run: Run) -> int:
     """Index the studies of one window that carry a valid NHS number; their series are asked for only when
     the entry is new or its instance count changed (each series query counts against the rate)."""
@@ -193,10 +193,10 @@ def _progress(db: Database, node_id: int, swept_to: str) -> None:
 
 def backoff(config: Config, attempts: int) -> float:
     """Seconds before a failed sweep is tried again after `attempts` failures in a row."""
-    return SWEEP.policy(config).delay(attempts)
+    return SWEEP.retry_policy(config).delay(attempts)
 
 
-def _finish(db: Database, config: Config, node_id: int, sweep, run: Run) -> None:  # type: ignore[no-untyped-def]
+def _finish(db: Database, config: Config, node_id: int, sweep, run: Run) -> None:
     now = utcnow()
     with db.engine.begin() as conn:
         if run.error is None:

@@ -52,12 +52,12 @@ def expiring(config: Config, now: dt.datetime | None = None) -> list[Expiring]:
     ca = CertificateAuthority(files.ca_dir)
     for issued in ca.certificates():
         if issued.revoked_at is None and issued.expires <= horizon:
-            path = str(ca.cert_path(issued.name))
-            found.setdefault(path, Expiring(f"certificate of {issued.name}", path, issued.expires))
+            issued_path = str(ca.cert_path(issued.name))
+            found.setdefault(issued_path, Expiring(f"certificate of {issued.name}", issued_path, issued.expires))
     return sorted(found.values(), key=lambda e: e.expires)
 
 
-def _admins(conn: Connection) -> list:  # type: ignore[type-arg]
+def _admins(conn: Connection) -> list:
     rows = conn.execute(select(users.c.id, users.c.email, roles.c.permissions)
                         .join(role_grants, role_grants.c.user_id == users.c.id)
                         .join(roles, roles.c.id == role_grants.c.role_id)

@@ -1,6 +1,10 @@
 """E-mail alerts through an outbox: the alert is written in the same transaction as the event it reports,
 then a sender thread delivers it over SMTP and retries while the mail server is down. No patient
 identifiers go into e-mail: the study is named by its accession number, date and modality only.
+
+A message's body is kept only until it is sent or given up: some carry secrets (an outside recipient's
+link address, a one-time code), so the outbox then keeps the recipient, subject and dates, and the body
+is replaced by a note (REDACTED, GIVEN_UP).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import smtplib
 import threading
 from email.message import EmailMessage
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from imex.config import Config
 from imex.db import Database, utcnow
@@ -31,6 +35,9 @@ GIVE_UP_AFTER = dt.timedelta(hours=24)
 MESSAGE_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
 # How long a sender holds the messages it took (several are sent one after the other on one connection).
 HOLD_SECONDS = 300.0
+# What replaces a body once it is no longer needed (it may have held a link address or a one-time code).
+REDACTED = "(sent; the body is not kept: it may have held a link address or a one-time code)"
+GIVEN_UP = "(not sent; the body is not kept: it may have held a link address or a one-time code)"
 
 EMAIL = register(JobQueue(
     "email", emails, RetrySettings("smtp.retry_initial_seconds", "smtp.retry_multiplier", "smtp.retry_max_seconds"),
@@ -88,7 +95,7 @@ class EmailSender:
     def __init__(self, config: Config, db: Database) -> None:
         self.config = config
         self.db = db
-        self.policy = EMAIL.policy(config)
+        self.policy = EMAIL.retry_policy(config)
 
     @property
     def enabled(self) -> bool:
@@ -121,9 +128,14 @@ class EmailSender:
             try:
                 if server_down is not None:
                     raise server_down  # do not wait for a dead server once per message
+                if row.body in (REDACTED, GIVEN_UP):  # a dead letter retried after its body was removed
+                    with self.db.engine.begin() as conn:
+                        engine.finish(conn, EMAIL, row.id, None, "failed",
+                                      last_error="its body was removed when it was given up; nothing to send")
+                    continue
                 self._send(row.recipient, row.subject, row.body)
                 with self.db.engine.begin() as conn:
-                    engine.finish(conn, EMAIL, row.id, None, "sent", sent_at=utcnow(), last_error=None)
+                    engine.finish(conn, EMAIL, row.id, None, "sent", sent_at=utcnow(), last_error=None, body=REDACTED)
                 sent += 1
             except (OSError, smtplib.SMTPException) as exc:
                 if isinstance(exc, MESSAGE_ERRORS):  # a 5xx answer will not change on a retry
@@ -135,6 +147,8 @@ class EmailSender:
                     outcome = engine.retry_later(conn, EMAIL, row.id, None, f"{type(exc).__name__}: {exc}"[:500],
                                                  self.policy,
                                                  give_up=permanent or utcnow() - row.created_at > GIVE_UP_AFTER)
+                    if outcome is not None and outcome.dead:
+                        conn.execute(update(emails).where(emails.c.id == row.id).values(body=GIVEN_UP))
                 log.warning("e-mail to %s not sent (attempt %s%s): %s", row.recipient, row.attempts,
                             ", giving up" if outcome is not None and outcome.dead else "", exc)
         return sent

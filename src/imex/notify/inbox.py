@@ -9,7 +9,17 @@ from __future__ import annotations
 from sqlalchemy import Connection, insert, select
 
 from imex.db import utcnow
-from imex.db.models import institutions, nodes, notifications, role_grants, roles, studies, transfers, users
+from imex.db.models import (
+    institutions,
+    nodes,
+    notifications,
+    role_grants,
+    roles,
+    studies,
+    transfers,
+    users,
+    worklists,
+)
 from imex.notify.email import queue_email
 
 ARRIVED = "transfer.arrived"
@@ -18,7 +28,7 @@ EVENT_KINDS = {ARRIVED: "A study was delivered to my institution",
                FAILED: "A study my institution sent could not be delivered"}
 
 
-def users_with_permission(conn: Connection, institution_id: int, permission: str) -> list:  # type: ignore[type-arg]
+def users_with_permission(conn: Connection, institution_id: int, permission: str) -> list:
     """Enabled users of the institution whose roles grant `permission` (or system.admin)."""
     rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, users.c.notify_worklists,
                                roles.c.permissions)
@@ -33,23 +43,22 @@ def users_with_permission(conn: Connection, institution_id: int, permission: str
     return list(chosen.values())
 
 
-def _on_chosen_worklists(conn: Connection, transfer_id: int, user_rows: list) -> list:  # type: ignore[type-arg]
+def _on_chosen_worklists(conn: Connection, transfer_id: int, user_rows: list) -> list:
     """Users who chose worklists hear of an arrival only when it is on one of them."""
     from imex.auth.scope import arrivals_on_worklist
-    from imex.db.models import Worklist
 
     chosen = {int(w) for u in user_rows for w in (u.notify_worklists or "").split() if w.isdigit()}
     if not chosen:
         return user_rows
     matching = set()
-    for worklist in conn.execute(select(Worklist.__table__).where(Worklist.__table__.c.id.in_(chosen))).all():
+    for worklist in conn.execute(select(worklists).where(worklists.c.id.in_(chosen))).all():
         if conn.execute(arrivals_on_worklist(worklist, transfer_id)).first() is not None:
             matching.add(worklist.id)
     return [u for u in user_rows if not (u.notify_worklists or "").split()
             or matching & {int(w) for w in u.notify_worklists.split() if w.isdigit()}]
 
 
-def notify_users(conn: Connection, user_rows: list, kind: str, title: str, link: str,  # type: ignore[type-arg]
+def notify_users(conn: Connection, user_rows: list, kind: str, title: str, link: str,
                  email_subject: str = "", email_body: str = "") -> int:
     """One notification per user, and an e-mail to those who want this kind; returns how many."""
     now = utcnow()

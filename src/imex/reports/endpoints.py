@@ -2,6 +2,8 @@
 looked up for each incoming message by its sending facility (MSH-4) and the peer's address."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, select
 
 from imex.db import Database
@@ -10,7 +12,7 @@ from imex.directory import DirectoryError, addresses, check_ods, normal_ip
 
 
 def add_ris(db: Database, name: str, ods_code: str, *, host: str = "", port: int = 0,
-            facilities: list[str] | str = (), peer_host: str = "", receiving_application: str = "",
+            facilities: Sequence[str] | str = (), peer_host: str = "", receiving_application: str = "",
             query_template: str = "") -> RisEndpoint:
     """Create or update a RIS endpoint; its facilities default to the institution's ODS code."""
     ods = check_ods(ods_code)
@@ -48,7 +50,7 @@ def load_ris_from_config(db: Database, entries: list[dict]) -> None:
             raise DirectoryError(f"[[ris]] entry {item} lacks {exc}") from None
 
 
-def find_sender(conn: Connection, facility: str, peer: str):  # type: ignore[no-untyped-def]
+def find_sender(conn: Connection, facility: str, peer: str):
     """The enabled RIS endpoint that sends as `facility` from address `peer`, with its ODS code; None when
     no endpoint claims the facility, or none of those that do may connect from there."""
     rows = conn.execute(select(ris_endpoints, institutions.c.ods_code)
@@ -62,7 +64,7 @@ def find_sender(conn: Connection, facility: str, peer: str):  # type: ignore[no-
     return None
 
 
-def endpoint_for_institution(conn: Connection, institution_id: int):  # type: ignore[no-untyped-def]
+def endpoint_for_institution(conn: Connection, institution_id: int):
     """The RIS that receives reports for an institution (the first enabled one with a port), or None."""
     return conn.execute(select(ris_endpoints).where(
         ris_endpoints.c.institution_id == institution_id, ris_endpoints.c.enabled.is_(True),

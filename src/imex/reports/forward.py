@@ -76,14 +76,14 @@ def _person_name(clinician: str) -> str:
 
 
 class ReportSender:
-    def __init__(self, config: Config, db: Database, store: BlobStore, harmoniser=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: Config, db: Database, store: BlobStore, harmoniser=None) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.harmoniser = harmoniser
         self.wake = threading.Event()
 
-        self.policy = FORWARD.policy(config)
+        self.policy = FORWARD.retry_policy(config)
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         while not stop.is_set():
@@ -120,7 +120,7 @@ class ReportSender:
 
     # -- one delivery ---------------------------------------------------------------------------------
 
-    def deliver(self, row) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    def deliver(self, row) -> tuple[str, str]:
         """Send one delivery; returns (message ID sent, what it supersedes)."""
         with self.db.reader() as conn:
             report = conn.execute(select(reports).where(reports.c.id == row.report_id)).one()
@@ -162,7 +162,7 @@ class ReportSender:
         log.info("report %s sent as SR %s to %s", report.id, sr.SOPInstanceUID, node.ae_title)
         return str(sr.SOPInstanceUID), supersedes
 
-    def destination_header(self, conn, study_id: int, node_id: int) -> Dataset:  # type: ignore[no-untyped-def]
+    def destination_header(self, conn, study_id: int, node_id: int) -> Dataset:
         """The study's patient and study attributes as the destination received them with the images: a
         stored header, changed by the harmonisation rules for this destination (when imex.harmonise has
         any). The one place where identifiers for a destination are chosen."""
@@ -182,7 +182,7 @@ class ReportSender:
                 prepared.coercion.apply(ds)
         return ds
 
-    def _store(self, sr: Dataset, node) -> None:  # type: ignore[no-untyped-def]
+    def _store(self, sr: Dataset, node) -> None:
         with tempfile.TemporaryDirectory(prefix="imex-sr-") as tmp:
             path = Path(tmp) / "report.dcm"
             sr.save_as(path, enforce_file_format=True)
@@ -198,7 +198,7 @@ class ReportSender:
                                         f"{sent.error}".rstrip())
 
 
-def _identity(header: Dataset, report) -> build.Identity:  # type: ignore[no-untyped-def]
+def _identity(header: Dataset, report) -> build.Identity:
     return build.Identity(
         patient_id=str(header.get("PatientID", "") or report.patient_id),
         patient_id_authority=str(header.get("IssuerOfPatientID", "") or ""),
@@ -208,7 +208,7 @@ def _identity(header: Dataset, report) -> build.Identity:  # type: ignore[no-unt
         sex=str(header.get("PatientSex", "") or report.sex))
 
 
-def make_sr(header: Dataset, report, previous_sop_uid: str = "",  # type: ignore[no-untyped-def]
+def make_sr(header: Dataset, report, previous_sop_uid: str = "",
             organisation: str = "") -> Dataset:
     """The report as an Enhanced SR (made with highdicom) in the study of `header`: the text as one TEXT
     item, completion and verification flags from its status, the earlier version as predecessor."""

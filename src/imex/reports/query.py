@@ -73,11 +73,11 @@ def query_due(db: Database, config: Config, limit: int = 20) -> int:
             .join(institutions, institutions.c.id == studies.c.institution_id)
             .where(report_queries.c.id.in_([q.id for q in claimed])).order_by(report_queries.c.id)).all()
         conn.rollback()
-    policy = QUERY.policy(config)
+    policy = QUERY.retry_policy(config)
     return sum(1 for q in due if _ask(db, config, q, policy))
 
 
-def _ask(db: Database, config: Config, q, policy: RetryPolicy) -> bool:  # type: ignore[no-untyped-def]
+def _ask(db: Database, config: Config, q, policy: RetryPolicy) -> bool:
     with db.reader() as conn:
         endpoint = conn.execute(select(ris_endpoints).where(
             ris_endpoints.c.institution_id == q.institution_id, ris_endpoints.c.query_template != "",

@@ -25,13 +25,13 @@ from sqlalchemy import Connection, and_, exists, insert, select, update
 from imex import audit
 from imex.db import utcnow
 from imex.db.models import (
-    RequestEvent,
     image_requests,
     instances,
     institutions,
     nodes,
     notifications,
     patients,
+    request_events,
     series,
     transaction_studies,
     users,
@@ -43,7 +43,6 @@ from imex.requests.matching import Arrival, Wanted, match_reason, normalise_name
 from imex.routing import priority as priorities
 
 log = logging.getLogger("imex.requests.lifecycle")
-request_events = RequestEvent.__table__
 ACTIVE = ("open", "accepted")
 SYSTEM = "imex"
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
@@ -504,6 +503,6 @@ def expire_due(conn: Connection, now: dt.datetime | None = None) -> list[int]:
     return expired
 
 
-def needs_action_clause(institution_id: int):  # type: ignore[no-untyped-def]
+def needs_action_clause(institution_id: int):
     """Requests an institution's fulfillers must act on: asked of it and still open."""
     return and_(image_requests.c.source_institution_id == institution_id, image_requests.c.state == "open")

@@ -25,7 +25,7 @@ BUSY = ("pending", "sending", "held", "failed")
 ACTOR = {"username": "retention"}
 
 
-def deletable(now: dt.datetime):  # type: ignore[no-untyped-def]
+def deletable(now: dt.datetime):
     """Studies that have expired and that nothing needs any more."""
     busy = exists(select(transfers.c.id).where(transfers.c.study_id == studies.c.id, transfers.c.state.in_(BUSY)))
     shared = exists(select(folder_studies.c.id).where(folder_studies.c.study_id == studies.c.id,

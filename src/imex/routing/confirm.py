@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from pydicom.uid import generate_uid
 from sqlalchemy import Connection, func, insert, select, update
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from imex import audit, events, metrics
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import CommitmentRequest, instances, items, nodes, series, studies, transfers
+from imex.db.models import commitment_requests, instances, items, nodes, series, studies, transfers
 from imex.dicom import commitment
 from imex.dicom.commitment import Report
 from imex.harmonise.prepare import Harmoniser
@@ -35,7 +36,7 @@ from imex.tls import files as tls_files
 
 log = logging.getLogger("imex.confirm")
 
-requests = CommitmentRequest.__table__
+requests = commitment_requests
 OPEN = ("due", "asking", "waiting")
 
 # Asking is the job: `due` until a process claims it (`asking`, with a lease), then `waiting` for a report
@@ -218,7 +219,7 @@ class Confirmer:
         self.reports = Reports(config, db, self.uid_map)
         self._asking: list[threading.Thread] = []
         self.lease_seconds = float(config["delivery.lease_seconds"])
-        self.policy = CONFIRM.policy(config)
+        self.policy = CONFIRM.retry_policy(config)
 
     def uid_map(self, transfer_id: int) -> Callable[[str], str]:
         """How the destination knows an instance, series or study: header harmonisation with
@@ -256,7 +257,7 @@ class Confirmer:
             started += 1
         return started
 
-    def _ask_logged(self, claimed) -> None:  # type: ignore[no-untyped-def]
+    def _ask_logged(self, claimed) -> None:
         try:
             self._ask(claimed)
         except Exception:  # the claim lapses and another pass asks again
@@ -274,14 +275,14 @@ class Confirmer:
                 self._unanswered(conn, r, f"no Storage Commitment report within "
                                           f"{self.config['confirm.timeout_seconds']:.0f} s", owner=None)
 
-    def _unanswered(self, conn: Connection, r, why: str, owner: str | None) -> None:  # type: ignore[no-untyped-def]
+    def _unanswered(self, conn: Connection, r, why: str, owner: str | None) -> None:
         """The destination did not answer this time: ask again (a new Transaction UID), or give up."""
         dest = conn.execute(select(nodes.c.ae_title, nodes.c.host, nodes.c.port)
                             .join(transfers, transfers.c.destination_node_id == nodes.c.id)
                             .where(transfers.c.id == r.transfer_id)).one()
         where = f"{dest.ae_title}@{dest.host}:{dest.port}"
         # asked again under a new Transaction UID; a request given up keeps its own for late reports
-        fresh = {} if self.policy.exhausted(r.asks) else dict(transaction_uid=generate_uid())
+        fresh: dict[str, Any] = {} if self.policy.exhausted(r.asks) else dict(transaction_uid=generate_uid())
         outcome = engine.retry_later(conn, CONFIRM, r.id, owner, why, self.policy, **fresh)
         if outcome is None:
             return
@@ -292,8 +293,8 @@ class Confirmer:
             return
         record(conn, r.transfer_id, "confirm-retry", f"{where}: {why}; asking again in {outcome.delay:.0f} s")
 
-    def _claim(self):  # type: ignore[no-untyped-def]
-        def still_delivered(conn: Connection, r) -> bool:  # type: ignore[no-untyped-def]
+    def _claim(self):
+        def still_delivered(conn: Connection, r) -> bool:
             state = conn.execute(select(transfers.c.state).where(transfers.c.id == r.transfer_id)).scalar()
             if state == "delivered":
                 return True
@@ -305,7 +306,7 @@ class Confirmer:
                             values=dict(requested_at=utcnow()))
         return rows[0] if rows else None
 
-    def _ask(self, r) -> None:  # type: ignore[no-untyped-def]
+    def _ask(self, r) -> None:
         with self.db.reader() as conn:
             t = conn.execute(select(transfers.c.id, transfers.c.study_id, nodes.c.ae_title, nodes.c.host,
                                     nodes.c.port, nodes.c.tls)
@@ -338,7 +339,7 @@ class Confirmer:
                     if current.state == "asking" and current.claimed_by == self.name:
                         self._unanswered(conn, current, str(exc), owner=self.name)
 
-    def _count(self, r, t, study_uid: str, sent, tls, outgoing) -> None:  # type: ignore[no-untyped-def]
+    def _count(self, r, t, study_uid: str, sent, tls, outgoing) -> None:
         from imex.dicom.held import held_instances
 
         by_series: dict[str, set[str]] = {}
@@ -353,7 +354,7 @@ class Confirmer:
                 return  # superseded or taken over meanwhile
             apply_answer(self.config, conn, r.id, held, {}, f"C-FIND at {level} level", outgoing)
 
-    def _commitment(self, r, t, sent, tls, outgoing) -> None:  # type: ignore[no-untyped-def]
+    def _commitment(self, r, t, sent, tls, outgoing) -> None:
         def answered() -> bool:
             with self.db.reader() as conn:
                 state = conn.execute(select(requests.c.state).where(requests.c.id == r.id)).scalar()

@@ -21,7 +21,7 @@ ESCALATED = "transfer.escalated"
 UNFINISHED = ("pending", "sending", "failed", "held")
 
 
-def _admins(conn: Connection) -> list:  # type: ignore[type-arg]
+def _admins(conn: Connection) -> list:
     """Enabled users whose roles grant system.admin, at any institution."""
     rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, roles.c.permissions)
                         .join(role_grants, role_grants.c.user_id == users.c.id)

@@ -38,7 +38,7 @@ def hold(db: Database, transfer_id: int, worker: str) -> bool:
     return bool(held)
 
 
-def destination_user(conn: Connection, transfer_id: int, user_id: int):  # type: ignore[no-untyped-def]
+def destination_user(conn: Connection, transfer_id: int, user_id: int):
     """The enabled user `user_id` if they belong to the transfer's destination institution, else None."""
     inst = conn.execute(select(nodes.c.institution_id).join(transfers, transfers.c.destination_node_id == nodes.c.id)
                         .where(transfers.c.id == transfer_id)).scalar_one()
@@ -71,7 +71,7 @@ def notify_recipient(conn: Connection, transfer_id: int) -> int:
 class _Always:
     """A user row whose e-mail preferences include the recipient notice."""
 
-    def __init__(self, row) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, row) -> None:
         self.id = row.id
         self.email = row.email
         self.email_events = RECIPIENT_KIND

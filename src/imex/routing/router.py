@@ -153,7 +153,7 @@ class Router:
 
     # -- deciding -----------------------------------------------------------------------------------
 
-    def decide(self, conn: Connection, study) -> Decision:  # type: ignore[no-untyped-def]
+    def decide(self, conn: Connection, study) -> Decision:
         arrivals = conn.execute(select(instances.c.called_aet, instances.c.source_node_id).distinct().where(
             instances.c.study_id == study.id)).all()
         source_node_ids = {row.source_node_id for row in arrivals if row.source_node_id is not None}
@@ -217,7 +217,7 @@ class Router:
             problems.append("the only destination found is the node that sent the study")
         return kept
 
-    def _facts(self, conn: Connection, study, source_node_ids: set[int], called: set[str]) -> StudyFacts:  # type: ignore[no-untyped-def]
+    def _facts(self, conn: Connection, study, source_node_ids: set[int], called: set[str]) -> StudyFacts:
         source_names: set[str] = set()
         if source_node_ids:
             for row in conn.execute(select(nodes.c.name, nodes.c.ae_title).where(nodes.c.id.in_(source_node_ids))):
@@ -283,6 +283,22 @@ def resolve_targets(conn: Connection, target: str) -> tuple[list[int], str]:
         return [], f"{target} is neither an institution's ODS code nor a node"
     found = _destination_nodes(conn, inst)
     return found, "" if found else f"institution {target} has no destination node"
+
+
+@events.on("study.forwarded")
+def route_forward(conn: Connection, study_id: int, institution_id: int, calling_aet: str, called_aet: str) -> None:
+    """An institution the study was delivered to sends it on (A -> B -> C): the hub sends its own copy to
+    the destination the forwarder's called AE title names (never back to the forwarder's own nodes)."""
+    found, problem = _alias_targets(conn, called_aet)
+    ods = conn.execute(select(institutions.c.ods_code).where(institutions.c.id == institution_id)).scalar()
+    own = set(conn.execute(select(nodes.c.id).where(nodes.c.institution_id == institution_id)).scalars())
+    targets = [n for n in found if n not in own]
+    if not targets:
+        log.info("study %s sent on by %s (%s) names no other destination: %s", study_id, ods, calling_aet,
+                 problem or f"{called_aet} is the forwarder's own")
+        return
+    queue_study(conn, study_id, {n: f"forwarded by {ods} ({calling_aet}) to {called_aet}" for n in targets})
+    log.info("study %s sent on by %s to %s", study_id, ods, called_aet)
 
 
 def route_manually(db: Database, study_uid: str, targets: list[str], who: str = "operator") -> list[int]:

@@ -58,7 +58,7 @@ class DeliveryWorker:
         self.store = store
         self.name = name
         self.lease_seconds = float(config["delivery.lease_seconds"])
-        self.policy = DELIVERY.policy(config)
+        self.policy = DELIVERY.retry_policy(config)
         self.wake = wake or threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -78,7 +78,7 @@ class DeliveryWorker:
 
     # -- one transfer -------------------------------------------------------------------------------
 
-    def _pending(self, transfer_id: int, coerce=None) -> list[Pending]:  # type: ignore[no-untyped-def]
+    def _pending(self, transfer_id: int, coerce=None) -> list[Pending]:
         with self.db.engine.connect() as conn:
             rows = conn.execute(
                 select(items.c.id, instances.c.id.label("instance_id"), instances.c.blob_key,
@@ -131,7 +131,7 @@ class DeliveryWorker:
             errors, interrupted = self._send_round(claimed, node, batch, stop)
         self._finish(claimed, node, errors, interrupted=interrupted)
 
-    def _send_round(self, claimed: Claim, node, batch: list[Pending],  # type: ignore[no-untyped-def]
+    def _send_round(self, claimed: Claim, node, batch: list[Pending],
                     stop: threading.Event) -> tuple[list[str], bool]:
         """Send a batch on one association; returns the errors and whether the transfer was interrupted."""
         errors: list[str] = []
@@ -170,7 +170,7 @@ class DeliveryWorker:
         log.warning("transfer %s: %s", claimed.transfer_id, error)
         return error
 
-    def _finish(self, claimed: Claim, node, errors: list[str], interrupted: bool) -> None:  # type: ignore[no-untyped-def]
+    def _finish(self, claimed: Claim, node, errors: list[str], interrupted: bool) -> None:
         now = utcnow()
         tid = claimed.transfer_id
         with self.db.engine.begin() as conn:

@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 from pydicom import dcmread
 from sqlalchemy import Connection, select
 
-from imex.db.models import UploadFile
+from imex.db.models import upload_files
 
-_files = UploadFile.__table__
+_files = upload_files
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _studies(instances: list[Instance]) -> list[dict]:
     return list(patients.values())
 
 
-def _parts(value) -> list[str]:  # type: ignore[no-untyped-def]
+def _parts(value) -> list[str]:
     """A Referenced File ID's components (one value is a str, several a list)."""
     return [value] if isinstance(value, str) else [str(v) for v in value]
 

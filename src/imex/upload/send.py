@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select, update
 from imex import audit
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import Instance, Institution, Node, Study, Upload, UploadFile
+from imex.db.models import Instance, Institution, Node, Study, UploadFile, upload_files, uploads
 from imex.dicom.parse import InvalidInstance, read_instance
 from imex.dicom.part10 import chunks_to_store, dataset_offset, read_meta
 from imex.exchanges.transactions import TransactionError, open_transaction
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imex.upload")
 CALLING_AET = "UPLOAD"
-_uploads = Upload.__table__
+_uploads = uploads
 
 # A `sending` upload is stored by the worker that holds its lease; no lease (NULL) or a lapsed one: free.
 UPLOAD = register(JobQueue(
@@ -212,7 +212,7 @@ class UploadWorker:
                 self.quota.stored(upload.institution_id, result.size)
             stored += 1
             with self.db.engine.begin() as conn:
-                conn.execute(update(UploadFile.__table__).where(UploadFile.id == inst.file_id).values(stored=True))
+                conn.execute(update(upload_files).where(UploadFile.id == inst.file_id).values(stored=True))
                 conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(instances_stored=stored))
                 engine.renew_in(conn, UPLOAD, upload_id, self.worker_id, self.lease)
         with self.db.engine.begin() as conn:

@@ -14,13 +14,14 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import CursorResult, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imex.config import Config
 from imex.db import Database, utcnow
-from imex.db.models import Upload, UploadFile
+from imex.db.models import Upload, UploadFile, upload_files
 from imex.upload import zipsafe
 from imex.upload.classify import Found, classify
 from imex.upload.paths import UnsafeName, clean
@@ -74,9 +75,9 @@ class Staging:
             self.folder(upload.id).mkdir(parents=True, exist_ok=True)
             return upload
 
-    def _room(self, s, upload: Upload) -> int:  # type: ignore[no-untyped-def]
+    def _room(self, s, upload: Upload) -> int:
         """Bytes this upload may still stage under every limit (upload, user, institution)."""
-        def staged(*where) -> int:  # type: ignore[no-untyped-def]
+        def staged(*where) -> int:
             return int(s.scalar(select(func.coalesce(func.sum(Upload.staged_bytes), 0)).where(
                 Upload.state.in_((OPEN, "sending")), *where)) or 0)
         c = self.config
@@ -139,9 +140,9 @@ class Staging:
     def end_chunk(self, upload_id: int, chunk: Chunk, written: int) -> dict:
         """Record the bytes written; a file that is complete is classified (a zip unpacked)."""
         with self.db.session() as s:
-            moved = s.execute(update(UploadFile).where(
+            moved = cast(CursorResult[Any], s.execute(update(UploadFile).where(
                 UploadFile.id == chunk.file_id, UploadFile.received == chunk.offset).values(
-                received=chunk.offset + written)).rowcount
+                received=chunk.offset + written))).rowcount
             if moved != 1:
                 raise UploadError(409, "another request wrote to this file at the same time; resend from its offset")
             row = s.get(UploadFile, chunk.file_id)
@@ -171,7 +172,7 @@ class Staging:
     def _complete(self, upload_id: int, file_id: int) -> str:
         """Classify a complete file; for a zip, unpack it. Returns a refusal message, or ''."""
         with self.db.reader() as conn:
-            row = conn.execute(select(UploadFile.__table__).where(UploadFile.id == file_id)).one()
+            row = conn.execute(select(upload_files).where(UploadFile.id == file_id)).one()
         staged = self.folder(upload_id) / row.staged_name
         found = classify(staged, row.path)
         if found.kind != "zip":
@@ -212,7 +213,7 @@ class Staging:
             taken = set(conn.execute(select(UploadFile.path).where(UploadFile.upload_id == upload_id)).scalars())
         with self.db.sessions() as s:
             zip_size = s.scalar(select(UploadFile.size).where(UploadFile.id == zip_id)) or 0
-            room = self._room(s, s.get(Upload, upload_id)) + zip_size  # the zip itself goes once unpacked
+            room = self._room(s, s.get_one(Upload, upload_id)) + zip_size  # the zip itself goes once unpacked
         limits = zipsafe.Limits(max_entries=max(c["upload.max_files"] - files, 0), max_total_bytes=max(room, 0),
                                 max_ratio=c["upload.zip_max_ratio"], max_depth=c["upload.zip_max_depth"])
         folder = self.folder(upload_id)
@@ -248,7 +249,7 @@ class Staging:
             raise
         with self.db.session() as s:
             if rows:
-                s.execute(UploadFile.__table__.insert(), rows)
+                s.execute(insert(upload_files), rows)
             s.execute(update(UploadFile).where(UploadFile.id == zip_id).values(
                 kind="zip", reason=f"unpacked: {len(rows)} file(s)"))
             s.execute(update(Upload).where(Upload.id == upload_id).values(
@@ -267,8 +268,9 @@ class Staging:
     def discard(self, upload_id: int) -> bool:
         """Discard an open (or failed) upload; False when it is being sent or already ended."""
         with self.db.session() as s:
-            changed = s.execute(update(Upload).where(Upload.id == upload_id, Upload.state.in_((OPEN, "failed")))
-                                .values(state="discarded")).rowcount
+            changed = cast(CursorResult[Any], s.execute(
+                update(Upload).where(Upload.id == upload_id, Upload.state.in_((OPEN, "failed")))
+                .values(state="discarded"))).rowcount
         if changed:
             self.remove_files(upload_id)
         return bool(changed)

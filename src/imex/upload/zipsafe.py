@@ -83,7 +83,7 @@ def extract(archive: zipfile.ZipFile, entry: Entry, target: Path, budget: Callab
     return written
 
 
-def _chunks(source) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _chunks(source) -> Iterator[bytes]:
     while True:
         try:
             chunk = source.read(CHUNK)

@@ -3,11 +3,14 @@
 security headers and the request size limit every response and request goes through."""
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import generate_latest
 from sqlalchemy import func, select, text
@@ -35,7 +38,7 @@ from imex.web.api import (
     uploads,
 )
 from imex.web.context import Portal
-from imex.web.guard import BodyLimit, SecurityHeaders
+from imex.web.guard import BodyLimit, ErrorsAnswered, SecurityHeaders, SignedInFirst
 from imex.web.pages import account as account_pages
 from imex.web.pages import admin as admin_pages
 from imex.web.pages import audit_trail as audit_trail_pages
@@ -52,6 +55,8 @@ from imex.web.pages import uploads as upload_pages
 from imex.web.pages.render import render_error
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from imex.hub import Hub
 
 _STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled")
@@ -84,18 +89,62 @@ def _gauges(hub: Hub) -> str:
     return "\n".join(lines) + "\n" + queues
 
 
+class ImexApp(FastAPI):
+    """FastAPI with the security headers outside everything, so that the error pages of the outermost
+    error handler (500) carry them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(ErrorsAnswered(super().build_middleware_stack()))
+
+
+def _store_refusal(hub: Hub) -> str:
+    """Why the store refuses arrivals now ("" when it does not): it is missing, or its disk has less free
+    space than store.min_free_bytes (DICOM arrivals are then answered A700)."""
+    if not hub.store.root.is_dir():
+        return "missing"
+    floor = hub.config["store.min_free_bytes"]
+    if floor > 0:
+        free = shutil.disk_usage(hub.store.root).free
+        if free < floor:
+            return f"full: {free} bytes free, below store.min_free_bytes ({floor}); arrivals are refused"
+    return ""
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _metrics_refusal(request: Request, token: str) -> Response | None:
+    """None when the caller may read /metrics: the bearer token of http.metrics_token when it is set,
+    otherwise a caller on the hub's own machine."""
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+        return PlainTextResponse("/metrics needs its bearer token (http.metrics_token)\n", status_code=401,
+                                 headers={"WWW-Authenticate": 'Bearer realm="imex metrics"'})
+    if _loopback(request.client.host if request.client else ""):
+        return None
+    return PlainTextResponse("/metrics answers only this machine; set http.metrics_token to scrape it from "
+                             "elsewhere\n", status_code=403)
+
+
 def create_app(hub: Hub) -> FastAPI:
-    app = FastAPI(title="imex", version=__version__, docs_url=None, redoc_url=None,
+    app = ImexApp(title="imex", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json",
                   description="The imex hub's JSON API: everything the portal's pages do. Sign in with a "
                               "bearer token from POST /api/v1/auth/token, or a portal session cookie plus "
                               "its X-CSRF-Token header on changes.")
     app.state.portal = Portal.create(hub.db, hub.config, hub)
     errors.install(app, render_error)
+    # the last added runs first: the declared size is checked, then who is calling, before any body is read
+    app.add_middleware(SignedInFirst)
     app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"],
                        uploads={prefix: hub.config["http.max_upload_bytes"]
                                 for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")})
-    app.add_middleware(SecurityHeaders)
     for module in API_MODULES:
         app.include_router(module.router)
     app.include_router(dicomweb.router)
@@ -108,19 +157,22 @@ def create_app(hub: Hub) -> FastAPI:
     def healthz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
-            with hub.db.engine.connect() as conn:
+            with hub.db.reader() as conn:  # a read transaction: never waits for a writer's lock
                 conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:  # report, do not raise: this is what monitoring reads
             checks["database"] = f"error: {type(exc).__name__}"
         checks["dicom"] = "ok" if hub.listener.server is not None else "stopped"
-        checks["store"] = "ok" if hub.store.root.is_dir() else "missing"
+        checks["store"] = _store_refusal(hub) or "ok"
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", "version": __version__, "checks": checks},
                             status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> PlainTextResponse:
+    def prometheus(request: Request) -> Response:
+        refusal = _metrics_refusal(request, hub.config["http.metrics_token"])
+        if refusal is not None:
+            return refusal
         body = generate_latest(metrics.REGISTRY).decode() + _gauges(hub)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 

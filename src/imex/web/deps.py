@@ -15,6 +15,7 @@ from imex.auth import sessions
 from imex.auth.accounts import principal_for, second_factor_required
 from imex.auth.permissions import PermissionDenied, Principal
 from imex.auth.scope import NotVisible
+from imex.db.models import utcnow
 from imex.web.context import Portal
 from imex.web.errors import Problem, Refused, SignInRequired
 
@@ -26,7 +27,7 @@ ObjectId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The object's ID"
 
 
 def portal(request: Request) -> Portal:
-    return request.app.state.portal  # type: ignore[no-any-return]
+    return request.app.state.portal
 
 
 def client_ip(request: Request) -> str:
@@ -35,8 +36,10 @@ def client_ip(request: Request) -> str:
 
 def db_session(request: Request, p: Portal = Depends(portal)) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back when it raises, except
-    for refusals (not visible, not permitted, failed sign-in): those commit, so their audit events stay."""
-    with p.db.sessions() as s:
+    for refusals (not visible, not permitted, failed sign-in): those commit, so their audit events stay.
+    GET, HEAD and OPTIONS read first: on SQLite they take the write lock only if they write (db.session)."""
+    factory = p.db.read_sessions if request.method in SAFE_METHODS else p.db.sessions
+    with factory() as s:
         try:
             yield s
             s.commit()
@@ -80,12 +83,18 @@ def check_csrf(request: Request, expected: str, submitted: str | None = None) ->
                       title="CSRF check failed")
 
 
-def _resolve(request: Request, s: Session, p: Portal, *, allow_partial: bool = False):  # type: ignore[no-untyped-def]
+def _credentials(request: Request, s: Session, p: Portal, *, allow_partial: bool = False):
+    """((session row, user), by cookie) of a caller whose session or token is live and who has finished
+    signing in (second factor, forced password change) unless `allow_partial`; SignInRequired otherwise.
+    Reads only headers and cookies: never the body."""
     token = _bearer(request)
     if token is not None:
         found = sessions.resolve(s, token, kind="token", idle=None)
         if found is None:
             raise SignInRequired("the API token is unknown, revoked or expired")
+        if found[1].must_change_password and not allow_partial:  # a token must not outlive a one-time password's forced change
+            raise SignInRequired("this account must choose a new password before its API tokens work: "
+                                 "sign in to the portal and change it")
         return found, False
     cookie = request.cookies.get(sessions.COOKIE)
     if not cookie:
@@ -94,15 +103,36 @@ def _resolve(request: Request, s: Session, p: Portal, *, allow_partial: bool = F
     if found is None:
         raise SignInRequired("your session has ended; sign in again")
     row, user = found
+    if not row.second_factor_done and user.locked_until is not None and user.locked_until > utcnow():
+        raise SignInRequired("too many failed attempts: this account is locked for a while")  # a sign-in in progress
     if not allow_partial:
         if not row.second_factor_done and second_factor_required(s, user):
             raise SignInRequired("finish signing in with your second factor",
                                  step="/login/enrol" if not user.totp_enabled else "/login/second-factor")
         if user.must_change_password:
             raise SignInRequired("choose a new password first", step="/login/password")
-    if request.method not in SAFE_METHODS and not allow_partial:  # sign-in steps check their form's token
-        check_csrf(request, row.csrf_token)
     return found, True
+
+
+def _resolve(request: Request, s: Session, p: Portal, *, allow_partial: bool = False):
+    found, by_cookie = _credentials(request, s, p, allow_partial=allow_partial)
+    if by_cookie and request.method not in SAFE_METHODS and not allow_partial:  # sign-in steps check their form's
+        check_csrf(request, found[0].csrf_token)
+    return found, by_cookie
+
+
+def caller_refusal(request: Request) -> SignInRequired | None:
+    """Why the caller of `request` is not signed in (None when they are), from its headers and cookies
+    alone: what guard.SignedInFirst asks before letting a body be read. Changes nothing."""
+    p = portal(request)
+    with p.db.read_sessions() as s:
+        try:
+            _credentials(request, s, p)
+        except SignInRequired as exc:
+            return exc
+        finally:
+            s.rollback()  # resolving may touch last_seen_at: the route's own check records that
+    return None
 
 
 def signed_in(request: Request, s: Session = Depends(db_session), p: Portal = Depends(portal)) -> Principal:
@@ -114,7 +144,7 @@ def signed_in(request: Request, s: Session = Depends(db_session), p: Portal = De
     return principal
 
 
-def partly_signed_in(request: Request, s: Session = Depends(db_session), p: Portal = Depends(portal)):  # type: ignore[no-untyped-def]
+def partly_signed_in(request: Request, s: Session = Depends(db_session), p: Portal = Depends(portal)):
     """A browser session between password and second factor (or forced password change)."""
     (row, user), by_cookie = _resolve(request, s, p, allow_partial=True)
     if not by_cookie:

@@ -72,6 +72,20 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
 
 
+def sign_in_answer(request: Request, exc: SignInRequired, *, as_json: bool | None = None) -> Response:
+    """401 with a problem body for the API and scripts (or when `as_json`); a page visitor is sent to the
+    sign-in step."""
+    if as_json or (as_json is None and wants_json(request)):
+        body = {"type": "about:blank", "title": _TITLES[401], "status": 401, "detail": exc.detail}
+        response: Response = JSONResponse(body, status_code=401, media_type="application/problem+json")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="imex"'
+        return response
+    target = exc.step
+    if exc.step == "/login" and request.method == "GET":
+        target += "?next=" + quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
+    return RedirectResponse(target, status_code=303)
+
+
 def problem_response(request: Request, error_page: ErrorPage, status: int, detail: str, title: str = "",
                      extra: dict | None = None) -> Response:
     title = title or _TITLES.get(status, "Error")
@@ -97,14 +111,7 @@ def install(app: FastAPI, error_page: ErrorPage) -> None:
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
-        if wants_json(request):
-            response = problem(request, 401, exc.detail)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="imex"'
-            return response
-        target = exc.step
-        if exc.step == "/login" and request.method == "GET":
-            target += "?next=" + quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
-        return RedirectResponse(target, status_code=303)
+        return sign_in_answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -1,10 +1,14 @@
-"""What every HTTP exchange goes through: security headers on each response, and a limit on request
-bodies enforced while they arrive (a declared Content-Length too large is refused before reading; a
-chunked body is cut off as soon as it passes the limit), so one caller cannot fill the hub's memory."""
+"""What every HTTP exchange goes through: security headers on each response (error pages included: the
+app wraps its whole stack in SecurityHeaders), a limit on request bodies enforced while they arrive (a
+declared Content-Length too large is refused before reading; a chunked body is cut off as soon as it
+passes the limit), so one caller cannot fill the hub's memory, and no body read before the caller is
+known (SignedInFirst)."""
 from __future__ import annotations
 
 import json
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -20,6 +24,19 @@ HEADERS = {
 }
 
 
+def security_headers(headers: list[tuple[bytes, bytes]], *, static: bool = False,
+                     https: bool = False) -> list[tuple[bytes, bytes]]:
+    """`headers` with the security headers set (any the app set of the same names replaced)."""
+    out = [(k, v) for k, v in headers if k.lower() not in HEADERS]
+    out += list(HEADERS.items())
+    if not static:  # pages and API answers hold patient data: never cached
+        out = [(k, v) for k, v in out if k.lower() != b"cache-control"]
+        out.append((b"cache-control", b"no-store"))
+    if https:
+        out.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+    return out
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,17 +50,50 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in HEADERS]
-                headers += list(HEADERS.items())
-                if not static:  # pages and API answers hold patient data: never cached
-                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-                    headers.append((b"cache-control", b"no-store"))
-                if https:
-                    headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": security_headers(list(message.get("headers", [])),
+                                                                  static=static, https=https)}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    """503 when the server is at http.max_connections (answered by the server, outside the app), with the
+    security headers all the same."""
+    body = json.dumps({"type": "about:blank", "title": "Service unavailable", "status": 503,
+                       "detail": "The hub is serving as many requests as it can; try again shortly."}).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+               (b"retry-after", b"5"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 503,
+                "headers": security_headers(headers, https=scope.get("scheme") == "https")})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ErrorsAnswered:
+    """Around the whole app: an exception the app has already answered (its 500 page went out whole, and its
+    handler logged it) ends the request normally, so the server keeps the keep-alive connection rather
+    than dropping it under the client's next request. One not yet answered goes on to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def watched(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if not complete:
+                raise
 
 
 class TooLarge(Exception):
@@ -115,3 +165,49 @@ class BodyLimit:
         except TooLarge:
             if not answered:
                 await _refuse(send, limit)
+
+
+# Routes that take a body from a caller not yet signed in: the sign-in forms and steps (the partly signed-in
+# ones check their own session), the token exchange, sign-out, and an outside recipient's link pages.
+PUBLIC_BODY_PATHS = frozenset({"/login", "/logout", "/api/v1/auth/token"})
+PUBLIC_BODY_PREFIXES = ("/login/", "/l/")
+MACHINE_PREFIXES = ("/dicomweb/", "/fhir/")  # answered 401 like the API, never sent to the sign-in page
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
+
+
+class SignedInFirst:
+    """Who is calling is checked before any request body is read: a request that carries a body to a route
+    other than the sign-in ones, without a live session or API token of a fully signed-in user, is answered
+    401 (or sent to the sign-in page) at once, with `Connection: close`, and its body is never read. The
+    route's own dependency (`deps.signed_in`) then checks again, with CSRF, permissions and scope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if (scope["type"] != "http" or not _has_body(scope) or path in PUBLIC_BODY_PATHS
+                or path.startswith(PUBLIC_BODY_PREFIXES)):
+            await self.app(scope, receive, send)
+            return
+        from imex.web.deps import caller_refusal  # deps needs the portal's database; imported late
+        from imex.web.errors import sign_in_answer
+
+        request = Request(scope)
+        refusal = await run_in_threadpool(caller_refusal, request)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        response = sign_in_answer(request, refusal, as_json=True if path.startswith(MACHINE_PREFIXES) else None)
+        response.headers["connection"] = "close"  # the server then drops the connection, body unread
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)

@@ -19,9 +19,7 @@ import time
 import zlib
 from pathlib import Path
 
-import peers
 import pytest
-from hubtools import encode_dataset, register_hospitals, wait_until
 from pydicom import dcmread
 from pydicom.uid import (
     CTImageStorage,
@@ -37,6 +35,8 @@ from pynetdicom.presentation import PresentationContext
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
+import peers
+from hubtools import encode_dataset, register_hospitals, wait_until
 from imex.db.models import Instance, Transfer
 from imex.dicom.part10 import dataset_offset
 from imex.dicom.upper_layer import Command, Requestor, UpperLayerError, encode_command

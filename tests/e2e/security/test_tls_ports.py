@@ -10,6 +10,7 @@ import subprocess
 import httpx
 import pytest
 
+from hl7tools import register_ris
 from hubtools import register_hospitals
 from imex.tls.profile import BCP195_CIPHERS
 from sectools import make_ca, tls_overrides
@@ -50,6 +51,7 @@ def test_dicom_mllp_and_https_ports_speak_tls12_plus_with_strong_suites_only(mak
     ca = make_ca(tmp_path / "ca")
     hub = start_hub(make_config(http__tls=True, hl7__tls=True, **tls_overrides(ca)))
     register_hospitals(hub, dest_port=11112)
+    register_ris(hub)  # the MLLP port lets only registered RIS addresses reach the handshake
     ca.issue("KINGS_PACS", ["127.0.0.1"])
     node = ["-cert", str(ca.cert_path("KINGS_PACS")), "-key", str(ca.key_path("KINGS_PACS"))]
     _check(hub.listener.tls_port, ca, node)
@@ -74,6 +76,8 @@ def test_mllp_can_require_a_client_certificate(make_config, start_hub, tmp_path)
 
     ca = make_ca(tmp_path / "ca")
     hub = start_hub(make_config(hl7__tls=True, hl7__tls_verify_client=True, **tls_overrides(ca)))
+    register_hospitals(hub, dest_port=11112)
+    register_ris(hub)  # the MLLP port lets only registered RIS addresses reach the handshake
     ok, _ = s_client(hub.reports.port, "-tls1_2", "-CAfile", str(ca.ca_cert_path))
     assert not ok
     ca.issue("kings-ris", ["127.0.0.1"])

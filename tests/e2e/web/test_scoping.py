@@ -166,6 +166,7 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     values.update(_exchange_ids(exchange, ids))  # an exchange of King's to Imperial, with a document
     values.update(_locator_ids(exchange, ids))  # a study King's holds, in the locator, discoverable by nobody
     values["upload_id"] = bearer(exchange, "kings_admin").post("/api/v1/uploads").json()["id"]  # King's upload
+    values.update(queue="delivery", job_id=ids["transfer_id"])  # the hub's queues: system admins only
     barts = bearer(exchange, "barts_admin")
     schema = barts.get("/api/v1/openapi.json").json()
     components = schema.get("components", {}).get("schemas", {})

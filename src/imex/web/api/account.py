@@ -3,11 +3,11 @@ and signing in from a script (a bearer token in exchange for user name, password
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from imex import audit
@@ -128,6 +128,12 @@ def post_token(body: TokenRequest, request: Request, pt: Portal = Depends(portal
             raise Refused(403, "your institution requires a second factor: enrol in the portal first")
         if not accounts.verify_second_factor(s, user, body.code, pt.box, ip):
             raise Refused(401, "the second-factor code is wrong or was already used")
+    if user.must_change_password:  # a one-time password (new account, reset) buys nothing but its change
+        audit.record(s, "auth.token", outcome="denied", user_id=user.id, username=user.username,
+                     institution_id=user.institution_id, ip=ip, object_type="token",
+                     detail="refused: the password is a one-time password that must be changed first")
+        raise Refused(403, "this account's password is a one-time password: sign in to the portal, choose a "
+                           "new password, then ask for an API token")
     lifetime = dt.timedelta(days=body.days or pt.config["http.token_days"])
     token, row = sessions.create(s, user, kind="token", ip=ip, lifetime=lifetime, name=body.name,
                                  second_factor_done=True)
@@ -164,8 +170,9 @@ def get_notifications(unread: bool = False, p: Principal = Depends(signed_in),
 
 @router.post("/notifications/read", summary="Mark all your notifications read")
 def read_notifications(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, int]:
-    done = s.execute(update(Notification).where(Notification.user_id == p.user_id, Notification.read_at.is_(None))
-                     .values(read_at=utcnow())).rowcount
+    done = cast(CursorResult[Any], s.execute(
+        update(Notification).where(Notification.user_id == p.user_id, Notification.read_at.is_(None))
+        .values(read_at=utcnow()))).rowcount
     s.commit()
     return {"marked": done or 0}
 

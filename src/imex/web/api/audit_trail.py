@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 
 def _filter(since: dt.datetime | None, until: dt.datetime | None, action: str, outcome: str | None,
-            username: str, study_uid: str, patient_id: str, text: str):  # type: ignore[no-untyped-def]
+            username: str, study_uid: str, patient_id: str, text: str):
     from imex.audit.query import AuditFilter
 
     def naive(value: dt.datetime | None) -> dt.datetime | None:
@@ -68,7 +68,7 @@ def export_audit(format: Literal["csv", "atna"] = "csv", params: _Params = Depen
     s.commit()
     scope_id = scope.audit_institution(p)
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows():
         with pt.db.reader() as conn:
             offset = 0
             while True:

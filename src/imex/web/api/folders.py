@@ -61,7 +61,7 @@ def post_folder(body: FolderIn, p: Principal = Depends(signed_in), pt: Portal = 
     audit.record(s, "folder.create", object_type="folder", object_id=body.name,
                  detail=f"{body.kind}, {body.retention_hours or manage.KINDS[body.kind]} h", **p.audit_fields())
     s.commit()
-    return folder_view(s, p, s.get(Folder, folder_id))
+    return folder_view(s, p, s.get_one(Folder, folder_id))
 
 
 class ParticipationIn(BaseModel):

@@ -85,7 +85,7 @@ def post_request(body: RequestIn, p: Principal = Depends(signed_in), pt: Portal 
                      detail=str(exc)[:500], **p.audit_fields())
         raise refused(exc) from None
     s.commit()
-    return request_view(s, p, s.get(ImageRequest, request_id), history=True)
+    return request_view(s, p, s.get_one(ImageRequest, request_id), history=True)
 
 
 @router.get("/requests/{request_id}", summary="A request with its history")

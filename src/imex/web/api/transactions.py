@@ -60,7 +60,8 @@ def post_message(transaction_id: ObjectId, body: MessageIn, p: Principal = Depen
 
 
 async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = await upload.read(1 << 20)
         if not chunk:

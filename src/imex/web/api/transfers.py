@@ -61,7 +61,7 @@ def export_transfers(filters: TransferFilters = Depends(), p: Principal = Depend
     audit.record(s, "transfers.export", detail=f"{len(found.items)} transfer(s) as CSV", **p.audit_fields())
     s.commit()
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows():
         for t in found.items:
             yield [t["source"]["ods"] if c == "source" else t["destination"]["ods"] if c == "destination" else t[c]
                    for c in _CSV_COLUMNS]
@@ -106,7 +106,7 @@ class Reason(BaseModel):
     reason: str = Field("", max_length=500)
 
 
-def _operate(s: Session, p: Principal, transfer_id: int, action: str, reason: str, operation) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _operate(s: Session, p: Principal, transfer_id: int, action: str, reason: str, operation) -> dict[str, Any]:
     """A queue operation on a transfer `p` may manage; a QueueError (wrong state) is a Conflict."""
     p.require("transfers.manage")
     detail = visible_transfer(s, p, transfer_id)

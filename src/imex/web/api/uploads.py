@@ -76,7 +76,7 @@ def create_upload(p: Principal = Depends(signed_in), pt: Portal = Depends(portal
     upload = staging_for(pt).create(p.user_id, p.username, p.institution_id)
     audit.record(s, "upload.create", object_type="upload", object_id=upload.id, **p.audit_fields())
     s.commit()
-    return review_of(s, pt, s.get(Upload, upload.id))
+    return review_of(s, pt, s.get_one(Upload, upload.id))
 
 
 @router.get("/uploads/destinations", summary="Institutions an upload can be sent to, with their destination nodes")
@@ -168,7 +168,7 @@ def send_upload(body: SendIn, upload: Upload = Depends(upload_in_path), p: Princ
     if worker is not None:
         worker.wake.set()
     s.expire_all()
-    return {**review_of(s, pt, s.get(Upload, upload.id)), "transaction_id": tid}
+    return {**review_of(s, pt, s.get_one(Upload, upload.id)), "transaction_id": tid}
 
 
 @router.delete("/uploads/{upload_id}", summary="Discard an upload and its staged files")
@@ -182,4 +182,4 @@ def discard_upload(upload_id: ObjectId, p: Principal = Depends(signed_in), pt: P
                  detail=f"{upload.username}'s upload", **p.audit_fields())
     s.commit()
     s.expire_all()
-    return review_of(s, pt, s.get(Upload, upload.id))
+    return review_of(s, pt, s.get_one(Upload, upload.id))

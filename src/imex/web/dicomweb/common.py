@@ -66,7 +66,7 @@ def renderer(request: Request) -> Renderer:
     found = getattr(request.app.state, "renderer", None)
     if found is None:
         found = request.app.state.renderer = Renderer(portal(request).hub.store)  # type: ignore[union-attr]
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def metadata(request: Request, blob_key: str) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def metadata(request: Request, blob_key: str) -> dict[str, Any]:
     cache = getattr(request.app.state, "dicomweb_metadata", None)
     if cache is None:
         cache = request.app.state.dicomweb_metadata = ByteLRU(64 * 1024 * 1024, lambda _v: 16 * 1024)
-    return cache.get_or_make(blob_key, lambda: dicomjson.metadata(renderer(request).dataset(blob_key)))  # type: ignore[no-any-return]
+    return cache.get_or_make(blob_key, lambda: dicomjson.metadata(renderer(request).dataset(blob_key)))
 
 
 def base_url(request: Request) -> str:

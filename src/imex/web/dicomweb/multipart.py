@@ -1,11 +1,16 @@
 """multipart/related (RFC 2387) as DICOMweb uses it: answers streamed part by part, requests split into
-their parts, and the Accept header read into (media type, transfer syntax) choices."""
+their parts as they arrive (each written to a file, never held in memory), and the Accept header read
+into (media type, transfer syntax) choices."""
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
 
 from imex.web.errors import Problem
 
@@ -29,7 +34,9 @@ def _params(text: str) -> dict[str, str]:
 
 def _split_accept(header: str) -> list[str]:
     """Comma-separated media ranges, commas inside quoted parameters kept."""
-    out, depth, current = [], False, []
+    out: list[str] = []
+    current: list[str] = []
+    depth = False
     for ch in header:
         if ch == '"':
             depth = not depth
@@ -83,17 +90,20 @@ def stream(parts: Iterable[tuple[str, bytes]], bound: str) -> Iterator[bytes]:
 
 
 @dataclass(frozen=True)
-class Part:
+class SpooledPart:
+    """One part of a request, written whole to `path` (the caller removes the file)."""
+
     headers: dict[str, str]
-    body: bytes
+    path: str
+    size: int
 
     @property
     def media_type(self) -> str:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def parse(content_type_header: str, body: bytes) -> tuple[str, list[Part]]:
-    """(the request's type parameter, its parts); Problem 400/415 when it is not multipart/related."""
+def related(content_type_header: str) -> tuple[str, str]:
+    """(the request's type parameter, its boundary); Problem 400/415 when it is not multipart/related."""
     base = content_type_header.split(";", 1)[0].strip().lower()
     if base != "multipart/related":
         raise Problem(415, "STOW-RS takes multipart/related; type=\"application/dicom\"")
@@ -101,24 +111,96 @@ def parse(content_type_header: str, body: bytes) -> tuple[str, list[Part]]:
     bound = params.get("boundary")
     if not bound:
         raise Problem(400, "the multipart/related request has no boundary")
-    chunks = (b"\r\n" + body).split(b"\r\n--" + bound.encode("latin-1"))
-    parts = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
-            break
-        _padding, _, chunk = chunk.partition(b"\r\n")
-        if chunk.startswith(b"\r\n"):
-            head, content = b"", chunk[2:]
-        else:
-            head, sep, content = chunk.partition(b"\r\n\r\n")
-            if not sep:
-                raise Problem(400, "a part of the multipart/related request has no header block")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip():
-                headers[name.strip().lower()] = value.strip()
-        parts.append(Part(headers, content))
-    if not parts:
-        raise Problem(400, "the multipart/related request has no parts")
-    return params.get("type", "").lower(), parts
+    if len(bound) > 70:  # RFC 2046 5.1.1
+        raise Problem(400, "the multipart/related boundary is longer than 70 characters")
+    return params.get("type", "").lower(), bound
+
+
+class PartSpooler:
+    """Splits a multipart/related body as it arrives (python-multipart's streaming parser) and writes each
+    part to its own file in `folder` (named `in-stow-*`, which the store's clean-up sweeps after a crash),
+    so no part is ever held in memory. `write` returns the parts completed by a chunk; `finish` checks the
+    body ended with its closing boundary; `close` removes the file of a part left unfinished."""
+
+    MAX_HEADERS, MAX_HEADER_BYTES = 32, 8192  # per part
+
+    def __init__(self, boundary: str, folder: str | os.PathLike[str]) -> None:
+        self.folder = os.fspath(folder)
+        self.parser = MultipartParser(boundary.encode("latin-1"), {
+            "on_part_begin": self._begin, "on_header_field": self._field, "on_header_value": self._value,
+            "on_header_end": self._header_end, "on_part_data": self._data, "on_part_end": self._end,
+            "on_end": self._finished,
+        }, max_header_count=self.MAX_HEADERS, max_header_size=self.MAX_HEADER_BYTES)
+        self.done: list[SpooledPart] = []
+        self.ended = False
+        self.parts = 0
+        self._fd: int | None = None
+        self._path = ""
+        self._size = 0
+        self._headers: dict[str, str] = {}
+        self._name = bytearray()
+        self._text = bytearray()
+
+    def _begin(self) -> None:
+        self._headers, self._size = {}, 0
+        self._path = os.path.join(self.folder, f"in-stow-{secrets.token_hex(12)}")
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def _value(self, data: bytes, start: int, end: int) -> None:
+        self._text += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._name.decode("latin-1").strip().lower()] = self._text.decode("latin-1").strip()
+        self._name, self._text = bytearray(), bytearray()
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        assert self._fd is not None
+        view = memoryview(data)[start:end]
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += end - start
+
+    def _end(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        self.parts += 1
+        self.done.append(SpooledPart(self._headers, self._path, self._size))
+        self._path = ""
+
+    def _finished(self) -> None:
+        self.ended = True
+
+    def write(self, chunk: bytes) -> list[SpooledPart]:
+        """Parse the next piece of the body; the parts it completed (their files are the caller's)."""
+        if chunk and not self.ended:
+            try:
+                self.parser.write(chunk)
+            except MultipartParseError as exc:
+                raise Problem(400, f"the multipart/related request is malformed: {exc}") from None
+        done, self.done = self.done, []
+        return done
+
+    def finish(self) -> None:
+        """After the last chunk: Problem 400 unless the body held parts and ended with its closing boundary."""
+        if not self.ended:
+            raise Problem(400, "the multipart/related request ended before its closing boundary")
+        if not self.parts:
+            raise Problem(400, "the multipart/related request has no parts")
+
+    def close(self) -> None:
+        """Remove the file of an unfinished part, and of completed parts nobody took."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for path in [self._path, *(p.path for p in self.done)]:
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        self._path, self.done = "", []

@@ -58,7 +58,7 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _range(column: Any, value: str):  # type: ignore[no-untyped-def]
+def _range(column: Any, value: str):
     low, _, high = value.partition("-")
     low, high = low.strip(), high.strip()
     conditions = [column != ""]
@@ -69,7 +69,7 @@ def _range(column: Any, value: str):  # type: ignore[no-untyped-def]
     return and_(*conditions)
 
 
-def condition(key: Key, value: str, fuzzy: bool):  # type: ignore[no-untyped-def]
+def condition(key: Key, value: str, fuzzy: bool):
     """The WHERE clause for one matching key; None for universal matching."""
     value = value.strip()
     if value in ("", "*"):
@@ -165,7 +165,7 @@ def _page(stmt: Select, q: Query) -> Select:
     return stmt.where(*q.filters).limit(q.limit).offset(q.offset)
 
 
-def _studies(request: Request, s: Session, p: Principal, extra=()) -> Response:  # type: ignore[no-untyped-def]
+def _studies(request: Request, s: Session, p: Principal, extra=()) -> Response:
     q = parse_query(request, "studies")
     stmt = scope.studies_query(p).where(*extra).order_by(desc(Study.study_date), desc(Study.id))
     root = base_url(request)
@@ -178,7 +178,7 @@ def search_studies(request: Request, p: Principal = Depends(viewer), s: Session 
     return _studies(request, s, p)
 
 
-def _series(request: Request, s: Session, p: Principal, extra=()) -> Response:  # type: ignore[no-untyped-def]
+def _series(request: Request, s: Session, p: Principal, extra=()) -> Response:
     q = parse_query(request, "series")
     stmt = scope.series_query(p).where(*extra).order_by(Study.id, Series.number, Series.id)
     root = base_url(request)
@@ -207,7 +207,7 @@ def search_study_series(study_uid: str, request: Request, p: Principal = Depends
     return _series(request, s, p, (Study.study_uid == study_uid,))
 
 
-def _instances(request: Request, s: Session, p: Principal, extra=()) -> Response:  # type: ignore[no-untyped-def]
+def _instances(request: Request, s: Session, p: Principal, extra=()) -> Response:
     q = parse_query(request, "instances")
     stmt = scope.instances_query(p).where(*extra).order_by(Study.id, Series.number, Series.id, Instance.number,
                                                            Instance.id)

@@ -160,7 +160,7 @@ def frame_numbers(text: str, count: int) -> list[int]:
     return [n - 1 for n in numbers]
 
 
-def native_frame(ds, index: int) -> bytes:  # type: ignore[no-untyped-def]
+def native_frame(ds, index: int) -> bytes:
     """A frame's pixel values as uncompressed little-endian bytes (PS3.18 8.7.3.3.1)."""
     if not UID(ds.file_meta.TransferSyntaxUID).is_compressed and ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2":
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8

@@ -93,14 +93,14 @@ def _signed_in(s: Session, user: User, ip: str) -> None:
 
 
 @router.get("/login/second-factor")
-def second_factor_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLResponse:  # type: ignore[no-untyped-def]
+def second_factor_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLResponse:
     request.state.csrf = partial[0].csrf_token
     return render(request, "second_factor.html")
 
 
 @router.post("/login/second-factor")
 def second_factor(request: Request, code: str = Form(..., max_length=10), csrf_token: str = Form("", max_length=100),
-                  partial=Depends(partly_signed_in), pt: Portal = Depends(portal),  # type: ignore[no-untyped-def]
+                  partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
                   s: Session = Depends(db_session)) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)
@@ -125,7 +125,7 @@ def second_factor(request: Request, code: str = Form(..., max_length=10), csrf_t
 
 
 @router.get("/login/enrol")
-def enrol_form(request: Request, partial=Depends(partly_signed_in), pt: Portal = Depends(portal),  # type: ignore[no-untyped-def]
+def enrol_form(request: Request, partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
                s: Session = Depends(db_session)) -> HTMLResponse:
     row, user = partial
     if user.totp_enabled:
@@ -139,7 +139,7 @@ def enrol_form(request: Request, partial=Depends(partly_signed_in), pt: Portal =
 
 @router.post("/login/enrol")
 def enrol(request: Request, code: str = Form(..., max_length=10), csrf_token: str = Form("", max_length=100),
-          partial=Depends(partly_signed_in), pt: Portal = Depends(portal),  # type: ignore[no-untyped-def]
+          partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
           s: Session = Depends(db_session)) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)
@@ -159,7 +159,7 @@ def enrol(request: Request, code: str = Form(..., max_length=10), csrf_token: st
 
 
 @router.get("/login/password")
-def password_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLResponse:  # type: ignore[no-untyped-def]
+def password_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLResponse:
     request.state.csrf = partial[0].csrf_token
     return render(request, "password.html")
 
@@ -167,7 +167,7 @@ def password_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLRe
 @router.post("/login/password")
 def password_change(request: Request, current_password: str = Form(..., max_length=256),
                     new_password: str = Form(..., max_length=256), csrf_token: str = Form("", max_length=100),
-                    partial=Depends(partly_signed_in), pt: Portal = Depends(portal),  # type: ignore[no-untyped-def]
+                    partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
                     s: Session = Depends(db_session)) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)

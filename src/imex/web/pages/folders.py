@@ -28,7 +28,7 @@ def folders_page(request: Request, p: Principal = Depends(signed_in), s: Session
 def folder_page(folder_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
                 s: Session = Depends(db_session)) -> HTMLResponse:
     contents = folder_views.folder_studies(s, p, folder_id, 500)
-    folder = s.get(Folder, folder_id)
+    folder = s.get_one(Folder, folder_id)
     view = folder_views.folder_view(s, p, folder)
     own_users = [u for u, _ in s.execute(scope.users_query(p).where(User.institution_id == p.institution_id)
                                          .order_by(User.username))] if p.can("users.manage") else []

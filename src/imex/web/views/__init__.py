@@ -29,7 +29,7 @@ def person_name(dicom_name: str) -> str:
     return f"{family.upper()}, {given.title()}" if given else family.upper()
 
 
-def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, source_inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, source_inst) -> dict[str, Any]:
     incoming = dest_node.institution_id == p.institution_id
     return {
         "id": transfer.id,
@@ -66,7 +66,7 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
     }
 
 
-def study_row(study, patient, source_inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def study_row(study, patient, source_inst) -> dict[str, Any]:
     return {
         "id": study.id,
         "study_uid": study.study_uid,
@@ -89,14 +89,14 @@ def study_row(study, patient, source_inst) -> dict[str, Any]:  # type: ignore[no
     }
 
 
-def node_row(node, inst) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def node_row(node, inst) -> dict[str, Any]:
     return {"id": node.id, "name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
             "institution": inst.ods_code, "alias": node.alias, "contact_email": node.contact_email,
             "destination": node.destination, "max_associations": node.max_associations, "enabled": node.enabled,
             "confirm": node.confirm, "query_retrieve": node.query_retrieve}
 
 
-def user_row(user, inst, roles: list[str]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def user_row(user, inst, roles: list[str]) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "full_name": user.full_name, "email": user.email,
             "institution": inst.ods_code, "roles": roles, "disabled": user.disabled,
             "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
@@ -104,13 +104,13 @@ def user_row(user, inst, roles: list[str]) -> dict[str, Any]:  # type: ignore[no
             "created_at": iso(user.created_at)}
 
 
-def audit_row(e) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def audit_row(e) -> dict[str, Any]:
     return {"id": e.id, "at": iso(e.at), "action": e.action, "outcome": e.outcome, "username": e.username,
             "institution_id": e.institution_id, "ip": e.ip, "study_uid": e.study_uid, "patient_id": e.patient_id,
             "object_type": e.object_type, "object_id": e.object_id, "detail": e.detail}
 
 
-def worklist_row(w) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def worklist_row(w) -> dict[str, Any]:
     return {"id": w.id, "name": w.name, "modalities": w.modalities, "description_pattern": w.description_pattern,
             "source_ods": w.source_ods}
 

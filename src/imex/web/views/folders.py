@@ -34,7 +34,7 @@ def folder_view(s: Session, p: Principal, f: Folder) -> dict[str, Any]:
             "manageable": may_manage(p, f)}
 
 
-def or_manageable(p: Principal):  # type: ignore[no-untyped-def]
+def or_manageable(p: Principal):
     """Folders `p` sees, and the ones their institution owns when they administer it."""
     owned = Folder.owner_institution_id == p.institution_id if p.can("users.manage") else false()
     return or_(Folder.id.in_(scope.visible_folder_ids(p)), owned)

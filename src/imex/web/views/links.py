@@ -13,7 +13,7 @@ from imex.db.models import Study, StudyLink
 from imex.links import manage
 
 
-def links_query(p: Principal):  # type: ignore[no-untyped-def]
+def links_query(p: Principal):
     """Links of the caller's institution (every institution's for system admins) on studies they see."""
     return (select(StudyLink).join(Study, Study.id == StudyLink.study_id)
             .where(scope.own_institution_clause(p, StudyLink.institution_id), scope.study_clause(p)))

@@ -17,7 +17,7 @@ def visible_entry(s: Session, p: Principal, entry_id: int) -> tuple[LocatorEntry
     """The entry and the institution holding the study, when `p` may find it; otherwise 404, audited."""
     p.require("locator.search")
     return visible_or_deny(s, p, s.execute(scope.locator_query(p).where(LocatorEntry.id == entry_id)).first(),
-                           "locator entry", entry_id)  # type: ignore[return-value]
+                           "locator entry", entry_id)
 
 
 def sweep_view(sweep: LocatorSweep, node: Node) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def recipient_choices(s: Session, p: Principal, transfer_id: int) -> list[dict[s
 
 # -- studies ------------------------------------------------------------------------------------------
 
-def visible_study(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
+def visible_study(s: Session, p: Principal, study_id: int):
     """(study, patient, source institution) when `p` may see the study; otherwise 404, audited."""
     row = visible_or_deny(s, p, s.execute(scope.studies_query(p).where(Study.id == study_id)).first(),
                           "study", study_id)
@@ -193,7 +193,7 @@ def quarantine(s: Session, p: Principal, limit: int, offset: int) -> dict[str, A
     return {"total": total, "items": [study_row(*row) for row in rows]}
 
 
-def quarantined(s: Session, p: Principal, study_id: int):  # type: ignore[no-untyped-def]
+def quarantined(s: Session, p: Principal, study_id: int):
     """(study, patient, source institution) of a quarantined study `p` may manage; otherwise 404, audited."""
     p.require("quarantine.manage")
     row = visible_or_deny(s, p, s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first(),
