@@ -57,8 +57,7 @@ class Hub:
 
         self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm",
                                    self.harmoniser, self.store)
-        # imex.index.listener leaves the attribute unannotated (typed None) until its typing is fixed
-        self.listener.commitment_reports = self.confirmer.reports  # type: ignore[assignment]
+        self.listener.commitment_reports = self.confirmer.reports
         self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
                              config["routing.stable_seconds"])
         self.router.retention = RetentionPolicy.from_config(config)

@@ -374,7 +374,9 @@ class _Association:
                 result.result = _TRANSFER_SYNTAXES_NOT_SUPPORTED
             else:
                 result.result = _ACCEPTANCE
-                self.contexts[cx.context_id] = (str(cx.abstract_syntax), chosen)
+                # a decoded item always carries its (one byte) ID; None is only pynetdicom's unset default
+                if cx.context_id is not None:
+                    self.contexts[cx.context_id] = (str(cx.abstract_syntax), chosen)
             result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
             results.append(result)
         ac = A_ASSOCIATE()

@@ -133,7 +133,7 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
     where = f"{ae_title}@{host}:{port}"
     got = threading.Event()
 
-    def handle(event) -> tuple[int, Dataset | None]:  # type: ignore[no-untyped-def]
+    def handle(event) -> tuple[int, Dataset | None]:
         try:
             report = parse_report(int(event.event_type), event.event_information)
         except MalformedReport as exc:
@@ -150,11 +150,11 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
     ae.acse_timeout = ae.connection_timeout = ae.network_timeout = ae.dimse_timeout = timeout
     ae.add_requested_context(STORAGE_COMMITMENT, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
     # the hub stays SCU on this association, but may receive the N-EVENT-REPORT on it (PS3.4 J.3.3)
-    roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=False)]
-    kwargs = {"tls_args": (tls, host)} if tls is not None else {}
+    role = build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=False)
     try:
-        assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)], **kwargs)
+        assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=[role],
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)],
+                             tls_args=(tls, host) if tls is not None else None)
     except (OSError, ValueError) as exc:
         raise CommitmentFailed(f"cannot reach {where}: {exc}") from None
     if not assoc.is_established:

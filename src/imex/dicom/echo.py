@@ -13,7 +13,7 @@ class EchoResult:
 
 def echo(hub_aet: str, name: str, ae_title: str, host: str, port: int, timeout: float = 10.0) -> EchoResult:
     from pynetdicom import AE, evt
-    from pynetdicom.sop_class import Verification
+    from pynetdicom.sop_class import uid_to_sop_class
 
     from imex.dicom import net
     from imex.dicom.upper_layer import reject_reason
@@ -21,7 +21,7 @@ def echo(hub_aet: str, name: str, ae_title: str, host: str, port: int, timeout: 
     net.install()
     ae = AE(ae_title=hub_aet)
     ae.acse_timeout = ae.connection_timeout = ae.network_timeout = timeout
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(uid_to_sop_class("1.2.840.10008.1.1"))  # Verification SOP Class
     where = f"{name} ({ae_title}@{host}:{port})"
     connected: list[bool] = []
     try:
@@ -33,8 +33,8 @@ def echo(hub_aet: str, name: str, ae_title: str, host: str, port: int, timeout: 
         if not connected:
             return EchoResult(False, f"{where}: cannot connect: nothing accepted a connection at {host}:{port}. "
                                      "Is it running, and are the host and port right?")
-        if assoc.is_rejected:
-            rj = assoc.acceptor.primitive
+        rj = assoc.acceptor.primitive  # a received A-ASSOCIATE-RJ always carries its source and reason
+        if assoc.is_rejected and rj is not None and rj.result_source is not None and rj.diagnostic is not None:
             return EchoResult(False, f"{where} rejected the association "
                                      f"({reject_reason(rj.result_source, rj.diagnostic)}): it must know the hub "
                                      f"as AE title {hub_aet} at this machine's address")

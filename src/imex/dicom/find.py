@@ -22,7 +22,9 @@ def find_patients(hub_aet: str, ae_title: str, host: str, port: int, patient_id:
                   timeout: float = 15.0, limit: int = 50) -> list[LocalPatient]:
     """Patients the node holds with this Patient ID (exact) or Other Patient ID."""
     from pydicom.dataset import Dataset
-    from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind as Model
+    from pynetdicom.sop_class import uid_to_sop_class
+
+    Model = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.1.1")  # Patient Root Query/Retrieve Information Model - FIND
 
     query = Dataset()
     query.QueryRetrieveLevel = "PATIENT"

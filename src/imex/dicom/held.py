@@ -27,7 +27,7 @@ def _clean(uid: str) -> str:
     return "".join(ch for ch in uid if ch.isdigit() or ch == ".")[:64]
 
 
-def _find(assoc, query: Dataset, where: str) -> Iterator[Dataset]:  # type: ignore[no-untyped-def]
+def _find(assoc, query: Dataset, where: str) -> Iterator[Dataset]:
     try:
         for status, identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
             if not status or "Status" not in status:
@@ -55,9 +55,8 @@ def held_instances(hub_aet: str, ae_title: str, host: str, port: int, study_uid:
     ae = AE(ae_title=hub_aet)
     ae.acse_timeout = ae.connection_timeout = ae.network_timeout = ae.dimse_timeout = timeout
     ae.add_requested_context(STUDY_ROOT_FIND)
-    kwargs = {"tls_args": (tls, host)} if tls is not None else {}
     try:
-        assoc = ae.associate(host, port, ae_title=ae_title, **kwargs)
+        assoc = ae.associate(host, port, ae_title=ae_title, tls_args=(tls, host) if tls is not None else None)
     except (OSError, ValueError) as exc:
         raise FindFailed(f"cannot reach {where}: {exc}") from None
     if not assoc.is_established:
@@ -76,7 +75,7 @@ def held_instances(hub_aet: str, ae_title: str, host: str, port: int, study_uid:
             assoc.release()
 
 
-def _at_level(assoc, level: str, study_uid: str, sent: dict[str, set[str]], where: str) -> set[str]:  # type: ignore[no-untyped-def]
+def _at_level(assoc, level: str, study_uid: str, sent: dict[str, set[str]], where: str) -> set[str]:
     held: set[str] = set()
     if level == "IMAGE":
         for series_uid, uids in sent.items():

@@ -38,14 +38,14 @@ def install() -> None:
 
     original_create_socket = AssociationSocket._create_socket
 
-    def _create_socket(self: AssociationSocket, address):  # type: ignore[no-untyped-def]
+    def _create_socket(self: AssociationSocket, address):
         sock = original_create_socket(self, address)
         _nodelay(sock)
         return sock
 
     original_get_request = AssociationServer.get_request
 
-    def get_request(self: AssociationServer):  # type: ignore[no-untyped-def]
+    def get_request(self: AssociationServer):
         client, address = original_get_request(self)
         _nodelay(client)
         return client, address

@@ -122,7 +122,9 @@ def association(hub_aet: str, node: NodeAddress, model: Any, timeout: float) -> 
 
 def _matches(hub_aet: str, node: NodeAddress, query: Any, timeout: float, limit: int) -> list[Any]:
     """The identifiers a Study Root C-FIND returns, at most `limit` (then the query is cancelled)."""
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as Model
+    from pynetdicom.sop_class import uid_to_sop_class
+
+    Model = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve Information Model - FIND
 
     found: list[Any] = []
     with association(hub_aet, node, Model, timeout) as assoc:

@@ -44,7 +44,9 @@ def move_study(hub_aet: str, node: NodeAddress, study_uid: str, destination_aet:
                timeout: float = 600.0) -> MoveOutcome:
     """Ask `node` to send study `study_uid` to `destination_aet` (the hub by default); waits for the end."""
     from pydicom.dataset import Dataset
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Model
+    from pynetdicom.sop_class import uid_to_sop_class
+
+    Model = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.2")  # Study Root Query/Retrieve Information Model - MOVE
 
     uid = clean(study_uid)
     if not uid:

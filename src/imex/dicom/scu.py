@@ -129,6 +129,8 @@ class Sender:
         if uid == DeflatedExplicitVRLittleEndian:
             packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
             encoded = packer.compress(encoded) + packer.flush()
+            if len(encoded) % 2:  # PS3.5 A.5: the deflated stream is padded to an even length (dcmtk insists)
+                encoded += b"\x00"
         return encoded, str(ds.SOPInstanceUID)
 
     def send(self, item: Outgoing) -> tuple[int, str]:

@@ -184,7 +184,7 @@ _BY_ELEMENT = {element: (keyword, vr) for keyword, (element, vr) in _COMMAND_ELE
 class Command(dict):
     """A DIMSE command set as {keyword: value}; attribute access like a pydicom Dataset."""
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         try:
             return self[name]
         except KeyError:

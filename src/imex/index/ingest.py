@@ -186,7 +186,7 @@ class Ingest:
         now = utcnow()
         seen: dict[tuple, int] = {}
 
-        def cached(ident: tuple, lookup) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+        def cached(ident: tuple, lookup) -> tuple[int, bool]:
             """(row id, created): from the ids this process has seen, else from the database."""
             found = self._ids.get(ident)
             if found is not None:
@@ -238,7 +238,7 @@ class Ingest:
         return Stored(study_id, instance_id, key, size, outcome)
 
     def _count(self, conn: Connection, fields: IndexFields, study_id: int, series_id: int, series_new: bool,
-               new: bool, now) -> None:  # type: ignore[no-untyped-def]
+               new: bool, now) -> None:
         """Update the series and study counters, and tell the router the study changed."""
         if new:
             conn.execute(_COUNT_SERIES, {"id": series_id})

@@ -8,6 +8,7 @@ happens elsewhere, from the database.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pydicom.uid import (
     ExplicitVRBigEndian,
@@ -44,6 +45,9 @@ from imex.index.ownership import NotYourStudy
 from imex.store.quota import Quota
 from imex.tls.files import ServerContext, TlsFiles
 from imex.tls.profile import peer_common_name
+
+if TYPE_CHECKING:
+    from imex.dicom.commitment import ReportHandler
 
 log = logging.getLogger("imex.index.listener")
 
@@ -196,12 +200,13 @@ class DicomListener:
         self.server: Acceptor | None = None
         self.tls_server: Acceptor | None = None
         # Storage Commitment results (routing/confirm.py sets it): None refuses the SOP class
-        self.commitment_reports = None
+        self.commitment_reports: ReportHandler | None = None
 
     def _on_event_report(self, request: Request) -> tuple[int, str]:
         from imex.dicom.commitment import answer_event_report
 
         c = request.command
+        assert self.commitment_reports is not None  # start() answers reports only when it is set
         return answer_event_report(request.calling_aet, str(c.get("AffectedSOPClassUID", "")),
                                    str(c.get("AffectedSOPInstanceUID", "")), int(c.get("EventTypeID", 0)),
                                    request.dataset, request.transfer_syntax, self.commitment_reports)
@@ -239,7 +244,8 @@ class DicomListener:
         return request.sink.finish()
 
     def start(self) -> None:
-        syntaxes = {cx.abstract_syntax: tuple(ACCEPTED) for cx in StoragePresentationContexts}
+        syntaxes: dict[str, tuple[str, ...]] = {
+            cx.abstract_syntax: tuple(ACCEPTED) for cx in StoragePresentationContexts if cx.abstract_syntax is not None}
         syntaxes[VERIFICATION] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
         reports = self._on_event_report if self.commitment_reports is not None else None
         if reports is not None:
