@@ -13,6 +13,8 @@ if [[ $want_test == 1 ]]; then
   [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)
   # Playwright cannot download its own browser here: the page tests drive Debian's chromium.
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  # the reverse proxy docs/security.md recommends, run in front of a hub by tests/e2e/security/test_reverse_proxy.py
+  [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
   if (( ${#missing[@]} )); then
     sudo=""
     [[ $(id -u) -ne 0 ]] && sudo="sudo"

@@ -181,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http.max_pending_per_address", 32, "Most of those connections from one IP address (addresses in "
             "http.trusted_proxies excepted); one more drops its longest-waiting one. 0: only http.max_pending."),
     Setting("http.max_header_bytes", 16384, "Largest request head (request line and headers), in bytes; a "
-            "larger one is answered 400 and the connection closed."),
+            "larger one is answered 431 (400 while it is still arriving) and the connection closed."),
     Setting("http.backlog", 2048, "Connections the operating system queues for the HTTP listener before the "
             "hub accepts them (listen backlog; capped by net.core.somaxconn)."),
     Setting("http.metrics_token", "", "Bearer token /metrics requires (Authorization: Bearer TOKEN; never "

@@ -103,6 +103,8 @@ class MllpListener:
             self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ssl.load_cert_chain(tls_cert, tls_key or None)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hl7")
+        # address checks have their own thread, so slow handlers never hold up (or open) the door
+        self.checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-check")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sock: socket.socket | None = None
         self.thread: threading.Thread | None = None
@@ -160,6 +162,7 @@ class MllpListener:
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.checks.shutdown(wait=False, cancel_futures=True)
 
     # -- accepting ------------------------------------------------------------------------------------
 
@@ -192,10 +195,11 @@ class MllpListener:
             return True
         loop = asyncio.get_running_loop()
         try:
-            return bool(await asyncio.wait_for(loop.run_in_executor(self.pool, self.allow, peer),
+            return bool(await asyncio.wait_for(loop.run_in_executor(self.checks, self.allow, peer),
                                                ALLOW_CHECK_SECONDS))
-        except Exception:  # the check failed (database down, ...): nobody unchecked gets in
-            log.exception("MLLP connection from %s: cannot check its address; closed", peer)
+        except Exception as exc:  # the check failed (database down, ...): nobody unchecked gets in
+            self._refusals.warn("check", "", "MLLP connection from %s closed: its address could not be checked "
+                                "(%s)", peer, repr(exc))
             return False
 
     async def _connection(self, sock: socket.socket, peer: str) -> None:

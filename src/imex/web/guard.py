@@ -57,14 +57,21 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def unavailable(scope: Scope, receive: Receive, send: Send) -> None:
-    """503 when the server is at http.max_connections (answered by the server, outside the app), with the
-    security headers all the same."""
-    body = json.dumps({"type": "about:blank", "title": "Service unavailable", "status": 503,
-                       "detail": "The hub is serving as many requests as it can; try again shortly."}).encode()
+_SERVER_REFUSALS = {
+    503: ("Service unavailable", "The hub is serving as many requests as it can; try again shortly."),
+    431: ("Request header fields too large", "The request's head (request line and headers) is larger than "
+                                             "this hub accepts (http.max_header_bytes)."),
+}
+
+
+async def unavailable(scope: Scope, receive: Receive, send: Send, status: int = 503) -> None:
+    """503 when the server is at http.max_connections, 431 for an oversized request head (answered by the
+    server, outside the app), with the security headers all the same."""
+    title, detail = _SERVER_REFUSALS[status]
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-               (b"retry-after", b"5"), (b"connection", b"close")]
-    await send({"type": "http.response.start", "status": 503,
+               (b"connection", b"close")] + ([(b"retry-after", b"5")] if status == 503 else [])
+    await send({"type": "http.response.start", "status": status,
                 "headers": security_headers(headers, https=scope.get("scheme") == "https")})
     await send({"type": "http.response.body", "body": body})
 

@@ -29,7 +29,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imex.config import Config
 from imex.tls.files import ServerContext, TlsFiles
-from imex.web.guard import unavailable
+from imex.web.guard import security_headers, unavailable
 
 log = logging.getLogger("imex.web")
 
@@ -93,6 +93,13 @@ class Limits:
     header_timeout: float
     max_connections: int | None
     pending: Pending
+    max_header_bytes: int = 0
+
+
+def head_size(scope: Any) -> int:
+    """The size of a request head as it came: request line and header lines."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -108,6 +115,10 @@ class GuardedH11Protocol(H11Protocol):
         self.app = self._admit
 
     async def _admit(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.limits.max_header_bytes and scope["type"] == "http" and head_size(scope) > self.limits.max_header_bytes:
+            # h11 refuses a larger head only while it is incomplete: one that came in a single read lands here
+            await unavailable(scope, receive, send, status=431)
+            return
         limit = self.limits.max_connections
         if limit is not None and scope["type"] == "http":
             pending = self.limits.pending
@@ -161,13 +172,23 @@ class GuardedH11Protocol(H11Protocol):
         self._leave()
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a malformed or oversized request head, with the security headers too."""
+        headers = security_headers([(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+                                   https=self.scheme == "https")
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
 
 def protocol_for(config: Config) -> type[GuardedH11Protocol]:
     """A protocol class bound to one server's limits (each server counts its own connections)."""
     proxies = frozenset(trusted_proxies(config))
     limits = Limits(header_timeout=float(config["http.header_timeout"]),
                     max_connections=config["http.max_connections"] or None,
-                    pending=Pending(config["http.max_pending"], config["http.max_pending_per_address"], proxies))
+                    pending=Pending(config["http.max_pending"], config["http.max_pending_per_address"], proxies),
+                    max_header_bytes=config["http.max_header_bytes"])
     return type("ImexH11Protocol", (GuardedH11Protocol,), {"limits": limits})
 
 

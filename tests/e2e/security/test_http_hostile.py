@@ -153,6 +153,15 @@ def test_error_pages_carry_the_security_headers(hub, monkeypatch) -> None:  # ty
                               headers={"Content-Type": "application/json"})):
         assert answer.status_code in (401, 404, 422), answer.status_code
         assert_security_headers(answer.headers)
+    # a request head larger than http.max_header_bytes, whole in one piece (431) or still incomplete (400)
+    for head, status in ((b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+                         (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000, 400)):
+        sock = connect(hub)
+        sock.sendall(head)
+        answered, headers = read_head(sock)
+        assert answered == status and closed_by_server(sock)
+        assert_security_headers(headers)
+        sock.close()
 
 
 def test_the_study_page_shows_its_hl7_report(hub, tmp_path) -> None:  # type: ignore[no-untyped-def]
