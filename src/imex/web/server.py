@@ -44,7 +44,9 @@ class Pending:
     waiting: dict[Any, str] = field(default_factory=dict)  # insertion order is waiting order
     by_address: dict[str, dict[Any, None]] = field(default_factory=dict)
     dropped: int = 0
-    _warned_at: float = 0.0
+    _warned_at: float = -10.0
+    refused: int = 0  # answered 503 (http.max_connections) since the last warning
+    refused_warned_at: float = -10.0
 
     def __contains__(self, conn: object) -> bool:
         return conn in self.waiting
@@ -124,7 +126,12 @@ class GuardedH11Protocol(H11Protocol):
             pending = self.limits.pending
             busy = sum(1 for c in self.connections if c not in pending and not c.transport.is_closing())
             if busy > limit or len(self.tasks) > limit:
-                log.warning("HTTP: more than http.max_connections (%d) connections busy; answered 503", limit)
+                pending.refused += 1
+                now = time.monotonic()
+                if now - pending.refused_warned_at >= 10.0:
+                    log.warning("HTTP: %d request(s) answered 503: more than http.max_connections (%d) busy",
+                                pending.refused, limit)
+                    pending.refused, pending.refused_warned_at = 0, now
                 await unavailable(scope, receive, send)
                 return
         await self._served_app(scope, receive, send)
