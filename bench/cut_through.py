@@ -12,6 +12,7 @@ delivery started relative to the end of the push, and the gap between the hub re
 
 (tests/helpers holds peers.py and hubtools.py, the tests' dcmtk and hub helpers.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,18 @@ from imex.samples import make_study
 def run(level: str, work: Path, rows: int, count: int, stable: float) -> None:
     dest = peers.StoreSCP(work / f"dest-{level}", aet="RYJPACS").start()
     rule = {"name": level, "source_institution": ["RJZ"], "to": ["RYJ"], "priority": level}
-    hub = Hub(fast_config(work / f"hub-{level}", rules=[rule], routing__stable_seconds=stable,
-                          store__fsync=True))
+    hub = Hub(fast_config(work / f"hub-{level}", rules=[rule], routing__stable_seconds=stable, store__fsync=True))
     hub.start()
     try:
         register_hospitals(hub, dest_port=dest.port)
-        files = make_study(work / f"ct-{level}", series=1, instances_per_series=count, rows=rows, columns=rows,
-                           description=f"{level.upper()} CT")
+        files = make_study(
+            work / f"ct-{level}",
+            series=1,
+            instances_per_series=count,
+            rows=rows,
+            columns=rows,
+            description=f"{level.upper()} CT",
+        )
         started = time.time()
         result = peers.storescu(files, hub.listener.port, "IMEX")
         pushed = time.time()
@@ -51,8 +57,10 @@ def run(level: str, work: Path, rows: int, count: int, stable: float) -> None:
         epoch = dt.datetime(1970, 1, 1)
         last_in = (study.last_received_at - epoch).total_seconds()
         began = (transfer.started_at - epoch).total_seconds()
-        print(f"{level:9s} push {pushed - started:6.2f} s | delivery began {began - pushed:+7.2f} s after the push "
-              f"ended | last instance at destination {newest - last_in:6.3f} s after it reached the hub")
+        print(
+            f"{level:9s} push {pushed - started:6.2f} s | delivery began {began - pushed:+7.2f} s after the push "
+            f"ended | last instance at destination {newest - last_in:6.3f} s after it reached the hub"
+        )
     finally:
         hub.stop()
         dest.stop()

@@ -21,6 +21,7 @@ every scenario and repeat. See bench/README.md for what the figures mean.
 
 (tests/helpers holds peers.py, the tests' dcmtk and Orthanc helpers.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,10 @@ def prepare_data(args: argparse.Namespace, scratch: Path) -> Path:
     found = study_files(folder) if folder.exists() else []
     if found:
         if len(found) != args.instances:
-            print(f"note: reusing {len(found)} instances in {folder} (--instances {args.instances} ignored; "
-                  "give an empty --data folder to generate another size)")
+            print(
+                f"note: reusing {len(found)} instances in {folder} (--instances {args.instances} ignored; "
+                "give an empty --data folder to generate another size)"
+            )
         else:
             print(f"reusing {len(found)} instances in {folder}")
         return folder
@@ -102,13 +105,14 @@ def push(data: Path, port: int, called_aet: str, expected: int) -> tuple[float, 
     responses = [line for line in output.splitlines() if "Received Store Response" in line]
     ok = sum(1 for line in responses if line.rstrip().endswith("(Success)"))
     if proc.returncode != 0 or ok != expected:
-        raise BenchError(f"storescu -> {called_aet}:{port}: exit {proc.returncode}, {ok} of {expected} "
-                         f"instances acknowledged with Success:\n{output[-2500:]}")
+        raise BenchError(
+            f"storescu -> {called_aet}:{port}: exit {proc.returncode}, {ok} of {expected} "
+            f"instances acknowledged with Success:\n{output[-2500:]}"
+        )
     return start, end
 
 
-def wait_destination(dest: StoreSCP, count: int, timeout: float,
-                     check: Callable[[], None] | None = None) -> float:
+def wait_destination(dest: StoreSCP, count: int, timeout: float, check: Callable[[], None] | None = None) -> float:
     """Wall-clock time at which the last of `count` files was complete at a storescp.
 
     Counts files cheaply while the transfer runs (so the check does not compete for the CPU), then
@@ -144,8 +148,9 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_hub_config(path: Path, *, data_dir: Path, dicom_port: int, http_port: int, dest_port: int,
-                     fsync: bool) -> Path:
+def write_hub_config(
+    path: Path, *, data_dir: Path, dicom_port: int, http_port: int, dest_port: int, fsync: bool
+) -> Path:
     settings = {
         "": {"data_dir": str(data_dir), "log_level": "INFO"},
         "dicom": {"ae_title": HUB_AET, "host": LOCALHOST, "port": dicom_port},
@@ -154,13 +159,20 @@ def write_hub_config(path: Path, *, data_dir: Path, dicom_port: int, http_port: 
         "delivery": {"poll_interval": POLL_INTERVAL},
         "store": {"fsync": fsync},
     }
-    institutions = [{"ods": SOURCE_ODS, "name": "King's College Hospital"},
-                    {"ods": DEST_ODS, "name": "Imperial College Healthcare"}]
+    institutions = [
+        {"ods": SOURCE_ODS, "name": "King's College Hospital"},
+        {"ods": DEST_ODS, "name": "Imperial College Healthcare"},
+    ]
     nodes = [
-        {"name": "KINGS_PACS", "ae_title": SOURCE_AET, "host": LOCALHOST, "port": 11112,
-         "institution": SOURCE_ODS, "destination": False},
-        {"name": "IMPERIAL_PACS", "ae_title": DEST_AET, "host": LOCALHOST, "port": dest_port,
-         "institution": DEST_ODS},
+        {
+            "name": "KINGS_PACS",
+            "ae_title": SOURCE_AET,
+            "host": LOCALHOST,
+            "port": 11112,
+            "institution": SOURCE_ODS,
+            "destination": False,
+        },
+        {"name": "IMPERIAL_PACS", "ae_title": DEST_AET, "host": LOCALHOST, "port": dest_port, "institution": DEST_ODS},
     ]
     lines: list[str] = []
     for section, values in settings.items():
@@ -207,13 +219,23 @@ class Hub:
 
     def start(self, timeout: float = 60) -> Hub:
         self.folder.mkdir(parents=True, exist_ok=True)
-        config = write_hub_config(self.folder / "imex.toml", data_dir=self.folder / "data",
-                                  dicom_port=self.dicom_port, http_port=self.http_port,
-                                  dest_port=self.dest_port, fsync=self.fsync)
+        config = write_hub_config(
+            self.folder / "imex.toml",
+            data_dir=self.folder / "data",
+            dicom_port=self.dicom_port,
+            http_port=self.http_port,
+            dest_port=self.dest_port,
+            fsync=self.fsync,
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMEX_")}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*imex_command(), "--config", str(config), "serve"],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder)
+            self.proc = subprocess.Popen(
+                [*imex_command(), "--config", str(config), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.folder,
+            )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -263,8 +285,9 @@ class Hub:
             raise BenchError(f"imex quarantined the study: {studies}")
         transfers = self.query("SELECT state, attempts, instances_sent, last_error FROM transfers")
         # One retry can be honest (a lost association); more means the figure would measure backoff.
-        if any(state in ("failed", "cancelled") or (attempts >= 3 and error)
-               for state, attempts, _, error in transfers):
+        if any(
+            state in ("failed", "cancelled") or (attempts >= 3 and error) for state, attempts, _, error in transfers
+        ):
             raise BenchError(f"imex transfer ended without delivery: {transfers}\n{self.log()[-2000:]}")
 
     def problems(self) -> list[str]:
@@ -277,8 +300,7 @@ class Hub:
         finally:
             conn.close()
 
-    def wait_query(self, sql: str, predicate: Callable[[list[tuple]], bool], timeout: float, what: str
-                   ) -> list[tuple]:
+    def wait_query(self, sql: str, predicate: Callable[[list[tuple]], bool], timeout: float, what: str) -> list[tuple]:
         deadline = time.monotonic() + timeout
         while True:
             rows = self.query(sql)
@@ -296,9 +318,24 @@ def start_py_spy(pid: int, folder: Path) -> subprocess.Popen[bytes]:
         raise BenchError("--profile needs py-spy (pip install py-spy)")
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"imex-{pid}.txt"
-    return subprocess.Popen([binary, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--threads",
-                             "--format", "raw", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -345,14 +382,15 @@ def scenario_direct(ctx: Context, work: Path) -> dict[str, float]:
 
 def scenario_imex_ingest(ctx: Context, work: Path) -> dict[str, float]:
     # Sent to the hub's own AE title: stored and indexed, never forwarded (it ends in quarantine).
-    hub = Hub(work / "hub", dest_port=free_port(), fsync=ctx.fsync,
-              profile=ctx.profile / "ingest" if ctx.profile else None)
+    hub = Hub(
+        work / "hub", dest_port=free_port(), fsync=ctx.fsync, profile=ctx.profile / "ingest" if ctx.profile else None
+    )
     try:
         hub.start()
         cpu = cpu_seconds(hub.proc)
         start, end = push(ctx.data, hub.dicom_port, HUB_AET, ctx.count)
         cpu = cpu_seconds(hub.proc) - cpu
-        (indexed,), = hub.query("SELECT count(*) FROM instances")
+        ((indexed,),) = hub.query("SELECT count(*) FROM instances")
         if indexed != ctx.count:
             raise BenchError(f"imex acknowledged {ctx.count} instances but indexed {indexed}")
     finally:
@@ -363,8 +401,9 @@ def scenario_imex_ingest(ctx: Context, work: Path) -> dict[str, float]:
 
 def scenario_imex_forward(ctx: Context, work: Path) -> dict[str, float]:
     with storescp(work / "dest", DEST_AET) as dest:
-        hub = Hub(work / "hub", dest_port=dest.port, fsync=ctx.fsync,
-                  profile=ctx.profile / "forward" if ctx.profile else None)
+        hub = Hub(
+            work / "hub", dest_port=dest.port, fsync=ctx.fsync, profile=ctx.profile / "forward" if ctx.profile else None
+        )
         try:
             hub.start()
             cpu0 = cpu_seconds(hub.proc)
@@ -375,7 +414,10 @@ def scenario_imex_forward(ctx: Context, work: Path) -> dict[str, float]:
             rows = hub.wait_query(
                 "SELECT t.state, t.instances_sent, t.created_at, t.started_at, t.delivered_at, "
                 "s.first_received_at, s.last_received_at FROM transfers t JOIN studies s ON s.id = t.study_id",
-                lambda r: len(r) == 1 and r[0][0] == "delivered", 30, "the transfer delivered")
+                lambda r: len(r) == 1 and r[0][0] == "delivered",
+                30,
+                "the transfer delivered",
+            )
         finally:
             hub.stop()
     _report_problems(hub)
@@ -404,8 +446,11 @@ def scenario_orthanc(ctx: Context, work: Path) -> dict[str, float]:
         orthanc_b = Orthanc(work / "orthanc-b", aet="ORTHANCB")
         stack.callback(orthanc_b.stop)
         orthanc_b.start()
-        orthanc_a = Orthanc(work / "orthanc-a", aet="ORTHANCA", modalities={
-            "B": ("ORTHANCB", LOCALHOST, orthanc_b.dicom_port), "DEST": ("DESTSCP", LOCALHOST, dest.port)})
+        orthanc_a = Orthanc(
+            work / "orthanc-a",
+            aet="ORTHANCA",
+            modalities={"B": ("ORTHANCB", LOCALHOST, orthanc_b.dicom_port), "DEST": ("DESTSCP", LOCALHOST, dest.port)},
+        )
         stack.callback(orthanc_a.stop)
         orthanc_a.start()
         ctx.info.setdefault("orthanc", str(orthanc_a.get("/system").get("Version")))
@@ -484,8 +529,19 @@ ROWS: list[tuple[str, str] | None] = [
     ("orthanc_sf_scp", "   store-and-forward to storescp"),
 ]
 # Rows whose rate means something (the others are parts of a trip, not a throughput).
-RATED = {"direct", "imex_ingest", "imex_sf", "imex_sf_minus_stable", "imex_sf_push", "imex_sf_send",
-         "orthanc_ingest", "orthanc_ab", "orthanc_sf", "orthanc_a_scp", "orthanc_sf_scp"}
+RATED = {
+    "direct",
+    "imex_ingest",
+    "imex_sf",
+    "imex_sf_minus_stable",
+    "imex_sf_push",
+    "imex_sf_send",
+    "orthanc_ingest",
+    "orthanc_ab",
+    "orthanc_sf",
+    "orthanc_a_scp",
+    "orthanc_sf_scp",
+}
 
 # (label, numerator, denominator, target): numerator / denominator > 1 means imex is faster.
 RATIOS: list[tuple[str, str, str, float | None]] = [
@@ -504,8 +560,10 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
 
 def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     keys = {k for run in runs for k in run}
-    return {k: {"best": min(r[k] for r in runs if k in r),
-                "median": statistics.median(r[k] for r in runs if k in r)} for k in keys}
+    return {
+        k: {"best": min(r[k] for r in runs if k in r), "median": statistics.median(r[k] for r in runs if k in r)}
+        for k in keys
+    }
 
 
 def report(summary: dict[str, dict[str, float]], count: int, total_bytes: int, repeats: int) -> str:
@@ -527,9 +585,15 @@ def report(summary: dict[str, dict[str, float]], count: int, total_bytes: int, r
         lines.append(f"{label:52} {best:8.2f} {median:9.2f} {rate} {cpu}".rstrip())
     if not lines[-1]:
         lines.pop()
-    lines += ["", (f"rates from the median of {repeats} run(s); CPU s: median CPU time (user + system, all "
-                   "threads) of the server process(es) measured: imex, Orthanc A (+ B for A -> B)"),
-              "ratios below are Orthanc time / imex time (> 1: imex faster), from the medians", ""]
+    lines += [
+        "",
+        (
+            f"rates from the median of {repeats} run(s); CPU s: median CPU time (user + system, all "
+            "threads) of the server process(es) measured: imex, Orthanc A (+ B for A -> B)"
+        ),
+        "ratios below are Orthanc time / imex time (> 1: imex faster), from the medians",
+        "",
+    ]
     for label, num, den, target in RATIOS:
         if num in summary and den in summary and summary[den]["median"] > 0:
             value = summary[num]["median"] / summary[den]["median"]
@@ -564,10 +628,20 @@ def imex_revision() -> str:
 
     where = Path(imex.__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev, dirty = "", ""
     if not rev:
@@ -576,8 +650,12 @@ def imex_revision() -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    info = {"imex": imex_revision(), "python": platform.python_version(), "cores": str(os.cpu_count()),
-            "load average at start": f"{os.getloadavg()[0]:.2f}"}
+    info = {
+        "imex": imex_revision(),
+        "python": platform.python_version(),
+        "cores": str(os.cpu_count()),
+        "load average at start": f"{os.getloadavg()[0]:.2f}",
+    }
     try:
         out = run_dcmtk("storescu", ["--version"], timeout=10).stdout.splitlines()
         line = next((line for line in out if "storescu" in line), out[0] if out else "?")
@@ -606,8 +684,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, stores, configs)")
     parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. 'bc' (default abcd)")
     parser.add_argument("--json", dest="json_path", help="also write the raw figures to this JSON file")
-    parser.add_argument("--profile", help="sample imex with py-spy into this folder (raw stacks, per "
-                                          "thread); the figures of such a run are not comparable")
+    parser.add_argument(
+        "--profile",
+        help="sample imex with py-spy into this folder (raw stacks, per "
+        "thread); the figures of such a run are not comparable",
+    )
     args = parser.parse_args(argv)
     if args.instances < 1 or args.repeat < 1:
         parser.error("--instances and --repeat must be at least 1")
@@ -629,8 +710,10 @@ def terminate_cleanly() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not peers.have_dcmtk() or ("d" in args.only and not peers.have_orthanc()):
-        print("this benchmark needs dcmtk (storescu, storescp) and Orthanc: apt-get install dcmtk orthanc",
-              file=sys.stderr)
+        print(
+            "this benchmark needs dcmtk (storescu, storescp) and Orthanc: apt-get install dcmtk orthanc",
+            file=sys.stderr,
+        )
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="imex-bench-"))
     runs: list[dict[str, float]] = []
@@ -639,11 +722,18 @@ def main(argv: list[str] | None = None) -> int:
             data = prepare_data(args, scratch)
             files = study_files(data)
             count, total_bytes = len(files), sum(p.stat().st_size for p in files)
-            ctx = Context(data, count, scratch / "runs", fsync=not args.no_fsync,
-                          profile=Path(args.profile).absolute() if args.profile else None)
+            ctx = Context(
+                data,
+                count,
+                scratch / "runs",
+                fsync=not args.no_fsync,
+                profile=Path(args.profile).absolute() if args.profile else None,
+            )
             ctx.info.update(tool_versions())
-            print(f"study: {count} instances, {total_bytes / MB:.1f} MB; imex fsync "
-                  f"{'on' if ctx.fsync else 'off'}; work folder {scratch}")
+            print(
+                f"study: {count} instances, {total_bytes / MB:.1f} MB; imex fsync "
+                f"{'on' if ctx.fsync else 'off'}; work folder {scratch}"
+            )
             busy0, own0, wall0 = machine_busy(), own_cpu(), time.monotonic()
             for k in range(1, args.repeat + 1):
                 run: dict[str, float] = {}
@@ -662,16 +752,28 @@ def main(argv: list[str] | None = None) -> int:
             ctx.info["other processes' CPU during the runs"] = noise
             print()
             print(", ".join(f"{k} {v}" for k, v in ctx.info.items() if not k.startswith("other")))
-            print(f"study: {count} instances, {total_bytes / MB:.1f} MB; imex [store] fsync "
-                  f"{'on' if ctx.fsync else 'off'}, stable_seconds {STABLE_SECONDS}, scan_interval {SCAN_INTERVAL}, "
-                  f"delivery poll_interval {POLL_INTERVAL}" + ("; PROFILED with py-spy" if ctx.profile else ""))
+            print(
+                f"study: {count} instances, {total_bytes / MB:.1f} MB; imex [store] fsync "
+                f"{'on' if ctx.fsync else 'off'}, stable_seconds {STABLE_SECONDS}, scan_interval {SCAN_INTERVAL}, "
+                f"delivery poll_interval {POLL_INTERVAL}" + ("; PROFILED with py-spy" if ctx.profile else "")
+            )
             print(f"other processes' CPU during the runs: {noise}")
             print()
             print(report(summary, count, total_bytes, len(runs)))
             if args.json_path:
-                Path(args.json_path).write_text(json.dumps({
-                    "info": ctx.info, "fsync": ctx.fsync, "instances": count, "bytes": total_bytes,
-                    "runs": runs, "summary": summary}, indent=2))
+                Path(args.json_path).write_text(
+                    json.dumps(
+                        {
+                            "info": ctx.info,
+                            "fsync": ctx.fsync,
+                            "instances": count,
+                            "bytes": total_bytes,
+                            "runs": runs,
+                            "summary": summary,
+                        },
+                        indent=2,
+                    )
+                )
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         print(f"logs, configs and stores kept in {scratch}", file=sys.stderr)

@@ -9,6 +9,7 @@ files so the client's own memory is not the hub's. The hub's VmRSS before the re
     PYTHONPATH=tests/helpers python bench/stow_memory.py                 # 3 x 100 MiB
     PYTHONPATH=tests/helpers python bench/stow_memory.py --instances 2 --mib 150
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,27 +82,43 @@ def main() -> int:
 
             db = open_database(load(hub.folder / "imex.toml", env={}))
             with db.sessions() as s:
-                accounts.add_user(s, username=USER, institution=accounts.institution_by_ods(s, route.SOURCE_ODS),
-                                  password=PASSWORD, roles=["sender"])
+                accounts.add_user(
+                    s,
+                    username=USER,
+                    institution=accounts.institution_by_ods(s, route.SOURCE_ODS),
+                    password=PASSWORD,
+                    roles=["sender"],
+                )
                 s.commit()
             root = f"http://{LOCALHOST}:{hub.http_port}"
-            token = httpx.post(f"{root}/api/v1/auth/token", json={"username": USER, "password": PASSWORD}).json()["token"]
+            token = httpx.post(f"{root}/api/v1/auth/token", json={"username": USER, "password": PASSWORD}).json()[
+                "token"
+            ]
             assert hub.proc is not None
             time.sleep(2)
             before = memory(hub.proc.pid)
             boundary = "bench-" + secrets.token_hex(8)
             started = time.perf_counter()
-            answer = httpx.post(f"{root}/dicomweb/studies", content=body(files, boundary), timeout=600,
-                                headers={"Authorization": f"Bearer {token}",
-                                         "Content-Type": f'multipart/related; type="application/dicom"; '
-                                                         f'boundary={boundary}'})
+            answer = httpx.post(
+                f"{root}/dicomweb/studies",
+                content=body(files, boundary),
+                timeout=600,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                },
+            )
             took = time.perf_counter() - started
             after = memory(hub.proc.pid)
             stored = len(answer.json().get("00081199", {}).get("Value", [])) if answer.status_code < 500 else 0
-            print(f"request {size / 2**20:.0f} MiB ({args.instances} instances): HTTP {answer.status_code}, "
-                  f"{stored} stored, {took:.1f} s")
-            print(f"hub RSS before {before['VmRSS']} MiB, peak {after['VmHWM']} MiB "
-                  f"(+{after['VmHWM'] - before['VmRSS']} MiB), after {after['VmRSS']} MiB")
+            print(
+                f"request {size / 2**20:.0f} MiB ({args.instances} instances): HTTP {answer.status_code}, "
+                f"{stored} stored, {took:.1f} s"
+            )
+            print(
+                f"hub RSS before {before['VmRSS']} MiB, peak {after['VmHWM']} MiB "
+                f"(+{after['VmHWM'] - before['VmRSS']} MiB), after {after['VmRSS']} MiB"
+            )
         finally:
             hub.stop()
     return 0

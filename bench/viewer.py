@@ -17,6 +17,7 @@ authentication. Every peer runs with TCP_NODELAY=1.
     PYTHONPATH=tests/helpers python bench/viewer.py                     # 300 instances, once
     PYTHONPATH=tests/helpers python bench/viewer.py --repeat 3 --data /tmp/ct300
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,17 @@ def add_viewer(hub: Hub) -> str:
 
     db = open_database(load(hub.folder / "imex.toml", env={}))
     with db.sessions() as s:
-        accounts.add_user(s, username=USER, institution=accounts.institution_by_ods(s, route.SOURCE_ODS),
-                          password=PASSWORD, roles=["viewer"])
+        accounts.add_user(
+            s,
+            username=USER,
+            institution=accounts.institution_by_ods(s, route.SOURCE_ODS),
+            password=PASSWORD,
+            roles=["viewer"],
+        )
         s.commit()
-    answer = httpx.post(f"http://{LOCALHOST}:{hub.http_port}/api/v1/auth/token",
-                        json={"username": USER, "password": PASSWORD})
+    answer = httpx.post(
+        f"http://{LOCALHOST}:{hub.http_port}/api/v1/auth/token", json={"username": USER, "password": PASSWORD}
+    )
     if answer.status_code != 201:
         raise BenchError(f"no token: {answer.status_code} {answer.text}")
     return answer.json()["token"]
@@ -57,8 +64,9 @@ def measure(root: str, headers: dict[str, str], study_uid: str, series_uid: str)
     figures: dict[str, float] = {}
     with httpx.Client(headers=headers, timeout=120) as web:
         started = time.perf_counter()
-        listing = web.get(f"{root}/studies/{study_uid}/series/{series_uid}/instances",
-                          headers={"Accept": "application/dicom+json"})
+        listing = web.get(
+            f"{root}/studies/{study_uid}/series/{series_uid}/instances", headers={"Accept": "application/dicom+json"}
+        )
         listing.raise_for_status()
         items = listing.json()
 
@@ -111,8 +119,11 @@ def run_imex(data: Path, count: int, work: Path, ids: tuple[str, str]) -> dict[s
 
 
 def run_orthanc(data: Path, count: int, work: Path, ids: tuple[str, str]) -> dict[str, float]:
-    orthanc = Orthanc(work, aet="ORTHANC", extra_config={
-        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+    orthanc = Orthanc(
+        work,
+        aet="ORTHANC",
+        extra_config={"Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}},
+    )
     orthanc.start()
     try:
         push(data, orthanc.dicom_port, "ORTHANC", count)
@@ -128,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="study folder to reuse (generated there when empty or missing)")
     args = parser.parse_args(argv)
     if not peers.have_dcmtk() or not peers.have_orthanc() or not Path(DICOMWEB_PLUGIN).exists():
-        print("this benchmark needs dcmtk, Orthanc and its DICOMweb plugin: apt-get install dcmtk orthanc "
-              "orthanc-dicomweb", file=sys.stderr)
+        print(
+            "this benchmark needs dcmtk, Orthanc and its DICOMweb plugin: apt-get install dcmtk orthanc "
+            "orthanc-dicomweb",
+            file=sys.stderr,
+        )
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="imex-bench-viewer-"))
     data = prepare_data(args, scratch)
@@ -143,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in (("imex", run_imex), ("Orthanc", run_orthanc)):
             figures = run(data, len(files), scratch / f"{k}-{name}", ids)
             runs[name].append(figures)
-            print(f"run {k + 1} {name}: " + ", ".join(f"{key} {value:.2f}" for key, value in figures.items()),
-                  flush=True)
+            print(
+                f"run {k + 1} {name}: " + ", ".join(f"{key} {value:.2f}" for key, value in figures.items()), flush=True
+            )
     print(f"\n{len(files)} instances, median of {args.repeat} run(s)\n")
     print("| | imex | Orthanc |\n|---|---|---|")
     for key in runs["imex"][0]:

@@ -1,5 +1,6 @@
 """Shared fixtures: a configured hub in this process or as a real `imex serve` subprocess, fresh
 PostgreSQL databases when IMEX_TEST_POSTGRES is set, and the peers in peers.py."""
+
 from __future__ import annotations
 
 import os
@@ -82,8 +83,9 @@ def postgres_url() -> Iterator[str]:
         # a hub fixture torn down after this one may still reconnect between terminate and drop: retry
         for attempt in range(20):
             with admin.connect() as conn:
-                conn.execute(text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+                )
                 try:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
                     break
@@ -113,8 +115,14 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., peers.StoreSCP]]:
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 @pytest.fixture

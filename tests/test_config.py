@@ -1,4 +1,5 @@
 """Settings: every one documented, TOML and environment precedence, clear errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,13 +31,16 @@ def test_toml_then_environment(tmp_path):
     assert config.database_url == f"sqlite:///{tmp_path / 'data' / 'imex.db'}"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[dicom]\nprot = 104\n", "unknown setting 'dicom.prot'"),
-    ("[dicom]\nport = \"abc\"\n", "dicom.port must be a int"),
-    ("[store]\nfsync = \"maybe\"\n", "store.fsync must be true or false"),
-    ("[dicom\n", "not valid TOML"),
-    ("nodes = 3\n", "[[nodes]] must be a list of tables"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[dicom]\nprot = 104\n", "unknown setting 'dicom.prot'"),
+        ('[dicom]\nport = "abc"\n', "dicom.port must be a int"),
+        ('[store]\nfsync = "maybe"\n', "store.fsync must be true or false"),
+        ("[dicom\n", "not valid TOML"),
+        ("nodes = 3\n", "[[nodes]] must be a list of tables"),
+    ],
+)
 def test_mistakes_are_reported_clearly(tmp_path, text, message):
     path = tmp_path / "imex.toml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """The migrations build exactly the schema the models declare, on SQLite and on PostgreSQL."""
+
 from __future__ import annotations
 
 from pathlib import Path

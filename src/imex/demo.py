@@ -1,5 +1,6 @@
 """`imex serve --demo`: two demo hospitals, a demo destination PACS, and a sample CT study pushed through
 the hub, so a new user sees a whole delivery within seconds of starting."""
+
 from __future__ import annotations
 
 import logging
@@ -74,32 +75,45 @@ class DemoRun:
         from contextlib import ExitStack
 
         with tempfile.TemporaryDirectory(prefix="imex-demo-") as folder, ExitStack() as scratch:
-            samples.make_study(Path(folder), series=2, instances_per_series=12, rows=256, columns=256,
-                               patient_id="DEMO0001", patient_name="DEMO^PATIENT", accession="RJZDEMO1",
-                               description="CT HEAD (demo)")
+            samples.make_study(
+                Path(folder),
+                series=2,
+                instances_per_series=12,
+                rows=256,
+                columns=256,
+                patient_id="DEMO0001",
+                patient_name="DEMO^PATIENT",
+                accession="RJZDEMO1",
+                description="CT HEAD (demo)",
+            )
             report = PushReport()
             files = collect([Path(folder)], scratch, report)
-            push(files, host="127.0.0.1", port=hub.listener.port, called_aet="RYJ", calling_aet=SENDER_AET,
-                 report=report)
+            push(
+                files, host="127.0.0.1", port=hub.listener.port, called_aet="RYJ", calling_aet=SENDER_AET, report=report
+            )
             self.pushed = report.sent
 
     def banner(self, hub) -> str:
         c = hub.config
-        return "\n".join([
-            "",
-            "imex demo hub is running",
-            f"  DICOM   {c['dicom.ae_title']} on port {hub.listener.port} (send to AE title RYJ or RJZ to route)",
-            f"  HTTP    http://127.0.0.1:{c['http.port']}/healthz   http://127.0.0.1:{c['http.port']}/metrics",
-            f"  data    {c.data_dir}",
-            f"  sample  {self.pushed} CT instances pushed from King's (RJZ) to Imperial (RYJ); the demo PACS at",
-            f"          {RECEIVER_AET}@127.0.0.1:{self.pacs_port} stores them in {self.pacs_dir}",
-            f"  portal  http://127.0.0.1:{c['http.port']}/   sign in as:",
-            *[f"          {u:9} password {(self.users or {}).get(u, '(set before; see demo-users.txt)'):22} {what}"
-              for u, _, _, what in DEMO_USERS],
-            f"          (kept in {c.data_dir / 'demo-users.txt'})",
-            "Press Ctrl+C to stop.",
-            "",
-        ])
+        return "\n".join(
+            [
+                "",
+                "imex demo hub is running",
+                f"  DICOM   {c['dicom.ae_title']} on port {hub.listener.port} (send to AE title RYJ or RJZ to route)",
+                f"  HTTP    http://127.0.0.1:{c['http.port']}/healthz   http://127.0.0.1:{c['http.port']}/metrics",
+                f"  data    {c.data_dir}",
+                f"  sample  {self.pushed} CT instances pushed from King's (RJZ) to Imperial (RYJ); the demo PACS at",
+                f"          {RECEIVER_AET}@127.0.0.1:{self.pacs_port} stores them in {self.pacs_dir}",
+                f"  portal  http://127.0.0.1:{c['http.port']}/   sign in as:",
+                *[
+                    f"          {u:9} password {(self.users or {}).get(u, '(set before; see demo-users.txt)'):22} {what}"
+                    for u, _, _, what in DEMO_USERS
+                ],
+                f"          (kept in {c.data_dir / 'demo-users.txt'})",
+                "Press Ctrl+C to stop.",
+                "",
+            ]
+        )
 
     def stop(self) -> None:
         self.server.shutdown()  # type: ignore[attr-defined]
@@ -127,19 +141,27 @@ def prepare(hub) -> DemoRun:
     """Register the demo institutions and nodes (idempotent) and start the demo PACS."""
     db = hub.db
     pacs_port = hub.config["dicom.port"] + 1
-    for ods, name, email in (("RJZ", "King's College Hospital (demo)", "pacs@kings.demo"),
-                             ("RYJ", "Imperial College Healthcare (demo)", "pacs@imperial.demo")):
+    for ods, name, email in (
+        ("RJZ", "King's College Hospital (demo)", "pacs@kings.demo"),
+        ("RYJ", "Imperial College Healthcare (demo)", "pacs@imperial.demo"),
+    ):
         add_institution(db, ods, name, contact_email=email, update=True)
     try:
         add_node(db, "KINGS_PACS", SENDER_AET, "127.0.0.1", pacs_port + 1, "RJZ", destination=False, update=True)
         add_node(db, "IMPERIAL_PACS", RECEIVER_AET, "127.0.0.1", pacs_port, "RYJ", update=True)
-        add_node(db, "CD_IMPORT", hub.config["send.calling_aet"], "127.0.0.1", pacs_port + 2, "RJZ",
-                 destination=False, update=True)
+        add_node(
+            db,
+            "CD_IMPORT",
+            hub.config["send.calling_aet"],
+            "127.0.0.1",
+            pacs_port + 2,
+            "RJZ",
+            destination=False,
+            update=True,
+        )
     except DirectoryError as exc:
         log.warning("demo nodes not added: %s", exc)
     hub.nodes.invalidate()
     folder = hub.config.data_dir / "demo-pacs"
     server = _start_demo_pacs(folder, pacs_port)
     return DemoRun(folder, pacs_port, server, users=ensure_demo_users(db, hub.config.data_dir))
-
-

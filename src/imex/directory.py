@@ -1,5 +1,6 @@
 """Institutions and their DICOM nodes: adding, listing, removing, loading from the TOML file, and the
 cached lookups the listener makes on every association."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -72,8 +73,15 @@ def check_ods(value: str) -> str:
     return value
 
 
-def add_institution(db: Database, ods_code: str, name: str, *, alias: str | None = None,
-                    contact_email: str | None = None, update: bool = False) -> Institution:
+def add_institution(
+    db: Database,
+    ods_code: str,
+    name: str,
+    *,
+    alias: str | None = None,
+    contact_email: str | None = None,
+    update: bool = False,
+) -> Institution:
     """Create (or with update=True, change) an institution; its alias defaults to its ODS code."""
     ods = check_ods(ods_code)
     alias = check_ae_title(alias) if alias else ods
@@ -99,10 +107,23 @@ def list_institutions(db: Database) -> list[Institution]:
         return list(s.scalars(select(Institution).order_by(Institution.ods_code)))
 
 
-def add_node(db: Database, name: str, ae_title: str, host: str, port: int, ods_code: str, *,
-             alias: str | None = None, contact_email: str | None = None, destination: bool = True,
-             max_associations: int | None = None, update: bool = False, tls: bool | None = None,
-             confirm: str | None = None, query_retrieve: bool | None = None) -> Node:
+def add_node(
+    db: Database,
+    name: str,
+    ae_title: str,
+    host: str,
+    port: int,
+    ods_code: str,
+    *,
+    alias: str | None = None,
+    contact_email: str | None = None,
+    destination: bool = True,
+    max_associations: int | None = None,
+    update: bool = False,
+    tls: bool | None = None,
+    confirm: str | None = None,
+    query_retrieve: bool | None = None,
+) -> Node:
     """Register a DICOM node of an institution (create, or with update=True, change)."""
     ae = check_ae_title(ae_title)
     if not 0 < int(port) < 65536:
@@ -169,19 +190,34 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
     """Declare institutions and nodes from the TOML file (created or updated on start-up)."""
     for item in institutions:
         try:
-            add_institution(db, item["ods"], item.get("name", item["ods"]), alias=item.get("alias"),
-                            contact_email=item.get("contact_email"), update=True)
+            add_institution(
+                db,
+                item["ods"],
+                item.get("name", item["ods"]),
+                alias=item.get("alias"),
+                contact_email=item.get("contact_email"),
+                update=True,
+            )
         except KeyError as exc:
             raise DirectoryError(f"[[institutions]] entry {item} lacks {exc}") from None
     for item in nodes:
         try:
-            add_node(db, item["name"], item["ae_title"], item["host"], int(item["port"]), item["institution"],
-                     alias=item.get("alias"), contact_email=item.get("contact_email"),
-                     destination=bool(item.get("destination", True)),
-                     max_associations=item.get("max_associations"), update=True,
-                     tls=bool(item["tls"]) if "tls" in item else None,
-                     confirm=str(item["confirm"]) if "confirm" in item else None,
-                     query_retrieve=bool(item["query_retrieve"]) if "query_retrieve" in item else None)
+            add_node(
+                db,
+                item["name"],
+                item["ae_title"],
+                item["host"],
+                int(item["port"]),
+                item["institution"],
+                alias=item.get("alias"),
+                contact_email=item.get("contact_email"),
+                destination=bool(item.get("destination", True)),
+                max_associations=item.get("max_associations"),
+                update=True,
+                tls=bool(item["tls"]) if "tls" in item else None,
+                confirm=str(item["confirm"]) if "confirm" in item else None,
+                query_retrieve=bool(item["query_retrieve"]) if "query_retrieve" in item else None,
+            )
         except KeyError as exc:
             raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
 
@@ -190,8 +226,21 @@ def _node_infos(db: Database, *where: ColumnElement[bool]) -> list[NodeInfo]:
     with db.read_sessions() as s:  # reads only: on SQLite it does not wait for the write lock
         rows = s.execute(select(Node, Institution.ods_code).join(Institution).where(*where)).all()
         return [
-            NodeInfo(n.id, n.name, n.ae_title, n.host, n.port, n.institution_id, ods, n.alias, n.destination,
-                     n.max_associations, n.contact_email, n.enabled, bool(n.tls))
+            NodeInfo(
+                n.id,
+                n.name,
+                n.ae_title,
+                n.host,
+                n.port,
+                n.institution_id,
+                ods,
+                n.alias,
+                n.destination,
+                n.max_associations,
+                n.contact_email,
+                n.enabled,
+                bool(n.tls),
+            )
             for n, ods in rows
         ]
 
@@ -252,8 +301,9 @@ class NodeCache:
             with self.db.read_sessions() as s:  # during association negotiation: never wait for a writer
                 for inst in s.scalars(select(Institution)):
                     aliases[(inst.alias or inst.ods_code).upper()] = ("institution", inst.id)
-                for folder_id, folder_alias in s.execute(select(Folder.id, Folder.alias).where(
-                        Folder.alias.is_not(None))):
+                for folder_id, folder_alias in s.execute(
+                    select(Folder.id, Folder.alias).where(Folder.alias.is_not(None))
+                ):
                     if folder_alias is not None:
                         aliases[folder_alias.upper()] = ("folder", folder_id)
             for n in nodes:

@@ -7,6 +7,7 @@ at once counts as the more specific one, in the order of KINDS: e.g. `class Fold
 Conflict)` under an Invalid FolderError is a Conflict.
 
 Messages are for the person who asked: say what was wrong and what to do about it."""
+
 from __future__ import annotations
 
 

@@ -17,6 +17,7 @@ Subscribers declare themselves with `@on("transfer.delivered")` in their own mod
 hold subscribers are listed once in `SUBSCRIBERS` and imported the first time an event is announced, so a
 process that announces an event always has every subscriber, whichever modules it imported itself.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,19 +33,19 @@ Handler = Callable[..., Any]
 EVENTS: dict[str, str] = {
     "study.stable": "study_id, study (row): a study stopped receiving; hook: a routing decision or None",
     "study.filing": "study_id, names, who: a study being routed names sharing folders (called AE titles, "
-                    "rule targets); returns the names of the folders it was filed in",
+    "rule targets); returns the names of the folders it was filed in",
     "study.forwarded": "study_id, institution_id, calling_aet, called_aet: an institution the hub delivered a "
-                       "study to sends it on; the hub sends its own copy where the called AE title says",
+    "study to sends it on; the hub sends its own copy where the called AE title says",
     "transfer.delivered": "transfer_id, announce: every instance of a transfer reached its destination; "
-                          "announce is False for a re-send after a confirmation round",
+    "announce is False for a re-send after a confirmation round",
     "transfer.failed": "transfer_id: a transfer gave up after its attempts",
     "transfer.confirmed": "transfer_id: the destination confirmed it holds every instance",
     "report.received": "report_id: a report pushed by a RIS was stored",
     "hl7.received": "(no connection) db, data, peer: hook: the Outcome (ACK) of a message another flow "
-                    "than reports answers (study notifications for the locator), or None",
+    "than reports answers (study notifications for the locator), or None",
     "quota.reached": "institution_id, used, quota: an institution's studies are refused (over its quota)",
     "retention.pass": "now: a retention pass runs; flows expire what they keep with their own times and "
-                      "return how many they let go",
+    "return how many they let go",
 }
 
 # Modules that subscribe to events: imported on the first announcement (see the module docstring).

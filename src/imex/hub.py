@@ -1,6 +1,7 @@
 """`imex serve`: one process running the DICOM listener, the router, the delivery workers, the e-mail
 sender and the HTTP listener. Several processes can share one PostgreSQL database and blob store;
 everything they coordinate on is in the database."""
+
 from __future__ import annotations
 
 import logging
@@ -55,11 +56,17 @@ class Hub:
         self.listener = DicomListener(config, self.nodes, self.ingest, self.quota)
         from imex.routing.confirm import Confirmer  # confirmed delivery: asks, and takes reports
 
-        self.confirmer = Confirmer(config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm",
-                                   self.harmoniser, self.store)
+        self.confirmer = Confirmer(
+            config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm", self.harmoniser, self.store
+        )
         self.listener.commitment_reports = self.confirmer.reports
-        self.router = Router(self.db, self.rules, config["dicom.ae_title"], config["routing.code_attribute"],
-                             config["routing.stable_seconds"])
+        self.router = Router(
+            self.db,
+            self.rules,
+            config["dicom.ae_title"],
+            config["routing.code_attribute"],
+            config["routing.stable_seconds"],
+        )
         self.router.retention = RetentionPolicy.from_config(config)
         self.emails = EmailSender(config, self.db)
         # HL7 reports: RIS endpoints from [[ris]], the MLLP listener and the report outbox sender
@@ -102,8 +109,14 @@ class Hub:
         self.reports.start(self._spawn, self._loop, self.stop_event)
         self._spawn("router", self._loop, "router", self._housekeeping, self.config["routing.scan_interval"])
         for i in range(self.config["delivery.workers"]):
-            worker = DeliveryWorker(self.config, self.db, self.store, f"{self.worker_id}/{i}", wake=self.work_queued,
-                                    harmoniser=self.harmoniser)
+            worker = DeliveryWorker(
+                self.config,
+                self.db,
+                self.store,
+                f"{self.worker_id}/{i}",
+                wake=self.work_queued,
+                harmoniser=self.harmoniser,
+            )
             self._spawn(f"delivery-{i}", worker.run, self.stop_event)
         self._spawn("email", self.emails.run, self.stop_event)
         from imex.exchanges import retrievals  # C-MOVEs from institutions' PACS for exchanges
@@ -111,22 +124,43 @@ class Hub:
         for i in range(self.config["exchange.retrieve_workers"]):
             fetcher = retrievals.RetrievalWorker(self.config, self.db, f"{self.worker_id}/r{i}")
             self._spawn(f"retrieval-{i}", fetcher.run, self.stop_event)
-        self._spawn("retrieval-leases", self._loop, "retrieval lease check",
-                    lambda: retrievals.reap_expired_leases(self.db), 2.0)
-        self._spawn("confirm", self._loop, "delivery confirmation", self.confirmer.run_once,
-                    self.config["confirm.scan_interval"])
+        self._spawn(
+            "retrieval-leases",
+            self._loop,
+            "retrieval lease check",
+            lambda: retrievals.reap_expired_leases(self.db),
+            2.0,
+        )
+        self._spawn(
+            "confirm",
+            self._loop,
+            "delivery confirmation",
+            self.confirmer.run_once,
+            self.config["confirm.scan_interval"],
+        )
         self._spawn("retention", self._loop, "retention", self._retention, self.config["retention.scan_interval"])
         from imex.requests import expiry as request_jobs  # image requests: fulfilled when delivered, expired
         from imex.requests import lifecycle as requests
 
         requests.register_store(self.db.engine, self.store)  # matching reads Other Patient IDs from headers
-        self._spawn("requests", self._loop, "image request job", lambda: request_jobs.run_once(self.db),
-                    self.config["requests.scan_interval"])
+        self._spawn(
+            "requests",
+            self._loop,
+            "image request job",
+            lambda: request_jobs.run_once(self.db),
+            self.config["requests.scan_interval"],
+        )
         from imex.upload.send import UploadWorker  # uploads from the browser: stored and sent, or expired
         from imex.upload.staging import Staging
 
-        self.uploads = UploadWorker(self.config, self.db, self.ingest, Staging(self.db, self.config),
-                                    f"{self.worker_id}/upload", quota=self.quota)
+        self.uploads = UploadWorker(
+            self.config,
+            self.db,
+            self.ingest,
+            Staging(self.db, self.config),
+            f"{self.worker_id}/upload",
+            quota=self.quota,
+        )
         self._spawn("uploads", self.uploads.run, self.stop_event, self.config["upload.scan_interval"])
         from imex.locator.runner import LocatorService  # the patient imaging locator: feeds and view cache
 
@@ -136,8 +170,9 @@ class Hub:
             certificates as expiry,  # certificates about to expire alert admins; the CRL is kept fresh
         )
 
-        self._spawn("tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config),
-                    3600.0)
+        self._spawn(
+            "tls-expiry", self._loop, "certificate expiry check", lambda: expiry.check(self.db, self.config), 3600.0
+        )
         if self.config["http.port"]:
             app = create_app(self)
             from imex.web.server import uvicorn_config
@@ -148,8 +183,14 @@ class Hub:
             deadline = time.monotonic() + 15
             while not self.http.started and time.monotonic() < deadline:
                 time.sleep(0.05)
-        log.info("imex hub %s ready: DICOM %s:%s, HTTP %s:%s", self.worker_id, self.config["dicom.host"],
-                 self.listener.port, self.config["http.host"], self.config["http.port"])
+        log.info(
+            "imex hub %s ready: DICOM %s:%s, HTTP %s:%s",
+            self.worker_id,
+            self.config["dicom.host"],
+            self.listener.port,
+            self.config["http.host"],
+            self.config["http.port"],
+        )
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -258,9 +258,7 @@ def make_study(
     return paths
 
 
-def make_ct_study(
-    out_dir: Path, instances: int = 300, rows: int = 512, columns: int = 512, **kw: object
-) -> list[Path]:
+def make_ct_study(out_dir: Path, instances: int = 300, rows: int = 512, columns: int = 512, **kw: object) -> list[Path]:
     """A realistic single-series CT (300 x 512x512 x 16 bit is about 158 MB) for benchmarks."""
     return make_study(
         out_dir,
@@ -300,9 +298,7 @@ def _run_tool(command: list[str], pairs: Iterable[tuple[Path, Path]]) -> None:
         list(pool.map(convert, pairs))
 
 
-def _convert(
-    paths: list[Path], out_dir: Path, tool: str, command: list[str]
-) -> list[Path]:
+def _convert(paths: list[Path], out_dir: Path, tool: str, command: list[str]) -> list[Path]:
     if not dcmtk_available(tool):
         raise RuntimeError(f"dcmtk's {tool} is not installed")
     targets = _output_paths(paths, out_dir)
@@ -337,4 +333,3 @@ def _pydicom_rle(paths: list[Path], out_dir: Path) -> list[Path]:
 def compress_jpeg_lossless(paths: list[Path], out_dir: Path) -> list[Path]:
     """JPEG Lossless process 14 SV1 copies (1.2.840.10008.1.2.4.70) via dcmtk's dcmcjpeg."""
     return _convert(paths, out_dir, "dcmcjpeg", ["dcmcjpeg", "+e1", "--uid-never"])
-

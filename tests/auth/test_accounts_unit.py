@@ -1,4 +1,5 @@
 """Passwords, second-factor codes and permissions, without a hub."""
+
 from __future__ import annotations
 
 import pyotp
@@ -42,7 +43,9 @@ def test_totp_accepts_current_code_once_and_neighbours_only():
 
 def test_qr_code_is_an_svg_of_the_provisioning_uri():
     uri = totp.provisioning_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "jsmith")
-    assert uri.startswith("otpauth://totp/") and "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" in uri and "issuer=imex" in uri
+    assert (
+        uri.startswith("otpauth://totp/") and "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" in uri and "issuer=imex" in uri
+    )
     svg = totp.qr_svg(uri)
     assert svg.lstrip().startswith("<svg") and "<script" not in svg
 

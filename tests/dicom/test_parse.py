@@ -1,5 +1,6 @@
 """Unit tests of imex.dicom.parse on real encodings: every transfer syntax layout the hub accepts,
 sequences and encapsulated pixel data, complete and cut at the places a broken sender cuts them."""
+
 from __future__ import annotations
 
 import struct
@@ -44,8 +45,6 @@ LAYOUTS = {  # transfer syntax -> (implicit VR, little endian) of its encoding
     ExplicitVRLittleEndian: (False, True),
     ExplicitVRBigEndian: (False, False),
 }
-
-
 
 
 def deflate(data: bytes) -> bytes:
@@ -113,14 +112,28 @@ def element_offset(data: bytes, tag: int, little: bool = True) -> int:
 @pytest.mark.parametrize("ts", list(LAYOUTS), ids=lambda ts: ts.name)
 def test_each_layout_is_read_with_all_index_fields(ts):
     data = encode_dataset(instance(), *LAYOUTS[ts])
-    fields = read_instance(data, ts, expected_sop_class=CTImageStorage, expected_sop_uid=SOP_UID,
-                           code_tag=REQUESTING_SERVICE)
+    fields = read_instance(
+        data, ts, expected_sop_class=CTImageStorage, expected_sop_uid=SOP_UID, code_tag=REQUESTING_SERVICE
+    )
     assert (fields.sop_class_uid, fields.sop_uid, fields.study_uid, fields.series_uid) == (
-        CTImageStorage, SOP_UID, STUDY_UID, SERIES_UID)
+        CTImageStorage,
+        SOP_UID,
+        STUDY_UID,
+        SERIES_UID,
+    )
     assert (fields.patient_id, fields.issuer, fields.patient_name, fields.birth_date, fields.sex) == (
-        "P123", "RJZ", "DOE^JANE", "19800102", "F")
+        "P123",
+        "RJZ",
+        "DOE^JANE",
+        "19800102",
+        "F",
+    )
     assert (fields.accession_number, fields.study_date, fields.study_time, fields.modality) == (
-        "ACC9", "20240131", "101500", "CT")
+        "ACC9",
+        "20240131",
+        "101500",
+        "CT",
+    )
     assert (fields.series_number, fields.instance_number, fields.body_part) == (3, 7, "CHEST")
     assert fields.routing_codes == ("RYJ",)
 
@@ -271,7 +284,9 @@ def test_encapsulated_pixel_data_without_sequence_delimiter_is_truncation():
 
 
 def test_encapsulated_fragment_cut_short_is_truncation():
-    data = encode_dataset(instance(pixels=None)) + _encapsulated([b"\xff\xd8" + b"x" * 100 + b"\xff\xd9"], delimiter=False)
+    data = encode_dataset(instance(pixels=None)) + _encapsulated(
+        [b"\xff\xd8" + b"x" * 100 + b"\xff\xd9"], delimiter=False
+    )
     err = refused(data[:-20], JPEGBaseline8Bit)
     assert "pixel data fragment" in str(err)
 
@@ -389,10 +404,15 @@ def test_sequences_nested_too_deeply_are_refused():
 # --------------------------------------------------------------------------- identity checks
 
 
-@pytest.mark.parametrize("keyword, label", [
-    ("SOPInstanceUID", "SOP Instance UID"), ("StudyInstanceUID", "Study Instance UID"),
-    ("SeriesInstanceUID", "Series Instance UID"), ("SOPClassUID", "SOP Class UID"),
-])
+@pytest.mark.parametrize(
+    "keyword, label",
+    [
+        ("SOPInstanceUID", "SOP Instance UID"),
+        ("StudyInstanceUID", "Study Instance UID"),
+        ("SeriesInstanceUID", "Series Instance UID"),
+        ("SOPClassUID", "SOP Class UID"),
+    ],
+)
 def test_missing_uid_is_dataset_mismatch(keyword, label):
     err = refused(encode_dataset(instance(**{keyword: None})))
     assert err.status == STATUS_DATASET_MISMATCH
@@ -415,8 +435,10 @@ def test_sop_class_and_instance_must_match_the_request():
     assert err.status == STATUS_DATASET_MISMATCH and "SOP Class UID" in str(err)
     err = refused(data, expected_sop_uid=SOP_UID + ".1")
     assert err.status == STATUS_DATASET_MISMATCH and "SOP Instance UID" in str(err)
-    assert read_instance(data, ExplicitVRLittleEndian, expected_sop_class=CTImageStorage,
-                         expected_sop_uid=SOP_UID).sop_uid == SOP_UID
+    assert (
+        read_instance(data, ExplicitVRLittleEndian, expected_sop_class=CTImageStorage, expected_sop_uid=SOP_UID).sop_uid
+        == SOP_UID
+    )
 
 
 def test_malformed_value_of_an_indexed_attribute_is_refused_not_raised():
@@ -438,15 +460,18 @@ def test_optional_fields_may_be_absent_or_odd():
 # --------------------------------------------------------------------------- attribute_tag and codes
 
 
-@pytest.mark.parametrize("spec, tag", [
-    ("RequestingService", 0x00321033),
-    ("0032,1033", 0x00321033),
-    ("(0032,1033)", 0x00321033),
-    (" 7fe0,0010 ", 0x7FE00010),
-    ("0009,1010", 0x00091010),
-    ("", None),
-    ("  ", None),
-])
+@pytest.mark.parametrize(
+    "spec, tag",
+    [
+        ("RequestingService", 0x00321033),
+        ("0032,1033", 0x00321033),
+        ("(0032,1033)", 0x00321033),
+        (" 7fe0,0010 ", 0x7FE00010),
+        ("0009,1010", 0x00091010),
+        ("", None),
+        ("  ", None),
+    ],
+)
 def test_attribute_tag(spec, tag):
     assert attribute_tag(spec) == tag
 
@@ -458,13 +483,16 @@ def test_attribute_tag_rejects_nonsense(spec):
 
 
 @pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
-@pytest.mark.parametrize("value, codes", [
-    ("ryj", ("RYJ",)),
-    (" rjz ", ("RJZ",)),
-    (["ryj", "rjz"], ("RYJ", "RJZ")),
-    (["ryj", "", "  ", "rf4"], ("RYJ", "RF4")),
-    ("", ()),
-])
+@pytest.mark.parametrize(
+    "value, codes",
+    [
+        ("ryj", ("RYJ",)),
+        (" rjz ", ("RJZ",)),
+        (["ryj", "rjz"], ("RYJ", "RJZ")),
+        (["ryj", "", "  ", "rf4"], ("RYJ", "RF4")),
+        ("", ()),
+    ],
+)
 def test_routing_codes_single_and_multi_valued(ts, value, codes):
     ds = instance(RequestingService=value)
     fields = read_instance(encode_dataset(ds, *LAYOUTS[ts]), ts, code_tag=attribute_tag("RequestingService"))
@@ -489,7 +517,9 @@ def test_routing_codes_from_a_private_attribute(ts):
 
 def test_routing_codes_from_a_sequence_attribute_are_none():
     ds = _nested(undefined=False)
-    fields = read_instance(encode_dataset(ds), ExplicitVRLittleEndian, code_tag=attribute_tag("ReferencedSeriesSequence"))
+    fields = read_instance(
+        encode_dataset(ds), ExplicitVRLittleEndian, code_tag=attribute_tag("ReferencedSeriesSequence")
+    )
     assert fields.routing_codes == ()
 
 

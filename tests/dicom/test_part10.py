@@ -1,5 +1,6 @@
 """Part 10 headers the hub writes: readable by pydicom, and identical in every process (a re-sent
 instance must hash to the same blob)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """NHS number check digit, normalisation and discovery in a dataset."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,19 +15,22 @@ def test_valid_numbers(value):
     assert nhs.normalise(value) in ("9434765919", "4010232137")
 
 
-@pytest.mark.parametrize("value, why", [
-    ("9434765918", "check digit"),        # last digit wrong
-    ("9434765910", "check digit"),
-    ("1000000002", "check digit"),        # remainder 1: check digit would be 10, never valid
-    ("943476591", "9 digits"),            # wrong length
-    ("94347659190", "11 digits"),
-    ("0000000000", "repeats one digit"),  # all the same digit (1111111111 even passes the check digit)
-    ("1111111111", "repeats one digit"),
-    ("9999999999", "repeats one digit"),
-    ("94347A5919", "not all digits"),
-    ("٩٤٣٤٧٦٥٩١٩", "not all digits"),     # Arabic-Indic digits are digits to Python, not to the NHS
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("9434765918", "check digit"),  # last digit wrong
+        ("9434765910", "check digit"),
+        ("1000000002", "check digit"),  # remainder 1: check digit would be 10, never valid
+        ("943476591", "9 digits"),  # wrong length
+        ("94347659190", "11 digits"),
+        ("0000000000", "repeats one digit"),  # all the same digit (1111111111 even passes the check digit)
+        ("1111111111", "repeats one digit"),
+        ("9999999999", "repeats one digit"),
+        ("94347A5919", "not all digits"),
+        ("٩٤٣٤٧٦٥٩١٩", "not all digits"),  # Arabic-Indic digits are digits to Python, not to the NHS
+        ("", "empty"),
+    ],
+)
 def test_invalid_numbers(value, why):
     assert not nhs.is_valid(value)
     assert why in (nhs.problem(value) or "")
@@ -34,8 +38,11 @@ def test_invalid_numbers(value, why):
 
 def test_check_digit_of_remainder_zero_is_zero():
     # 10*1 + 9*0 + ... : choose nine digits whose weighted sum is a multiple of 11
-    first_nine = next(f"{n:09d}" for n in range(100000000, 100010000)
-                      if sum(int(d) * w for d, w in zip(f"{n:09d}", range(10, 1, -1), strict=False)) % 11 == 0)
+    first_nine = next(
+        f"{n:09d}"
+        for n in range(100000000, 100010000)
+        if sum(int(d) * w for d, w in zip(f"{n:09d}", range(10, 1, -1), strict=False)) % 11 == 0
+    )
     assert nhs.check_digit(first_nine) == 0
     assert nhs.is_valid(first_nine + "0")
 

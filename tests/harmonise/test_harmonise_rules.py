@@ -1,5 +1,6 @@
 """[[harmonise]] rules: what is accepted, what is refused (with file, line and rule), and each action
 applied to a dataset with its old values recorded in Original Attributes Sequence."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,28 +24,37 @@ def _rules(tmp_path: Path, toml: str) -> list[HarmoniseRule]:
 
 
 def test_rules_parse_with_lines(tmp_path):
-    rules = _rules(tmp_path, '[dicom]\nport = 104\n\n[[harmonise]]\nname = "a"\ndestination = "RYJ"\n'
-                             'nhs_number = "require"\nset = { StationName = "{source_ods}" }\n\n'
-                             '[[harmonise]]\nname = "b"\nblank = ["ReferringPhysicianName", "0008,1010"]\n')
+    rules = _rules(
+        tmp_path,
+        '[dicom]\nport = 104\n\n[[harmonise]]\nname = "a"\ndestination = "RYJ"\n'
+        'nhs_number = "require"\nset = { StationName = "{source_ods}" }\n\n'
+        '[[harmonise]]\nname = "b"\nblank = ["ReferringPhysicianName", "0008,1010"]\n',
+    )
     assert [(r.name, r.line) for r in rules] == [("a", 4), ("b", 10)]
     assert rules[0].destination == frozenset({"RYJ"}) and rules[0].set == {"StationName": "{source_ods}"}
     assert rules[1].blank == ("ReferringPhysicianName", "StationName")
 
 
-@pytest.mark.parametrize("body, line, message", [
-    ('nhs_number = "maybe"', 3, "nhs_number: must be one of off, use, require"),
-    ('blank = ["PatientNmae"]', 3, "blank: unknown attribute 'PatientNmae'"),
-    ('set = { Rows = "2" }', 3, "set: Rows has VR US: only text attributes can be changed"),
-    ('set = { SOPInstanceUID = "1.2" }', 3, "UIDs change only with `uids = \"new\"`"),
-    ('accession_prefix = "A-VERY-LONG-PREFIX-"', 3, "accession_prefix: 'A-VERY-LONG-PREFIX-' is not a valid "
-                                                    "AccessionNumber"),
-    ('institution_name = "{hospital}"', 3, "unknown placeholder {hospital}"),
-    ('map = { Modality = "NM" }', 3, "map: Modality must map old values to new ones"),
-    ('uids = "fresh"', 3, "uids: must be one of keep, new"),
-    ('deidentify = "yes"', 3, "deidentify: must be true or false"),
-    ('destinations = ["RYJ"]', 3, "destinations: unknown key"),
-    ('set = { StudyDate = "yesterday" }', 3, "'yesterday' is not a valid StudyDate"),
-])
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        ('nhs_number = "maybe"', 3, "nhs_number: must be one of off, use, require"),
+        ('blank = ["PatientNmae"]', 3, "blank: unknown attribute 'PatientNmae'"),
+        ('set = { Rows = "2" }', 3, "set: Rows has VR US: only text attributes can be changed"),
+        ('set = { SOPInstanceUID = "1.2" }', 3, 'UIDs change only with `uids = "new"`'),
+        (
+            'accession_prefix = "A-VERY-LONG-PREFIX-"',
+            3,
+            "accession_prefix: 'A-VERY-LONG-PREFIX-' is not a valid AccessionNumber",
+        ),
+        ('institution_name = "{hospital}"', 3, "unknown placeholder {hospital}"),
+        ('map = { Modality = "NM" }', 3, "map: Modality must map old values to new ones"),
+        ('uids = "fresh"', 3, "uids: must be one of keep, new"),
+        ('deidentify = "yes"', 3, "deidentify: must be true or false"),
+        ('destinations = ["RYJ"]', 3, "destinations: unknown key"),
+        ('set = { StudyDate = "yesterday" }', 3, "'yesterday' is not a valid StudyDate"),
+    ],
+)
 def test_bad_rules_are_refused_with_file_line_and_name(tmp_path, body, line, message):
     with pytest.raises(ConfigError) as err:
         _rules(tmp_path, f'[[harmonise]]\nname = "bad one"\n{body}\n')
@@ -53,8 +63,9 @@ def test_bad_rules_are_refused_with_file_line_and_name(tmp_path, body, line, mes
 
 
 def test_selectors():
-    rule = HarmoniseRule("r", destination=frozenset({"RYJ"}), source=frozenset({"KINGS_PACS"}),
-                         institution=frozenset({"RJZ"}))
+    rule = HarmoniseRule(
+        "r", destination=frozenset({"RYJ"}), source=frozenset({"KINGS_PACS"}), institution=frozenset({"RJZ"})
+    )
     assert rule.applies(frozenset({"RYJ", "IMPERIAL_PACS"}), frozenset({"KINGS_PACS"}), "RJZ")
     assert not rule.applies(frozenset({"RRV"}), frozenset({"KINGS_PACS"}), "RJZ")
     assert not rule.applies(frozenset({"RYJ"}), frozenset({"CT1"}), "RJZ")
@@ -117,17 +128,27 @@ def test_nhs_number_mode_off_changes_nothing_and_records_nothing():
 
 
 def test_accession_prefix_map_institution_set_map_blank():
-    rule = HarmoniseRule("all", accession_prefix="{source_ods}-", institution_name="{source_name}",
-                         set={"StationName": "HUB-{destination_ods}"}, map={"Modality": {"PT": "NM"}},
-                         blank=("ReferringPhysicianName",))
+    rule = HarmoniseRule(
+        "all",
+        accession_prefix="{source_ods}-",
+        institution_name="{source_name}",
+        set={"StationName": "HUB-{destination_ods}"},
+        map={"Modality": {"PT": "NM"}},
+        blank=("ReferringPhysicianName",),
+    )
     ds = _dataset()
     Coercion([rule], _context()).apply(ds)
     assert ds.AccessionNumber == "RJZ-A77"
     assert ds.InstitutionName == "King's College Hospital"
     assert ds.StationName == "HUB-RYJ" and ds.Modality == "NM" and not ds.ReferringPhysicianName
     old = _originals(ds)
-    assert (old.AccessionNumber, old.InstitutionName, old.StationName, old.Modality, old.ReferringPhysicianName) == \
-        ("A77", "Kings", "CT1", "PT", "WHO^DR")
+    assert (old.AccessionNumber, old.InstitutionName, old.StationName, old.Modality, old.ReferringPhysicianName) == (
+        "A77",
+        "Kings",
+        "CT1",
+        "PT",
+        "WHO^DR",
+    )
     mapped = _dataset()
     Coercion([HarmoniseRule("m", accession_map={"A77": "B1"}, accession_prefix="X")], _context()).apply(mapped)
     assert mapped.AccessionNumber == "B1"  # a mapped value is not prefixed as well
@@ -150,8 +171,10 @@ def test_new_uids_are_consistent_and_recorded():
 
 def test_reconciled_values_win():
     ds = _dataset()
-    Coercion([HarmoniseRule("nhs", nhs_number="require", accession_prefix="P")],
-             _context(patient_id="RYJ555", issuer="RYJ", accession="R1")).apply(ds)
+    Coercion(
+        [HarmoniseRule("nhs", nhs_number="require", accession_prefix="P")],
+        _context(patient_id="RYJ555", issuer="RYJ", accession="R1"),
+    ).apply(ds)
     assert (ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber) == ("RYJ555", "RYJ", "R1")
 
 
@@ -171,8 +194,13 @@ def test_deidentify_basic_profile_with_stable_pseudonym():
         Coercion([rule], _context()).apply(ds)
     assert one.PatientID == two.PatientID == one.PatientName != other.PatientID
     assert one.PatientID.startswith("IMEX") and "K123" not in one.PatientID
-    for gone in ("IssuerOfPatientID", "InstitutionName", "StationName", "StudyDescription",
-                 "OriginalAttributesSequence"):
+    for gone in (
+        "IssuerOfPatientID",
+        "InstitutionName",
+        "StationName",
+        "StudyDescription",
+        "OriginalAttributesSequence",
+    ):
         assert gone not in one
     assert not one.AccessionNumber and not one.PatientBirthDate and not one.ReferringPhysicianName
     assert not any(e.tag.is_private for e in one)
@@ -184,5 +212,7 @@ def test_deidentify_basic_profile_with_stable_pseudonym():
     Coercion([rule], _context(nhs_number="9434765919")).apply(with_nhs)
     elsewhere = _dataset()
     elsewhere.PatientID = "OTHER-LOCAL"
-    Coercion([rule], Context(source_ods="RRV", destination_ods="RYJ", key=KEY, nhs_number="9434765919")).apply(elsewhere)
+    Coercion([rule], Context(source_ods="RRV", destination_ods="RYJ", key=KEY, nhs_number="9434765919")).apply(
+        elsewhere
+    )
     assert with_nhs.PatientID == elsewhere.PatientID  # one pseudonym per patient across hospitals

@@ -1,6 +1,7 @@
 """A destination PACS made with pynetdicom that stores instances and answers Storage Commitment: on the
 same association or on a new one to the hub, reporting chosen instances as failed a chosen number of
 times, or staying silent for the first requests."""
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,15 @@ class CommitmentPeer:
     """`refuse` maps SOP Instance UIDs to how many reports list them as failed; `silent` is how many
     N-ACTIONs get a success response but never a report; `mode` is "same" or "new" (association)."""
 
-    def __init__(self, aet: str = "RYJPACS", *, mode: str = "new", hub: tuple[str, str, int] | None = None,
-                 refuse: dict[str, int] | None = None, silent: int = 0) -> None:
+    def __init__(
+        self,
+        aet: str = "RYJPACS",
+        *,
+        mode: str = "new",
+        hub: tuple[str, str, int] | None = None,
+        refuse: dict[str, int] | None = None,
+        silent: int = 0,
+    ) -> None:
         self.aet = aet
         self.mode = mode
         self.hub = hub  # (AE title, host, port) to report to on a new association
@@ -46,8 +54,9 @@ class CommitmentPeer:
             self.actions.append((str(info.TransactionUID), [uid for _, uid in refs]))
             quiet = len(self.actions) <= self.silent
         if not quiet:
-            threading.Thread(target=self._report, args=(event.assoc, str(info.TransactionUID), refs),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._report, args=(event.assoc, str(info.TransactionUID), refs), daemon=True
+            ).start()
         return 0x0000, None
 
     def report_dataset(self, transaction: str, refs: list[tuple[str, str]]) -> tuple[int, Dataset]:
@@ -88,8 +97,11 @@ class CommitmentPeer:
             ae.add_supported_context(context.abstract_syntax, SYNTAXES)
         ae.add_supported_context(Verification)
         ae.add_supported_context(StorageCommitmentPushModel, SYNTAXES)
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
-            (evt.EVT_C_STORE, self._on_store), (evt.EVT_N_ACTION, self._on_action)])
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_ACTION, self._on_action)],
+        )
         return self
 
     def stop(self) -> None:
@@ -98,16 +110,22 @@ class CommitmentPeer:
             self._server = None
 
 
-def send_report(calling_aet: str, hub: tuple[str, str, int] | None, ds: Dataset | None, event_type: int,
-                sop_instance: str = COMMITMENT_INSTANCE) -> Dataset | None:
+def send_report(
+    calling_aet: str,
+    hub: tuple[str, str, int] | None,
+    ds: Dataset | None,
+    event_type: int,
+    sop_instance: str = COMMITMENT_INSTANCE,
+) -> Dataset | None:
     """Open a new association to the hub as the Storage Commitment SCP and send one N-EVENT-REPORT;
     the response's status dataset (None when the hub refused the association)."""
     assert hub is not None
     hub_aet, host, port = hub
     ae = AE(ae_title=calling_aet)
     ae.add_requested_context(StorageCommitmentPushModel, SYNTAXES)
-    assoc = ae.associate(host, port, ae_title=hub_aet,
-                         ext_neg=[build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)])
+    assoc = ae.associate(
+        host, port, ae_title=hub_aet, ext_neg=[build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)]
+    )
     if not assoc.is_established:
         return None
     try:

@@ -1,5 +1,6 @@
 """DICOMweb test helpers: the portal's users and signed-in clients, a hub where King's (RJZ) sent a study
 to Imperial (RYJ) and Barts (RRV) has no part in it, and a dicomweb-client session with a bearer token."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +35,17 @@ def exchange(hub: Any, storescp_port: int, files: list[Path]) -> None:
     add_institution(hub.db, "RRV", "Barts Health")
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * len(files)
     wait_until(lambda: transfer_states(hub) == [("delivered", len(files), len(files))], message="delivery")
-    for name, ods, roles in (("kings_sender", "RJZ", ["sender"]), ("imperial_viewer", "RYJ", ["viewer"]),
-                             ("barts_viewer", "RRV", ["viewer"]), ("barts_sender", "RRV", ["sender"]),
-                             ("kings_auditor", "RJZ", ["auditor"])):
+    for name, ods, roles in (
+        ("kings_sender", "RJZ", ["sender"]),
+        ("imperial_viewer", "RYJ", ["viewer"]),
+        ("barts_viewer", "RRV", ["viewer"]),
+        ("barts_sender", "RRV", ["sender"]),
+        ("kings_auditor", "RJZ", ["auditor"]),
+    ):
         add_user(hub, name, ods, roles)
 
 
 def dataset_bytes(data: bytes) -> bytes:
     from imex.dicom.part10 import dataset_offset
 
-    return data[dataset_offset(data):]
+    return data[dataset_offset(data) :]

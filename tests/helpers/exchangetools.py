@@ -1,6 +1,7 @@
 """Two hospitals whose PACS are Orthanc instances, for the exchange tests: King's (RJZ) searches and sends
 from its Orthanc through the hub; Imperial (RYJ) receives in its own. Users: a sender at each, a viewer
 at RYJ, and a sender at a third institution (RXX) who must see nothing of theirs."""
+
 from __future__ import annotations
 
 import io
@@ -26,11 +27,14 @@ HUB_AET = "IMEX"
 def pdf_bytes(text: str = "Referral letter") -> bytes:
     """A small, valid one-page PDF."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
@@ -48,10 +52,12 @@ def pdf_bytes(text: str = "Referral letter") -> bytes:
 def scanner_script(folder: Path) -> str:
     """A virus-scanning command for `exchange.scan_command`: refuses input holding the EICAR marker."""
     script = folder / "scan.py"
-    script.write_text("import sys\ndata = sys.stdin.buffer.read()\n"
-                      "if b'EICAR-STANDARD-ANTIVIRUS-TEST-FILE' in data:\n"
-                      "    print('stream: Eicar-Test-Signature FOUND'); sys.exit(1)\n"
-                      "print('stream: OK')\n")
+    script.write_text(
+        "import sys\ndata = sys.stdin.buffer.read()\n"
+        "if b'EICAR-STANDARD-ANTIVIRUS-TEST-FILE' in data:\n"
+        "    print('stream: Eicar-Test-Signature FOUND'); sys.exit(1)\n"
+        "print('stream: OK')\n"
+    )
     return f"{sys.executable} {script}"
 
 
@@ -68,8 +74,7 @@ def register(db: Any, pacs_a: Any, pacs_b: Any) -> int:
     add_institution(db, "RJZ", "King's College Hospital")
     add_institution(db, "RYJ", "Imperial College Healthcare")
     add_institution(db, "RXX", "Elsewhere Hospital")
-    add_node(db, "RJZ_PACS", pacs_a.aet, "127.0.0.1", pacs_a.dicom_port, "RJZ", destination=False,
-             query_retrieve=True)
+    add_node(db, "RJZ_PACS", pacs_a.aet, "127.0.0.1", pacs_a.dicom_port, "RJZ", destination=False, query_retrieve=True)
     add_node(db, "RYJ_PACS", pacs_b.aet, "127.0.0.1", pacs_b.dicom_port, "RYJ")
     with db.sessions() as s:
         return s.scalar(select(Node.id).where(Node.name == "RJZ_PACS"))
@@ -84,12 +89,37 @@ def add_people(hub: Any) -> None:
 
 def make_studies(folder: Path) -> list[list[Path]]:
     """Two studies of the patient to send, and one of another patient that must stay put."""
-    return [make_study(folder / "ct", series=2, instances_per_series=3, patient_id=PATIENT, patient_name="DOE^JANE",
-                       accession="ACC1", modality="CT", extra={"StudyDate": "20240105"}),
-            make_study(folder / "mr", series=1, instances_per_series=4, patient_id=PATIENT, patient_name="DOE^JANE",
-                       accession="ACC2", modality="MR", extra={"StudyDate": "20240210"}),
-            make_study(folder / "other", series=1, instances_per_series=2, patient_id="9434765870",
-                       patient_name="ROE^RICHARD", accession="ACC3", modality="CR")]
+    return [
+        make_study(
+            folder / "ct",
+            series=2,
+            instances_per_series=3,
+            patient_id=PATIENT,
+            patient_name="DOE^JANE",
+            accession="ACC1",
+            modality="CT",
+            extra={"StudyDate": "20240105"},
+        ),
+        make_study(
+            folder / "mr",
+            series=1,
+            instances_per_series=4,
+            patient_id=PATIENT,
+            patient_name="DOE^JANE",
+            accession="ACC2",
+            modality="MR",
+            extra={"StudyDate": "20240210"},
+        ),
+        make_study(
+            folder / "other",
+            series=1,
+            instances_per_series=2,
+            patient_id="9434765870",
+            patient_name="ROE^RICHARD",
+            accession="ACC3",
+            modality="CR",
+        ),
+    ]
 
 
 def study_uid(paths: list[Path]) -> str:
@@ -121,4 +151,5 @@ def wait_state(client: Any, tid: int, state: str, timeout: float = 90) -> dict:
     def check() -> Any:
         body = client.get(f"/api/v1/transactions/{tid}/progress").json()
         return body if body["state"] == state else None
+
     return wait_until(check, timeout=timeout, interval=0.5, message=f"exchange {tid} {state}")

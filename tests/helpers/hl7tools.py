@@ -1,5 +1,6 @@
 """Helpers for the HL7 tests: the sample messages, a hub with RIS endpoints, and a RIS stand-in that
 records what it receives (an MLLP listener of the test's own)."""
+
 from __future__ import annotations
 
 import threading
@@ -64,8 +65,24 @@ def register_ris(hub, *, dest_ris_port: int = 0, query_template: str = "") -> No
     """King's RIS (RJZ) sends from 127.0.0.1 as facility RJZ; Imperial's (RYJ) receives on dest_ris_port."""
     from imex.reports.endpoints import add_ris
 
-    add_ris(hub.db, "KINGS_RIS", "RJZ", host="127.0.0.1", port=dest_ris_port if query_template else 0,
-            facilities=["RJZ"], peer_host="127.0.0.1", query_template=query_template)
+    add_ris(
+        hub.db,
+        "KINGS_RIS",
+        "RJZ",
+        host="127.0.0.1",
+        port=dest_ris_port if query_template else 0,
+        facilities=["RJZ"],
+        peer_host="127.0.0.1",
+        query_template=query_template,
+    )
     if dest_ris_port and not query_template:
-        add_ris(hub.db, "IMPERIAL_RIS", "RYJ", host="127.0.0.1", port=dest_ris_port, facilities=["RYJ"],
-                peer_host="127.0.0.1", receiving_application="RADIS")
+        add_ris(
+            hub.db,
+            "IMPERIAL_RIS",
+            "RYJ",
+            host="127.0.0.1",
+            port=dest_ris_port,
+            facilities=["RYJ"],
+            peer_host="127.0.0.1",
+            receiving_application="RADIS",
+        )

@@ -1,4 +1,5 @@
 """Helpers to configure and run the hub in tests: fast timers, TOML files for subprocesses, waiting."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,14 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_toml(path: Path, config: Config, *, institutions: list[dict] = (), nodes: list[dict] = (),
-               rules: list[dict] | None = None) -> Path:
+def write_toml(
+    path: Path,
+    config: Config,
+    *,
+    institutions: list[dict] = (),
+    nodes: list[dict] = (),
+    rules: list[dict] | None = None,
+) -> Path:
     """An imex.toml holding the config's settings and the given directory and rules."""
     sections: dict[str, list[str]] = {}
     top: list[str] = []
@@ -78,8 +85,9 @@ def write_toml(path: Path, config: Config, *, institutions: list[dict] = (), nod
     return path
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, message: str = "condition"
+) -> Any:
     """Poll until predicate() is truthy; returns its value or fails the test with `message`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -104,8 +112,12 @@ class HubProcess:
         env = dict(os.environ)
         env.pop("IMEX_CONFIG", None)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "imex.cli", "--config", str(self.config_path), "serve"],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imex.cli", "--config", str(self.config_path), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             wait_port(self.config["dicom.port"], timeout=timeout)
         except Exception:
@@ -127,8 +139,9 @@ class HubProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def register_hospitals(hub: Any, *, dest_port: int, dest_aet: str = "RYJPACS", source_aet: str = "STORESCU",
-                       source_host: str = "127.0.0.1") -> None:
+def register_hospitals(
+    hub: Any, *, dest_port: int, dest_aet: str = "RYJPACS", source_aet: str = "STORESCU", source_host: str = "127.0.0.1"
+) -> None:
     """Two hospitals: King's (RJZ) sends from `source_aet`, Imperial (RYJ) receives at `dest_aet`."""
     from imex.directory import add_institution, add_node
 
@@ -146,8 +159,9 @@ def transfer_states(hub: Any) -> list[tuple[str, int, int]]:
     from imex.db.models import Transfer
 
     with hub.db.session() as s:
-        return [(t.state, t.instances_sent, t.instances_total)
-                for t in s.scalars(select(Transfer).order_by(Transfer.id))]
+        return [
+            (t.state, t.instances_sent, t.instances_total) for t in s.scalars(select(Transfer).order_by(Transfer.id))
+        ]
 
 
 def sop_uids(paths: Any) -> list[str]:

@@ -1,5 +1,6 @@
 """Helpers of the link tests: a hub with two studies of King's (RJZ), one sent to Imperial (RYJ), a third
 institution (RRK), users with and without links.manage, and a link recipient's HTTP flow."""
+
 from __future__ import annotations
 
 import re
@@ -19,13 +20,32 @@ from portaltools import add_user, base_url, browser
 
 
 def push_studies(hub: Any, tmp_path: Any) -> None:
-    ct = make_study(tmp_path / "ct", series=2, instances_per_series=3, rows=64, columns=64,
-                    patient_name="LINK^LILY", patient_id="L1", accession="ACCLINK1", description="CT HEAD")
-    other = make_study(tmp_path / "mr", series=1, instances_per_series=2, rows=64, columns=64,
-                       patient_name="OTHER^OTTO", patient_id="O2", accession="ACCLINK2", description="MR KNEE")
+    ct = make_study(
+        tmp_path / "ct",
+        series=2,
+        instances_per_series=3,
+        rows=64,
+        columns=64,
+        patient_name="LINK^LILY",
+        patient_id="L1",
+        accession="ACCLINK1",
+        description="CT HEAD",
+    )
+    other = make_study(
+        tmp_path / "mr",
+        series=1,
+        instances_per_series=2,
+        rows=64,
+        columns=64,
+        patient_name="OTHER^OTTO",
+        patient_id="O2",
+        accession="ACCLINK2",
+        description="MR KNEE",
+    )
     assert peers.storescu(ct + other, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 8
-    wait_until(lambda: [t[0] for t in transfer_states(hub)] == ["delivered", "delivered"], timeout=60,
-               message="delivery")
+    wait_until(
+        lambda: [t[0] for t in transfer_states(hub)] == ["delivered", "delivered"], timeout=60, message="delivery"
+    )
     hub.study_uids = [pydicom.dcmread(ct[0]).StudyInstanceUID, pydicom.dcmread(other[0]).StudyInstanceUID]
 
 
@@ -44,8 +64,9 @@ def study(hub: Any, index: int = 0) -> Study:
         return s.scalar(select(Study).where(Study.study_uid == hub.study_uids[index]))
 
 
-def make_link(hub: Any, who: str = "kings_admin", mode: str = "download", email: str = "pat@outside.example",
-              index: int = 0) -> dict[str, Any]:
+def make_link(
+    hub: Any, who: str = "kings_admin", mode: str = "download", email: str = "pat@outside.example", index: int = 0
+) -> dict[str, Any]:
     client = browser(hub, who)
     answer = client.post("/api/v1/links", json={"study_id": study(hub, index).id, "email": email, "mode": mode})
     assert answer.status_code == 201, answer.text

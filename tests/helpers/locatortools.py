@@ -1,5 +1,6 @@
 """Locator test helpers: hospitals whose PACS the hub may sweep, a PACS that never answers, and a PACS
 that holds back a C-MOVE after its first images until the test lets it go on (a throttled source)."""
+
 from __future__ import annotations
 
 import socket
@@ -64,8 +65,17 @@ class SilentPacs:
 def _study_identifier(first: Dataset, files: list[Path]) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                    "AccessionNumber", "StudyDate", "StudyTime", "StudyDescription"):
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+    ):
         setattr(ds, keyword, first.get(keyword, ""))
     ds.IssuerOfPatientID = first.get("IssuerOfPatientID", "")
     ds.OtherPatientIDs = [str(i.PatientID) for i in first.get("OtherPatientIDsSequence", [])]
@@ -99,8 +109,11 @@ class GatedPacs:
         for uid in {d.SOPClassUID for d in self.datasets}:
             self.ae.add_requested_context(uid)
         self.port = peers.free_port()
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
-            (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)])
+        self.server = self.ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)],
+        )
 
     def _find(self, event):  # type: ignore[no-untyped-def]
         level = event.identifier.QueryRetrieveLevel

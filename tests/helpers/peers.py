@@ -202,9 +202,7 @@ class StoreSCP:
             return self
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=peer_env()
-            )
+            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=peer_env())
         _wait_listening(self._proc, self.port, self.log_path, timeout)
         return self
 
@@ -262,8 +260,7 @@ class StoreSCP:
                 return done
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{self.aet}: {len(done)} of {count} files complete after {timeout}s "
-                    f"({len(sizes)} present)"
+                    f"{self.aet}: {len(done)} of {count} files complete after {timeout}s ({len(sizes)} present)"
                 )
             time.sleep(0.05)
 
@@ -277,13 +274,9 @@ class StoreSCP:
 # --------------------------------------------------------------------------- dcmtk SCUs
 
 
-def run_dcmtk(
-    tool: str, args: Sequence[str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def run_dcmtk(tool: str, args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool with TCP_NODELAY=1, capturing stdout and stderr as text."""
-    return subprocess.run(
-        [tool, *args], capture_output=True, text=True, env=peer_env(), timeout=timeout
-    )
+    return subprocess.run([tool, *args], capture_output=True, text=True, env=peer_env(), timeout=timeout)
 
 
 @dataclass

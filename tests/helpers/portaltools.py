@@ -1,5 +1,6 @@
 """Portal test helpers: users with roles at the demo hospitals, and signed-in HTTP clients (a browser-like
 client with cookies and its CSRF token, or a bearer token client)."""
+
 from __future__ import annotations
 
 import re
@@ -14,14 +15,28 @@ from imex.db.models import User
 PASSWORD = "correct horse battery staple"
 
 
-def add_user(hub: Any, username: str, ods: str, roles: list[str], *, password: str = PASSWORD,
-             email: str = "", totp_secret: str | None = None) -> int:
+def add_user(
+    hub: Any,
+    username: str,
+    ods: str,
+    roles: list[str],
+    *,
+    password: str = PASSWORD,
+    email: str = "",
+    totp_secret: str | None = None,
+) -> int:
     """A ready user (no forced password change); with `totp_secret`, enrolled in the second factor."""
     from imex.auth.secrets_box import SecretBox, load_secret
 
     with hub.db.sessions() as s:
-        user = accounts.add_user(s, username=username, institution=accounts.institution_by_ods(s, ods),
-                                 password=password, roles=roles, email=email)
+        user = accounts.add_user(
+            s,
+            username=username,
+            institution=accounts.institution_by_ods(s, ods),
+            password=password,
+            roles=roles,
+            email=email,
+        )
         if totp_secret:
             box = SecretBox(load_secret(hub.config["auth.secret_key"], hub.config.data_dir))
             user.totp_secret = box.seal(totp_secret)
@@ -61,8 +76,9 @@ def browser(hub: Any, username: str, password: str = PASSWORD, totp_secret: str 
 def bearer(hub: Any, username: str, password: str = PASSWORD) -> httpx.Client:
     answer = httpx.post(f"{base_url(hub)}/api/v1/auth/token", json={"username": username, "password": password})
     assert answer.status_code == 201, answer.text
-    return httpx.Client(base_url=base_url(hub), headers={"Authorization": f"Bearer {answer.json()['token']}"},
-                        timeout=15)
+    return httpx.Client(
+        base_url=base_url(hub), headers={"Authorization": f"Bearer {answer.json()['token']}"}, timeout=15
+    )
 
 
 def user_row(hub: Any, username: str) -> User:

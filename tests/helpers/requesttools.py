@@ -1,5 +1,6 @@
 """Helpers for the image request tests: a real SMTP server (aiosmtpd) collecting mail, and two
 hospitals whose PACS are Orthanc instances: King's (RJZ) is asked for images, Imperial (RYJ) asks."""
+
 from __future__ import annotations
 
 import email
@@ -34,13 +35,17 @@ class Collector:
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = envelope.content.decode("utf-8", errors="replace") if isinstance(envelope.content, bytes) \
+        raw = (
+            envelope.content.decode("utf-8", errors="replace")
+            if isinstance(envelope.content, bytes)
             else str(envelope.content)
+        )
         msg = email.message_from_string(raw, policy=email.policy.default)
         body = msg.get_body(preferencelist=("plain",))
         with self.lock:
-            self.messages.append(Mail(list(envelope.rcpt_tos), str(msg["Subject"]),
-                                      body.get_content() if body is not None else ""))
+            self.messages.append(
+                Mail(list(envelope.rcpt_tos), str(msg["Subject"]), body.get_content() if body is not None else "")
+            )
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[Mail]:
@@ -65,24 +70,38 @@ class Smtp:
 
 
 def smtp_config(make_config: Any, port: int, **overrides: Any) -> Any:
-    return make_config(smtp__host="127.0.0.1", smtp__port=port, smtp__timeout=5.0,
-                       smtp__retry_initial_seconds=0.5, requests__scan_interval=0.3, **overrides)
+    return make_config(
+        smtp__host="127.0.0.1",
+        smtp__port=port,
+        smtp__timeout=5.0,
+        smtp__retry_initial_seconds=0.5,
+        requests__scan_interval=0.3,
+        **overrides,
+    )
 
 
-def hospitals(hub: Any, *, kings_pacs_port: int, imperial_pacs_port: int, kings_aet: str = "RJZPACS",
-              imperial_aet: str = "RYJPACS") -> None:
+def hospitals(
+    hub: Any,
+    *,
+    kings_pacs_port: int,
+    imperial_pacs_port: int,
+    kings_aet: str = "RJZPACS",
+    imperial_aet: str = "RYJPACS",
+) -> None:
     """King's PACS sends and may be queried/retrieved by the hub; Imperial's PACS receives."""
     add_institution(hub.db, "RJZ", "King's College Hospital", contact_email="pacs@kings.test")
     add_institution(hub.db, "RYJ", "Imperial College Healthcare", contact_email="pacs@imperial.test")
-    add_node(hub.db, "KINGS_PACS", kings_aet, "127.0.0.1", kings_pacs_port, "RJZ", destination=False,
-             query_retrieve=True)
+    add_node(
+        hub.db, "KINGS_PACS", kings_aet, "127.0.0.1", kings_pacs_port, "RJZ", destination=False, query_retrieve=True
+    )
     add_node(hub.db, "IMPERIAL_PACS", imperial_aet, "127.0.0.1", imperial_pacs_port, "RYJ")
     hub.nodes.invalidate()
 
 
 def orthanc(tmp: Path, aet: str, hub: Any) -> peers.Orthanc:
-    return peers.Orthanc(tmp, aet=aet, modalities={"HUB": (hub.config["dicom.ae_title"], "127.0.0.1",
-                                                           hub.listener.port)})
+    return peers.Orthanc(
+        tmp, aet=aet, modalities={"HUB": (hub.config["dicom.ae_title"], "127.0.0.1", hub.listener.port)}
+    )
 
 
 def request_state(hub: Any, request_id: int) -> str:

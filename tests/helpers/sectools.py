@@ -1,4 +1,5 @@
 """Helpers for the security tests: a deployment CA in a temp folder and a hub configured for TLS."""
+
 from __future__ import annotations
 
 from pathlib import Path

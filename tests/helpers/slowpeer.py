@@ -1,5 +1,6 @@
 """A destination PACS made with pynetdicom for priority tests: it records the order in which instances
 arrive (study and SOP Instance UID) and can be slowed down per instance, so a backlog builds up."""
+
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,16 @@ from pynetdicom.sop_class import Verification
 
 from peers import free_port
 
-ALL_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5",
-                "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
-                "1.2.840.10008.1.2.4.91"]
+ALL_SYNTAXES = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+]
 
 
 class RecordingSCP:
@@ -41,8 +49,9 @@ class RecordingSCP:
             ae.add_supported_context(context.abstract_syntax, ALL_SYNTAXES)
         ae.add_supported_context(Verification)
         ae.maximum_associations = 4
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
         return self
 
     def studies_in_order(self) -> list[str]:

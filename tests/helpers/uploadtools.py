@@ -1,5 +1,6 @@
 """Upload test helpers: a hub with King's (RJZ, the uploader) and Imperial (RYJ, whose PACS is a storescp),
 sending files through the chunked upload API, and what the hub holds afterwards."""
+
 from __future__ import annotations
 
 import io
@@ -18,10 +19,13 @@ def put_file(client: httpx.Client, upload_id: int, path: str, data: bytes, chunk
     """Send one file in chunks; returns the last answer (or the first refusal)."""
     offset = 0
     while True:
-        part = data[offset:offset + chunk]
-        answer = client.put(f"/api/v1/uploads/{upload_id}/files",
-                            params={"path": path, "size": len(data), "offset": offset}, content=part,
-                            headers={"Content-Type": "application/octet-stream"})
+        part = data[offset : offset + chunk]
+        answer = client.put(
+            f"/api/v1/uploads/{upload_id}/files",
+            params={"path": path, "size": len(data), "offset": offset},
+            content=part,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         offset += len(part)
         if answer.status_code != 200 or offset >= len(data):
             return answer
@@ -51,7 +55,7 @@ def zip_of(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> 
 
 def dataset_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[dataset_offset(data):]
+    return data[dataset_offset(data) :]
 
 
 def held(hub: Any) -> tuple[int, list[Path]]:

@@ -1,4 +1,5 @@
 """Parsing the sample ORU messages and building ACKs and forwarded ORUs."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,11 @@ def test_v23_final_with_ndl_interpreter():
     r = parse_oru(sample("oru_v23_final.hl7"))
     assert (r.header.version, r.status, r.accession_number, r.patient_id) == ("2.3", "final", "RJZACC1001", "K1234567")
     assert r.clinician == "HALL, ROBERT (4567)"
-    assert r.text.splitlines() == ["CT chest with contrast.", "No pulmonary embolus. No consolidation.",
-                                   "Conclusion: normal study."]
+    assert r.text.splitlines() == [
+        "CT chest with contrast.",
+        "No pulmonary embolus. No consolidation.",
+        "Conclusion: normal study.",
+    ]
     assert r.observed_at.isoformat() == "2026-11-25T10:14:00"
 
 
@@ -36,14 +40,20 @@ def test_v251_escapes_repeats_and_z_segments():
     assert set(r.z_segments) == {"ZDS", "ZPI"}
 
 
-@pytest.mark.parametrize("name,status", [("oru_v251_corrected.hl7", "corrected"),
-                                         ("oru_v23_addendum.hl7", "addendum")])
+@pytest.mark.parametrize("name,status", [("oru_v251_corrected.hl7", "corrected"), ("oru_v23_addendum.hl7", "addendum")])
 def test_statuses(name, status):
     assert parse_oru(sample(name)).status == status
 
 
-@pytest.mark.parametrize("name,error", [("adt_a01.hl7", HL7Reject), ("oru_v22.hl7", HL7Reject),
-                                        ("oru_no_accession.hl7", HL7Error), ("oru_bad_status.hl7", HL7Error)])
+@pytest.mark.parametrize(
+    "name,error",
+    [
+        ("adt_a01.hl7", HL7Reject),
+        ("oru_v22.hl7", HL7Reject),
+        ("oru_no_accession.hl7", HL7Error),
+        ("oru_bad_status.hl7", HL7Error),
+    ],
+)
 def test_refused(name, error):
     with pytest.raises(error):
         parse_oru(sample(name))
@@ -63,14 +73,30 @@ def test_ack_echoes_control_id_and_error():
 
 
 def test_built_oru_parses_back():
-    identity = build.Identity("943 476 5919".replace(" ", ""), "NHS", "9434765919", "RJZ-ACC|1", "KNIGHT^ANNA",
-                              "19650412", "F")
-    data = build.oru(identity=identity, sending_facility="RJZ", receiving_app="RADIS", receiving_facility="RYJ",
-                     status="corrected", text="Line & one\nLine ^ two", clinician="HALL, ROBERT (4567)",
-                     observed_at=parse_time("20261125101400"), study_uid="1.2.3", procedure="CT CHEST",
-                     control="C1", supersedes="C0")
+    identity = build.Identity(
+        "943 476 5919".replace(" ", ""), "NHS", "9434765919", "RJZ-ACC|1", "KNIGHT^ANNA", "19650412", "F"
+    )
+    data = build.oru(
+        identity=identity,
+        sending_facility="RJZ",
+        receiving_app="RADIS",
+        receiving_facility="RYJ",
+        status="corrected",
+        text="Line & one\nLine ^ two",
+        clinician="HALL, ROBERT (4567)",
+        observed_at=parse_time("20261125101400"),
+        study_uid="1.2.3",
+        procedure="CT CHEST",
+        control="C1",
+        supersedes="C0",
+    )
     r = parse_oru(data)
-    assert (r.status, r.accession_number, r.nhs_number, r.study_uid) == ("corrected", "RJZ-ACC|1", "9434765919", "1.2.3")
+    assert (r.status, r.accession_number, r.nhs_number, r.study_uid) == (
+        "corrected",
+        "RJZ-ACC|1",
+        "9434765919",
+        "1.2.3",
+    )
     assert r.text == "Line & one\nLine ^ two"
     assert r.clinician == "HALL, ROBERT (4567)"
     assert r.z_segments["ZIX"] == "ZIX|SUPERSEDES|C0"

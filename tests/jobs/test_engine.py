@@ -1,6 +1,7 @@
 """The job engine on its own, on SQLite and on PostgreSQL: claims (one winner, also between two processes),
 leases and their reaping, backoff and dead letters, queues held by their due time, schedules without a
 state, and the operator's requeue. A table of its own, so nothing else of the hub is involved."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,7 +19,8 @@ from imex.jobs.queue import JobQueue, RetryPolicy, RetrySettings
 
 META = MetaData()
 JOBS = Table(
-    "test_jobs", META,
+    "test_jobs",
+    META,
     Column("id", Integer, primary_key=True),
     Column("state", String(16), nullable=False),
     Column("priority", Integer, default=0),
@@ -29,11 +31,23 @@ JOBS = Table(
     Column("last_error", Text),
     Column("done_by", String(128)),
 )
-BY_STATE = JobQueue("test-by-state", JOBS, RetrySettings(10.0, 2.0, 35.0, 3), running_state="running",
-                    order=lambda t: [t.c.priority.desc(), t.c.id])
+BY_STATE = JobQueue(
+    "test-by-state",
+    JOBS,
+    RetrySettings(10.0, 2.0, 35.0, 3),
+    running_state="running",
+    order=lambda t: [t.c.priority.desc(), t.c.id],
+)
 BY_DUE_TIME = JobQueue("test-by-due-time", JOBS, RetrySettings(5.0, 3.0, 100.0, 2))
-SCHEDULE = JobQueue("test-schedule", JOBS, RetrySettings(60.0), state_column=None, due_state="scheduled",
-                    dead_state=None, attempts_column=None)
+SCHEDULE = JobQueue(
+    "test-schedule",
+    JOBS,
+    RetrySettings(60.0),
+    state_column=None,
+    due_state="scheduled",
+    dead_state=None,
+    attempts_column=None,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,8 +64,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 def add(db: Database, n: int, state: str = "pending", **values: object) -> list[int]:
     with db.engine.begin() as conn:
-        return [int(conn.execute(insert(JOBS).values(state=state, next_attempt_at=utcnow(), **values)
-                                 .returning(JOBS.c.id)).scalar_one()) for _ in range(n)]
+        return [
+            int(
+                conn.execute(
+                    insert(JOBS).values(state=state, next_attempt_at=utcnow(), **values).returning(JOBS.c.id)
+                ).scalar_one()
+            )
+            for _ in range(n)
+        ]
 
 
 def row(db: Database, job_id: int):  # type: ignore[no-untyped-def]
@@ -127,8 +147,7 @@ def test_give_up_at_once(db: Database) -> None:
     (job,) = add(db, 1)
     engine.claim(db, BY_STATE, "w", 30)
     with db.engine.begin() as conn:
-        outcome = engine.retry_later(conn, BY_STATE, job, "w", "5xx: will not change", RetryPolicy(1.0),
-                                     give_up=True)
+        outcome = engine.retry_later(conn, BY_STATE, job, "w", "5xx: will not change", RetryPolicy(1.0), give_up=True)
     assert outcome is not None and outcome.dead and row(db, job).state == "failed"
 
 
@@ -148,8 +167,12 @@ def test_expired_lease_is_reaped_and_taken_over(db: Database) -> None:
     assert engine.reap(db, BY_STATE) == 0  # leases still running
     time.sleep(0.4)
     seen: list[int] = []
-    assert engine.reap(db, BY_STATE, on_reaped=lambda conn, r: seen.append(r.id),
-                       values=lambda: dict(last_error="taken back")) == 2
+    assert (
+        engine.reap(
+            db, BY_STATE, on_reaped=lambda conn, r: seen.append(r.id), values=lambda: dict(last_error="taken back")
+        )
+        == 2
+    )
     assert sorted(seen) == [a, b]
     assert {row(db, j).state for j in (a, b)} == {"pending"}
     assert row(db, a).last_error == "taken back"

@@ -1,5 +1,6 @@
 """The operators' view of the queues on a migrated database: every queue listed, dead letters shown and
 retried, unknown queues and live jobs refused with typed errors, and the figures /metrics serves."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,15 +23,36 @@ def db(tmp_path: Path) -> Database:
 
 def _email(db: Database, state: str, attempts: int, error: str | None = None) -> int:
     with db.engine.begin() as conn:
-        return int(conn.execute(insert(emails).values(
-            recipient="pacs@example.nhs.uk", subject="s", body="b", state=state, attempts=attempts,
-            next_attempt_at=utcnow(), created_at=utcnow(), last_error=error).returning(emails.c.id)).scalar_one())
+        return int(
+            conn.execute(
+                insert(emails)
+                .values(
+                    recipient="pacs@example.nhs.uk",
+                    subject="s",
+                    body="b",
+                    state=state,
+                    attempts=attempts,
+                    next_attempt_at=utcnow(),
+                    created_at=utcnow(),
+                    last_error=error,
+                )
+                .returning(emails.c.id)
+            ).scalar_one()
+        )
 
 
 def test_every_queue_is_listed(db: Database) -> None:
     names = [s.name for s in operate.overview(db)]
-    assert names == ["confirm", "delivery", "email", "locator-sweep", "report-forward", "report-query",
-                     "retrieve", "upload"]
+    assert names == [
+        "confirm",
+        "delivery",
+        "email",
+        "locator-sweep",
+        "report-forward",
+        "report-query",
+        "retrieve",
+        "upload",
+    ]
     assert all(q.description for q in registry.queues())
 
 

@@ -1,5 +1,6 @@
 """The outbox keeps an e-mail's body only until it is sent or given up: link addresses and one-time codes
 must not stay in the database. Recipient, subject and dates are kept for the operators."""
+
 from __future__ import annotations
 
 import email
@@ -49,8 +50,9 @@ def outbox(tmp_path: Path):  # type: ignore[no-untyped-def]
     controller.start()
     db = Database(f"sqlite:///{tmp_path / 'imex.db'}")
     db.migrate()
-    config = load(path=None, env={}).with_values(smtp__host="127.0.0.1", smtp__port=controller.port,
-                                                 smtp__timeout=5.0, data_dir=str(tmp_path))
+    config = load(path=None, env={}).with_values(
+        smtp__host="127.0.0.1", smtp__port=controller.port, smtp__timeout=5.0, data_dir=str(tmp_path)
+    )
     yield db, EmailSender(config, db), inbox
     controller.stop()
     db.dispose()
@@ -71,8 +73,10 @@ def test_a_sent_body_is_replaced_by_a_note(outbox) -> None:  # type: ignore[no-u
     assert sorted(inbox.bodies) == sorted([CODE_MAIL, LINK_MAIL])  # the recipient got the whole message
     rows = _rows(db)
     assert [(r.state, r.recipient, r.body) for r in rows] == [("sent", "pat@outside.example", REDACTED)] * 2
-    assert [r.subject for r in rows] == ["[imex] Your code to open shared images",
-                                         "[imex] King's has shared images with you"]
+    assert [r.subject for r in rows] == [
+        "[imex] Your code to open shared images",
+        "[imex] King's has shared images with you",
+    ]
     assert all(r.sent_at is not None for r in rows)
     text = " ".join(" ".join(map(str, r)) for r in rows)
     assert "493817" not in text and "SECRETLINKTOKEN" not in text

@@ -1,4 +1,5 @@
 """Match rules for arriving studies and the request form's checks, as pure functions."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,16 @@ NHS = "9434765919"
 
 
 def arrival(**kw: object) -> Arrival:
-    base = dict(study_uid="1.2.3", patient_id=NHS, issuer="", patient_name="DOE^JANE", birth_date="19700101",
-                accession="ACC1", modalities=("CT",), study_date="20240110")
+    base = dict(
+        study_uid="1.2.3",
+        patient_id=NHS,
+        issuer="",
+        patient_name="DOE^JANE",
+        birth_date="19700101",
+        accession="ACC1",
+        modalities=("CT",),
+        study_date="20240110",
+    )
     base.update(kw)
     return Arrival(**base)  # type: ignore[arg-type]
 
@@ -38,31 +47,46 @@ def test_accession_and_study_uid_match_the_study_asked_for():
     assert match_reason(Wanted(study_uid="1.2.3"), arrival(patient_id="K1")) == "study UID"
 
 
-@pytest.mark.parametrize("wanted", [Wanted(nhs_number=NHS, modality="MR"),
-                                    Wanted(nhs_number=NHS, date_from="20240111"),
-                                    Wanted(nhs_number=NHS, date_to="20240109")])
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        Wanted(nhs_number=NHS, modality="MR"),
+        Wanted(nhs_number=NHS, date_from="20240111"),
+        Wanted(nhs_number=NHS, date_to="20240109"),
+    ],
+)
 def test_outside_the_modality_or_dates_asked_for_is_no_match(wanted: Wanted):
     assert match_reason(wanted, arrival()) is None
 
 
 def test_inside_the_modality_and_dates_matches():
-    assert match_reason(Wanted(nhs_number=NHS, modality="ct", date_from="20240101", date_to="20240131"),
-                        arrival()) == "NHS number"
+    assert (
+        match_reason(Wanted(nhs_number=NHS, modality="ct", date_from="20240101", date_to="20240131"), arrival())
+        == "NHS number"
+    )
     assert match_reason(Wanted(nhs_number=NHS, date_from="20240101"), arrival(study_date="")) is None
 
 
 def test_the_form_says_what_is_wrong():
     ok = RequestForm(source_ods="RJZ", nhs_number=NHS, reason="follow-up")
     assert ok.problems() == []
-    assert any("modulus 11" in p for p in RequestForm(source_ods="RJZ", nhs_number="9434765918",
-                                                      reason="x").problems())
-    assert any("NHS number, or their name" in p for p in RequestForm(source_ods="RJZ", patient_name="DOE^JANE",
-                                                                     reason="x").problems())
+    assert any("modulus 11" in p for p in RequestForm(source_ods="RJZ", nhs_number="9434765918", reason="x").problems())
+    assert any(
+        "NHS number, or their name" in p
+        for p in RequestForm(source_ods="RJZ", patient_name="DOE^JANE", reason="x").problems()
+    )
     assert RequestForm(source_ods="RJZ", patient_name="DOE^JANE", birth_date="19700101", reason="x").problems() == []
-    assert any("YYYYMMDD" in p for p in RequestForm(source_ods="RJZ", nhs_number=NHS, birth_date="19701301",
-                                                    reason="x").problems())
-    assert any("ends before" in p for p in RequestForm(source_ods="RJZ", nhs_number=NHS, date_from="20240201",
-                                                       date_to="20240101", reason="x").problems())
+    assert any(
+        "YYYYMMDD" in p
+        for p in RequestForm(source_ods="RJZ", nhs_number=NHS, birth_date="19701301", reason="x").problems()
+    )
+    assert any(
+        "ends before" in p
+        for p in RequestForm(
+            source_ods="RJZ", nhs_number=NHS, date_from="20240201", date_to="20240101", reason="x"
+        ).problems()
+    )
     assert any("reason" in p for p in RequestForm(source_ods="RJZ", nhs_number=NHS).problems())
-    assert any("priority" in p for p in RequestForm(source_ods="RJZ", nhs_number=NHS, reason="x",
-                                                    urgency="asap").problems())
+    assert any(
+        "priority" in p for p in RequestForm(source_ods="RJZ", nhs_number=NHS, reason="x", urgency="asap").problems()
+    )

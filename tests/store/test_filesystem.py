@@ -1,4 +1,5 @@
 """The blob store: content addressing, atomic writes, leftovers from a crash."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """Units of the HTTP layer that need no hub: the pending-connection cap of the HTTP listener (oldest
 dropped first, per address and overall, trusted proxies excepted) and the multipart/related spooler that
 writes each STOW-RS part to its own file as the body arrives."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,7 @@ def _spool(body: bytes, folder: Path, piece: int) -> tuple[list[tuple[dict[str, 
     spooler = PartSpooler("b0und", folder)
     parts = []
     for start in range(0, len(body), piece):
-        for part in spooler.write(body[start:start + piece]):
+        for part in spooler.write(body[start : start + piece]):
             parts.append((part.headers, Path(part.path).read_bytes()))
             assert part.size == len(parts[-1][1])
             Path(part.path).unlink()
@@ -46,8 +47,10 @@ def _spool(body: bytes, folder: Path, piece: int) -> tuple[list[tuple[dict[str, 
 @pytest.mark.parametrize("piece", [1, 7, 64, 100_000])
 def test_parts_are_spooled_to_files_whatever_the_chunking(tmp_path: Path, piece: int) -> None:
     first, second = b"DICM" + bytes(range(256)) * 40 + b"\r\n--b0un", b"\r\n\r\nsecond\r\n"
-    body = (b"--b0und\r\nContent-Type: application/dicom\r\nX-Note: one\r\n\r\n" + first + b"\r\n--b0und\r\n"
-            b"\r\n" + second + b"\r\n--b0und--\r\nepilogue")
+    body = (
+        b"--b0und\r\nContent-Type: application/dicom\r\nX-Note: one\r\n\r\n" + first + b"\r\n--b0und\r\n"
+        b"\r\n" + second + b"\r\n--b0und--\r\nepilogue"
+    )
     parts, spooler = _spool(body, tmp_path, piece)
     spooler.finish()
     spooler.close()
@@ -74,8 +77,11 @@ def test_a_body_cut_short_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
 
 def test_content_type_is_checked() -> None:
     assert related('multipart/related; type="application/dicom"; boundary=abc') == ("application/dicom", "abc")
-    for header, status in (("application/dicom", 415), ("multipart/related; type=application/dicom", 400),
-                           ("multipart/related; boundary=" + "x" * 71, 400)):
+    for header, status in (
+        ("application/dicom", 415),
+        ("multipart/related; type=application/dicom", 400),
+        ("multipart/related; boundary=" + "x" * 71, 400),
+    ):
         with pytest.raises(Problem) as refused:
             related(header)
         assert refused.value.status == status

@@ -4,6 +4,7 @@ trust can load imex's trail into the audit record repository it already runs.
 Each imex action maps to a DICOM event ID (DCM codes of PS3.16 CID 400); the actor, the address they
 came from, and the study or patient the event concerned become the message's participants.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -40,12 +41,17 @@ def event_code(action: str) -> tuple[str, str, str]:
 def message(row, source_id: str) -> ET.Element:
     code, meaning, verb = event_code(row.action)
     root = ET.Element("AuditMessage")
-    ident = ET.SubElement(root, "EventIdentification", EventActionCode=verb,
-                          EventDateTime=row.at.isoformat(timespec="seconds") + "Z",
-                          EventOutcomeIndicator=_OUTCOMES.get(row.outcome, "8"))
+    ident = ET.SubElement(
+        root,
+        "EventIdentification",
+        EventActionCode=verb,
+        EventDateTime=row.at.isoformat(timespec="seconds") + "Z",
+        EventOutcomeIndicator=_OUTCOMES.get(row.outcome, "8"),
+    )
     ET.SubElement(ident, "EventID", {"csd-code": code, "codeSystemName": "DCM", "originalText": meaning})
-    ET.SubElement(ident, "EventTypeCode", {"csd-code": row.action, "codeSystemName": "imex",
-                                           "originalText": row.action})
+    ET.SubElement(
+        ident, "EventTypeCode", {"csd-code": row.action, "codeSystemName": "imex", "originalText": row.action}
+    )
     if row.detail:
         ET.SubElement(ident, "EventOutcomeDescription").text = row.detail[:1000]
     participant = {"UserID": row.username or "(hub)", "UserIsRequestor": "true"}
@@ -54,20 +60,44 @@ def message(row, source_id: str) -> ET.Element:
     ET.SubElement(root, "ActiveParticipant", participant)
     ET.SubElement(root, "AuditSourceIdentification", AuditSourceID=source_id)
     if row.patient_id:
-        patient = ET.SubElement(root, "ParticipantObjectIdentification", ParticipantObjectID=row.patient_id,
-                                ParticipantObjectTypeCode="1", ParticipantObjectTypeCodeRole="1")
-        ET.SubElement(patient, "ParticipantObjectIDTypeCode", {"csd-code": "2", "codeSystemName": "RFC-3881",
-                                                               "originalText": "Patient Number"})
+        patient = ET.SubElement(
+            root,
+            "ParticipantObjectIdentification",
+            ParticipantObjectID=row.patient_id,
+            ParticipantObjectTypeCode="1",
+            ParticipantObjectTypeCodeRole="1",
+        )
+        ET.SubElement(
+            patient,
+            "ParticipantObjectIDTypeCode",
+            {"csd-code": "2", "codeSystemName": "RFC-3881", "originalText": "Patient Number"},
+        )
     if row.study_uid:
-        study = ET.SubElement(root, "ParticipantObjectIdentification", ParticipantObjectID=row.study_uid,
-                              ParticipantObjectTypeCode="2", ParticipantObjectTypeCodeRole="3")
-        ET.SubElement(study, "ParticipantObjectIDTypeCode", {"csd-code": "110180", "codeSystemName": "DCM",
-                                                             "originalText": "Study Instance UID"})
+        study = ET.SubElement(
+            root,
+            "ParticipantObjectIdentification",
+            ParticipantObjectID=row.study_uid,
+            ParticipantObjectTypeCode="2",
+            ParticipantObjectTypeCodeRole="3",
+        )
+        ET.SubElement(
+            study,
+            "ParticipantObjectIDTypeCode",
+            {"csd-code": "110180", "codeSystemName": "DCM", "originalText": "Study Instance UID"},
+        )
     elif row.object_type and row.object_id:
-        other = ET.SubElement(root, "ParticipantObjectIdentification", ParticipantObjectID=str(row.object_id),
-                              ParticipantObjectTypeCode="2", ParticipantObjectTypeCodeRole="4")
-        ET.SubElement(other, "ParticipantObjectIDTypeCode", {"csd-code": row.object_type, "codeSystemName": "imex",
-                                                             "originalText": row.object_type})
+        other = ET.SubElement(
+            root,
+            "ParticipantObjectIdentification",
+            ParticipantObjectID=str(row.object_id),
+            ParticipantObjectTypeCode="2",
+            ParticipantObjectTypeCodeRole="4",
+        )
+        ET.SubElement(
+            other,
+            "ParticipantObjectIDTypeCode",
+            {"csd-code": row.object_type, "codeSystemName": "imex", "originalText": row.object_type},
+        )
     return root
 
 

@@ -1,12 +1,25 @@
 """The audit trail as CSV, streamed row by row so a year's trail never sits in memory."""
+
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import Iterable, Iterator
 
-COLUMNS = ("id", "at", "action", "outcome", "username", "institution_id", "ip", "study_uid", "patient_id",
-           "object_type", "object_id", "detail")
+COLUMNS = (
+    "id",
+    "at",
+    "action",
+    "outcome",
+    "username",
+    "institution_id",
+    "ip",
+    "study_uid",
+    "patient_id",
+    "object_type",
+    "object_id",
+    "detail",
+)
 
 
 def _safe(value: object) -> str:
@@ -35,5 +48,10 @@ def csv_lines(columns: Iterable[str], rows: Iterable[Iterable[object]]) -> Itera
 
 def iter_csv(rows: Iterable) -> Iterator[str]:
     """Audit events as CSV."""
-    return csv_lines(COLUMNS, ([row.at.isoformat(timespec="seconds") + "Z" if name == "at" else getattr(row, name)
-                                for name in COLUMNS] for row in rows))
+    return csv_lines(
+        COLUMNS,
+        (
+            [row.at.isoformat(timespec="seconds") + "Z" if name == "at" else getattr(row, name) for name in COLUMNS]
+            for row in rows
+        ),
+    )

@@ -4,6 +4,7 @@ patient or study, outcome, free text), always within one institution unless the 
 An institution's trail holds what its own people did and what anyone did to its studies (another
 hospital's user opening a study that came from here is this hospital's business too).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,8 +38,7 @@ def _where(query: Select, flt: AuditFilter, institution_id: int | None) -> Selec
     c = _E.c
     if institution_id is not None:
         own_studies = select(Study.study_uid).where(Study.institution_id == institution_id)
-        query = query.where(or_(c.institution_id == institution_id,
-                                (c.study_uid != "") & c.study_uid.in_(own_studies)))
+        query = query.where(or_(c.institution_id == institution_id, (c.study_uid != "") & c.study_uid.in_(own_studies)))
     if flt.since is not None:
         query = query.where(c.at >= flt.since)
     if flt.until is not None:
@@ -56,8 +56,13 @@ def _where(query: Select, flt: AuditFilter, institution_id: int | None) -> Selec
         query = query.where(c.patient_id == flt.patient_id)
     if flt.text:
         pattern = _like(flt.text)
-        query = query.where(or_(c.detail.like(pattern, escape="\\"), c.object_id.like(pattern, escape="\\"),
-                                c.action.like(pattern, escape="\\")))
+        query = query.where(
+            or_(
+                c.detail.like(pattern, escape="\\"),
+                c.object_id.like(pattern, escape="\\"),
+                c.action.like(pattern, escape="\\"),
+            )
+        )
     return query
 
 
@@ -65,8 +70,9 @@ def count(conn: Connection, flt: AuditFilter, *, institution_id: int | None) -> 
     return conn.execute(_where(select(func.count()).select_from(_E), flt, institution_id)).scalar_one()
 
 
-def events(conn: Connection, flt: AuditFilter, *, institution_id: int | None, limit: int = 100,
-           offset: int = 0) -> list:
+def events(
+    conn: Connection, flt: AuditFilter, *, institution_id: int | None, limit: int = 100, offset: int = 0
+) -> list:
     """Newest first."""
     query = _where(select(_E), flt, institution_id).order_by(desc(_E.c.id)).limit(limit).offset(offset)
     return list(conn.execute(query).all())

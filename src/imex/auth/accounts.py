@@ -1,5 +1,6 @@
 """Users and roles: adding, resetting, disabling, granting; signing in with lock-out after repeated
 failures. Used by the `imex user` commands and the portal alike, so both follow the same rules."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,9 +39,11 @@ class LoginPolicy:
 
     @classmethod
     def from_config(cls, config: Config) -> LoginPolicy:
-        return cls(max_failures=config["auth.max_failed_logins"],
-                   lockout=dt.timedelta(minutes=config["auth.lockout_minutes"]),
-                   min_length=config["auth.password_min_length"])
+        return cls(
+            max_failures=config["auth.max_failed_logins"],
+            lockout=dt.timedelta(minutes=config["auth.lockout_minutes"]),
+            min_length=config["auth.password_min_length"],
+        )
 
 
 def ensure_builtin_roles(session: Session) -> None:
@@ -63,9 +66,11 @@ def institution_by_ods(session: Session, ods: str) -> Institution:
 
 def find_role(session: Session, name: str, institution_id: int) -> Role:
     """A built-in role, or one the user's institution defined."""
-    role = session.scalar(select(Role).where(Role.name == name, (Role.institution_id.is_(None))
-                                             | (Role.institution_id == institution_id))
-                          .order_by(Role.institution_id.is_(None)))
+    role = session.scalar(
+        select(Role)
+        .where(Role.name == name, (Role.institution_id.is_(None)) | (Role.institution_id == institution_id))
+        .order_by(Role.institution_id.is_(None))
+    )
     if role is None:
         known = ", ".join(sorted(BUILTIN_ROLES))
         raise AccountError(f"no role named {name!r} (built-in roles: {known}, or one your institution defined)")
@@ -73,23 +78,38 @@ def find_role(session: Session, name: str, institution_id: int) -> Role:
 
 
 def check_password(password: str, user: User, policy: LoginPolicy) -> None:
-    problems = passwords.policy_problems(password, username=user.username, full_name=user.full_name,
-                                         min_length=policy.min_length)
+    problems = passwords.policy_problems(
+        password, username=user.username, full_name=user.full_name, min_length=policy.min_length
+    )
     if problems:
         raise AccountError("the password is not accepted: " + "; ".join(problems))
 
 
-def add_user(session: Session, *, username: str, institution: Institution, password: str, full_name: str = "",
-             email: str = "", roles: Sequence[str] = (), policy: LoginPolicy = LoginPolicy(),
-             must_change_password: bool = False) -> User:
+def add_user(
+    session: Session,
+    *,
+    username: str,
+    institution: Institution,
+    password: str,
+    full_name: str = "",
+    email: str = "",
+    roles: Sequence[str] = (),
+    policy: LoginPolicy = LoginPolicy(),
+    must_change_password: bool = False,
+) -> User:
     username = username.strip()
     if not username or len(username) > 64 or not all(ch.isalnum() or ch in "._-@" for ch in username):
         raise AccountError("a user name is 1-64 letters, digits, '.', '_', '-' or '@'")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise NameTaken(f"the user name {username!r} is taken")
     ensure_builtin_roles(session)
-    user = User(username=username, full_name=full_name.strip()[:200], email=email.strip()[:320],
-                institution_id=institution.id, must_change_password=must_change_password)
+    user = User(
+        username=username,
+        full_name=full_name.strip()[:200],
+        email=email.strip()[:320],
+        institution_id=institution.id,
+        must_change_password=must_change_password,
+    )
     check_password(password, user, policy)
     user.password_hash = passwords.hash_password(password)
     session.add(user)
@@ -135,8 +155,14 @@ def reset_user(session: Session, user: User, *, remove_second_factor: bool = Fal
     if remove_second_factor:
         user.totp_enabled, user.totp_secret, user.totp_last_step = False, None, None
     sessions.revoke_all(session, user.id)
-    audit.record(session, "user.reset", object_type="user", object_id=user.username,
-                 detail="second factor removed" if remove_second_factor else "", **actor)
+    audit.record(
+        session,
+        "user.reset",
+        object_type="user",
+        object_id=user.username,
+        detail="second factor removed" if remove_second_factor else "",
+        **actor,
+    )
     return temporary
 
 
@@ -169,7 +195,9 @@ def revoke_role(session: Session, user: User, role_name: str) -> None:
         session.delete(grant)
 
 
-def define_role(session: Session, institution_id: int, name: str, permissions: list[str], description: str = "") -> Role:
+def define_role(
+    session: Session, institution_id: int, name: str, permissions: list[str], description: str = ""
+) -> Role:
     """An institution's own role, made from the permission list (never `system.admin`)."""
     name = name.strip()
     if not name or len(name) > 64:
@@ -183,32 +211,47 @@ def define_role(session: Session, institution_id: int, name: str, permissions: l
         raise AccountError("an institution's role cannot include system.admin")
     if session.scalar(select(Role.id).where(Role.name == name, Role.institution_id == institution_id)) is not None:
         raise NameTaken(f"your institution already has a role named {name!r}")
-    role = Role(name=name, institution_id=institution_id, permissions=" ".join(sorted(set(permissions))),
-                description=description.strip()[:200])
+    role = Role(
+        name=name,
+        institution_id=institution_id,
+        permissions=" ".join(sorted(set(permissions))),
+        description=description.strip()[:200],
+    )
     session.add(role)
     session.flush()
     return role
 
 
 def permissions_of(session: Session, user_id: int) -> frozenset[str]:
-    texts = session.scalars(select(Role.permissions).join(RoleGrant, RoleGrant.role_id == Role.id)
-                            .where(RoleGrant.user_id == user_id)).all()
+    texts = session.scalars(
+        select(Role.permissions).join(RoleGrant, RoleGrant.role_id == Role.id).where(RoleGrant.user_id == user_id)
+    ).all()
     return frozenset().union(*(parse_permissions(t) for t in texts)) if texts else frozenset()
 
 
 def role_names(session: Session, user_id: int) -> list[str]:
-    return sorted(session.scalars(select(Role.name).join(RoleGrant, RoleGrant.role_id == Role.id)
-                                  .where(RoleGrant.user_id == user_id)).all())
+    return sorted(
+        session.scalars(
+            select(Role.name).join(RoleGrant, RoleGrant.role_id == Role.id).where(RoleGrant.user_id == user_id)
+        ).all()
+    )
 
 
 def principal_for(session: Session, user: User, ip: str = "", session_id: int | None = None) -> Principal:
     ods = session.scalar(select(Institution.ods_code).where(Institution.id == user.institution_id)) or ""
-    return Principal(user_id=user.id, username=user.username, institution_id=user.institution_id,
-                     institution_ods=ods, permissions=permissions_of(session, user.id), ip=ip,
-                     session_id=session_id)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        institution_id=user.institution_id,
+        institution_ods=ods,
+        permissions=permissions_of(session, user.id),
+        ip=ip,
+        session_id=session_id,
+    )
 
 
 # -- signing in -----------------------------------------------------------------------------------------
+
 
 class LoginFailed(Exception):
     """Sign-in refused; `public` is what the person is told (never which of name or password was wrong)."""
@@ -228,17 +271,19 @@ def authenticate(session: Session, username: str, password: str, ip: str, policy
     now = utcnow()
     if user is None:
         passwords.burn_time(password)
-        audit.record(session, "auth.login_failed", outcome="failure", username=username[:64], ip=ip,
-                     detail="unknown user name")
+        audit.record(
+            session, "auth.login_failed", outcome="failure", username=username[:64], ip=ip, detail="unknown user name"
+        )
         raise LoginFailed(GENERIC_FAILURE)
-    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id,
-                        "ip": ip}
+    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
     if user.locked_until is not None and user.locked_until > now:
         passwords.burn_time(password)
         audit.record(session, "auth.login_failed", outcome="denied", detail="account locked", **who)
         minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
-        raise LoginFailed(f"Too many failed attempts: this account is locked for {minutes} more minute(s). "
-                          "Ask your institution's administrator if you need in sooner.")
+        raise LoginFailed(
+            f"Too many failed attempts: this account is locked for {minutes} more minute(s). "
+            "Ask your institution's administrator if you need in sooner."
+        )
     if not passwords.verify_password(user.password_hash, password):
         user.failed_logins += 1
         detail = f"wrong password ({user.failed_logins} in a row)"
@@ -273,8 +318,7 @@ def verify_second_factor(session: Session, user: User, code: str, box: SecretBox
         if step is not None:
             user.totp_last_step = step
             ok = True
-    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id,
-                        "ip": ip}
+    who: AuditActor = {"user_id": user.id, "username": user.username, "institution_id": user.institution_id, "ip": ip}
     if ok:
         user.failed_logins = 0
     else:

@@ -3,6 +3,7 @@
 The policy follows current guidance for clinical systems: length over composition rules, no passwords
 that are the user's own name or a well-known weak one; what is wrong is said in plain words.
 """
+
 from __future__ import annotations
 
 from argon2 import PasswordHasher
@@ -12,9 +13,31 @@ _HASHER = PasswordHasher()
 
 # The most common choices in breach lists, and the ones a hospital user is likely to pick.
 _WEAK = {
-    "password", "password1", "password123", "passw0rd", "qwerty", "qwertyuiop", "letmein", "welcome",
-    "welcome1", "123456789012", "iloveyou", "admin", "administrator", "changeme", "hospital", "radiology",
-    "xray", "pacs", "nhs", "monkey", "dragon", "football", "sunshine", "princess", "trustno1",
+    "password",
+    "password1",
+    "password123",
+    "passw0rd",
+    "qwerty",
+    "qwertyuiop",
+    "letmein",
+    "welcome",
+    "welcome1",
+    "123456789012",
+    "iloveyou",
+    "admin",
+    "administrator",
+    "changeme",
+    "hospital",
+    "radiology",
+    "xray",
+    "pacs",
+    "nhs",
+    "monkey",
+    "dragon",
+    "football",
+    "sunshine",
+    "princess",
+    "trustno1",
 }
 
 MAX_LENGTH = 256  # argon2 hashes anything, but a megabyte "password" is a denial of service, not a secret

@@ -1,4 +1,5 @@
 """Permissions, the built-in roles, and the signed-in principal every query is scoped by."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,17 +29,41 @@ PERMISSIONS: dict[str, str] = {
 
 BUILTIN_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "system_admin": ("Runs the hub: every permission for every institution", tuple(PERMISSIONS)),
-    "institution_admin": ("Manages the institution's users, nodes, transfers and quarantine", (
-        "transfers.view", "transfers.manage", "studies.view", "studies.send", "studies.download",
-        "quarantine.manage", "nodes.manage", "users.manage", "roles.manage", "links.manage", "requests.create",
-        "requests.fulfil", "locator.search")),
-    "sender": ("Sends studies and follows their transfers", (
-        "transfers.view", "studies.view", "studies.send", "links.manage", "requests.create", "requests.fulfil",
-        "locator.search")),
+    "institution_admin": (
+        "Manages the institution's users, nodes, transfers and quarantine",
+        (
+            "transfers.view",
+            "transfers.manage",
+            "studies.view",
+            "studies.send",
+            "studies.download",
+            "quarantine.manage",
+            "nodes.manage",
+            "users.manage",
+            "roles.manage",
+            "links.manage",
+            "requests.create",
+            "requests.fulfil",
+            "locator.search",
+        ),
+    ),
+    "sender": (
+        "Sends studies and follows their transfers",
+        (
+            "transfers.view",
+            "studies.view",
+            "studies.send",
+            "links.manage",
+            "requests.create",
+            "requests.fulfil",
+            "locator.search",
+        ),
+    ),
     "viewer": ("Sees the worklists and views studies", ("transfers.view", "studies.view", "locator.search")),
-    "pacs_guardian": ("Imports shared studies into the local PACS", (
-        "transfers.view", "transfers.manage", "studies.view", "studies.import", "studies.download",
-        "requests.fulfil")),
+    "pacs_guardian": (
+        "Imports shared studies into the local PACS",
+        ("transfers.view", "transfers.manage", "studies.view", "studies.import", "studies.download", "requests.fulfil"),
+    ),
     "auditor": ("Reads and exports the audit trail", ("audit.view",)),
 }
 
@@ -85,8 +110,12 @@ class Principal:
 
     def audit_fields(self) -> AuditActor:
         """The actor fields of an audit event."""
-        return {"user_id": self.user_id, "username": self.username, "institution_id": self.institution_id,
-                "ip": self.ip}
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "institution_id": self.institution_id,
+            "ip": self.ip,
+        }
 
 
 def parse_permissions(text: str) -> frozenset[str]:

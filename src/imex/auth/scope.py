@@ -5,6 +5,7 @@ A transfer is visible to the institution that sent the study (outgoing) and to t
 (incoming); a study to its source institution and to every institution it was sent to. System admins see
 everything. Anything not visible is "not found", so IDs of other institutions reveal nothing.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import Select, and_, exists, false, or_, select, true
@@ -51,13 +52,15 @@ def transfer_clause(p: Principal):
 
 def transfers_query(p: Principal) -> Select:
     """Transfers with their study, patient, destination node and both institutions, scoped to `p`."""
-    return (select(Transfer, Study, Patient, DestNode, DestInstitution, SourceInstitution)
-            .join(Study, Study.id == Transfer.study_id)
-            .join(Patient, Patient.id == Study.patient_pk)
-            .join(DestNode, DestNode.id == Transfer.destination_node_id)
-            .join(DestInstitution, DestInstitution.id == DestNode.institution_id)
-            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
-            .where(transfer_clause(p)))
+    return (
+        select(Transfer, Study, Patient, DestNode, DestInstitution, SourceInstitution)
+        .join(Study, Study.id == Transfer.study_id)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .join(DestNode, DestNode.id == Transfer.destination_node_id)
+        .join(DestInstitution, DestInstitution.id == DestNode.institution_id)
+        .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+        .where(transfer_clause(p))
+    )
 
 
 def study_clause(p: Principal):
@@ -65,13 +68,25 @@ def study_clause(p: Principal):
         return true()
     if not (p.can("transfers.view") or p.can("studies.view")):
         return false()
-    sent_here = exists(select(Transfer.id).join(Node, Node.id == Transfer.destination_node_id).where(
-        Transfer.study_id == Study.id, Node.institution_id == p.institution_id))
+    sent_here = exists(
+        select(Transfer.id)
+        .join(Node, Node.id == Transfer.destination_node_id)
+        .where(Transfer.study_id == Study.id, Node.institution_id == p.institution_id)
+    )
     if not p.can("studies.view"):
         return or_(Study.institution_id == p.institution_id, sent_here)
-    return or_(Study.institution_id == p.institution_id, sent_here, exists(
-        select(SharedEntry.id).where(SharedEntry.study_id == Study.id, SharedEntry.expires_at > utcnow(),
-                                     SharedEntry.folder_id.in_(visible_folder_ids(p)))), viewing_clause(p))
+    return or_(
+        Study.institution_id == p.institution_id,
+        sent_here,
+        exists(
+            select(SharedEntry.id).where(
+                SharedEntry.study_id == Study.id,
+                SharedEntry.expires_at > utcnow(),
+                SharedEntry.folder_id.in_(visible_folder_ids(p)),
+            )
+        ),
+        viewing_clause(p),
+    )
 
 
 def viewing_clause(p: Principal):
@@ -79,11 +94,19 @@ def viewing_clause(p: Principal):
     institution that asked for it sees it (its users with studies.view), until the cache expires."""
     from imex.db.models import Retrieval
 
-    asked = exists(select(Retrieval.id).where(Retrieval.study_uid == Study.study_uid, Retrieval.purpose == "view",
-                                              Retrieval.institution_id == p.institution_id,
-                                              Retrieval.state.not_in(("failed", "cancelled"))))
-    return and_(Study.route_state.in_(("receiving", "cached")), or_(Study.expires_at.is_(None),
-                                                                    Study.expires_at > utcnow()), asked)
+    asked = exists(
+        select(Retrieval.id).where(
+            Retrieval.study_uid == Study.study_uid,
+            Retrieval.purpose == "view",
+            Retrieval.institution_id == p.institution_id,
+            Retrieval.state.not_in(("failed", "cancelled")),
+        )
+    )
+    return and_(
+        Study.route_state.in_(("receiving", "cached")),
+        or_(Study.expires_at.is_(None), Study.expires_at > utcnow()),
+        asked,
+    )
 
 
 def visible_folder_ids(p: Principal) -> Select:
@@ -92,16 +115,21 @@ def visible_folder_ids(p: Principal) -> Select:
         return select(Folder.id)
     taking_part = select(FolderInstitution.folder_id).where(FolderInstitution.institution_id == p.institution_id)
     member = select(FolderMember.folder_id).where(FolderMember.user_id == p.user_id)
-    return select(Folder.id).where(or_(and_(Folder.kind == "emergency", Folder.id.in_(taking_part)),
-                                       and_(Folder.kind == "elective", Folder.id.in_(member),
-                                            Folder.id.in_(taking_part))))
+    return select(Folder.id).where(
+        or_(
+            and_(Folder.kind == "emergency", Folder.id.in_(taking_part)),
+            and_(Folder.kind == "elective", Folder.id.in_(member), Folder.id.in_(taking_part)),
+        )
+    )
 
 
 def studies_query(p: Principal) -> Select:
-    return (select(Study, Patient, SourceInstitution)
-            .join(Patient, Patient.id == Study.patient_pk)
-            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
-            .where(study_clause(p)))
+    return (
+        select(Study, Patient, SourceInstitution)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+        .where(study_clause(p))
+    )
 
 
 def own_institution_clause(p: Principal, column):
@@ -126,8 +154,7 @@ def worklists_query(p: Principal) -> Select:
 
 
 def quarantine_query(p: Principal) -> Select:
-    return studies_query(p).where(Study.route_state == "quarantined",
-                                  own_institution_clause(p, Study.institution_id))
+    return studies_query(p).where(Study.route_state == "quarantined", own_institution_clause(p, Study.institution_id))
 
 
 def audit_institution(p: Principal) -> int | None:
@@ -167,13 +194,17 @@ def worklist_clause(worklist: Worklist):
 
 def arrivals_on_worklist(worklist, transfer_id: int) -> Select:
     """The transfer, when it is on the worklist (used to decide who is notified of an arrival)."""
-    return (select(Transfer.id).join(Study, Study.id == Transfer.study_id)
-            .join(DestNode, DestNode.id == Transfer.destination_node_id)
-            .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
-            .where(Transfer.id == transfer_id, worklist_clause(worklist)))
+    return (
+        select(Transfer.id)
+        .join(Study, Study.id == Transfer.study_id)
+        .join(DestNode, DestNode.id == Transfer.destination_node_id)
+        .join(SourceInstitution, SourceInstitution.id == Study.institution_id)
+        .where(Transfer.id == transfer_id, worklist_clause(worklist))
+    )
 
 
 # -- the locator: entries of institutions whose holdings the principal's institution may discover -----------
+
 
 def locator_clause(p: Principal):
     """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
@@ -184,15 +215,25 @@ def locator_clause(p: Principal):
         return false()
     if p.is_system_admin:
         return true()
-    partner = exists(select(LocatorPartner.id).where(LocatorPartner.institution_id == LocatorEntry.institution_id,
-                                                     LocatorPartner.partner_id == p.institution_id))
-    in_network = exists(select(LocatorSharedNetwork.id).join(
-        LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorSharedNetwork.network_id).where(
-        LocatorSharedNetwork.institution_id == LocatorEntry.institution_id,
-        LocatorNetworkMember.institution_id == p.institution_id))
-    policy = exists(select(LocatorPolicy.id).where(
-        LocatorPolicy.institution_id == LocatorEntry.institution_id,
-        or_(LocatorPolicy.mode == "everyone", and_(LocatorPolicy.mode == "restricted", or_(partner, in_network)))))
+    partner = exists(
+        select(LocatorPartner.id).where(
+            LocatorPartner.institution_id == LocatorEntry.institution_id, LocatorPartner.partner_id == p.institution_id
+        )
+    )
+    in_network = exists(
+        select(LocatorSharedNetwork.id)
+        .join(LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorSharedNetwork.network_id)
+        .where(
+            LocatorSharedNetwork.institution_id == LocatorEntry.institution_id,
+            LocatorNetworkMember.institution_id == p.institution_id,
+        )
+    )
+    policy = exists(
+        select(LocatorPolicy.id).where(
+            LocatorPolicy.institution_id == LocatorEntry.institution_id,
+            or_(LocatorPolicy.mode == "everyone", and_(LocatorPolicy.mode == "restricted", or_(partner, in_network))),
+        )
+    )
     return or_(LocatorEntry.institution_id == p.institution_id, policy)
 
 
@@ -200,11 +241,15 @@ def locator_query(p: Principal) -> Select:
     """(LocatorEntry, Institution) that `p` may find."""
     from imex.db.models import LocatorEntry
 
-    return (select(LocatorEntry, Institution).join(Institution, Institution.id == LocatorEntry.institution_id)
-            .where(locator_clause(p)))
+    return (
+        select(LocatorEntry, Institution)
+        .join(Institution, Institution.id == LocatorEntry.institution_id)
+        .where(locator_clause(p))
+    )
 
 
 # -- DICOMweb and the viewer: series and instances are visible with their study ----------------------------
+
 
 def series_query(p: Principal) -> Select:
     """(Study, Patient, SourceInstitution, Series) of the studies `p` may see."""
@@ -222,8 +267,10 @@ def request_clause(p: Principal):
 
     if p.is_system_admin:
         return true()
-    return or_(ImageRequest.requesting_institution_id == p.institution_id,
-               ImageRequest.source_institution_id == p.institution_id)
+    return or_(
+        ImageRequest.requesting_institution_id == p.institution_id,
+        ImageRequest.source_institution_id == p.institution_id,
+    )
 
 
 def requests_query(p: Principal) -> Select:
@@ -240,6 +287,7 @@ def foreign_study_clause(p: Principal):
 
 # -- exchanges: transactions, their messages and attachments; the PACS a user may search ---------------------
 
+
 def transaction_clause(p: Principal):
     """A transaction is visible to permitted users of the institution that sent it and of the one it goes to."""
     from imex.db.models import ExchangeTransaction
@@ -248,8 +296,10 @@ def transaction_clause(p: Principal):
         return true()
     if not p.can("transfers.view"):
         return false()
-    return or_(ExchangeTransaction.source_institution_id == p.institution_id,
-               ExchangeTransaction.destination_institution_id == p.institution_id)
+    return or_(
+        ExchangeTransaction.source_institution_id == p.institution_id,
+        ExchangeTransaction.destination_institution_id == p.institution_id,
+    )
 
 
 def transactions_query(p: Principal) -> Select:
@@ -262,17 +312,20 @@ def attachments_query(p: Principal) -> Select:
     """(TransactionAttachment, ExchangeTransaction) of the transactions `p` may see."""
     from imex.db.models import ExchangeTransaction, TransactionAttachment
 
-    return (select(TransactionAttachment, ExchangeTransaction)
-            .join(ExchangeTransaction, ExchangeTransaction.id == TransactionAttachment.transaction_id)
-            .where(transaction_clause(p)))
+    return (
+        select(TransactionAttachment, ExchangeTransaction)
+        .join(ExchangeTransaction, ExchangeTransaction.id == TransactionAttachment.transaction_id)
+        .where(transaction_clause(p))
+    )
 
 
 def searchable_nodes_query(p: Principal) -> Select:
     """Nodes `p` may search and retrieve from: their own institution's, with query/retrieve on."""
     if not (p.is_system_admin or p.can("studies.send")):
         return select(Node).where(false())
-    return select(Node).where(Node.query_retrieve.is_(True), Node.enabled.is_(True),
-                              own_institution_clause(p, Node.institution_id))
+    return select(Node).where(
+        Node.query_retrieve.is_(True), Node.enabled.is_(True), own_institution_clause(p, Node.institution_id)
+    )
 
 
 def upload_clause(p: Principal):

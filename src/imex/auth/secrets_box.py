@@ -1,5 +1,6 @@
 """Encryption at rest for the secrets imex keeps in its database (TOTP keys), with a key from
 configuration (`auth.secret_key`) or, when that is empty, a key file made once in the data folder."""
+
 from __future__ import annotations
 
 import base64
@@ -26,8 +27,10 @@ class SecretBox:
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken:
-            raise ValueError("a stored secret cannot be decrypted: auth.secret_key was changed or the "
-                             "key file replaced; reset the user's second factor") from None
+            raise ValueError(
+                "a stored secret cannot be decrypted: auth.secret_key was changed or the "
+                "key file replaced; reset the user's second factor"
+            ) from None
 
 
 def load_secret(configured: str, data_dir: Path) -> str:

@@ -1,5 +1,6 @@
 """Browser sessions and API tokens. The token is random and only its SHA-256 is stored; a session expires
 after a period of inactivity and at an absolute limit; an API token at its own expiry."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,15 +19,32 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(session: Session, user: User, *, kind: str, ip: str, lifetime: dt.timedelta, name: str = "",
-           second_factor_done: bool = False) -> tuple[str, WebSession]:
+def create(
+    session: Session,
+    user: User,
+    *,
+    kind: str,
+    ip: str,
+    lifetime: dt.timedelta,
+    name: str = "",
+    second_factor_done: bool = False,
+) -> tuple[str, WebSession]:
     """A new session or token; returns the token (shown once) and its row."""
     prefix = "imex_" if kind == "token" else ""
     token = prefix + secrets.token_urlsafe(32)
     now = utcnow()
-    row = WebSession(token_hash=token_hash(token), user_id=user.id, kind=kind, name=name[:100],
-                     csrf_token=secrets.token_urlsafe(24), second_factor_done=second_factor_done, ip=ip[:64],
-                     created_at=now, last_seen_at=now, expires_at=now + lifetime)
+    row = WebSession(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        kind=kind,
+        name=name[:100],
+        csrf_token=secrets.token_urlsafe(24),
+        second_factor_done=second_factor_done,
+        ip=ip[:64],
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + lifetime,
+    )
     session.add(row)
     session.flush()
     return token, row
@@ -42,8 +60,7 @@ def resolve(session: Session, token: str, *, kind: str, idle: dt.timedelta | Non
     revoking a token does."""
     if not token or len(token) > 200:
         return None
-    row = session.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token),
-                                                  WebSession.kind == kind))
+    row = session.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token), WebSession.kind == kind))
     now = utcnow()
     if row is None or row.revoked or row.expires_at <= now:
         return None

@@ -2,6 +2,7 @@
 often (guessing passwords across many accounts) is answered 429 until its window passes. Kept in the
 process's memory: each `imex serve` process counts on its own, which bounds guessing per process and
 costs no database write on the sign-in path."""
+
 from __future__ import annotations
 
 import threading
@@ -52,7 +53,8 @@ def for_portal(portal) -> SigninLimiter:
     with _guard:
         limiter = getattr(portal, "_signin_limiter", None)
         if limiter is None:
-            limiter = SigninLimiter(portal.config["auth.signin_failures_per_ip"],
-                                    60.0 * portal.config["auth.signin_window_minutes"])
+            limiter = SigninLimiter(
+                portal.config["auth.signin_failures_per_ip"], 60.0 * portal.config["auth.signin_window_minutes"]
+            )
             portal._signin_limiter = limiter
         return limiter

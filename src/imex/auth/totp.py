@@ -1,4 +1,5 @@
 """The second factor: time-based one-time passwords (RFC 6238), enrolled by scanning a QR code."""
+
 from __future__ import annotations
 
 import hmac

@@ -4,6 +4,7 @@ One module per command group; what the commands share (the settings, the databas
 exit code of each kind of domain error) is in `context`. `main` names each group's module in COMMANDS and
 imports it only when that group runs (or for `--help`): between them the modules import pydicom, argon2 and
 the hub's web stack, which would double the start-up time of every command if all were imported up front."""
+
 from __future__ import annotations
 
 import importlib
@@ -57,8 +58,13 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="IMEX_CONFIG",
-              help="imex.toml to read (default: ./imex.toml when present).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="IMEX_CONFIG",
+    help="imex.toml to read (default: ./imex.toml when present).",
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """imex: an image exchange hub for hospitals."""

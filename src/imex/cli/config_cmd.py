@@ -1,4 +1,5 @@
 """`imex config`: the settings and their reference."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """What every `imex` command shares: the settings and database of this invocation, the operator's name for
 the audit trail, how times are shown, and the exit code of a refused command."""
+
 from __future__ import annotations
 
 import datetime as dt

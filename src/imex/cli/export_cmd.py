@@ -1,4 +1,5 @@
 """`imex export`: a study as a file-set (DICOMDIR)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,6 +37,13 @@ def export_study(ctx: click.Context, study_uid: str, target: Path) -> None:
             if target.exists() and any(target.iterdir()):
                 raise click.ClickException(f"{target} is not empty; give an empty or new folder, or a .zip")
             count = write_folder(members, target)
-        audit.record(s, "study.export", username=operator(), study_uid=study_uid, object_type="study",
-                     object_id=study.id, detail=f"{count} instances with DICOMDIR to {target}")
+        audit.record(
+            s,
+            "study.export",
+            username=operator(),
+            study_uid=study_uid,
+            object_type="study",
+            object_id=study.id,
+            detail=f"{count} instances with DICOMDIR to {target}",
+        )
     click.echo(f"wrote {count} instances and a DICOMDIR to {target}")

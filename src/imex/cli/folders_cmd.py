@@ -1,4 +1,5 @@
 """`imex folder`: sharing folders."""
+
 from __future__ import annotations
 
 import click
@@ -22,11 +23,19 @@ def folder() -> None:
 @click.option("--institution", "institutions", multiple=True, help="ODS code of a participating institution.")
 @click.option("--owner", help="ODS code of the institution whose admins manage an elective folder.")
 @click.pass_context
-def folder_add(ctx: click.Context, name: str, kind: str, alias: str | None, hours: int | None,
-               institutions: tuple[str, ...], owner: str | None) -> None:
+def folder_add(
+    ctx: click.Context,
+    name: str,
+    kind: str,
+    alias: str | None,
+    hours: int | None,
+    institutions: tuple[str, ...],
+    owner: str | None,
+) -> None:
     """Create a folder, e.g. `imex folder add Emergency --kind emergency --alias EMERGENCY --institution RJZ`."""
-    add_folder(database(ctx), name, kind, alias=alias, hours=hours, institutions_ods=list(institutions),
-               owner_ods=owner)
+    add_folder(
+        database(ctx), name, kind, alias=alias, hours=hours, institutions_ods=list(institutions), owner_ods=owner
+    )
     click.echo(f"added {kind} folder {name}" + (f"; PACS send to AE title {alias.upper()}" if alias else ""))
 
 
@@ -39,10 +48,17 @@ def folder_list(ctx: click.Context) -> None:
         if not found:
             click.echo("no folders; add one with `imex folder add`")
         for f in found:
-            ods = s.scalars(select(Institution.ods_code)
-                            .join(FolderInstitution, FolderInstitution.institution_id == Institution.id)
-                            .where(FolderInstitution.folder_id == f.id))
-            count = s.scalar(select(func.count()).select_from(FolderStudy).where(
-                FolderStudy.folder_id == f.id, FolderStudy.expires_at > utcnow()))
-            click.echo(f"{f.name:24} {f.kind:9} {f.alias or '-':16} {f.retention_hours:5} h  {count:4} studies  "
-                       f"{', '.join(ods) or '(no institution)'}")
+            ods = s.scalars(
+                select(Institution.ods_code)
+                .join(FolderInstitution, FolderInstitution.institution_id == Institution.id)
+                .where(FolderInstitution.folder_id == f.id)
+            )
+            count = s.scalar(
+                select(func.count())
+                .select_from(FolderStudy)
+                .where(FolderStudy.folder_id == f.id, FolderStudy.expires_at > utcnow())
+            )
+            click.echo(
+                f"{f.name:24} {f.kind:9} {f.alias or '-':16} {f.retention_hours:5} h  {count:4} studies  "
+                f"{', '.join(ods) or '(no institution)'}"
+            )

@@ -1,4 +1,5 @@
 """`imex harmonise`: header harmonisation."""
+
 from __future__ import annotations
 
 import getpass
@@ -66,22 +67,30 @@ def harmonise_held(ctx: click.Context, ods: str | None) -> None:
     if not rows:
         click.echo("no transfers are held for reconciliation")
     for r in rows:
-        click.echo(f"transfer {r.transfer_id}: {r.source_ods} -> {r.destination_node} ({r.destination_ods})  "
-                   f"{r.study_date} {r.modalities} {r.description!r} accession {r.accession_number!r}  "
-                   f"held {timestamp(r.held_at)}\n    {r.reason}")
+        click.echo(
+            f"transfer {r.transfer_id}: {r.source_ods} -> {r.destination_node} ({r.destination_ods})  "
+            f"{r.study_date} {r.modalities} {r.description!r} accession {r.accession_number!r}  "
+            f"held {timestamp(r.held_at)}\n    {r.reason}"
+        )
 
 
 @harmonise.command("reconcile")
 @click.argument("transfer_id", type=int)
 @click.option("--patient-id", required=True, help="Patient ID to send with (an NHS number, or the destination's ID).")
 @click.option("--accession", help="Accession number to send with (default: as the rules make it).")
-@click.option("--issuer", help="Issuer of the patient ID (default: NHS for an NHS number, else the "
-                               "destination's ODS code).")
-@click.option("--actor", default=getpass.getuser, show_default="the current user",
-              help="Who reconciled it, for the transfer's history.")
+@click.option(
+    "--issuer", help="Issuer of the patient ID (default: NHS for an NHS number, else the destination's ODS code)."
+)
+@click.option(
+    "--actor",
+    default=getpass.getuser,
+    show_default="the current user",
+    help="Who reconciled it, for the transfer's history.",
+)
 @click.pass_context
-def harmonise_reconcile(ctx: click.Context, transfer_id: int, patient_id: str, accession: str | None,
-                        issuer: str | None, actor: str) -> None:
+def harmonise_reconcile(
+    ctx: click.Context, transfer_id: int, patient_id: str, accession: str | None, issuer: str | None, actor: str
+) -> None:
     """Release a held transfer with the patient ID (and accession number) to send it with."""
     reconcile(database(ctx), transfer_id, patient_id, accession, actor, issuer=issuer)
     click.echo(f"transfer {transfer_id}: reconciled by {actor}; queued to send")

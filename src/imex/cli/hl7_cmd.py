@@ -1,4 +1,5 @@
 """`imex hl7`: HL7 v2 reports."""
+
 from __future__ import annotations
 
 import re
@@ -63,7 +64,9 @@ def hl7_reports(ctx: click.Context, study_uid: str) -> None:
         click.echo("no report yet")
     for r in found:
         flag = " (superseded)" if r["superseded"] else ""
-        click.echo(f"report {r['id']}: {r['status']}{flag}, accession {r['accession_number']}, "
-                   f"{r['observed_at'] or 'time unknown'}, {r['clinician'] or 'clinician unknown'}, "
-                   f"received {r['received_at']:%Y-%m-%d %H:%M:%S}")
+        click.echo(
+            f"report {r['id']}: {r['status']}{flag}, accession {r['accession_number']}, "
+            f"{r['observed_at'] or 'time unknown'}, {r['clinician'] or 'clinician unknown'}, "
+            f"received {r['received_at']:%Y-%m-%d %H:%M:%S}"
+        )
         click.echo("    " + r["text"].replace("\n", "\n    "))

@@ -1,4 +1,5 @@
 """`imex institution`: hospitals and trusts."""
+
 from __future__ import annotations
 
 import click

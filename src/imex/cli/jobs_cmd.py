@@ -1,5 +1,6 @@
 """`imex jobs`: every durable queue of the hub (deliveries, confirmations, retrievals, report deliveries
 and queries, e-mails, uploads, PACS sweeps) as operators see them, and the retry of what was given up."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ def jobs_list(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{'QUEUE':<18} {'DUE':>6} {'RUNNING':>7} {'RETRYING':>8} {'DEAD':>6} {'OLDEST DUE':>10}  BY STATE")
     for s in found:
         states = ", ".join(f"{k} {v}" for k, v in sorted(s.by_state.items()))
-        click.echo(f"{s.name:<18} {s.due:>6} {s.running:>7} {s.retrying:>8} {s.dead:>6} "
-                   f"{s.oldest_due_seconds:>9.0f}s  {states}")
+        click.echo(
+            f"{s.name:<18} {s.due:>6} {s.running:>7} {s.retrying:>8} {s.dead:>6} "
+            f"{s.oldest_due_seconds:>9.0f}s  {states}"
+        )
 
 
 @jobs.command("dead")

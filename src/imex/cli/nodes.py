@@ -1,4 +1,5 @@
 """`imex node`: the DICOM nodes of the institutions."""
+
 from __future__ import annotations
 
 import click
@@ -24,23 +25,53 @@ def node() -> None:
 @click.option("--email", help="Contact e-mail for alerts about this node.")
 @click.option("--no-destination", is_flag=True, help="Only sends to the hub; never receives routed studies.")
 @click.option("--max-associations", type=int, help="Most transfers sent to it at once.")
-@click.option("--confirm", type=click.Choice(["none", "commitment", "count"]),
-              help="How delivery to it is confirmed: none (default), commitment (DICOM Storage Commitment) "
-                   "or count (C-FIND of the instances it holds).")
-@click.option("--query-retrieve", is_flag=True,
-              help="The hub may search (C-FIND) and retrieve (C-MOVE) from it for exchanges.")
+@click.option(
+    "--confirm",
+    type=click.Choice(["none", "commitment", "count"]),
+    help="How delivery to it is confirmed: none (default), commitment (DICOM Storage Commitment) "
+    "or count (C-FIND of the instances it holds).",
+)
+@click.option(
+    "--query-retrieve", is_flag=True, help="The hub may search (C-FIND) and retrieve (C-MOVE) from it for exchanges."
+)
 @click.option("--update", is_flag=True, help="Change an existing node.")
 @click.pass_context
-def node_add(ctx: click.Context, name: str, ae_title: str, host: str, port: int, ods: str, alias: str | None,
-             email: str | None, no_destination: bool, max_associations: int | None, confirm: str | None,
-             query_retrieve: bool, update: bool) -> None:
+def node_add(
+    ctx: click.Context,
+    name: str,
+    ae_title: str,
+    host: str,
+    port: int,
+    ods: str,
+    alias: str | None,
+    email: str | None,
+    no_destination: bool,
+    max_associations: int | None,
+    confirm: str | None,
+    query_retrieve: bool,
+    update: bool,
+) -> None:
     """Register a node, e.g. `imex node add KINGS_PACS --ae KINGSPACS --host 10.1.2.3 --port 104
     --institution RJZ`."""
-    n = add_node(database(ctx), name, ae_title, host, port, ods, alias=alias, contact_email=email,
-                 destination=not no_destination, max_associations=max_associations, update=update,
-                 confirm=confirm, query_retrieve=query_retrieve or None)
-    click.echo(f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}"
-               + (f", delivery confirmed by {n.confirm}" if n.confirm != "none" else ""))
+    n = add_node(
+        database(ctx),
+        name,
+        ae_title,
+        host,
+        port,
+        ods,
+        alias=alias,
+        contact_email=email,
+        destination=not no_destination,
+        max_associations=max_associations,
+        update=update,
+        confirm=confirm,
+        query_retrieve=query_retrieve or None,
+    )
+    click.echo(
+        f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}"
+        + (f", delivery confirmed by {n.confirm}" if n.confirm != "none" else "")
+    )
 
 
 @node.command("list")
@@ -49,8 +80,9 @@ def node_list(ctx: click.Context) -> None:
     click.echo(f"{'NAME':<20} {'AE TITLE':<16} {'ADDRESS':<24} {'ODS':<6} {'ALIAS':<12} ROLE")
     for n in all_nodes(database(ctx)):
         role = ("destination" if n.destination else "source only") + ("" if n.enabled else ", disabled")
-        click.echo(f"{n.name:<20} {n.ae_title:<16} {n.host + ':' + str(n.port):<24} {n.ods_code:<6} "
-                   f"{n.alias or '':<12} {role}")
+        click.echo(
+            f"{n.name:<20} {n.ae_title:<16} {n.host + ':' + str(n.port):<24} {n.ods_code:<6} {n.alias or '':<12} {role}"
+        )
 
 
 @node.command("remove")
@@ -61,8 +93,10 @@ def node_remove(ctx: click.Context, name: str) -> None:
     if remove_node(database(ctx), name):
         click.echo(f"removed node {name}")
     else:
-        click.echo(f"disabled node {name}: transfers refer to it, so it is kept for their history; it no longer "
-                   "connects to the hub nor receives studies")
+        click.echo(
+            f"disabled node {name}: transfers refer to it, so it is kept for their history; it no longer "
+            "connects to the hub nor receives studies"
+        )
 
 
 @node.command("echo")

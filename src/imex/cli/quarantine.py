@@ -1,4 +1,5 @@
 """`imex quarantine`: studies that matched no destination."""
+
 from __future__ import annotations
 
 import click
@@ -18,14 +19,20 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context) -> None:
     with database(ctx).session() as s:
-        rows = s.execute(select(Study, Institution).join(Institution, Institution.id == Study.institution_id)
-                         .where(Study.route_state == "quarantined").order_by(Study.last_received_at)).all()
+        rows = s.execute(
+            select(Study, Institution)
+            .join(Institution, Institution.id == Study.institution_id)
+            .where(Study.route_state == "quarantined")
+            .order_by(Study.last_received_at)
+        ).all()
         if not rows:
             click.echo("quarantine is empty")
         for st, inst in rows:
-            click.echo(f"{st.study_uid}  from {inst.ods_code}  {st.study_date} {st.modalities} "
-                       f"{st.num_instances} instances  received {timestamp(st.last_received_at)}\n    reason: "
-                       f"{st.quarantine_reason}")
+            click.echo(
+                f"{st.study_uid}  from {inst.ods_code}  {st.study_date} {st.modalities} "
+                f"{st.num_instances} instances  received {timestamp(st.last_received_at)}\n    reason: "
+                f"{st.quarantine_reason}"
+            )
 
 
 @quarantine.command("route")

@@ -1,4 +1,5 @@
 """`imex retention`: expired studies."""
+
 from __future__ import annotations
 
 import click
@@ -23,8 +24,9 @@ def retention() -> None:
 def retention_run(ctx: click.Context, dry_run: bool, batch: int) -> None:
     """Run one retention pass now (the hub runs one every retention.scan_interval)."""
     config = load_config(ctx)
-    result = run_once(database(ctx), BlobStore(config.store_path, fsync=config["store.fsync"]), batch=batch,
-                      dry_run=dry_run)
+    result = run_once(
+        database(ctx), BlobStore(config.store_path, fsync=config["store.fsync"]), batch=batch, dry_run=dry_run
+    )
     if dry_run:
         click.echo("\n".join(result.candidates) or "nothing has expired")
         return
@@ -44,8 +46,10 @@ def retention_tombstones(ctx: click.Context, limit: int) -> None:
         if not rows:
             click.echo("no study has been deleted")
         for t in rows:
-            click.echo(f"{t.deleted_at:%Y-%m-%d %H:%M}  {t.study_uid}  {t.study_date} {t.modalities} "
-                       f"{t.instances} instances\n    {t.reason}")
+            click.echo(
+                f"{t.deleted_at:%Y-%m-%d %H:%M}  {t.study_uid}  {t.study_date} {t.modalities} "
+                f"{t.instances} instances\n    {t.reason}"
+            )
 
 
 @retention.command("orphans")

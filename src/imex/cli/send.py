@@ -1,4 +1,5 @@
 """`imex send`: push DICOM files to the hub."""
+
 from __future__ import annotations
 
 import sys
@@ -34,10 +35,18 @@ def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, hub: str
         files = collect(paths, scratch, report)
         if not files:
             raise click.ClickException("no DICOM files found in " + ", ".join(map(str, paths)))
-        with click.progressbar(length=len(files), label=f"sending {len(files)} instances to {called}",
-                               file=sys.stderr) as bar:
-            push(files, host=host, port=port, called_aet=called, calling_aet=aet or config["send.calling_aet"],
-                 report=report, progress=bar.update)
+        with click.progressbar(
+            length=len(files), label=f"sending {len(files)} instances to {called}", file=sys.stderr
+        ) as bar:
+            push(
+                files,
+                host=host,
+                port=port,
+                called_aet=called,
+                calling_aet=aet or config["send.calling_aet"],
+                report=report,
+                progress=bar.update,
+            )
     for path, why in report.skipped[:20]:
         click.echo(f"skipped {path}: {why}", err=True)
     for path, why in report.failed[:20]:

@@ -1,4 +1,5 @@
 """`imex serve`: run the hub."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,11 @@ from imex.config import ConfigError
 
 
 @click.command()
-@click.option("--demo", is_flag=True, help="Add demo institutions and nodes, run a demo destination PACS "
-                                          "and push a sample study through the hub.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Add demo institutions and nodes, run a demo destination PACS and push a sample study through the hub.",
+)
 @click.pass_context
 def serve(ctx: click.Context, demo: bool) -> None:
     """Run the hub: DICOM listener, router, delivery workers, e-mail and HTTP."""

@@ -1,4 +1,5 @@
 """`imex status`: the counts an operator looks at first."""
+
 from __future__ import annotations
 
 import click

@@ -1,4 +1,5 @@
 """`imex tls`: the deployment's certificate authority."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,8 +28,12 @@ def _audit(ctx: click.Context, action: str, name: str, detail: str) -> None:
 
 
 @tls.command("init")
-@click.option("--host", "hosts", multiple=True, help="Name or address nodes use to reach the hub (repeat "
-                                                     "for several); it goes into the hub's certificate.")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="Name or address nodes use to reach the hub (repeat for several); it goes into the hub's certificate.",
+)
 @click.option("--org", default="imex", show_default=True, help="Organisation named in the CA certificate.")
 @click.pass_context
 def tls_init(ctx: click.Context, hosts: tuple[str, ...], org: str) -> None:
@@ -46,8 +51,9 @@ def tls_init(ctx: click.Context, hosts: tuple[str, ...], org: str) -> None:
 
 @tls.command("issue")
 @click.argument("name")
-@click.option("--host", "hosts", multiple=True, help="Name or address in the certificate (default: the "
-                                                     "registered node's host).")
+@click.option(
+    "--host", "hosts", multiple=True, help="Name or address in the certificate (default: the registered node's host)."
+)
 @click.option("--days", default=397, show_default=True, type=click.IntRange(1, 3650), help="Validity.")
 @click.pass_context
 def tls_issue(ctx: click.Context, name: str, hosts: tuple[str, ...], days: int) -> None:
@@ -93,8 +99,15 @@ def tls_list(ctx: click.Context) -> None:
         click.echo("no certificates issued: create the CA with `imex tls init`")
     for row in rows:
         left = (row.expires - now).days
-        state = ("revoked " + row.revoked_at[:10] if row.revoked_at else "EXPIRED" if left < 0 else
-                 f"EXPIRING in {left} days" if left <= config["tls.expiry_warning_days"] else "valid")
+        state = (
+            "revoked " + row.revoked_at[:10]
+            if row.revoked_at
+            else "EXPIRED"
+            if left < 0
+            else f"EXPIRING in {left} days"
+            if left <= config["tls.expiry_warning_days"]
+            else "valid"
+        )
         click.echo(f"{row.name:24} expires {row.not_after[:10]}  {state:24} serial {row.serial:x}")
 
 

@@ -1,4 +1,5 @@
 """`imex transfers`: the delivery queue."""
+
 from __future__ import annotations
 
 import sys
@@ -21,23 +22,33 @@ def transfers() -> None:
 
 
 @transfers.command("list")
-@click.option("--state", type=click.Choice(["pending", "sending", "held", "delivered", "confirmed", "failed",
-                                            "cancelled"]))
+@click.option(
+    "--state", type=click.Choice(["pending", "sending", "held", "delivered", "confirmed", "failed", "cancelled"])
+)
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
 def transfers_list(ctx: click.Context, state: str | None, limit: int) -> None:
     with database(ctx).session() as s:
-        query = (select(Transfer, Study, Node, Patient).join(Study, Study.id == Transfer.study_id)
-                 .join(Node, Node.id == Transfer.destination_node_id).join(Patient, Patient.id == Study.patient_pk)
-                 .order_by(Transfer.id.desc()).limit(limit))
+        query = (
+            select(Transfer, Study, Node, Patient)
+            .join(Study, Study.id == Transfer.study_id)
+            .join(Node, Node.id == Transfer.destination_node_id)
+            .join(Patient, Patient.id == Study.patient_pk)
+            .order_by(Transfer.id.desc())
+            .limit(limit)
+        )
         if state:
             query = query.where(Transfer.state == state)
-        click.echo(f"{'ID':>6} {'STATE':<10} {'SENT':>9} {'TRIES':>5} {'DESTINATION':<18} {'PATIENT':<14} "
-                   f"{'DATE':<8} {'MOD':<6} {'UPDATED':<19} ERROR")
+        click.echo(
+            f"{'ID':>6} {'STATE':<10} {'SENT':>9} {'TRIES':>5} {'DESTINATION':<18} {'PATIENT':<14} "
+            f"{'DATE':<8} {'MOD':<6} {'UPDATED':<19} ERROR"
+        )
         for t, st, n, p in s.execute(query).all():
-            click.echo(f"{t.id:>6} {t.state:<10} {f'{t.instances_sent}/{t.instances_total}':>9} {t.attempts:>5} "
-                       f"{n.name[:18]:<18} {p.patient_id[:14]:<14} {st.study_date:<8} {st.modalities[:6]:<6} "
-                       f"{timestamp(t.updated_at):<19} {(t.last_error or '')[:60]}")
+            click.echo(
+                f"{t.id:>6} {t.state:<10} {f'{t.instances_sent}/{t.instances_total}':>9} {t.attempts:>5} "
+                f"{n.name[:18]:<18} {p.patient_id[:14]:<14} {st.study_date:<8} {st.modalities[:6]:<6} "
+                f"{timestamp(t.updated_at):<19} {(t.last_error or '')[:60]}"
+            )
 
 
 @transfers.command("show")
@@ -46,26 +57,41 @@ def transfers_list(ctx: click.Context, state: str | None, limit: int) -> None:
 def transfers_show(ctx: click.Context, transfer_id: int) -> None:
     """A transfer with its study, progress, failed instances and history."""
     with database(ctx).session() as s:
-        row = s.execute(select(Transfer, Study, Node, Institution).join(Study, Study.id == Transfer.study_id)
-                        .join(Node, Node.id == Transfer.destination_node_id)
-                        .join(Institution, Institution.id == Node.institution_id)
-                        .where(Transfer.id == transfer_id)).first()
+        row = s.execute(
+            select(Transfer, Study, Node, Institution)
+            .join(Study, Study.id == Transfer.study_id)
+            .join(Node, Node.id == Transfer.destination_node_id)
+            .join(Institution, Institution.id == Node.institution_id)
+            .where(Transfer.id == transfer_id)
+        ).first()
         if row is None:
             raise NotFound(f"no transfer {transfer_id}")
         t, st, n, inst = row
         click.echo(f"transfer {t.id}: {t.state}  ({t.reason})")
-        click.echo(f"  study        {st.study_uid}  {st.study_date} {st.modalities} {st.description!r} "
-                   f"accession {st.accession_number!r}")
+        click.echo(
+            f"  study        {st.study_uid}  {st.study_date} {st.modalities} {st.description!r} "
+            f"accession {st.accession_number!r}"
+        )
         click.echo(f"  destination  {n.name} {n.ae_title}@{n.host}:{n.port} ({inst.ods_code} {inst.name})")
-        click.echo(f"  progress     {t.instances_sent}/{t.instances_total} instances, {t.bytes_sent} bytes, "
-                   f"{t.attempts} attempt(s)")
-        click.echo(f"  created      {timestamp(t.created_at)}   delivered {timestamp(t.delivered_at)}   "
-                   f"next attempt {timestamp(t.next_attempt_at) if t.state == 'pending' else '-'}")
+        click.echo(
+            f"  progress     {t.instances_sent}/{t.instances_total} instances, {t.bytes_sent} bytes, "
+            f"{t.attempts} attempt(s)"
+        )
+        click.echo(
+            f"  created      {timestamp(t.created_at)}   delivered {timestamp(t.delivered_at)}   "
+            f"next attempt {timestamp(t.next_attempt_at) if t.state == 'pending' else '-'}"
+        )
         if t.last_error:
             click.echo(f"  last error   {t.last_error}")
-        failed = s.execute(select(TransferItem).where(TransferItem.transfer_id == t.id,
-                                                      TransferItem.error.is_not(None),
-                                                      TransferItem.state != "sent").limit(20)).scalars().all()
+        failed = (
+            s.execute(
+                select(TransferItem)
+                .where(TransferItem.transfer_id == t.id, TransferItem.error.is_not(None), TransferItem.state != "sent")
+                .limit(20)
+            )
+            .scalars()
+            .all()
+        )
         for item in failed:
             click.echo(f"  instance {item.instance_id}: {item.error}")
         click.echo("  history:")

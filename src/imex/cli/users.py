@@ -1,4 +1,5 @@
 """`imex user`: portal users."""
+
 from __future__ import annotations
 
 import click
@@ -25,26 +26,49 @@ def user() -> None:
 @click.option("--institution", "ods", required=True, help="ODS code of the user's institution.")
 @click.option("--name", "full_name", default="", help="Full name.")
 @click.option("--email", default="", help="E-mail address for notifications.")
-@click.option("--role", "roles", multiple=True, help="Role to grant (repeatable): system_admin, "
-              "institution_admin, sender, viewer, pacs_guardian, auditor or one of the institution's own.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="Role to grant (repeatable): system_admin, "
+    "institution_admin, sender, viewer, pacs_guardian, auditor or one of the institution's own.",
+)
 @click.option("--admin", is_flag=True, help="Make this user a system admin (the hub's first admin).")
 @click.option("--password", help="Initial password (default: ask; the user must change it at first sign-in).")
 @click.pass_context
-def user_add(ctx: click.Context, username: str, ods: str, full_name: str, email: str, roles: tuple[str, ...],
-             admin: bool, password: str | None) -> None:
+def user_add(
+    ctx: click.Context,
+    username: str,
+    ods: str,
+    full_name: str,
+    email: str,
+    roles: tuple[str, ...],
+    admin: bool,
+    password: str | None,
+) -> None:
     """Add a portal user, e.g. `imex user add jsmith --institution RJZ --role sender`."""
     if password is None:
         password = click.prompt("Initial password", hide_input=True, confirmation_prompt=True)
     wanted = list(dict.fromkeys([*roles, *(["system_admin"] if admin else [])]))
     policy = accounts.LoginPolicy.from_config(load_config(ctx))
     with database(ctx).sessions() as s:
-        added = accounts.add_user(s, username=username, institution=accounts.institution_by_ods(s, ods.upper()),
-                                  password=password, full_name=full_name, email=email, roles=wanted, policy=policy,
-                                  must_change_password=True)
+        added = accounts.add_user(
+            s,
+            username=username,
+            institution=accounts.institution_by_ods(s, ods.upper()),
+            password=password,
+            full_name=full_name,
+            email=email,
+            roles=wanted,
+            policy=policy,
+            must_change_password=True,
+        )
         _audit(s, "user.add", added.username, f"roles: {', '.join(wanted) or 'none'}")
         s.commit()
-    click.echo(f"added {username} at {ods.upper()} with roles {', '.join(wanted) or '(none)'}; "
-               "they choose a new password at first sign-in")
+    click.echo(
+        f"added {username} at {ods.upper()} with roles {', '.join(wanted) or '(none)'}; "
+        "they choose a new password at first sign-in"
+    )
 
 
 @user.command("list")
@@ -61,8 +85,10 @@ def user_list(ctx: click.Context, ods: str | None) -> None:
             click.echo("no users; add the first admin with `imex user add NAME --institution ODS --admin`")
         for u, inst in rows:
             state = "disabled" if u.disabled else "active"
-            click.echo(f"{u.username:20} {inst:8} {state:9} {'2FA' if u.totp_enabled else '   '} "
-                       f"{', '.join(accounts.role_names(s, u.id)) or '(no roles)'}")
+            click.echo(
+                f"{u.username:20} {inst:8} {state:9} {'2FA' if u.totp_enabled else '   '} "
+                f"{', '.join(accounts.role_names(s, u.id)) or '(no roles)'}"
+            )
 
 
 @user.command("reset")
@@ -72,8 +98,9 @@ def user_list(ctx: click.Context, ods: str | None) -> None:
 def user_reset(ctx: click.Context, username: str, remove_second_factor: bool) -> None:
     """Give a user a one-time password (printed), unlock them and end their sessions."""
     with database(ctx).sessions() as s:
-        temporary = accounts.reset_user(s, accounts.user_by_name(s, username),
-                                        remove_second_factor=remove_second_factor, username=operator())
+        temporary = accounts.reset_user(
+            s, accounts.user_by_name(s, username), remove_second_factor=remove_second_factor, username=operator()
+        )
         s.commit()
     click.echo(f"one-time password for {username}: {temporary}\n(they must choose a new one at sign-in)")
 

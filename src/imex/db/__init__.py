@@ -1,4 +1,5 @@
 """Database: models, engine and migrations."""
+
 from imex.db.models import utcnow
 from imex.db.session import Database
 

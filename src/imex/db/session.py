@@ -12,6 +12,7 @@ PostgreSQL's READ COMMITTED sees only what was committed when it ran. Work that 
 what it read (claiming a row, a counter) uses `session()` or `engine.begin()`, which hold the lock
 throughout.
 """
+
 from __future__ import annotations
 
 import re
@@ -127,8 +128,11 @@ _WRITE_IN_CTE = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 def _writes(statement: str, context: Any) -> bool:
     """Whether a statement changes the database (DML and DDL; a WITH ... INSERT too)."""
-    if context is not None and (getattr(context, "isinsert", False) or getattr(context, "isupdate", False)
-                                or getattr(context, "isdelete", False)):
+    if context is not None and (
+        getattr(context, "isinsert", False)
+        or getattr(context, "isupdate", False)
+        or getattr(context, "isdelete", False)
+    ):
         return True
     words = statement.lstrip(" \t\r\n(").split(None, 1)
     first = words[0].upper() if words else ""

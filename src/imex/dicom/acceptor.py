@@ -12,6 +12,7 @@ C-STORE's dataset is never held whole: its fragments go to the sink `open_store`
 checks and writes them to disk as they arrive); command sets and the few datasets kept in memory
 (Storage Commitment reports) are bounded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -105,12 +106,25 @@ class Acceptor:
     """Listens, negotiates associations with `policy`, answers C-ECHO, hands C-STOREs to `open_store` (the
     dataset as it arrives) and `on_store` (once it is whole)."""
 
-    def __init__(self, host: str, port: int, *, policy: Policy, open_store: OpenStore, on_store: StoreHandler,
-                 storage_syntaxes: dict[str, tuple[str, ...]], max_associations: int, acse_timeout: float,
-                 network_timeout: float, max_pdu: int, tls: Callable[[], ssl.SSLContext] | None = None,
-                 per_caller_limit: Callable[[str], int] | None = None,
-                 on_event_report: StoreHandler | None = None, max_negotiating: int = 64,
-                 max_negotiating_per_address: int = 16) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        policy: Policy,
+        open_store: OpenStore,
+        on_store: StoreHandler,
+        storage_syntaxes: dict[str, tuple[str, ...]],
+        max_associations: int,
+        acse_timeout: float,
+        network_timeout: float,
+        max_pdu: int,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+        per_caller_limit: Callable[[str], int] | None = None,
+        on_event_report: StoreHandler | None = None,
+        max_negotiating: int = 64,
+        max_negotiating_per_address: int = 16,
+    ) -> None:
         self.policy = policy
         # Storage Commitment results a destination sends on a new association, proposing the SCP role
         self.on_event_report = on_event_report
@@ -128,8 +142,15 @@ class Acceptor:
         self._closing = False
         self.sock = socket.create_server((host, port), reuse_port=False, backlog=128)
         self.server_address = self.sock.getsockname()
-        self.gate = Gate(self.sock, self._on_request, deadline=acse_timeout, max_pending=max_negotiating,
-                         max_per_address=max_negotiating_per_address, max_request=MAX_REQUEST, tls=tls)
+        self.gate = Gate(
+            self.sock,
+            self._on_request,
+            deadline=acse_timeout,
+            max_pending=max_negotiating,
+            max_per_address=max_negotiating_per_address,
+            max_request=MAX_REQUEST,
+            tls=tls,
+        )
 
     @property
     def active_associations(self) -> list[socket.socket]:
@@ -162,8 +183,7 @@ class Acceptor:
                 pass
             stream.close()
             return
-        threading.Thread(target=self._serve, args=(stream, peer, pdu), daemon=True,
-                         name=f"dicom-{peer}").start()
+        threading.Thread(target=self._serve, args=(stream, peer, pdu), daemon=True, name=f"dicom-{peer}").start()
 
     def shutdown(self) -> None:
         self._closing = True
@@ -305,8 +325,9 @@ class _Association:
                         self.sink.write(fragment)
                     elif self.held is not None:
                         if data_size > MAX_HELD_DATASET:
-                            self._refuse(f"a {int(command.CommandField):#06x} dataset longer than "
-                                         f"{MAX_HELD_DATASET} bytes")
+                            self._refuse(
+                                f"a {int(command.CommandField):#06x} dataset longer than {MAX_HELD_DATASET} bytes"
+                            )
                             return
                         self.held.append(fragment)
                     if control & 0x02:
@@ -344,13 +365,22 @@ class _Association:
         peer_max = max_length_of(primitive.user_information)
         if 0 < peer_max < MIN_PEER_PDU:
             # 6 bytes or fewer leave no room for any data in a P-DATA-TF: answering would never end
-            log.warning("rejected association from %s (%s): it receives PDUs of at most %d bytes, fewer than "
-                        "the %d the hub needs", printable(self.calling), printable(self.peer), peer_max, MIN_PEER_PDU)
+            log.warning(
+                "rejected association from %s (%s): it receives PDUs of at most %d bytes, fewer than "
+                "the %d the hub needs",
+                printable(self.calling),
+                printable(self.peer),
+                peer_max,
+                MIN_PEER_PDU,
+            )
             self._reject(*NO_REASON_GIVEN)
             return False
         if not self.acceptor.admit(self.calling):
-            log.warning("rejected association from %s (%s): its node's association limit is reached",
-                        printable(self.calling), printable(self.peer))
+            log.warning(
+                "rejected association from %s (%s): its node's association limit is reached",
+                printable(self.calling),
+                printable(self.peer),
+            )
             self._reject(*LOCAL_LIMIT_EXCEEDED)
             return False
         self.admitted = True
@@ -358,8 +388,11 @@ class _Association:
         results = []
         # the hub takes Storage Commitment reports only from a caller proposing the SCP role for it (PS3.4
         # J.3.3); it is no Storage Commitment SCP for others
-        reporting = {str(item.sop_class_uid) for item in primitive.user_information
-                     if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role}
+        reporting = {
+            str(item.sop_class_uid)
+            for item in primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role
+        }
         for cx in primitive.presentation_context_definition_list:
             result = PresentationContext()
             result.context_id = cx.context_id
@@ -399,8 +432,11 @@ class _Association:
         association to send the N-EVENT-REPORT as SCP); other role proposals get the default roles."""
         replies = []
         for item in proposed:
-            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and \
-                    str(item.sop_class_uid) == STORAGE_COMMITMENT and STORAGE_COMMITMENT in self.acceptor.supported:
+            if (
+                isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+                and str(item.sop_class_uid) == STORAGE_COMMITMENT
+                and STORAGE_COMMITMENT in self.acceptor.supported
+            ):
                 reply = SCP_SCU_RoleSelectionNegotiation()
                 reply.sop_class_uid = item.sop_class_uid
                 reply.scu_role = bool(item.scu_role)
@@ -409,9 +445,13 @@ class _Association:
         return replies
 
     def _respond(self, context_id: int, command: Command, field: int, status: int, comment: str = "") -> None:
-        rsp = Command(AffectedSOPClassUID=command.get("AffectedSOPClassUID", ""), CommandField=field,
-                      MessageIDBeingRespondedTo=command.get("MessageID", 0), CommandDataSetType=0x0101,
-                      Status=status)
+        rsp = Command(
+            AffectedSOPClassUID=command.get("AffectedSOPClassUID", ""),
+            CommandField=field,
+            MessageIDBeingRespondedTo=command.get("MessageID", 0),
+            CommandDataSetType=0x0101,
+            Status=status,
+        )
         if "AffectedSOPInstanceUID" in command:
             rsp["AffectedSOPInstanceUID"] = command["AffectedSOPInstanceUID"]
         if "EventTypeID" in command:
@@ -432,15 +472,17 @@ class _Association:
             request = Request(self.calling, self.called, self.peer, abstract, ts, command)
             sink = self.sink if self.sink is not None else self.acceptor.open_store(request)  # no dataset came
             self.sink = sink
-            status, comment = self.acceptor.on_store(Request(
-                self.calling, self.called, self.peer, abstract, ts, command, sink=sink))
+            status, comment = self.acceptor.on_store(
+                Request(self.calling, self.called, self.peer, abstract, ts, command, sink=sink)
+            )
             self.sink = None  # stored, or refused and discarded by the handler
             self._respond(context_id, command, 0x8001, status, comment)
         elif field == 0x0001:
             self._respond(context_id, command, 0x8001, 0x0122, "SOP class not supported")
         elif field == 0x0100 and abstract == STORAGE_COMMITMENT and self.acceptor.on_event_report is not None:
-            status, comment = self.acceptor.on_event_report(Request(
-                self.calling, self.called, self.peer, abstract, ts, command, dataset))
+            status, comment = self.acceptor.on_event_report(
+                Request(self.calling, self.called, self.peer, abstract, ts, command, dataset)
+            )
             self._respond(context_id, command, 0x8100, status, comment)
         else:
             # a DIMSE service the hub does not provide on this context: "unrecognized operation"

@@ -5,6 +5,7 @@ The report may come back on the same association (the hub waits `wait` seconds f
 association the destination opens to the hub's listener; both paths end in the same `on_report` callback
 (routing/confirm.py), so what a report changes does not depend on how it came.
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,10 +118,20 @@ def request_dataset(transaction_uid: str, instances: Iterable[tuple[str, str]]) 
     return ds
 
 
-def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: str,
-            instances: list[tuple[str, str]], *, on_report: ReportHandler, wait: float,
-            answered: Callable[[], bool], timeout: float = 30.0,
-            tls: ssl.SSLContext | None = None) -> bool:
+def request(
+    hub_aet: str,
+    ae_title: str,
+    host: str,
+    port: int,
+    transaction_uid: str,
+    instances: list[tuple[str, str]],
+    *,
+    on_report: ReportHandler,
+    wait: float,
+    answered: Callable[[], bool],
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+) -> bool:
     """Send the N-ACTION and wait up to `wait` seconds on the same association for the report (handled by
     `on_report`) or for `answered()` (a report that came on another association). True when answered;
     False when the destination accepted the request but has not answered yet. CommitmentFailed when it
@@ -152,9 +163,14 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
     # the hub stays SCU on this association, but may receive the N-EVENT-REPORT on it (PS3.4 J.3.3)
     role = build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=False)
     try:
-        assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=[role],
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)],
-                             tls_args=(tls, host) if tls is not None else None)
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=ae_title,
+            ext_neg=[role],
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, handle)],
+            tls_args=(tls, host) if tls is not None else None,
+        )
     except (OSError, ValueError) as exc:
         raise CommitmentFailed(f"cannot reach {where}: {exc}") from None
     if not assoc.is_established:
@@ -162,15 +178,18 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
     try:
         if not any(cx.abstract_syntax == STORAGE_COMMITMENT for cx in assoc.accepted_contexts):
             raise CommitmentFailed(f"{where} does not support Storage Commitment (Push Model SOP class refused)")
-        status, _reply = assoc.send_n_action(request_dataset(transaction_uid, instances), REQUEST_ACTION,
-                                             STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
+        status, _reply = assoc.send_n_action(
+            request_dataset(transaction_uid, instances), REQUEST_ACTION, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+        )
         if not status or "Status" not in status:
             raise CommitmentFailed(f"{where} did not answer the Storage Commitment request")
         code = int(status.Status)
         if code != 0x0000:
             comment = str(status.get("ErrorComment", "") or "")
-            raise CommitmentFailed(f"{where} refused the Storage Commitment request with status 0x{code:04X}"
-                                   + (f" ({comment})" if comment else ""))
+            raise CommitmentFailed(
+                f"{where} refused the Storage Commitment request with status 0x{code:04X}"
+                + (f" ({comment})" if comment else "")
+            )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and assoc.is_established:
             if got.wait(0.2) or answered():
@@ -181,8 +200,15 @@ def request(hub_aet: str, ae_title: str, host: str, port: int, transaction_uid: 
             assoc.release()
 
 
-def answer_event_report(calling_aet: str, sop_class: str, sop_instance: str, event_type: int, raw: bytes,
-                        transfer_syntax: str, on_report: ReportHandler) -> tuple[int, str]:
+def answer_event_report(
+    calling_aet: str,
+    sop_class: str,
+    sop_instance: str,
+    event_type: int,
+    raw: bytes,
+    transfer_syntax: str,
+    on_report: ReportHandler,
+) -> tuple[int, str]:
     """The hub's listener received an N-EVENT-REPORT on a new association: check it is a Storage
     Commitment result, then let `on_report` apply it (it checks the transaction and the sender)."""
     if sop_class != STORAGE_COMMITMENT:

@@ -1,5 +1,6 @@
 """C-FIND from the hub to a node at patient level: who the local PACS knows under an NHS number or
 patient ID, so a PACS guardian can reconcile a shared study with the local record before importing it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ class LocalPatient:
     sex: str
 
 
-def find_patients(hub_aet: str, ae_title: str, host: str, port: int, patient_id: str,
-                  timeout: float = 15.0, limit: int = 50) -> list[LocalPatient]:
+def find_patients(
+    hub_aet: str, ae_title: str, host: str, port: int, patient_id: str, timeout: float = 15.0, limit: int = 50
+) -> list[LocalPatient]:
     """Patients the node holds with this Patient ID (exact) or Other Patient ID."""
     from pydicom.dataset import Dataset
     from pynetdicom.sop_class import uid_to_sop_class
@@ -40,11 +42,15 @@ def find_patients(hub_aet: str, ae_title: str, host: str, port: int, patient_id:
                     raise FindFailed(f"{node} stopped answering the query")
                 code = int(status.Status)
                 if code in (0xFF00, 0xFF01) and identifier is not None and len(found) < limit:
-                    found.append(LocalPatient(str(identifier.get("PatientID", "")),
-                                              str(identifier.get("IssuerOfPatientID", "") or ""),
-                                              str(identifier.get("PatientName", "")),
-                                              str(identifier.get("PatientBirthDate", "")),
-                                              str(identifier.get("PatientSex", ""))))
+                    found.append(
+                        LocalPatient(
+                            str(identifier.get("PatientID", "")),
+                            str(identifier.get("IssuerOfPatientID", "") or ""),
+                            str(identifier.get("PatientName", "")),
+                            str(identifier.get("PatientBirthDate", "")),
+                            str(identifier.get("PatientSex", "")),
+                        )
+                    )
                 elif code != 0x0000 and code not in (0xFF00, 0xFF01):
                     raise FindFailed(f"{node} refused the query with status 0x{code:04X}")
         except (RuntimeError, ValueError, AttributeError, TypeError) as exc:

@@ -9,6 +9,7 @@ buffer, never a thread, and it never holds one of the association slots that reg
 When a cap is reached the connection that has waited longest is dropped to make room: an honest caller
 sends its request within milliseconds, so only callers that dawdle lose their place.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,17 @@ class Gate:
     """Accepts connections on `sock` and hands each complete A-ASSOCIATE-RQ (or whatever PDU came first)
     to `on_request`, on this gate's thread; drops what does not arrive within `deadline` seconds."""
 
-    def __init__(self, sock: socket.socket, on_request: RequestHandler, *, deadline: float, max_pending: int,
-                 max_per_address: int, max_request: int, tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_request: RequestHandler,
+        *,
+        deadline: float,
+        max_pending: int,
+        max_per_address: int,
+        max_request: int,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
         self.sock = sock
         self.on_request = on_request
         self.deadline = deadline
@@ -130,8 +140,11 @@ class Gate:
                         self._drop(key.data)
             now = time.monotonic()
             for pending in [p for p in self._pending.values() if p.deadline <= now]:
-                self._tally.note("deadline", f"closed connections that sent no complete association request "
-                                             f"within {self.deadline:g} s", pending.peer)
+                self._tally.note(
+                    "deadline",
+                    f"closed connections that sent no complete association request within {self.deadline:g} s",
+                    pending.peer,
+                )
                 self._drop(pending)
 
     def _accept(self) -> None:
@@ -170,13 +183,17 @@ class Gate:
         of all when every place is taken."""
         if self.max_per_address and self._per_address.get(peer, 0) >= self.max_per_address:
             oldest = next(p for p in self._pending.values() if p.peer == peer)
-            self._tally.note("address", f"dropped connections still negotiating: more than "
-                                        f"{self.max_per_address} from one address", peer)
+            self._tally.note(
+                "address",
+                f"dropped connections still negotiating: more than {self.max_per_address} from one address",
+                peer,
+            )
             self._drop(oldest)
         if len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending.values()))
-            self._tally.note("full", f"dropped connections still negotiating: more than {self.max_pending} "
-                                     f"at once", oldest.peer)
+            self._tally.note(
+                "full", f"dropped connections still negotiating: more than {self.max_pending} at once", oldest.peer
+            )
             self._drop(oldest)
 
     def _forget(self, pending: _Pending) -> None:
@@ -242,8 +259,11 @@ class Gate:
             if len(buffer) == 6:
                 (length,) = struct.unpack_from(">L", buffer, 2)
                 if length > self.max_request:
-                    self._tally.note("oversize", f"aborted connections whose first PDU declares more than "
-                                                 f"{self.max_request} bytes", pending.peer)
+                    self._tally.note(
+                        "oversize",
+                        f"aborted connections whose first PDU declares more than {self.max_request} bytes",
+                        pending.peer,
+                    )
                     self._send_abort(sock, 0x06)  # service provider: invalid PDU parameter value
                     self._drop(pending)
                     return

@@ -4,6 +4,7 @@ IMAGE level names each instance; a node that does not answer at IMAGE level is a
 (Number of Series Related Instances), then per study: a series or study holding at least as many
 instances as were sent counts as held whole, one holding fewer as not held at all (its instances go again).
 """
+
 from __future__ import annotations
 
 import ssl
@@ -41,9 +42,17 @@ def _find(assoc, query: Dataset, where: str) -> Iterator[Dataset]:
         raise FindFailed(f"{where} sent an answer the hub cannot read: {exc}") from None
 
 
-def held_instances(hub_aet: str, ae_title: str, host: str, port: int, study_uid: str,
-                   sent: dict[str, set[str]], *, timeout: float = 30.0,
-                   tls: ssl.SSLContext | None = None) -> tuple[set[str], str]:
+def held_instances(
+    hub_aet: str,
+    ae_title: str,
+    host: str,
+    port: int,
+    study_uid: str,
+    sent: dict[str, set[str]],
+    *,
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[set[str], str]:
     """The SOP Instance UIDs, of those `sent` ({series UID: SOP UIDs}), that the node holds, and the
     level that told (IMAGE, SERIES or STUDY)."""
     from pynetdicom import AE
@@ -60,8 +69,9 @@ def held_instances(hub_aet: str, ae_title: str, host: str, port: int, study_uid:
     except (OSError, ValueError) as exc:
         raise FindFailed(f"cannot reach {where}: {exc}") from None
     if not assoc.is_established:
-        raise FindFailed(f"{where} did not accept a query association from {hub_aet}: it must allow the hub to "
-                         "query it")
+        raise FindFailed(
+            f"{where} did not accept a query association from {hub_aet}: it must allow the hub to query it"
+        )
     try:
         errors = []
         for level in ("IMAGE", "SERIES", "STUDY"):
@@ -88,8 +98,10 @@ def _at_level(assoc, level: str, study_uid: str, sent: dict[str, set[str]], wher
         q = Dataset()
         q.QueryRetrieveLevel = "SERIES"
         q.StudyInstanceUID, q.SeriesInstanceUID, q.NumberOfSeriesRelatedInstances = study_uid, "", ""
-        counts = {str(i.get("SeriesInstanceUID", "")): int(i.get("NumberOfSeriesRelatedInstances", 0) or 0)
-                  for i in _find(assoc, q, where)}
+        counts = {
+            str(i.get("SeriesInstanceUID", "")): int(i.get("NumberOfSeriesRelatedInstances", 0) or 0)
+            for i in _find(assoc, q, where)
+        }
         for series_uid, uids in sent.items():
             if counts.get(series_uid, 0) >= len(uids):
                 held |= uids

@@ -10,6 +10,7 @@ DICOM path, so no value from the wire can start a line of its own or carry termi
 pynetdicom's PDU classes, which decode for the hub's own upper layer too, log rejected values as they
 came ("Invalid 'Calling AE Title' value ..."): `escape_pynetdicom_logs()` makes its records printable.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,9 +68,15 @@ def printable(value: object, limit: int = 200) -> str:
     if cut > 0:
         text = text[:limit]
     if not (text.isprintable() and "\\" not in text):
-        text = "".join(c if c.isprintable() and c != "\\" else _ESCAPES.get(c) or
-                       (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
-                        else f"\\U{ord(c):08x}") for c in text)
+        text = "".join(
+            c
+            if c.isprintable() and c != "\\"
+            else _ESCAPES.get(c)
+            or (
+                f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+            )
+            for c in text
+        )
     return text + f"...({cut} more)" if cut > 0 else text
 
 

@@ -6,6 +6,7 @@ proves every length fits, including sequences and encapsulated pixel data. It wo
 arrive (`InstanceReader`), so the listener streams a dataset to disk while it is checked, and native
 Pixel Data must be as long as the image it describes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -106,8 +107,17 @@ class _Frame:
 
     __slots__ = ("depth", "end", "flag", "implicit", "kind", "length", "start", "what")
 
-    def __init__(self, kind: int, end: int | None, implicit: bool, depth: int, flag: bool,
-                 what: str = "", start: int = 0, length: int = 0) -> None:
+    def __init__(
+        self,
+        kind: int,
+        end: int | None,
+        implicit: bool,
+        depth: int,
+        flag: bool,
+        what: str = "",
+        start: int = 0,
+        length: int = 0,
+    ) -> None:
         self.kind, self.end, self.implicit, self.depth, self.flag = kind, end, implicit, depth, flag
         self.what, self.start, self.length = what, start, length
 
@@ -139,7 +149,7 @@ class _Walker:
         i = 0
         if self.pending:  # complete the pending header with the first bytes of the chunk (12 at most)
             old = len(self.pending)
-            buf = self.pending + bytes(chunk[:12 - old])
+            buf = self.pending + bytes(chunk[: 12 - old])
             used = self._run(buf, 0, len(buf), False)
             if used < old:  # still short of a whole header: the chunk was smaller than what is missing
                 self.pending = buf
@@ -171,7 +181,7 @@ class _Walker:
         wanted = len(self.stack) == 1 and tag in self.wanted
         if i + length <= n:  # the common case: the whole value is here
             if wanted:
-                self.found[tag] = (vr, bytes(buf[i:i + min(length, CAPTURE_LIMIT)]))
+                self.found[tag] = (vr, bytes(buf[i : i + min(length, CAPTURE_LIMIT)]))
             self.pos += length
             return i + length
         self.skip, self.skip_tag, self.skip_length = length, tag, length
@@ -185,7 +195,7 @@ class _Walker:
         k = min(self.skip, n - i)
         if self.capture is not None and self.capture_left:
             c = min(k, self.capture_left)
-            self.capture += buf[i:i + c]
+            self.capture += buf[i : i + c]
             self.capture_left -= c
         self.pos += k
         self.skip -= k
@@ -256,8 +266,9 @@ class _Walker:
                     if tag == _PIXEL_DATA and not frame.implicit:
                         stack.append(_Frame(_FRAGMENTS, frame.end, False, frame.depth, False))
                     else:
-                        stack.append(_Frame(_SEQUENCE, frame.end, frame.implicit or vr == b"UN",
-                                            frame.depth + 1, False))
+                        stack.append(
+                            _Frame(_SEQUENCE, frame.end, frame.implicit or vr == b"UN", frame.depth + 1, False)
+                        )
                     continue
                 if room is not None and length > room - header:
                     raise _truncated(f"element ({group:04X},{element:04X})", length, room - header)
@@ -266,8 +277,18 @@ class _Walker:
                 if vr == b"SQ":
                     if top and tag in self.wanted:
                         self.found[tag] = (vr, b"")
-                    stack.append(_Frame(_SEQUENCE, pos + length, frame.implicit, frame.depth + 1, True,
-                                        f"element ({group:04X},{element:04X})", pos, length))
+                    stack.append(
+                        _Frame(
+                            _SEQUENCE,
+                            pos + length,
+                            frame.implicit,
+                            frame.depth + 1,
+                            True,
+                            f"element ({group:04X},{element:04X})",
+                            pos,
+                            length,
+                        )
+                    )
                 elif length:
                     i = self._value(buf, i, n, tag, vr, length)
                     if self.skip:
@@ -313,8 +334,11 @@ class _Walker:
             else:
                 if room is not None and length > room:
                     raise _truncated("sequence item", length, room)
-                stack.append(_Frame(_DATASET, pos + 8 + length, frame.implicit, frame.depth, False,
-                                    "sequence item", pos + 8, length))
+                stack.append(
+                    _Frame(
+                        _DATASET, pos + 8 + length, frame.implicit, frame.depth, False, "sequence item", pos + 8, length
+                    )
+                )
 
 
 class _Inflater:
@@ -329,8 +353,7 @@ class _Inflater:
     def _check(self, plain: bytes) -> bytes:
         self.total += len(plain)
         if self.total > self.limit:
-            raise InvalidInstance(STATUS_OUT_OF_RESOURCES,
-                                  f"deflated dataset inflates to more than {self.limit} bytes")
+            raise InvalidInstance(STATUS_OUT_OF_RESOURCES, f"deflated dataset inflates to more than {self.limit} bytes")
         return plain
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
@@ -373,9 +396,7 @@ def _layout(transfer_syntax: str) -> tuple[bool, bool, bool, bool]:
     return False, ts.is_implicit_VR, ts.is_little_endian, not ts.is_encapsulated
 
 
-def decode_layout(
-    dataset: bytes, transfer_syntax: str, max_inflated: int | None = None
-) -> tuple[bytes, bool, bool]:
+def decode_layout(dataset: bytes, transfer_syntax: str, max_inflated: int | None = None) -> tuple[bytes, bool, bool]:
     """The dataset as plain bytes (inflated if deflated) and whether it is implicit VR / little endian.
 
     A deflated dataset inflating to more than `max_inflated` bytes (default MAX_INFLATED_BYTES) is
@@ -387,8 +408,9 @@ def decode_layout(
     return dataset, implicit, little
 
 
-def check_structure(plain: bytes, implicit: bool, little: bool,
-                    wanted: frozenset[int] = frozenset()) -> dict[int, tuple[bytes, bytes]]:
+def check_structure(
+    plain: bytes, implicit: bool, little: bool, wanted: frozenset[int] = frozenset()
+) -> dict[int, tuple[bytes, bytes]]:
     """Raise InvalidInstance unless every element of the dataset is complete; returns the wanted
     top-level elements: tag -> (VR, value)."""
     walker = _Walker(implicit, little, wanted)
@@ -405,19 +427,66 @@ def _valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and all(_UID_PART.fullmatch(part) for part in value.split("."))
 
 
-_TEXT_VRS = {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"PN", b"SH", b"ST", b"TM", b"UC",
-             b"UI", b"UR", b"UT", b"UN", b""}
+_TEXT_VRS = {
+    b"AE",
+    b"AS",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"ST",
+    b"TM",
+    b"UC",
+    b"UI",
+    b"UR",
+    b"UT",
+    b"UN",
+    b"",
+}
 _CHARSET = 0x00080005
 # the attributes the index reads: keyword -> tag
-_FIELDS = {keyword: int(tag_for_keyword(keyword)) for keyword in (  # type: ignore[arg-type]
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "IssuerOfPatientID",
-    "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyDate", "StudyTime",
-    "StudyDescription", "ReferringPhysicianName", "Modality", "SeriesDescription", "SeriesNumber",
-    "BodyPartExamined", "InstanceNumber")}
+_FIELDS = {
+    keyword: int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "Modality",
+        "SeriesDescription",
+        "SeriesNumber",
+        "BodyPartExamined",
+        "InstanceNumber",
+    )
+}
 _PERSON_NAMES = {_FIELDS["PatientName"], _FIELDS["ReferringPhysicianName"]}
 # what native Pixel Data must hold: keyword -> tag
-_IMAGE = {keyword: int(tag_for_keyword(keyword)) for keyword in (  # type: ignore[arg-type]
-    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames", "PhotometricInterpretation")}
+_IMAGE = {
+    keyword: int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+    for keyword in (
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "NumberOfFrames",
+        "PhotometricInterpretation",
+    )
+}
 # PS3.3 C.7.6.3.1.2: uncompressed 4:2:2 YBR holds two samples per pixel, not three
 _HALF_CHROMA = {"YBR_FULL_422", "YBR_PARTIAL_422"}
 
@@ -445,8 +514,10 @@ class _Values:
             return ""
         vr = self.found[tag][0]
         if vr not in _TEXT_VRS:
-            raise InvalidInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be decoded: ({tag >> 16:04X},"
-                                                            f"{tag & 0xFFFF:04X}) has VR {vr.decode(errors='replace')}")
+            raise InvalidInstance(
+                STATUS_CANNOT_UNDERSTAND,
+                f"dataset cannot be decoded: ({tag >> 16:04X},{tag & 0xFFFF:04X}) has VR {vr.decode(errors='replace')}",
+            )
         delimiters = {0x5E, 0x3D} if tag in _PERSON_NAMES else set()
         try:
             value = decode_bytes(self.raw(tag), self.encodings, delimiters)
@@ -488,14 +559,12 @@ class InstanceReader:
     and the few values the index needs is kept, so a receiver can stream the bytes to disk meanwhile and
     never read them back."""
 
-    def __init__(self, transfer_syntax: str, *, code_tag: int | None = None,
-                 max_inflated: int | None = None) -> None:
+    def __init__(self, transfer_syntax: str, *, code_tag: int | None = None, max_inflated: int | None = None) -> None:
         deflated, implicit, little, self.native = _layout(transfer_syntax)
         self.code_tag = code_tag
         self.walker = _Walker(implicit, little, _wanted(code_tag))
         self.little = little
-        self.inflater = _Inflater(MAX_INFLATED_BYTES if max_inflated is None else max_inflated) \
-            if deflated else None
+        self.inflater = _Inflater(MAX_INFLATED_BYTES if max_inflated is None else max_inflated) if deflated else None
 
     def feed(self, chunk: bytes | memoryview) -> None:
         if self.inflater is None:
@@ -518,8 +587,9 @@ def _check_pixel_data(values: _Values, vr: bytes, length: int) -> None:
     """Native (uncompressed) Pixel Data must hold Rows x Columns x Samples per Pixel x Bits Allocated / 8
     bytes per frame: shorter pixel data would be forwarded to hospitals as a broken image."""
     if length == _UNDEFINED:
-        raise InvalidInstance(STATUS_CANNOT_UNDERSTAND,
-                              "Pixel Data is encapsulated but the transfer syntax is uncompressed")
+        raise InvalidInstance(
+            STATUS_CANNOT_UNDERSTAND, "Pixel Data is encapsulated but the transfer syntax is uncompressed"
+        )
     rows, columns, bits = values.us(_IMAGE["Rows"]), values.us(_IMAGE["Columns"]), values.us(_IMAGE["BitsAllocated"])
     if rows is None or columns is None or bits is None:
         raise InvalidInstance(STATUS_DATASET_MISMATCH, "Pixel Data without Rows, Columns and Bits Allocated")
@@ -532,15 +602,20 @@ def _check_pixel_data(values: _Values, vr: bytes, length: int) -> None:
         raise InvalidInstance(STATUS_DATASET_MISMATCH, f"Pixel Data has {length} bytes, the image needs {expected}")
 
 
-def _index_fields(values: _Values, expected_sop_class: str | None, expected_sop_uid: str | None,
-                  code_tag: int | None) -> IndexFields:
+def _index_fields(
+    values: _Values, expected_sop_class: str | None, expected_sop_uid: str | None, code_tag: int | None
+) -> IndexFields:
     text = values.text
     sop_class = text(_FIELDS["SOPClassUID"])
     sop_uid = text(_FIELDS["SOPInstanceUID"])
     study_uid = text(_FIELDS["StudyInstanceUID"])
     series_uid = text(_FIELDS["SeriesInstanceUID"])
-    for label, value in (("SOP Instance UID (0008,0018)", sop_uid), ("Study Instance UID (0020,000D)", study_uid),
-                         ("Series Instance UID (0020,000E)", series_uid), ("SOP Class UID (0008,0016)", sop_class)):
+    for label, value in (
+        ("SOP Instance UID (0008,0018)", sop_uid),
+        ("Study Instance UID (0020,000D)", study_uid),
+        ("Series Instance UID (0020,000E)", series_uid),
+        ("SOP Class UID (0008,0016)", sop_class),
+    ):
         if not value:
             raise InvalidInstance(STATUS_DATASET_MISMATCH, f"no {label}: the hub cannot index or route it")
         if not _valid_uid(value):

@@ -4,6 +4,7 @@ The hub stores each instance as a Part 10 file whose dataset bytes are exactly t
 module writes the header in front of them (without pydicom's generic writer, which costs more than the
 rest of the receive path together) and finds where the dataset starts when sending a file.
 """
+
 from __future__ import annotations
 
 import struct
@@ -35,15 +36,17 @@ def _text(value: str, pad: bytes) -> bytes:
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_aet: str = "") -> bytes:
     """Preamble, prefix and file meta group for a dataset stored as received."""
-    body = b"".join((
-        _element(0x0001, b"OB", b"\x00\x01"),
-        _element(0x0002, b"UI", _text(sop_class_uid, b"\x00")),
-        _element(0x0003, b"UI", _text(sop_instance_uid, b"\x00")),
-        _element(0x0010, b"UI", _text(transfer_syntax_uid, b"\x00")),
-        _element(0x0012, b"UI", _text(IMPLEMENTATION_CLASS_UID, b"\x00")),
-        _element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION, b" ")),
-        *((_element(0x0016, b"AE", _text(source_aet.strip(), b" ")),) if source_aet.strip() else ()),
-    ))
+    body = b"".join(
+        (
+            _element(0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, b"UI", _text(sop_class_uid, b"\x00")),
+            _element(0x0003, b"UI", _text(sop_instance_uid, b"\x00")),
+            _element(0x0010, b"UI", _text(transfer_syntax_uid, b"\x00")),
+            _element(0x0012, b"UI", _text(IMPLEMENTATION_CLASS_UID, b"\x00")),
+            _element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION, b" ")),
+            *((_element(0x0016, b"AE", _text(source_aet.strip(), b" ")),) if source_aet.strip() else ()),
+        )
+    )
     return _PREFIX + _element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
 
@@ -57,7 +60,7 @@ def dataset_offset(data: bytes | memoryview) -> int:
         group, _element = struct.unpack_from("<HH", data, pos)
         if group != 0x0002:
             break
-        vr = bytes(data[pos + 4:pos + 6])
+        vr = bytes(data[pos + 4 : pos + 6])
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
             (length,) = struct.unpack_from("<L", data, pos + 8)
             pos += 12 + length
@@ -65,8 +68,6 @@ def dataset_offset(data: bytes | memoryview) -> int:
             (length,) = struct.unpack_from("<H", data, pos + 6)
             pos += 8 + length
     return pos
-
-
 
 
 def encode_dataset(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:
@@ -88,7 +89,7 @@ def read_meta(data: bytes) -> dict[int, str]:
         group, element = struct.unpack_from("<HH", data, pos)
         if group != 0x0002:
             break
-        vr = data[pos + 4:pos + 6]
+        vr = data[pos + 4 : pos + 6]
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
             (length,) = struct.unpack_from("<L", data, pos + 8)
             start = pos + 12
@@ -98,18 +99,19 @@ def read_meta(data: bytes) -> dict[int, str]:
         if start + length > len(data):
             raise ValueError("the DICOM file meta group is truncated")
         if vr in (b"UI", b"AE", b"SH"):
-            found[element] = data[start:start + length].decode("ascii", "replace").strip("\x00 ")
+            found[element] = data[start : start + length].decode("ascii", "replace").strip("\x00 ")
         pos = start + length
     if not found.get(0x0010):
         raise ValueError("the DICOM file meta group has no Transfer Syntax UID")
     return found
 
 
-def chunks_to_store(data: bytes, meta: dict[int, str], sop_class_uid: str, sop_uid: str, syntax: str,
-                    calling_aet: str) -> tuple[bytes, ...]:
+def chunks_to_store(
+    data: bytes, meta: dict[int, str], sop_class_uid: str, sop_uid: str, syntax: str, calling_aet: str
+) -> tuple[bytes, ...]:
     """What the blob store keeps for a posted Part 10 file: the file as it came when its meta group names
     this instance (so it is retrieved byte for byte), else its dataset behind a meta group of the hub's,
     as for DICOM arrivals."""
     if meta.get(0x0003) == sop_uid and meta.get(0x0002) == sop_class_uid:
         return (data,)
-    return (file_meta(sop_class_uid, sop_uid, syntax, calling_aet), data[dataset_offset(data):])
+    return (file_meta(sop_class_uid, sop_uid, syntax, calling_aet), data[dataset_offset(data) :])

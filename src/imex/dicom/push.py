@@ -3,6 +3,7 @@
 This is how a patient's CD reaches the network: every DICOM file found is sent as stored, in its own
 transfer syntax, over as few associations as the presentation-context limit allows.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -69,10 +70,17 @@ def collect(paths: Iterable[Path], scratch: ExitStack, report: PushReport) -> li
     return found
 
 
-def push(files: list[Outgoing], *, host: str, port: int, called_aet: str, calling_aet: str,
-         report: PushReport, progress: Callable[[int], None] = lambda n: None) -> PushReport:
-    for f, sent in send_all(files, lambda f: f, calling_aet=calling_aet, called_aet=called_aet, host=host,
-                            port=port):
+def push(
+    files: list[Outgoing],
+    *,
+    host: str,
+    port: int,
+    called_aet: str,
+    calling_aet: str,
+    report: PushReport,
+    progress: Callable[[int], None] = lambda n: None,
+) -> PushReport:
+    for f, sent in send_all(files, lambda f: f, calling_aet=calling_aet, called_aet=called_aet, host=host, port=port):
         if sent.status is None:
             report.failed.append((f.path, sent.error))
         elif is_success(sent.status):

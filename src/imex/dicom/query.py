@@ -2,6 +2,7 @@
 sender selects from for a pre-authorised transfer, what fulfils a request, what the locator's sweeps
 index. Answers are plain dataclasses; a node that cannot be asked, or answers badly, raises FindFailed
 with a message a PACS manager can act on."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,8 +10,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FindFailed", "NodeAddress", "StudyQuery", "StudyMatch", "SeriesMatch", "InstanceMatch",
-           "association", "find_studies", "find_series", "find_instances", "clean"]
+__all__ = [
+    "FindFailed",
+    "NodeAddress",
+    "StudyQuery",
+    "StudyMatch",
+    "SeriesMatch",
+    "InstanceMatch",
+    "association",
+    "find_studies",
+    "find_series",
+    "find_instances",
+    "clean",
+]
 
 
 class FindFailed(ConnectionError):
@@ -43,8 +55,18 @@ class StudyQuery:
     date_to: str = ""
 
     def is_empty(self) -> bool:
-        return not any((self.patient_id, self.patient_name, self.birth_date, self.accession, self.study_uid,
-                        self.modality, self.date_from, self.date_to))
+        return not any(
+            (
+                self.patient_id,
+                self.patient_name,
+                self.birth_date,
+                self.accession,
+                self.study_uid,
+                self.modality,
+                self.date_from,
+                self.date_to,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -111,8 +133,10 @@ def association(hub_aet: str, node: NodeAddress, model: Any, timeout: float) -> 
     except (OSError, ValueError) as exc:
         raise FindFailed(f"cannot reach {node}: {exc}") from None
     if not assoc.is_established:
-        raise FindFailed(f"{node} did not accept an association from {hub_aet}: it must know the hub's AE title "
-                         f"{hub_aet} as a peer allowed to query and retrieve")
+        raise FindFailed(
+            f"{node} did not accept an association from {hub_aet}: it must know the hub's AE title "
+            f"{hub_aet} as a peer allowed to query and retrieve"
+        )
     try:
         yield assoc
     finally:
@@ -167,14 +191,16 @@ def _multi(ds: Any, keyword: str) -> tuple[str, ...]:
     return (str(value),)
 
 
-def find_studies(hub_aet: str, node: NodeAddress, q: StudyQuery, timeout: float = 30.0,
-                 limit: int = 200) -> list[StudyMatch]:
+def find_studies(
+    hub_aet: str, node: NodeAddress, q: StudyQuery, timeout: float = 30.0, limit: int = 200
+) -> list[StudyMatch]:
     """Studies `node` holds that match `q`, newest first. An empty query is refused: it would list a PACS."""
     from pydicom.dataset import Dataset
 
     if q.is_empty():
-        raise ValueError("say what to search for: a patient ID, name, date of birth, accession number, "
-                         "study UID, modality or dates")
+        raise ValueError(
+            "say what to search for: a patient ID, name, date of birth, accession number, study UID, modality or dates"
+        )
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
     ds.PatientID = clean(q.patient_id)
@@ -184,25 +210,44 @@ def find_studies(hub_aet: str, node: NodeAddress, q: StudyQuery, timeout: float 
     ds.StudyInstanceUID = clean(q.study_uid)
     ds.ModalitiesInStudy = clean(q.modality, 16)
     ds.StudyDate = _date_range(q.date_from, q.date_to)
-    for keyword in ("IssuerOfPatientID", "PatientSex", "StudyTime", "StudyDescription", "OtherPatientIDs",
-                    "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "BodyPartExamined"):
+    for keyword in (
+        "IssuerOfPatientID",
+        "PatientSex",
+        "StudyTime",
+        "StudyDescription",
+        "OtherPatientIDs",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "BodyPartExamined",
+    ):
         setattr(ds, keyword, "")
-    found = [StudyMatch(study_uid=_text(i, "StudyInstanceUID"), patient_id=_text(i, "PatientID"),
-                        issuer=_text(i, "IssuerOfPatientID"), patient_name=_text(i, "PatientName"),
-                        birth_date=_text(i, "PatientBirthDate"), sex=_text(i, "PatientSex"),
-                        accession=_text(i, "AccessionNumber"), study_date=_text(i, "StudyDate"),
-                        study_time=_text(i, "StudyTime"), description=_text(i, "StudyDescription"),
-                        modalities=_multi(i, "ModalitiesInStudy"), body_parts=_multi(i, "BodyPartExamined"),
-                        series_count=_int(i, "NumberOfStudyRelatedSeries"),
-                        instance_count=_int(i, "NumberOfStudyRelatedInstances"),
-                        other_ids=_multi(i, "OtherPatientIDs"))
-             for i in _matches(hub_aet, node, ds, timeout, limit)]
+    found = [
+        StudyMatch(
+            study_uid=_text(i, "StudyInstanceUID"),
+            patient_id=_text(i, "PatientID"),
+            issuer=_text(i, "IssuerOfPatientID"),
+            patient_name=_text(i, "PatientName"),
+            birth_date=_text(i, "PatientBirthDate"),
+            sex=_text(i, "PatientSex"),
+            accession=_text(i, "AccessionNumber"),
+            study_date=_text(i, "StudyDate"),
+            study_time=_text(i, "StudyTime"),
+            description=_text(i, "StudyDescription"),
+            modalities=_multi(i, "ModalitiesInStudy"),
+            body_parts=_multi(i, "BodyPartExamined"),
+            series_count=_int(i, "NumberOfStudyRelatedSeries"),
+            instance_count=_int(i, "NumberOfStudyRelatedInstances"),
+            other_ids=_multi(i, "OtherPatientIDs"),
+        )
+        for i in _matches(hub_aet, node, ds, timeout, limit)
+    ]
     found = [m for m in found if m.study_uid]
     return sorted(found, key=lambda m: (m.study_date, m.study_time), reverse=True)
 
 
-def find_series(hub_aet: str, node: NodeAddress, study_uid: str, timeout: float = 30.0,
-                limit: int = 1000) -> list[SeriesMatch]:
+def find_series(
+    hub_aet: str, node: NodeAddress, study_uid: str, timeout: float = 30.0, limit: int = 1000
+) -> list[SeriesMatch]:
     """The series of one study on `node`."""
     from pydicom.dataset import Dataset
 
@@ -211,19 +256,32 @@ def find_series(hub_aet: str, node: NodeAddress, study_uid: str, timeout: float 
     ds = Dataset()
     ds.QueryRetrieveLevel = "SERIES"
     ds.StudyInstanceUID = clean(study_uid)
-    for keyword in ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
-                    "NumberOfSeriesRelatedInstances"):
+    for keyword in (
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "NumberOfSeriesRelatedInstances",
+    ):
         setattr(ds, keyword, "")
-    found = [SeriesMatch(series_uid=_text(i, "SeriesInstanceUID"), modality=_text(i, "Modality"),
-                         number=_text(i, "SeriesNumber"), description=_text(i, "SeriesDescription"),
-                         body_part=_text(i, "BodyPartExamined"),
-                         instance_count=_int(i, "NumberOfSeriesRelatedInstances"))
-             for i in _matches(hub_aet, node, ds, timeout, limit)]
+    found = [
+        SeriesMatch(
+            series_uid=_text(i, "SeriesInstanceUID"),
+            modality=_text(i, "Modality"),
+            number=_text(i, "SeriesNumber"),
+            description=_text(i, "SeriesDescription"),
+            body_part=_text(i, "BodyPartExamined"),
+            instance_count=_int(i, "NumberOfSeriesRelatedInstances"),
+        )
+        for i in _matches(hub_aet, node, ds, timeout, limit)
+    ]
     return [s for s in found if s.series_uid]
 
 
-def find_instances(hub_aet: str, node: NodeAddress, study_uid: str, series_uid: str = "",
-                   timeout: float = 30.0, limit: int = 100000) -> list[InstanceMatch]:
+def find_instances(
+    hub_aet: str, node: NodeAddress, study_uid: str, series_uid: str = "", timeout: float = 30.0, limit: int = 100000
+) -> list[InstanceMatch]:
     """The instances of a study (or one series of it) on `node`: what a delivery check compares."""
     from pydicom.dataset import Dataset
 
@@ -235,6 +293,8 @@ def find_instances(hub_aet: str, node: NodeAddress, study_uid: str, series_uid: 
     ds.SeriesInstanceUID = clean(series_uid)
     for keyword in ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"):
         setattr(ds, keyword, "")
-    found = [InstanceMatch(_text(i, "SOPInstanceUID"), _text(i, "SOPClassUID"), _text(i, "InstanceNumber"))
-             for i in _matches(hub_aet, node, ds, timeout, limit)]
+    found = [
+        InstanceMatch(_text(i, "SOPInstanceUID"), _text(i, "SOPClassUID"), _text(i, "InstanceNumber"))
+        for i in _matches(hub_aet, node, ds, timeout, limit)
+    ]
     return [m for m in found if m.sop_instance_uid]

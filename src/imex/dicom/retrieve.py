@@ -1,6 +1,7 @@
 """C-MOVE from an institution's PACS to the hub: the PACS sends the study to the hub's own DICOM
 listener (the move destination is the hub's AE title, which the PACS must know), where it is stored and
 indexed like any pushed study. Used by requests, pre-authorised transfers and view-before-import."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ class MoveOutcome:
         return self.status in (0x0000, 0xB000) and self.failed == 0
 
     def describe(self) -> str:
-        return (f"status 0x{self.status:04X}: {self.completed} instances moved, {self.failed} failed, "
-                f"{self.warning} with warnings")
+        return (
+            f"status 0x{self.status:04X}: {self.completed} instances moved, {self.failed} failed, "
+            f"{self.warning} with warnings"
+        )
 
 
 _MEANINGS = {
@@ -40,8 +43,9 @@ _MEANINGS = {
 }
 
 
-def move_study(hub_aet: str, node: NodeAddress, study_uid: str, destination_aet: str | None = None,
-               timeout: float = 600.0) -> MoveOutcome:
+def move_study(
+    hub_aet: str, node: NodeAddress, study_uid: str, destination_aet: str | None = None, timeout: float = 600.0
+) -> MoveOutcome:
     """Ask `node` to send study `study_uid` to `destination_aet` (the hub by default); waits for the end."""
     from pydicom.dataset import Dataset
     from pynetdicom.sop_class import uid_to_sop_class
@@ -62,9 +66,11 @@ def move_study(hub_aet: str, node: NodeAddress, study_uid: str, destination_aet:
                 if not status or "Status" not in status:
                     raise MoveFailed(f"{node} stopped answering the move of study {uid}")
                 last = int(status.Status)
-                for key, keyword in (("completed", "NumberOfCompletedSuboperations"),
-                                     ("failed", "NumberOfFailedSuboperations"),
-                                     ("warning", "NumberOfWarningSuboperations")):
+                for key, keyword in (
+                    ("completed", "NumberOfCompletedSuboperations"),
+                    ("failed", "NumberOfFailedSuboperations"),
+                    ("warning", "NumberOfWarningSuboperations"),
+                ):
                     if keyword in status and status.get(keyword) is not None:
                         counts[key] = int(status.get(keyword))
     except MoveFailed:
@@ -78,6 +84,7 @@ def move_study(hub_aet: str, node: NodeAddress, study_uid: str, destination_aet:
     outcome = MoveOutcome(last, counts["completed"], counts["failed"], counts["warning"])
     if last not in (0x0000, 0xB000, 0xFF00):
         meaning = _MEANINGS.get(last, "the node refused the move")
-        raise MoveFailed(f"{node} refused to move study {uid} to {destination_aet or hub_aet}: {meaning} "
-                         f"({outcome.describe()})")
+        raise MoveFailed(
+            f"{node} refused to move study {uid} to {destination_aet or hub_aet}: {meaning} ({outcome.describe()})"
+        )
     return outcome

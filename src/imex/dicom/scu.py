@@ -5,6 +5,7 @@ file without being decoded. Each SOP class is also proposed uncompressed (explic
 little endian); when a destination refuses the stored syntax, the instance is decompressed with pydicom
 and sent that way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,9 +81,17 @@ class Sender:
     """One association to a destination, used to send many instances in turn (see upper_layer for why
     this does not go through pynetdicom's association machinery)."""
 
-    def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        calling_aet: str,
+        called_aet: str,
+        host: str,
+        port: int,
+        contexts: list[tuple[str, list[str]]],
+        *,
+        timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.called = f"{called_aet}@{host}:{port}"
         try:
             self.requestor = Requestor(calling_aet, called_aet, host, port, contexts, timeout=timeout, tls=tls)
@@ -108,7 +117,8 @@ class Sender:
         except Exception as exc:  # no decoder for it, or corrupt compressed data
             raise NoAcceptableContext(
                 f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
-                f"decompressed: {exc}") from None
+                f"decompressed: {exc}"
+            ) from None
 
     def _coerced(self, item: Outgoing, ts: str) -> tuple[bytes, str]:
         """A copy of the stored instance with its header changed by `item.coerce`, encoded in `ts`;
@@ -123,7 +133,8 @@ class Sender:
             except Exception as exc:
                 raise NoAcceptableContext(
                     f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
-                    f"decompressed: {exc}") from None
+                    f"decompressed: {exc}"
+                ) from None
         uid = UID(ts)
         encoded = encode_dataset(ds, implicit=uid.is_implicit_VR, little=uid.is_little_endian)
         if uid == DeflatedExplicitVRLittleEndian:
@@ -140,14 +151,15 @@ class Sender:
         if cx is None:
             raise NoAcceptableContext(
                 f"{self.called} accepts neither {syntax_name(item.transfer_syntax_uid)} nor uncompressed "
-                f"transfer syntaxes for SOP class {UID(item.sop_class_uid).name or item.sop_class_uid}")
+                f"transfer syntaxes for SOP class {UID(item.sop_class_uid).name or item.sop_class_uid}"
+            )
         sop_instance_uid = item.sop_instance_uid
         dataset: bytes | memoryview
         if item.coerce is not None:
             dataset, sop_instance_uid = self._coerced(item, cx.transfer_syntax)
         elif cx.transfer_syntax == item.transfer_syntax_uid:
             data = item.path.read_bytes()
-            dataset = memoryview(data)[dataset_offset(data):]
+            dataset = memoryview(data)[dataset_offset(data) :]
         else:
             dataset = self._converted(item, cx.transfer_syntax)
         try:
@@ -173,9 +185,17 @@ class Sent:
     association_lost: bool = False
 
 
-def send_all(items: Sequence[T], outgoing: Callable[[T], Outgoing], *, calling_aet: str, called_aet: str,
-             host: str, port: int, timeout: float = 60.0,
-             tls: ssl.SSLContext | None = None) -> Iterator[tuple[T, Sent]]:
+def send_all(
+    items: Sequence[T],
+    outgoing: Callable[[T], Outgoing],
+    *,
+    calling_aet: str,
+    called_aet: str,
+    host: str,
+    port: int,
+    timeout: float = 60.0,
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[tuple[T, Sent]]:
     """Send items over as few associations as the presentation-context limit allows, yielding each
     item with its outcome as soon as it is known. Stopping the iteration releases the association.
     With `tls` (a client context from imex.tls), each association runs over TLS."""

@@ -1,4 +1,5 @@
 """Transfer syntaxes the hub accepts and stores as received, and the uncompressed fallbacks it sends with."""
+
 from __future__ import annotations
 
 from pydicom.uid import (

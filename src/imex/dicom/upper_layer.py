@@ -7,6 +7,7 @@ go straight from the file to the socket, fragmented to the peer's maximum PDU le
 response is read on the same thread. pynetdicom's PDU classes still encode and decode the association
 PDUs (PS3.8 9.3), so negotiation is not reimplemented.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,10 +41,14 @@ MIN_PEER_PDU = 1024
 # A command set is a few hundred bytes: more, without its last fragment, is not a DIMSE command.
 MAX_COMMAND = 16 << 10
 _REJECT_REASONS = {
-    (1, 1): "no reason given", (1, 2): "application context not supported",
-    (1, 3): "calling AE title not recognised", (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given", (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
+    (1, 1): "no reason given",
+    (1, 2): "application context not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
 }
 
 
@@ -112,7 +117,7 @@ class PduStream:
     def send(self, *parts: bytes | memoryview) -> None:
         try:
             if isinstance(self.sock, ssl.SSLSocket):  # TLS has no sendmsg: small parts in one record
-                for part in ((b"".join(parts),) if sum(len(p) for p in parts) < 65536 else parts):
+                for part in (b"".join(parts),) if sum(len(p) for p in parts) < 65536 else parts:
                     self.sock.sendall(part)
                 return
             total = sum(len(p) for p in parts)
@@ -131,7 +136,7 @@ class PduStream:
         total = len(view)
         offset = 0
         while True:
-            chunk = view[offset:offset + limit]
+            chunk = view[offset : offset + limit]
             offset += len(chunk)
             control = (0x01 if command else 0x00) | (0x02 if offset >= total else 0x00)
             header = struct.pack(">BBLLBB", P_DATA, 0, len(chunk) + 6, len(chunk) + 2, context_id, control)
@@ -162,7 +167,7 @@ def pdvs(pdu: bytes) -> list[tuple[int, int, memoryview]]:
         (item_length,) = struct.unpack_from(">L", pdu, pos)
         if item_length < 2 or pos + 4 + item_length > len(pdu):
             raise UpperLayerError("malformed PDV item")
-        items.append((pdu[pos + 4], pdu[pos + 5], view[pos + 6:pos + 4 + item_length]))
+        items.append((pdu[pos + 4], pdu[pos + 5], view[pos + 6 : pos + 4 + item_length]))
         pos += 4 + item_length
     if pos != len(pdu):
         raise UpperLayerError("malformed P-DATA-TF PDU")
@@ -171,10 +176,17 @@ def pdvs(pdu: bytes) -> list[tuple[int, int, memoryview]]:
 
 # DIMSE command elements (PS3.7 E.1) the hub reads and writes: keyword -> (element in group 0000, VR)
 _COMMAND_ELEMENTS = {
-    "AffectedSOPClassUID": (0x0002, "UI"), "CommandField": (0x0100, "US"), "MessageID": (0x0110, "US"),
-    "MessageIDBeingRespondedTo": (0x0120, "US"), "Priority": (0x0700, "US"), "CommandDataSetType": (0x0800, "US"),
-    "Status": (0x0900, "US"), "ErrorComment": (0x0902, "LO"), "ErrorID": (0x0903, "US"),
-    "AffectedSOPInstanceUID": (0x1000, "UI"), "EventTypeID": (0x1002, "US"),
+    "AffectedSOPClassUID": (0x0002, "UI"),
+    "CommandField": (0x0100, "US"),
+    "MessageID": (0x0110, "US"),
+    "MessageIDBeingRespondedTo": (0x0120, "US"),
+    "Priority": (0x0700, "US"),
+    "CommandDataSetType": (0x0800, "US"),
+    "Status": (0x0900, "US"),
+    "ErrorComment": (0x0902, "LO"),
+    "ErrorID": (0x0903, "US"),
+    "AffectedSOPInstanceUID": (0x1000, "UI"),
+    "EventTypeID": (0x1002, "US"),
     "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
     "MoveOriginatorMessageID": (0x1031, "US"),
 }
@@ -221,7 +233,7 @@ def decode_command(data: bytes) -> Command:
             raise ValueError("malformed command set")
         known = _BY_ELEMENT.get(element)
         if known is not None:
-            raw = data[pos + 8:pos + 8 + length]
+            raw = data[pos + 8 : pos + 8 + length]
             keyword, vr = known
             if vr == "US":
                 if length != 2:
@@ -238,9 +250,17 @@ def decode_command(data: bytes) -> Command:
 class Requestor:
     """One association as requestor: negotiate, send C-STOREs one after another, release."""
 
-    def __init__(self, calling_aet: str, called_aet: str, host: str, port: int,
-                 contexts: list[tuple[str, list[str]]], *, timeout: float = 60.0,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        calling_aet: str,
+        called_aet: str,
+        host: str,
+        port: int,
+        contexts: list[tuple[str, list[str]]],
+        *,
+        timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         peer = f"{called_aet}@{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
@@ -263,8 +283,9 @@ class Requestor:
             raise
         self.open = True
 
-    def _negotiate(self, calling: str, called: str, contexts: list[tuple[str, list[str]]]) \
-            -> tuple[dict[tuple[str, str], Accepted], int]:
+    def _negotiate(
+        self, calling: str, called: str, contexts: list[tuple[str, list[str]]]
+    ) -> tuple[dict[tuple[str, str], Accepted], int]:
         rq = A_ASSOCIATE()
         rq.application_context_name = APPLICATION_CONTEXT
         rq.calling_ae_title = calling
@@ -302,11 +323,18 @@ class Requestor:
         peer_max = max_length_of(primitive.user_information)
         if 0 < peer_max < MIN_PEER_PDU:
             # fragments of peer_max - 6 bytes: at 6 or fewer the first message would never end
-            log.warning("aborted the association with %s: it receives PDUs of at most %d bytes, fewer than "
-                        "the %d the hub needs", printable(self.peer), peer_max, MIN_PEER_PDU)
+            log.warning(
+                "aborted the association with %s: it receives PDUs of at most %d bytes, fewer than "
+                "the %d the hub needs",
+                printable(self.peer),
+                peer_max,
+                MIN_PEER_PDU,
+            )
             self.stream.abort()
-            raise UpperLayerError(f"{self.peer} accepts PDUs of at most {peer_max} bytes (Maximum Length "
-                                  f"Received), fewer than the {MIN_PEER_PDU} the hub needs; fix the node's setting")
+            raise UpperLayerError(
+                f"{self.peer} accepts PDUs of at most {peer_max} bytes (Maximum Length "
+                f"Received), fewer than the {MIN_PEER_PDU} the hub needs; fix the node's setting"
+            )
         return accepted, peer_max
 
     def c_store(self, cx: Accepted, sop_instance_uid: str, dataset: memoryview | bytes) -> Command:
@@ -314,8 +342,14 @@ class Requestor:
         if not self.open:
             raise UpperLayerError(f"association with {self.peer} is closed")
         self.message_id = (self.message_id % 0xFFFF) + 1
-        command = Command(AffectedSOPClassUID=cx.abstract_syntax, CommandField=0x0001, MessageID=self.message_id,
-                          Priority=0x0000, CommandDataSetType=0x0000, AffectedSOPInstanceUID=sop_instance_uid)
+        command = Command(
+            AffectedSOPClassUID=cx.abstract_syntax,
+            CommandField=0x0001,
+            MessageID=self.message_id,
+            Priority=0x0000,
+            CommandDataSetType=0x0000,
+            AffectedSOPInstanceUID=sop_instance_uid,
+        )
         self.stream.send_message(cx.context_id, encode_command(command), True, self.peer_max_pdu)
         self.stream.send_message(cx.context_id, dataset, False, self.peer_max_pdu)
         return self._read_response()

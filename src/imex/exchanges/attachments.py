@@ -2,6 +2,7 @@
 by the bytes (magic numbers), never by the name or the declared type alone, and must agree with the file's
 extension; the bytes go through the virus-scanning hook (`exchange.scan_command`) before they are kept in
 the blob store. Downloads always carry the stored type and Content-Disposition: attachment."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,12 @@ from imex.db import utcnow
 from imex.db.models import transaction_attachments
 from imex.store import BlobStore
 
-TYPES = {"application/pdf": (".pdf",), "image/png": (".png",), "image/jpeg": (".jpg", ".jpeg"),
-         "text/plain": (".txt", ".text", ".log")}
+TYPES = {
+    "application/pdf": (".pdf",),
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg"),
+    "text/plain": (".txt", ".text", ".log"),
+}
 _HTML = re.compile(rb"^\s*(<!doctype|<html|<script|<head|<body|<svg|<\?xml|<iframe)", re.IGNORECASE)
 
 
@@ -74,12 +79,14 @@ def check(filename: str, data: bytes, *, max_bytes: int, scan_command: str = "",
         raise too_large(max_bytes)
     kind = sniff(data)
     if kind is None:
-        raise AttachmentRefused(f"{name} is not a PDF, PNG, JPEG or plain-text file (its content says otherwise); "
-                                "send one of those")
+        raise AttachmentRefused(
+            f"{name} is not a PDF, PNG, JPEG or plain-text file (its content says otherwise); send one of those"
+        )
     ext = ("." + name.rsplit(".", 1)[1].lower()) if "." in name else ""
     if ext not in TYPES[kind]:
-        raise AttachmentRefused(f"{name}: its content is {kind} but its name ends in {ext or 'nothing'}; "
-                                f"name it {TYPES[kind][0]}")
+        raise AttachmentRefused(
+            f"{name}: its content is {kind} but its name ends in {ext or 'nothing'}; name it {TYPES[kind][0]}"
+        )
     return Checked(name, kind, data, scan(data, scan_command, scan_timeout))
 
 
@@ -90,8 +97,9 @@ def scan(data: bytes, command: str, timeout: float) -> str:
     try:
         done = subprocess.run(shlex.split(command), input=data, capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AttachmentRefused(f"the virus scanner could not check the file ({type(exc).__name__}); "
-                                "it was not accepted, try again later") from None
+        raise AttachmentRefused(
+            f"the virus scanner could not check the file ({type(exc).__name__}); it was not accepted, try again later"
+        ) from None
     if done.returncode != 0:
         said = (done.stdout or done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
         reason = said[0][:200] if said else f"exit status {done.returncode}"
@@ -99,12 +107,34 @@ def scan(data: bytes, command: str, timeout: float) -> str:
     return "clean"
 
 
-def store(conn: Connection, blobs: BlobStore, transaction_id: int, checked: Checked, *, user_id: int | None,
-          username: str, message_id: int | None = None) -> int:
+def store(
+    conn: Connection,
+    blobs: BlobStore,
+    transaction_id: int,
+    checked: Checked,
+    *,
+    user_id: int | None,
+    username: str,
+    message_id: int | None = None,
+) -> int:
     """Keep the bytes in the blob store and record the attachment; returns its id."""
     key, size = blobs.put_bytes(checked.data)
-    return int(conn.execute(insert(transaction_attachments).values(
-        transaction_id=transaction_id, message_id=message_id, filename=checked.filename,
-        content_type=checked.content_type, size=size, sha256=hashlib.sha256(checked.data).hexdigest(),
-        blob_key=key, uploaded_by_user_id=user_id, uploaded_by=username[:200], scan_state=checked.scan_state,
-        at=utcnow()).returning(transaction_attachments.c.id)).scalar_one())
+    return int(
+        conn.execute(
+            insert(transaction_attachments)
+            .values(
+                transaction_id=transaction_id,
+                message_id=message_id,
+                filename=checked.filename,
+                content_type=checked.content_type,
+                size=size,
+                sha256=hashlib.sha256(checked.data).hexdigest(),
+                blob_key=key,
+                uploaded_by_user_id=user_id,
+                uploaded_by=username[:200],
+                scan_state=checked.scan_state,
+                at=utcnow(),
+            )
+            .returning(transaction_attachments.c.id)
+        ).scalar_one()
+    )

@@ -3,6 +3,7 @@
 row whose lease lapsed (its process died) goes back to pending and is asked again (a repeated C-MOVE is
 harmless: the hub stores what it already has as a duplicate). Failures retry with backoff and keep the
 node's own words in `last_error`."""
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,17 @@ class RetrievalError(Invalid, ValueError):
     """A retrieval that cannot be queued (unknown node, a node the hub may not query, bad purpose)."""
 
 
-def enqueue(conn: Connection, *, node_id: int, study_uid: str, purpose: str = "transfer",
-            transaction_id: int | None = None, request_id: int | None = None, institution_id: int | None = None,
-            requested_by: str = "") -> int:
+def enqueue(
+    conn: Connection,
+    *,
+    node_id: int,
+    study_uid: str,
+    purpose: str = "transfer",
+    transaction_id: int | None = None,
+    request_id: int | None = None,
+    institution_id: int | None = None,
+    requested_by: str = "",
+) -> int:
     """Queue a C-MOVE of `study_uid` from `node_id` to the hub; returns the retrieval's id."""
     if purpose not in PURPOSES:
         raise RetrievalError(f"purpose must be one of {', '.join(PURPOSES)}")
@@ -44,18 +53,48 @@ def enqueue(conn: Connection, *, node_id: int, study_uid: str, purpose: str = "t
     if not node.query_retrieve:
         raise RetrievalError("the hub may not query and retrieve from this node (turn on query/retrieve)")
     now = utcnow()
-    return int(conn.execute(insert(retrievals).values(
-        node_id=node_id, study_uid=uid, purpose=purpose, transaction_id=transaction_id, request_id=request_id,
-        institution_id=institution_id, requested_by=requested_by[:200], state="pending", attempts=0,
-        next_attempt_at=now, completed=0, failed=0, warning=0, created_at=now, updated_at=now)
-        .returning(retrievals.c.id)).scalar_one())
+    return int(
+        conn.execute(
+            insert(retrievals)
+            .values(
+                node_id=node_id,
+                study_uid=uid,
+                purpose=purpose,
+                transaction_id=transaction_id,
+                request_id=request_id,
+                institution_id=institution_id,
+                requested_by=requested_by[:200],
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                completed=0,
+                failed=0,
+                warning=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(retrievals.c.id)
+        ).scalar_one()
+    )
 
 
-RETRIEVE = register(JobQueue(
-    "retrieve", retrievals, RetrySettings("exchange.retrieve_retry_seconds", "exchange.retrieve_retry_multiplier",
-                                          "exchange.retrieve_retry_max_seconds", "exchange.retrieve_max_attempts"),
-    due_state="pending", running_state="moving", dead_state="failed", updated_column="updated_at",
-    description="C-MOVEs the hub asks of institutions' PACS (exchanges, requests, viewing)."))
+RETRIEVE = register(
+    JobQueue(
+        "retrieve",
+        retrievals,
+        RetrySettings(
+            "exchange.retrieve_retry_seconds",
+            "exchange.retrieve_retry_multiplier",
+            "exchange.retrieve_retry_max_seconds",
+            "exchange.retrieve_max_attempts",
+        ),
+        due_state="pending",
+        running_state="moving",
+        dead_state="failed",
+        updated_column="updated_at",
+        description="C-MOVEs the hub asks of institutions' PACS (exchanges, requests, viewing).",
+    )
+)
 
 
 def claim(db: Database, worker: str, lease_seconds: float) -> int | None:
@@ -66,8 +105,9 @@ def claim(db: Database, worker: str, lease_seconds: float) -> int | None:
 
 def reap_expired_leases(db: Database) -> int:
     """Retrievals whose worker died mid-move go back to pending, to be asked again at once."""
-    return engine.reap(db, RETRIEVE, values=lambda: dict(
-        last_error="the hub stopped during the retrieval; asking again"))
+    return engine.reap(
+        db, RETRIEVE, values=lambda: dict(last_error="the hub stopped during the retrieval; asking again")
+    )
 
 
 def retry(db: Database, retrieval_id: int) -> bool:
@@ -99,10 +139,19 @@ class RetrievalWorker:
 
     def process(self, rid: int, stop: threading.Event | None = None) -> None:
         with self.db.reader() as conn:
-            row = conn.execute(select(retrievals.c.study_uid, retrievals.c.attempts, nodes.c.ae_title,
-                                      nodes.c.host, nodes.c.port, nodes.c.name, nodes.c.enabled)
-                               .join(nodes, nodes.c.id == retrievals.c.node_id)
-                               .where(retrievals.c.id == rid)).one()
+            row = conn.execute(
+                select(
+                    retrievals.c.study_uid,
+                    retrievals.c.attempts,
+                    nodes.c.ae_title,
+                    nodes.c.host,
+                    nodes.c.port,
+                    nodes.c.name,
+                    nodes.c.enabled,
+                )
+                .join(nodes, nodes.c.id == retrievals.c.node_id)
+                .where(retrievals.c.id == rid)
+            ).one()
             conn.rollback()
         error = ""
         outcome = None
@@ -111,25 +160,28 @@ class RetrievalWorker:
                 if not row.enabled:
                     error = f"node {row.name} is disabled"
                 else:
-                    outcome = move_study(self.hub_aet, NodeAddress(row.ae_title, row.host, row.port),
-                                         row.study_uid, timeout=self.timeout)
+                    outcome = move_study(
+                        self.hub_aet, NodeAddress(row.ae_title, row.host, row.port), row.study_uid, timeout=self.timeout
+                    )
                     if not outcome.ok:
                         error = f"{row.name} moved the study only in part: {outcome.describe()}"
             except (MoveFailed, ValueError, OSError) as exc:
                 error = str(exc)
                 if "stopped answering" in error or "did not answer" in error:  # a PACS that refuses the hub
-                    error += (f" (the PACS probably does not know the hub: add the hub's AE title {self.hub_aet}, "
-                              "its host and DICOM port to it as a peer allowed to query and retrieve)")
+                    error += (
+                        f" (the PACS probably does not know the hub: add the hub's AE title {self.hub_aet}, "
+                        "its host and DICOM port to it as a peer allowed to query and retrieve)"
+                    )
         self._finish(rid, error, outcome)
 
     def _finish(self, rid: int, error: str, outcome) -> None:
         now = utcnow()
-        counts = {} if outcome is None else dict(completed=outcome.completed, failed=outcome.failed,
-                                                  warning=outcome.warning)
+        counts = (
+            {} if outcome is None else dict(completed=outcome.completed, failed=outcome.failed, warning=outcome.warning)
+        )
         with self.db.engine.begin() as conn:
             if not error:
-                engine.finish(conn, RETRIEVE, rid, self.worker_id, "done", last_error=None, finished_at=now,
-                              **counts)
+                engine.finish(conn, RETRIEVE, rid, self.worker_id, "done", last_error=None, finished_at=now, **counts)
                 log.info("retrieval %s done: %s", rid, outcome.describe() if outcome else "")
                 return
             result = engine.retry_later(conn, RETRIEVE, rid, self.worker_id, error, self.policy, **counts)
@@ -140,8 +192,9 @@ class RetrievalWorker:
                 log.warning("retrieval %s failed for good: %s", rid, error)
                 _tell_sender(conn, rid)
             else:
-                log.warning("retrieval %s attempt %s failed (retry in %.0f s): %s", rid, result.attempts,
-                            result.delay, error)
+                log.warning(
+                    "retrieval %s attempt %s failed (retry in %.0f s): %s", rid, result.attempts, result.delay, error
+                )
 
 
 def _tell_sender(conn: Connection, retrieval_id: int) -> None:
@@ -159,5 +212,9 @@ def _tell_sender(conn: Connection, retrieval_id: int) -> None:
     title = f"A study of exchange {tid} could not be retrieved from your PACS"
     link = f"/exchanges/{tid}"
     notify_users(conn, people, "exchange.failed", title, link)
-    queue_email(conn, [p.email for p in people if p.email], f"[imex] {title}",
-                f"{title}.\n\nSign in to the imex portal to see why ({link}).\n")
+    queue_email(
+        conn,
+        [p.email for p in people if p.email],
+        f"[imex] {title}",
+        f"{title}.\n\nSign in to the imex portal to see why ({link}).\n",
+    )

@@ -2,6 +2,7 @@
 message thread. The images travel as ordinary transfers (one per study and destination node); a
 transaction's state is derived from those transfers and from the retrievals that fetch its studies, so it
 can never disagree with the queue."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,9 +36,17 @@ def destination_nodes(conn: Connection, transaction) -> dict[int, str]:
     why = f"exchange {transaction.id}"
     if transaction.destination_node_id is not None:
         return {transaction.destination_node_id: why}
-    found = conn.execute(select(nodes.c.id).where(
-        nodes.c.institution_id == transaction.destination_institution_id, nodes.c.destination.is_(True),
-        nodes.c.enabled.is_(True))).scalars().all()
+    found = (
+        conn.execute(
+            select(nodes.c.id).where(
+                nodes.c.institution_id == transaction.destination_institution_id,
+                nodes.c.destination.is_(True),
+                nodes.c.enabled.is_(True),
+            )
+        )
+        .scalars()
+        .all()
+    )
     return {node_id: why for node_id in found}
 
 
@@ -46,16 +55,34 @@ def queue_transaction_study(conn: Connection, transaction, study_id: int) -> lis
     targets = destination_nodes(conn, transaction)
     work = queue_study(conn, study_id, targets, transaction.priority or 0, transaction.recipient or "")
     if transaction.recipient_user_id is not None and targets:
-        conn.execute(update(transfers).where(
-            transfers.c.study_id == study_id, transfers.c.destination_node_id.in_(list(targets)),
-            transfers.c.recipient_user_id.is_(None)).values(recipient_user_id=transaction.recipient_user_id))
+        conn.execute(
+            update(transfers)
+            .where(
+                transfers.c.study_id == study_id,
+                transfers.c.destination_node_id.in_(list(targets)),
+                transfers.c.recipient_user_id.is_(None),
+            )
+            .values(recipient_user_id=transaction.recipient_user_id)
+        )
     return work
 
 
-def open_transaction(conn: Connection, *, kind: str, source_institution_id: int, destination_institution_id: int,
-                     sender_user_id: int | None, sender_name: str, study_uids: list[str], subject: str = "",
-                     message: str = "", priority: int = 0, recipient: str | None = None,
-                     recipient_user_id: int | None = None, destination_node_id: int | None = None) -> int:
+def open_transaction(
+    conn: Connection,
+    *,
+    kind: str,
+    source_institution_id: int,
+    destination_institution_id: int,
+    sender_user_id: int | None,
+    sender_name: str,
+    study_uids: list[str],
+    subject: str = "",
+    message: str = "",
+    priority: int = 0,
+    recipient: str | None = None,
+    recipient_user_id: int | None = None,
+    destination_node_id: int | None = None,
+) -> int:
     """Create the transaction, its studies and first message, and queue transfers at once for the
     studies already complete at the hub; the others are routed by the router hook when they arrive."""
     if kind not in KINDS:
@@ -65,8 +92,11 @@ def open_transaction(conn: Connection, *, kind: str, source_institution_id: int,
         raise TransactionError("a transaction needs at least one study")
     if source_institution_id == destination_institution_id:
         raise TransactionError("the destination must be another institution")
-    known = set(conn.execute(select(institutions.c.id).where(
-        institutions.c.id.in_([source_institution_id, destination_institution_id]))).scalars())
+    known = set(
+        conn.execute(
+            select(institutions.c.id).where(institutions.c.id.in_([source_institution_id, destination_institution_id]))
+        ).scalars()
+    )
     if destination_institution_id not in known or source_institution_id not in known:
         raise TransactionError("unknown institution")
     if destination_node_id is not None:
@@ -74,29 +104,53 @@ def open_transaction(conn: Connection, *, kind: str, source_institution_id: int,
         if owner != destination_institution_id:
             raise TransactionError("the destination node does not belong to the destination institution")
     now = utcnow()
-    tid = conn.execute(insert(transactions).values(
-        kind=kind, subject=(subject or "")[:200], sender_user_id=sender_user_id, sender_name=sender_name[:200],
-        source_institution_id=source_institution_id, destination_institution_id=destination_institution_id,
-        destination_node_id=destination_node_id, priority=priority, recipient=(recipient or None),
-        recipient_user_id=recipient_user_id, created_at=now).returning(transactions.c.id)).scalar_one()
+    tid = conn.execute(
+        insert(transactions)
+        .values(
+            kind=kind,
+            subject=(subject or "")[:200],
+            sender_user_id=sender_user_id,
+            sender_name=sender_name[:200],
+            source_institution_id=source_institution_id,
+            destination_institution_id=destination_institution_id,
+            destination_node_id=destination_node_id,
+            priority=priority,
+            recipient=(recipient or None),
+            recipient_user_id=recipient_user_id,
+            created_at=now,
+        )
+        .returning(transactions.c.id)
+    ).scalar_one()
     row = conn.execute(select(transactions).where(transactions.c.id == tid)).one()
     if not destination_nodes(conn, row):
         raise TransactionError("the destination institution has no enabled node to deliver to")
     for uid in uids:
-        study = conn.execute(select(studies.c.id, studies.c.route_state, studies.c.institution_id).where(
-            studies.c.study_uid == uid[:64])).first()
+        study = conn.execute(
+            select(studies.c.id, studies.c.route_state, studies.c.institution_id).where(studies.c.study_uid == uid[:64])
+        ).first()
         mine = study if study is not None and study.institution_id == source_institution_id else None
-        conn.execute(insert(transaction_studies).values(
-            transaction_id=tid, study_uid=uid[:64], study_id=mine.id if mine is not None else None, added_at=now))
+        conn.execute(
+            insert(transaction_studies).values(
+                transaction_id=tid, study_uid=uid[:64], study_id=mine.id if mine is not None else None, added_at=now
+            )
+        )
         if mine is not None and mine.route_state != "receiving":
             queue_transaction_study(conn, row, mine.id)
             if mine.route_state == "quarantined":  # it has its destination now
-                conn.execute(update(studies).where(studies.c.id == mine.id).values(
-                    route_state="routed", quarantine_reason=None))
+                conn.execute(
+                    update(studies).where(studies.c.id == mine.id).values(route_state="routed", quarantine_reason=None)
+                )
     if message.strip():
-        conn.execute(insert(transaction_messages).values(
-            transaction_id=tid, author_user_id=sender_user_id, author_name=sender_name[:200],
-            institution_id=source_institution_id, body=message.strip()[:10000], at=now))
+        conn.execute(
+            insert(transaction_messages).values(
+                transaction_id=tid,
+                author_user_id=sender_user_id,
+                author_name=sender_name[:200],
+                institution_id=source_institution_id,
+                body=message.strip()[:10000],
+                at=now,
+            )
+        )
     return int(tid)
 
 
@@ -117,21 +171,47 @@ def study_progress(conn: Connection, transaction) -> list[StudyProgress]:
     targets = list(destination_nodes(conn, transaction)) or [-1]
     dest_nodes = select(nodes.c.id).where(nodes.c.institution_id == transaction.destination_institution_id)
     out: list[StudyProgress] = []
-    for ts in conn.execute(select(transaction_studies).where(
-            transaction_studies.c.transaction_id == transaction.id).order_by(transaction_studies.c.id)).all():
-        moves = [dict(r._mapping) for r in conn.execute(select(
-            retrievals.c.id, retrievals.c.state, retrievals.c.attempts, retrievals.c.last_error,
-            retrievals.c.completed, retrievals.c.failed, retrievals.c.next_attempt_at).where(
-            retrievals.c.transaction_id == transaction.id, retrievals.c.study_uid == ts.study_uid)
-            .order_by(retrievals.c.id))]
+    for ts in conn.execute(
+        select(transaction_studies)
+        .where(transaction_studies.c.transaction_id == transaction.id)
+        .order_by(transaction_studies.c.id)
+    ).all():
+        moves = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(
+                    retrievals.c.id,
+                    retrievals.c.state,
+                    retrievals.c.attempts,
+                    retrievals.c.last_error,
+                    retrievals.c.completed,
+                    retrievals.c.failed,
+                    retrievals.c.next_attempt_at,
+                )
+                .where(retrievals.c.transaction_id == transaction.id, retrievals.c.study_uid == ts.study_uid)
+                .order_by(retrievals.c.id)
+            )
+        ]
         sends: list[dict] = []
         if ts.study_id is not None:
-            sends = [dict(r._mapping) for r in conn.execute(select(
-                transfers.c.id, transfers.c.state, transfers.c.destination_node_id, transfers.c.last_error,
-                transfers.c.instances_sent, transfers.c.instances_total, transfers.c.delivered_at,
-                nodes.c.name.label("node")).join(nodes, nodes.c.id == transfers.c.destination_node_id).where(
-                transfers.c.study_id == ts.study_id,
-                transfers.c.destination_node_id.in_(dest_nodes)).order_by(transfers.c.id))]
+            sends = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(
+                        transfers.c.id,
+                        transfers.c.state,
+                        transfers.c.destination_node_id,
+                        transfers.c.last_error,
+                        transfers.c.instances_sent,
+                        transfers.c.instances_total,
+                        transfers.c.delivered_at,
+                        nodes.c.name.label("node"),
+                    )
+                    .join(nodes, nodes.c.id == transfers.c.destination_node_id)
+                    .where(transfers.c.study_id == ts.study_id, transfers.c.destination_node_id.in_(dest_nodes))
+                    .order_by(transfers.c.id)
+                )
+            ]
         state, detail = _derive(moves, sends, targets)
         out.append(StudyProgress(ts.study_uid, ts.study_id, state, detail, sends, moves))
     return out
@@ -176,7 +256,14 @@ def overall_state(progress: list[StudyProgress]) -> str:
 
 def transaction_ids_for_study(conn: Connection, study_uid: str, source_institution_id: int) -> list[int]:
     """Transactions from `source_institution_id` that carry the study with this UID, oldest first."""
-    return list(conn.execute(select(transactions.c.id).join(
-        transaction_studies, transaction_studies.c.transaction_id == transactions.c.id).where(
-        transaction_studies.c.study_uid == study_uid,
-        transactions.c.source_institution_id == source_institution_id).order_by(transactions.c.id)).scalars())
+    return list(
+        conn.execute(
+            select(transactions.c.id)
+            .join(transaction_studies, transaction_studies.c.transaction_id == transactions.c.id)
+            .where(
+                transaction_studies.c.study_uid == study_uid,
+                transactions.c.source_institution_id == source_institution_id,
+            )
+            .order_by(transactions.c.id)
+        ).scalars()
+    )

@@ -3,6 +3,7 @@
 FileSet decides the File IDs (8-character uppercase components, PS3.10 8.2) and the directory records
 (patient/study/series/image); the instances themselves are never re-encoded: the caller puts the stored
 bytes under the File IDs this returns. Only headers are read, so a 2 GB study costs a few MB here."""
+
 from __future__ import annotations
 
 import tempfile
@@ -24,8 +25,14 @@ class Member:
 
 # Attributes the directory records need (Type 1 in PS3.3 F.5) that real studies often lack, with what the
 # record says instead. Only the header copy used for the record gets them: the instance is not changed.
-RECORD_DEFAULTS: dict[str, str] = {"PatientID": "UNKNOWN", "StudyDate": "19000101", "StudyTime": "000000",
-                                   "StudyID": "1", "Modality": "OT", "SeriesNumber": "0"}
+RECORD_DEFAULTS: dict[str, str] = {
+    "PatientID": "UNKNOWN",
+    "StudyDate": "19000101",
+    "StudyTime": "000000",
+    "StudyID": "1",
+    "Modality": "OT",
+    "SeriesNumber": "0",
+}
 
 
 def _record_header(member: Member, position: int) -> Dataset:

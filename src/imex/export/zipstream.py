@@ -1,6 +1,7 @@
 """Stream a study as a zip (DICOMDIR plus the stored instances, stored, not deflated: images do not
 compress and the bytes must stay exactly as received) without holding it in memory: entries are written
 through zipfile in its streaming mode (data descriptors) and handed out chunk by chunk."""
+
 from __future__ import annotations
 
 import shutil
@@ -20,9 +21,12 @@ CHUNK = 1024 * 1024
 
 def study_members(s: Session, store: BlobStore, study_id: int) -> list[Member]:
     """The study's instances in series and instance order, with the paths of their blobs."""
-    rows = s.execute(select(Instance.sop_uid, Instance.blob_key).join(Series, Series.id == Instance.series_id)
-                     .where(Instance.study_id == study_id)
-                     .order_by(Series.number, Series.id, Instance.number, Instance.id)).all()
+    rows = s.execute(
+        select(Instance.sop_uid, Instance.blob_key)
+        .join(Series, Series.id == Instance.series_id)
+        .where(Instance.study_id == study_id)
+        .order_by(Series.number, Series.id, Instance.number, Instance.id)
+    ).all()
     return [Member(sop_uid, store.path(key)) for sop_uid, key in rows]
 
 

@@ -1,5 +1,6 @@
 """Creating folders, choosing who takes part, and filing studies into them (by called AE title, from the
 portal or from a transfer); the retention pass takes studies out when their time in the folder is up."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,17 @@ class FolderExists(FolderError, Conflict):
     """The folder's name or alias is in use already; choose another."""
 
 
-def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, hours: int | None = None,
-               institutions_ods: Sequence[str] = (), owner_ods: str | None = None, description: str = "") -> int:
+def add_folder(
+    db: Database,
+    name: str,
+    kind: str,
+    *,
+    alias: str | None = None,
+    hours: int | None = None,
+    institutions_ods: Sequence[str] = (),
+    owner_ods: str | None = None,
+    description: str = "",
+) -> int:
     name = name.strip()
     if not re.match(r"^[A-Za-z0-9_\-. ]{1,64}$", name):
         raise FolderError("a folder name is 1-64 letters, digits, spaces, '.', '_' or '-'")
@@ -53,18 +63,35 @@ def add_folder(db: Database, name: str, kind: str, *, alias: str | None = None, 
         if alias:
             if not _AET.match(alias):
                 raise FolderError(f"alias {alias!r} is not an AE title (1-16 letters, digits, space, _ - .)")
-            clash = (conn.execute(select(nodes.c.name).where((nodes.c.alias == alias) | (nodes.c.ae_title == alias)))
-                     .first() or conn.execute(select(institutions.c.ods_code).where(
-                         (institutions.c.alias == alias) | (institutions.c.ods_code == alias))).first()
-                     or conn.execute(select(folders.c.name).where(folders.c.alias == alias)).first())
+            clash = (
+                conn.execute(select(nodes.c.name).where((nodes.c.alias == alias) | (nodes.c.ae_title == alias))).first()
+                or conn.execute(
+                    select(institutions.c.ods_code).where(
+                        (institutions.c.alias == alias) | (institutions.c.ods_code == alias)
+                    )
+                ).first()
+                or conn.execute(select(folders.c.name).where(folders.c.alias == alias)).first()
+            )
             if clash:
                 raise FolderExists(f"alias {alias} is already used by {clash[0]}")
         owner = _institution(conn, owner_ods) if owner_ods else None
-        folder_id = conn.execute(insert(folders).values(
-            name=name, kind=kind, alias=alias, retention_hours=hours, owner_institution_id=owner,
-            description=description[:200], created_at=utcnow()).returning(folders.c.id)).scalar_one()
+        folder_id = conn.execute(
+            insert(folders)
+            .values(
+                name=name,
+                kind=kind,
+                alias=alias,
+                retention_hours=hours,
+                owner_institution_id=owner,
+                description=description[:200],
+                created_at=utcnow(),
+            )
+            .returning(folders.c.id)
+        ).scalar_one()
         for ods in dict.fromkeys([*institutions_ods, *([owner_ods] if owner_ods else [])]):
-            conn.execute(insert(folder_institutions).values(folder_id=folder_id, institution_id=_institution(conn, ods)))
+            conn.execute(
+                insert(folder_institutions).values(folder_id=folder_id, institution_id=_institution(conn, ods))
+            )
     return int(folder_id)
 
 
@@ -76,25 +103,36 @@ def _institution(conn: Connection, ods: str) -> int:
 
 
 def set_participation(conn: Connection, folder_id: int, institution_id: int, taking_part: bool) -> None:
-    exists = conn.execute(select(folder_institutions.c.id).where(
-        folder_institutions.c.folder_id == folder_id, folder_institutions.c.institution_id == institution_id)).first()
+    exists = conn.execute(
+        select(folder_institutions.c.id).where(
+            folder_institutions.c.folder_id == folder_id, folder_institutions.c.institution_id == institution_id
+        )
+    ).first()
     if taking_part and exists is None:
         conn.execute(insert(folder_institutions).values(folder_id=folder_id, institution_id=institution_id))
     elif not taking_part and exists is not None:
         conn.execute(delete(folder_institutions).where(folder_institutions.c.id == exists.id))
         # its users leave the folder with it
-        conn.execute(delete(folder_members).where(folder_members.c.folder_id == folder_id, folder_members.c.user_id.in_(
-            select(users.c.id).where(users.c.institution_id == institution_id))))
+        conn.execute(
+            delete(folder_members).where(
+                folder_members.c.folder_id == folder_id,
+                folder_members.c.user_id.in_(select(users.c.id).where(users.c.institution_id == institution_id)),
+            )
+        )
 
 
 def set_member(conn: Connection, folder_id: int, user_id: int, member: bool) -> None:
     row = conn.execute(select(users.c.institution_id).where(users.c.id == user_id)).first()
     if row is None:
         raise FolderError(f"no user {user_id}")
-    taking_part = conn.execute(select(folder_institutions.c.id).where(
-        folder_institutions.c.folder_id == folder_id, folder_institutions.c.institution_id == row.institution_id)).first()
-    exists = conn.execute(select(folder_members.c.id).where(
-        folder_members.c.folder_id == folder_id, folder_members.c.user_id == user_id)).first()
+    taking_part = conn.execute(
+        select(folder_institutions.c.id).where(
+            folder_institutions.c.folder_id == folder_id, folder_institutions.c.institution_id == row.institution_id
+        )
+    ).first()
+    exists = conn.execute(
+        select(folder_members.c.id).where(folder_members.c.folder_id == folder_id, folder_members.c.user_id == user_id)
+    ).first()
     if member and exists is None:
         if taking_part is None:
             raise FolderError("the user's institution does not take part in this folder")
@@ -103,25 +141,42 @@ def set_member(conn: Connection, folder_id: int, user_id: int, member: bool) -> 
         conn.execute(delete(folder_members).where(folder_members.c.id == exists.id))
 
 
-def file_study(conn: Connection, folder_id: int, study_id: int, who: str, now: dt.datetime | None = None) -> dt.datetime:
+def file_study(
+    conn: Connection, folder_id: int, study_id: int, who: str, now: dt.datetime | None = None
+) -> dt.datetime:
     """Put a study into a folder (again: it keeps its first expiry) and make sure the hub keeps the study at
     least that long; returns when it leaves the folder."""
     now = now or utcnow()
-    existing = conn.execute(select(folder_studies.c.expires_at).where(
-        folder_studies.c.folder_id == folder_id, folder_studies.c.study_id == study_id)).scalar()
+    existing = conn.execute(
+        select(folder_studies.c.expires_at).where(
+            folder_studies.c.folder_id == folder_id, folder_studies.c.study_id == study_id
+        )
+    ).scalar()
     if existing is not None:
         return existing
     folder = conn.execute(select(folders).where(folders.c.id == folder_id)).one()
     until = now + dt.timedelta(hours=folder.retention_hours)
-    conn.execute(insert(folder_studies).values(folder_id=folder_id, study_id=study_id, added_at=now,
-                                               added_by=who[:64], expires_at=until))
+    conn.execute(
+        insert(folder_studies).values(
+            folder_id=folder_id, study_id=study_id, added_at=now, added_by=who[:64], expires_at=until
+        )
+    )
     keep_until(conn, study_id, until)
-    current = conn.execute(select(studies.c.study_uid, patients.c.patient_id)
-                           .join(patients, patients.c.id == studies.c.patient_pk)
-                           .where(studies.c.id == study_id)).one()
-    audit.record(conn, "folder.add", username=who[:64], study_uid=current.study_uid, patient_id=current.patient_id,
-                 object_type="folder", object_id=folder.name, detail=f"in {folder.kind} folder {folder.name} until "
-                                                                     f"{until:%Y-%m-%d %H:%M} UTC")
+    current = conn.execute(
+        select(studies.c.study_uid, patients.c.patient_id)
+        .join(patients, patients.c.id == studies.c.patient_pk)
+        .where(studies.c.id == study_id)
+    ).one()
+    audit.record(
+        conn,
+        "folder.add",
+        username=who[:64],
+        study_uid=current.study_uid,
+        patient_id=current.patient_id,
+        object_type="folder",
+        object_id=folder.name,
+        detail=f"in {folder.kind} folder {folder.name} until {until:%Y-%m-%d %H:%M} UTC",
+    )
     return until
 
 
@@ -134,8 +189,11 @@ def file_by_alias(conn: Connection, study_id: int, names: set[str], who: str) ->
     from sqlalchemy import func, or_
 
     upper = [n.upper() for n in names]
-    found = conn.execute(select(folders.c.id, folders.c.name).where(
-        or_(folders.c.alias.in_(upper), func.upper(folders.c.name).in_(upper)))).all()
+    found = conn.execute(
+        select(folders.c.id, folders.c.name).where(
+            or_(folders.c.alias.in_(upper), func.upper(folders.c.name).in_(upper))
+        )
+    ).all()
     for folder in found:
         file_study(conn, folder.id, study_id, who)
     return [f.name for f in found]
@@ -144,15 +202,24 @@ def file_by_alias(conn: Connection, study_id: int, names: set[str], who: str) ->
 @events.on("retention.pass")
 def expire_entries(conn: Connection, now: dt.datetime) -> int:
     """Take studies out of folders when their time there is up (audited); how many."""
-    due = conn.execute(select(folder_studies.c.id, folders.c.name, folders.c.kind, studies.c.study_uid,
-                              patients.c.patient_id)
-                       .join(folders, folders.c.id == folder_studies.c.folder_id)
-                       .join(studies, studies.c.id == folder_studies.c.study_id)
-                       .join(patients, patients.c.id == studies.c.patient_pk)
-                       .where(folder_studies.c.expires_at <= now).limit(500)).all()
+    due = conn.execute(
+        select(folder_studies.c.id, folders.c.name, folders.c.kind, studies.c.study_uid, patients.c.patient_id)
+        .join(folders, folders.c.id == folder_studies.c.folder_id)
+        .join(studies, studies.c.id == folder_studies.c.study_id)
+        .join(patients, patients.c.id == studies.c.patient_pk)
+        .where(folder_studies.c.expires_at <= now)
+        .limit(500)
+    ).all()
     for row in due:
         conn.execute(delete(folder_studies).where(folder_studies.c.id == row.id))
-        audit.record(conn, "folder.expire", username="retention", study_uid=row.study_uid,
-                     patient_id=row.patient_id, object_type="folder", object_id=row.name,
-                     detail=f"left {row.kind} folder {row.name}: its time there was up")
+        audit.record(
+            conn,
+            "folder.expire",
+            username="retention",
+            study_uid=row.study_uid,
+            patient_id=row.patient_id,
+            object_type="folder",
+            object_id=row.name,
+            detail=f"left {row.kind} folder {row.name}: its time there was up",
+        )
     return len(due)

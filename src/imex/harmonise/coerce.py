@@ -6,6 +6,7 @@ The record is made by comparing the dataset's top-level attributes before and af
 whatever a rule changes is recorded, including UIDs inside sequences (the whole sequence's old value).
 Attributes a rule added are recorded with an empty value: they were absent before.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,9 +45,13 @@ class Context:
     modifying_system: str = "IMEX"
 
     def fill(self, template: str) -> str:
-        return template.format(source_ods=self.source_ods, source_name=self.source_name,
-                               source_aet=self.source_aet, destination_ods=self.destination_ods,
-                               destination_name=self.destination_name)
+        return template.format(
+            source_ods=self.source_ods,
+            source_name=self.source_name,
+            source_aet=self.source_aet,
+            destination_ods=self.destination_ods,
+            destination_name=self.destination_name,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,13 +97,21 @@ class Coercion:
             scope = f"destination:{self.context.destination_ods}"
             walk_uids(ds, lambda uid: new_uid(self.context.key, scope, uid))
         if self.deidentifies:
-            deidentify.basic_profile(ds, self._pseudonym(before), lambda uid: new_uid(
-                self.context.key, f"deidentify:{self.context.destination_ods}", uid))
+            deidentify.basic_profile(
+                ds,
+                self._pseudonym(before),
+                lambda uid: new_uid(self.context.key, f"deidentify:{self.context.destination_ods}", uid),
+            )
         after = {e.tag: e for e in ds if e.VR not in _BINARY_VRS and e.tag != _ORIGINAL}
-        changed = sorted(t for t in set(before) | set(after)
-                         if t not in after or t not in before or before[t].value != after[t].value)
-        changes = [Change((before.get(t) or after[t]).keyword or str(t), _render(before.get(t)),
-                          _render(after.get(t))) for t in changed]
+        changed = sorted(
+            t
+            for t in set(before) | set(after)
+            if t not in after or t not in before or before[t].value != after[t].value
+        )
+        changes = [
+            Change((before.get(t) or after[t]).keyword or str(t), _render(before.get(t)), _render(after.get(t)))
+            for t in changed
+        ]
         if "SOPInstanceUID" in ds and getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         if changes and not self.deidentifies:

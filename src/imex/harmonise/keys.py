@@ -1,6 +1,7 @@
 """The secret that keys pseudonyms and new UIDs: `harmonisation.secret_key`, or a key file made once in
 the data folder. Losing it means a patient gets a new pseudonym, so it is created once and never rotated
 by the hub itself."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ A destination that files studies by NHS number must never get a wrong one, so a 
 its check digit holds, and a Patient ID counts as an NHS number only when its issuer says NHS (or says
 nothing); in Other Patient IDs the issuer must say NHS.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 # What senders write as the issuer of an NHS number: names, and the HL7 OID of the NHS number.
-NHS_ISSUERS = frozenset({"NHS", "NHSN", "NHS NUMBER", "NHSNUMBER", "NHS_NUMBER", "NHS-NUMBER",
-                         "2.16.840.1.113883.2.1.4.1"})
+NHS_ISSUERS = frozenset(
+    {"NHS", "NHSN", "NHS NUMBER", "NHSNUMBER", "NHS_NUMBER", "NHS-NUMBER", "2.16.840.1.113883.2.1.4.1"}
+)
 _SEPARATORS = re.compile(r"[\s\-]")
 
 

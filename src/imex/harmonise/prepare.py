@@ -4,6 +4,7 @@ what a user entered when reconciling, and whether the transfer must be held inst
 Called by the delivery worker when it claims a transfer (so a rule changed in imex.toml applies to
 what is sent next) and by `imex harmonise preview`.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -22,8 +23,7 @@ from imex.harmonise.keys import load_key
 from imex.harmonise.rules import HarmoniseRule, from_config
 from imex.store import BlobStore
 
-_IDENTITY_TAGS = ["PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
-                  "OtherPatientIDsSequence"]
+_IDENTITY_TAGS = ["PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "OtherPatientIDsSequence"]
 
 
 @dataclass(frozen=True)
@@ -66,29 +66,43 @@ class Harmoniser:
 
     def for_transfer(self, db: Database, store: BlobStore, transfer_id: int) -> Prepared:
         with db.reader() as conn:
-            rec = conn.execute(select(reconciliations).where(
-                reconciliations.c.transfer_id == transfer_id, reconciliations.c.state == "resolved")).first()
+            rec = conn.execute(
+                select(reconciliations).where(
+                    reconciliations.c.transfer_id == transfer_id, reconciliations.c.state == "resolved"
+                )
+            ).first()
             if not self.rules and rec is None:
                 conn.rollback()
                 return NOTHING
-            row = conn.execute(select(transfers.c.study_id, transfers.c.destination_node_id).where(
-                transfers.c.id == transfer_id)).one()
+            row = conn.execute(
+                select(transfers.c.study_id, transfers.c.destination_node_id).where(transfers.c.id == transfer_id)
+            ).one()
             resolved = Resolved(rec.patient_id, rec.issuer, rec.accession_number) if rec is not None else None
             prepared = self.for_study(conn, store, row.study_id, row.destination_node_id, resolved)
             conn.rollback()
         return prepared
 
-    def for_study(self, conn: Connection, store: BlobStore, study_id: int, node_id: int,
-                  resolved: Resolved | None = None) -> Prepared:
+    def for_study(
+        self, conn: Connection, store: BlobStore, study_id: int, node_id: int, resolved: Resolved | None = None
+    ) -> Prepared:
         """The rules for sending a study to a node, with their context, or why it must be held."""
-        dest = conn.execute(select(nodes.c.name, nodes.c.ae_title, institutions.c.ods_code, institutions.c.name
-                                   .label("inst_name")).join(institutions, institutions.c.id == nodes.c.institution_id)
-                            .where(nodes.c.id == node_id)).one()
-        src = conn.execute(select(institutions.c.ods_code, institutions.c.name).join(
-            studies, studies.c.institution_id == institutions.c.id).where(studies.c.id == study_id)).one()
-        arrivals = conn.execute(select(nodes.c.name, nodes.c.ae_title, instances.c.calling_aet).distinct()
-                                .select_from(instances).outerjoin(nodes, nodes.c.id == instances.c.source_node_id)
-                                .where(instances.c.study_id == study_id)).all()
+        dest = conn.execute(
+            select(nodes.c.name, nodes.c.ae_title, institutions.c.ods_code, institutions.c.name.label("inst_name"))
+            .join(institutions, institutions.c.id == nodes.c.institution_id)
+            .where(nodes.c.id == node_id)
+        ).one()
+        src = conn.execute(
+            select(institutions.c.ods_code, institutions.c.name)
+            .join(studies, studies.c.institution_id == institutions.c.id)
+            .where(studies.c.id == study_id)
+        ).one()
+        arrivals = conn.execute(
+            select(nodes.c.name, nodes.c.ae_title, instances.c.calling_aet)
+            .distinct()
+            .select_from(instances)
+            .outerjoin(nodes, nodes.c.id == instances.c.source_node_id)
+            .where(instances.c.study_id == study_id)
+        ).all()
         source = frozenset(v.strip().upper() for r in arrivals for v in r if v)
         destination = frozenset(v.upper() for v in (dest.name, dest.ae_title, dest.ods_code))
         rules = [r for r in self.rules if r.applies(destination, source, src.ods_code)]
@@ -98,10 +112,14 @@ class Harmoniser:
                 return Prepared(None, destination=where)
             # an identity someone entered (reconciliation, import into a local PACS) applies on its own
             rules = [RECONCILED]
-        context = dict(source_ods=src.ods_code, source_name=src.name,
-                       source_aet=next((r.ae_title or r.calling_aet for r in arrivals), ""),
-                       destination_ods=dest.ods_code, destination_name=dest.inst_name,
-                       modifying_system=self.hub_aet)
+        context = dict(
+            source_ods=src.ods_code,
+            source_name=src.name,
+            source_aet=next((r.ae_title or r.calling_aet for r in arrivals), ""),
+            destination_ods=dest.ods_code,
+            destination_name=dest.inst_name,
+            modifying_system=self.hub_aet,
+        )
         coercion = Coercion(rules)
         hold = None
         if resolved is not None:
@@ -127,11 +145,15 @@ class Harmoniser:
         return Prepared(coercion, hold, where)
 
     @staticmethod
-    def _discover(conn: Connection, store: BlobStore, study_id: int,
-                  attribute: str | None) -> tuple[nhs.Found | None, str | None]:
+    def _discover(
+        conn: Connection, store: BlobStore, study_id: int, attribute: str | None
+    ) -> tuple[nhs.Found | None, str | None]:
         """The study's NHS number from its instances' headers, and a problem when they disagree."""
-        keys = conn.execute(select(instances.c.blob_key).where(instances.c.study_id == study_id)
-                            .order_by(instances.c.id)).scalars().all()
+        keys = (
+            conn.execute(select(instances.c.blob_key).where(instances.c.study_id == study_id).order_by(instances.c.id))
+            .scalars()
+            .all()
+        )
         tags = _IDENTITY_TAGS + ([attribute] if attribute else [])
         best: nhs.Found | None = None
         numbers: set[str] = set()
@@ -140,8 +162,11 @@ class Harmoniser:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = dcmread(store.path(key), stop_before_pixels=True, specific_tags=tags)
-            patient = (str(ds.get("PatientID", "")), str(ds.get("OtherPatientIDsSequence", "")),
-                       str(ds.get(attribute, "")) if attribute else "")
+            patient = (
+                str(ds.get("PatientID", "")),
+                str(ds.get("OtherPatientIDsSequence", "")),
+                str(ds.get(attribute, "")) if attribute else "",
+            )
             if patient in seen_patients:
                 continue  # same identity as an instance already read
             seen_patients.add(patient)

@@ -18,6 +18,7 @@
 Every rule whose selectors all hold applies, in file order. A mistake stops start-up with the file, the
 line and the rule's name, so a hub never starts with a rule that would send something unintended.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,10 +37,23 @@ NHS_MODES = ("off", "use", "require")
 UID_MODES = ("keep", "new")
 PLACEHOLDERS = ("source_ods", "source_name", "source_aet", "destination_ods", "destination_name")
 # Attributes a rule may set, map or blank: text, not UIDs (see `uids`) nor anything that describes pixels.
-TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
-                      "UR", "UT"})
-_KEYS = {"name", "destination", "source", "institution", "nhs_number", "nhs_attribute", "accession_prefix",
-         "accession_map", "institution_name", "set", "map", "blank", "uids", "deidentify"}
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"})
+_KEYS = {
+    "name",
+    "destination",
+    "source",
+    "institution",
+    "nhs_number",
+    "nhs_attribute",
+    "accession_prefix",
+    "accession_map",
+    "institution_name",
+    "set",
+    "map",
+    "blank",
+    "uids",
+    "deidentify",
+}
 _HEADER = re.compile(r"^\s*\[\[\s*harmonise\s*\]\]")
 _ANY_HEADER = re.compile(r"^\s*\[")
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -150,7 +164,7 @@ def _text_attribute(name: object, fail) -> str:
         raise fail(f"unknown attribute {name!r} (use a DICOM keyword such as StationName, or gggg,eeee)")
     vr = dictionary_VR(keyword)
     if vr not in TEXT_VRS:
-        what = "UIDs change only with `uids = \"new\"`" if vr == "UI" else "only text attributes can be changed"
+        what = 'UIDs change only with `uids = "new"`' if vr == "UI" else "only text attributes can be changed"
         raise fail(f"{keyword} has VR {vr}: {what}")
     return keyword
 
@@ -181,7 +195,7 @@ def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
         _check_value("AccessionNumber", prefix, failer("accession_prefix"))
     accession_map = table.get("accession_map", {})
     if not isinstance(accession_map, dict):
-        raise failer("accession_map")("must be a table such as { \"A123\" = \"B456\" }")
+        raise failer("accession_map")('must be a table such as { "A123" = "B456" }')
     for new in accession_map.values():
         _check_value("AccessionNumber", _template(new, failer("accession_map")), failer("accession_map"))
     institution_name = table.get("institution_name")
@@ -191,7 +205,7 @@ def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
     to_set: dict[str, str] = {}
     raw_set = table.get("set", {})
     if not isinstance(raw_set, dict):
-        raise failer("set")("must be a table such as { StationName = \"IMEX\" }")
+        raise failer("set")('must be a table such as { StationName = "IMEX" }')
     for attr, value in raw_set.items():
         keyword = _text_attribute(attr, failer("set"))
         to_set[keyword] = _template(value, failer("set"))
@@ -199,11 +213,11 @@ def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
     mapping: dict[str, dict[str, str]] = {}
     raw_map = table.get("map", {})
     if not isinstance(raw_map, dict):
-        raise failer("map")("must be a table such as { Modality = { \"PT\" = \"NM\" } }")
+        raise failer("map")('must be a table such as { Modality = { "PT" = "NM" } }')
     for attr, pairs in raw_map.items():
         keyword = _text_attribute(attr, failer("map"))
         if not isinstance(pairs, dict):
-            raise failer("map")(f"{keyword} must map old values to new ones, e.g. {{ \"OLD\" = \"NEW\" }}")
+            raise failer("map")(f'{keyword} must map old values to new ones, e.g. {{ "OLD" = "NEW" }}')
         mapping[keyword] = {}
         for old, new in pairs.items():
             mapping[keyword][str(old)] = _template(new, failer("map"))
@@ -213,13 +227,22 @@ def _rule(table: dict[str, Any], index: int, where: _Where) -> HarmoniseRule:
         raise failer("blank")("must be a list of attribute names")
     blank = tuple(_text_attribute(a, failer("blank")) for a in raw_blank)
     return HarmoniseRule(
-        name=name, line=where.line(index),
+        name=name,
+        line=where.line(index),
         destination=_names(table.get("destination"), failer("destination")),
         source=_names(table.get("source"), failer("source")),
         institution=_names(table.get("institution"), failer("institution")),
-        nhs_number=nhs_mode, nhs_attribute=nhs_attribute, accession_prefix=prefix,
-        accession_map={str(k): v for k, v in accession_map.items()}, institution_name=institution_name,
-        set=to_set, map=mapping, blank=blank, uids=uids, deidentify=deidentify)
+        nhs_number=nhs_mode,
+        nhs_attribute=nhs_attribute,
+        accession_prefix=prefix,
+        accession_map={str(k): v for k, v in accession_map.items()},
+        institution_name=institution_name,
+        set=to_set,
+        map=mapping,
+        blank=blank,
+        uids=uids,
+        deidentify=deidentify,
+    )
 
 
 def parse(tables: list[dict[str, Any]], path: Path | None = None) -> list[HarmoniseRule]:

@@ -1,5 +1,6 @@
 """New UIDs for coerced and de-identified copies: derived from the original with a keyed hash, so every
 instance, retry and process maps a UID the same way without keeping a table."""
+
 from __future__ import annotations
 
 import hashlib

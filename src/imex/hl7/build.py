@@ -1,5 +1,6 @@
 """Building HL7 v2 messages the hub sends: acknowledgements, forwarded ORU^R01 reports and the query that
 asks a RIS for a missing report. Everything is written with the default encoding characters |^~\\&."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,13 @@ class Outcome:
 
 def escape(value: str) -> str:
     """Escape a value for a field (HL7 v2 2.7 escape sequences); line breaks become \\.br\\."""
-    out = (value.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")
-           .replace("~", "\\R\\"))
+    out = (
+        value.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+    )
     return out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\.br\\")
 
 
@@ -38,23 +44,58 @@ def control_id() -> str:
     return uuid.uuid4().hex[:20].upper()
 
 
-def msh(sending_app: str, sending_facility: str, receiving_app: str, receiving_facility: str, message_type: str,
-        control: str, version: str = "2.5.1", processing_id: str = "P") -> str:
-    return "|".join(["MSH", "^~\\&", escape(sending_app), escape(sending_facility), escape(receiving_app),
-                     escape(receiving_facility), timestamp(), "", message_type, control, processing_id or "P",
-                     version])
+def msh(
+    sending_app: str,
+    sending_facility: str,
+    receiving_app: str,
+    receiving_facility: str,
+    message_type: str,
+    control: str,
+    version: str = "2.5.1",
+    processing_id: str = "P",
+) -> str:
+    return "|".join(
+        [
+            "MSH",
+            "^~\\&",
+            escape(sending_app),
+            escape(sending_facility),
+            escape(receiving_app),
+            escape(receiving_facility),
+            timestamp(),
+            "",
+            message_type,
+            control,
+            processing_id or "P",
+            version,
+        ]
+    )
 
 
-def ack(header: Header | None, code: str, text: str = "", error_code: str = "", *, hub_app: str = "IMEX",
-        hub_facility: str = "IMEX") -> bytes:
+def ack(
+    header: Header | None,
+    code: str,
+    text: str = "",
+    error_code: str = "",
+    *,
+    hub_app: str = "IMEX",
+    hub_facility: str = "IMEX",
+) -> bytes:
     """An ACK for `header` (None when the message had no readable MSH): AA, AE or AR, with an ERR segment
     carrying the HL7 table 0357 code and the reason when it is not AA."""
     version = header.version if header and header.version else "2.5.1"
     trigger = header.message_type.split("^")[1] if header and "^" in header.message_type else ""
     segments = [
-        msh(hub_app, hub_facility, header.sending_application if header else "",
-            header.sending_facility if header else "", f"ACK^{trigger}" if trigger else "ACK", control_id(),
-            version, header.processing_id if header else "P"),
+        msh(
+            hub_app,
+            hub_facility,
+            header.sending_application if header else "",
+            header.sending_facility if header else "",
+            f"ACK^{trigger}" if trigger else "ACK",
+            control_id(),
+            version,
+            header.processing_id if header else "P",
+        ),
         "|".join(["MSA", code, escape(header.control_id if header else ""), escape(text[:80])]),
     ]
     if code != "AA":
@@ -79,9 +120,21 @@ class Identity:
     sex: str
 
 
-def oru(*, identity: Identity, sending_facility: str, receiving_app: str, receiving_facility: str,
-        status: str, text: str, clinician: str, observed_at: dt.datetime | None, study_uid: str, procedure: str,
-        control: str, supersedes: str = "") -> bytes:
+def oru(
+    *,
+    identity: Identity,
+    sending_facility: str,
+    receiving_app: str,
+    receiving_facility: str,
+    status: str,
+    text: str,
+    clinician: str,
+    observed_at: dt.datetime | None,
+    study_uid: str,
+    procedure: str,
+    control: str,
+    supersedes: str = "",
+) -> bytes:
     """A forwarded report as ORU^R01 v2.5.1: one TX OBX per line of text, the study UID in ZDS, and when it
     replaces a report sent earlier, an NTE and a ZIX segment naming the message it supersedes."""
     ids = [f"{escape(identity.patient_id)}^^^{escape(identity.patient_id_authority)}^MR"]
@@ -94,11 +147,42 @@ def oru(*, identity: Identity, sending_facility: str, receiving_app: str, receiv
     interpreter = escape(clinician)
     segments = [
         msh("IMEX", sending_facility, receiving_app, receiving_facility, "ORU^R01^ORU_R01", control),
-        "|".join(["PID", "1", "", "~".join(ids), "", escape(identity.patient_name).replace("\\S\\", "^"),
-                  "", escape(identity.birth_date), escape(identity.sex)]),
-        "|".join(["OBR", "1", "", escape(identity.accession_number), f"^{escape(procedure)}", "", "", when,
-                  *[""] * 10, escape(identity.accession_number), "", "", "", when, "", "", code, *[""] * 6,
-                  f"&{interpreter}" if interpreter else ""]),
+        "|".join(
+            [
+                "PID",
+                "1",
+                "",
+                "~".join(ids),
+                "",
+                escape(identity.patient_name).replace("\\S\\", "^"),
+                "",
+                escape(identity.birth_date),
+                escape(identity.sex),
+            ]
+        ),
+        "|".join(
+            [
+                "OBR",
+                "1",
+                "",
+                escape(identity.accession_number),
+                f"^{escape(procedure)}",
+                "",
+                "",
+                when,
+                *[""] * 10,
+                escape(identity.accession_number),
+                "",
+                "",
+                "",
+                when,
+                "",
+                "",
+                code,
+                *[""] * 6,
+                f"&{interpreter}" if interpreter else "",
+            ]
+        ),
     ]
     if supersedes:
         segments.append(f"NTE|1||This report supersedes the one sent in message {escape(supersedes)}")
@@ -110,15 +194,22 @@ def oru(*, identity: Identity, sending_facility: str, receiving_app: str, receiv
     return (SEGMENT_END.join(segments) + SEGMENT_END).encode("utf-8")
 
 
-DEFAULT_QUERY = ("MSH|^~\\&|IMEX|IMEX|{ris_name}|{ods}|{now}||QRY^R02|{control}|P|2.4\r"
-                 "QRD|{now}|R|I|{control}|||1^RD|{patient_id}|RES|{accession}\r"
-                 "QRF|{ods}|||||{accession}\r")
+DEFAULT_QUERY = (
+    "MSH|^~\\&|IMEX|IMEX|{ris_name}|{ods}|{now}||QRY^R02|{control}|P|2.4\r"
+    "QRD|{now}|R|I|{control}|||1^RD|{patient_id}|RES|{accession}\r"
+    "QRF|{ods}|||||{accession}\r"
+)
 
 
 def query(template: str, *, ris_name: str, ods: str, accession: str, patient_id: str) -> bytes:
     """The query message from a RIS endpoint's template ({ris_name}, {ods}, {now}, {control}, {accession},
     {patient_id} are filled in, escaped); newlines in the template are segment ends."""
-    text = (template or DEFAULT_QUERY).format(ris_name=escape(ris_name), ods=escape(ods), now=timestamp(),
-                                              control=control_id(), accession=escape(accession),
-                                              patient_id=escape(patient_id))
+    text = (template or DEFAULT_QUERY).format(
+        ris_name=escape(ris_name),
+        ods=escape(ods),
+        now=timestamp(),
+        control=control_id(),
+        accession=escape(accession),
+        patient_id=escape(patient_id),
+    )
     return text.replace("\r\n", "\r").replace("\n", "\r").encode("utf-8")

@@ -1,5 +1,6 @@
 """Sending one HL7 message over MLLP and reading its ACK: used to forward reports to a RIS, to query a RIS
 for a report, and by `imex hl7 send`."""
+
 from __future__ import annotations
 
 import socket
@@ -38,8 +39,9 @@ def read_answer(raw: bytes) -> Answer:
     return Answer(raw, code.strip(), "; ".join(text))
 
 
-def send(host: str, port: int, message: bytes, *, timeout: float = 30.0, tls: bool = False,
-         ca_file: str = "") -> Answer:
+def send(
+    host: str, port: int, message: bytes, *, timeout: float = 30.0, tls: bool = False, ca_file: str = ""
+) -> Answer:
     """Send `message` (unframed, segments ending in CR) and return the peer's answer."""
     message = message.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
     try:
@@ -69,4 +71,4 @@ def send(host: str, port: int, message: bytes, *, timeout: float = 30.0, tls: bo
     start = data.find(START)
     if start < 0:
         raise MllpError(f"{host}:{port} answered without MLLP framing")
-    return read_answer(bytes(data[start + 1:data.find(END)]))
+    return read_answer(bytes(data[start + 1 : data.find(END)]))

@@ -14,6 +14,7 @@ Bad input never stops the listener: bytes outside a frame close that connection,
 `max_bytes` (the bytes between the start block and the end block) is answered AR and its connection
 closed, and a handler error is answered AE.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,9 @@ class _Refusals:
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
-    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                  flags=socket.AI_PASSIVE)[0]
+    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,11 +87,23 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 class MllpListener:
-    def __init__(self, handler: Handler, host: str, port: int, *, max_bytes: int = 4 * 1024 * 1024,
-                 idle_timeout: float = 300.0, message_timeout: float = 60.0, max_connections: int = 64,
-                 max_connections_per_address: int = 8, allow: Callable[[str], bool] | None = None,
-                 tls_cert: str = "", tls_key: str = "", workers: int = 4,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        max_bytes: int = 4 * 1024 * 1024,
+        idle_timeout: float = 300.0,
+        message_timeout: float = 60.0,
+        max_connections: int = 64,
+        max_connections_per_address: int = 8,
+        allow: Callable[[str], bool] | None = None,
+        tls_cert: str = "",
+        tls_key: str = "",
+        workers: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
         self.host, self.port = host, port
         self.max_bytes = max_bytes
@@ -152,9 +166,11 @@ class MllpListener:
 
     def stop(self) -> None:
         if self.loop is not None and not self.loop.is_closed():
+
             def close() -> None:
                 for task in asyncio.all_tasks(self.loop):
                     task.cancel()
+
             try:
                 self.loop.call_soon_threadsafe(close)
             except RuntimeError:
@@ -177,8 +193,13 @@ class MllpListener:
                 continue
             peer = str(address[0]) if isinstance(address, tuple) and address else "?"
             if self.max_connections and self.open >= self.max_connections:
-                self._refusals.warn("cap", "", "MLLP connection from %s closed: %d connections are open, the "
-                                    "most hl7.max_connections allows", peer, self.open)
+                self._refusals.warn(
+                    "cap",
+                    "",
+                    "MLLP connection from %s closed: %d connections are open, the most hl7.max_connections allows",
+                    peer,
+                    self.open,
+                )
                 sock.close()
                 continue
             try:
@@ -195,11 +216,13 @@ class MllpListener:
             return True
         loop = asyncio.get_running_loop()
         try:
-            return bool(await asyncio.wait_for(loop.run_in_executor(self.checks, self.allow, peer),
-                                               ALLOW_CHECK_SECONDS))
+            return bool(
+                await asyncio.wait_for(loop.run_in_executor(self.checks, self.allow, peer), ALLOW_CHECK_SECONDS)
+            )
         except Exception as exc:  # the check failed (database down, ...): nobody unchecked gets in
-            self._refusals.warn("check", "", "MLLP connection from %s closed: its address could not be checked "
-                                "(%s)", peer, repr(exc))
+            self._refusals.warn(
+                "check", "", "MLLP connection from %s closed: its address could not be checked (%s)", peer, repr(exc)
+            )
             return False
 
     async def _connection(self, sock: socket.socket, peer: str) -> None:
@@ -207,14 +230,23 @@ class MllpListener:
         writer: asyncio.StreamWriter | None = None
         try:
             if not await self._allowed(peer):
-                self._refusals.warn("unknown", peer, "MLLP connection from %s closed: not the address of a "
-                                    "registered RIS endpoint ([[ris]] peer_host)", peer)
+                self._refusals.warn(
+                    "unknown",
+                    peer,
+                    "MLLP connection from %s closed: not the address of a registered RIS endpoint ([[ris]] peer_host)",
+                    peer,
+                )
                 return
             per_address = self.by_address.get(peer, 0)
             if self.max_connections_per_address and per_address >= self.max_connections_per_address:
-                self._refusals.warn("address", peer, "MLLP connection from %s closed: %d connections from that "
-                                    "address are open, the most hl7.max_connections_per_address allows",
-                                    peer, per_address)
+                self._refusals.warn(
+                    "address",
+                    peer,
+                    "MLLP connection from %s closed: %d connections from that "
+                    "address are open, the most hl7.max_connections_per_address allows",
+                    peer,
+                    per_address,
+                )
                 return
             self.by_address[peer] = per_address + 1
             counted = True
@@ -222,8 +254,11 @@ class MllpListener:
             reader = asyncio.StreamReader(limit=64 * 1024)
             protocol = asyncio.StreamReaderProtocol(reader)
             transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self.ssl,
-                ssl_handshake_timeout=self.message_timeout if self.ssl is not None else None)
+                lambda: protocol,
+                sock,
+                ssl=self.ssl,
+                ssl_handshake_timeout=self.message_timeout if self.ssl is not None else None,
+            )
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve(reader, writer, peer)
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
@@ -265,8 +300,9 @@ class MllpListener:
             raise TimeoutError
         return await asyncio.wait_for(reader.read(size), left)
 
-    async def _next_message(self, reader: asyncio.StreamReader, buffer: bytearray, writer: asyncio.StreamWriter,
-                            peer: str) -> bytes | None:
+    async def _next_message(
+        self, reader: asyncio.StreamReader, buffer: bytearray, writer: asyncio.StreamWriter, peer: str
+    ) -> bytes | None:
         """The next framed message, or None when the connection should close (EOF, bad framing, too big,
         too slow)."""
         loop = asyncio.get_running_loop()
@@ -274,7 +310,7 @@ class MllpListener:
         deadline: float | None = None  # of the message, from its first byte
         while True:
             if deadline is None:
-                del buffer[:len(buffer) - len(buffer.lstrip(_BLANKS))]
+                del buffer[: len(buffer) - len(buffer.lstrip(_BLANKS))]
                 if buffer:
                     if buffer[:1] != START:
                         log.warning("MLLP connection from %s sent bytes outside a frame; closing it", peer)
@@ -287,7 +323,7 @@ class MllpListener:
                         await self._refuse(buffer, writer, peer)
                         return None  # the whole message is here: nothing more to drop
                     message = bytes(buffer[1:end])
-                    del buffer[:end + len(END)]
+                    del buffer[: end + len(END)]
                     return message
                 # the bytes so far, less a last FS that may begin the end block
                 if len(buffer) - 1 - (buffer[-1] == _FS) > self.max_bytes:
@@ -299,8 +335,12 @@ class MllpListener:
                 chunk = await self._read(reader, deadline if deadline is not None else idle_deadline)
             except TimeoutError:
                 if deadline is not None:
-                    log.warning("MLLP message from %s not complete %.0f s after its first byte "
-                                "(hl7.message_timeout); closing the connection", peer, self.message_timeout)
+                    log.warning(
+                        "MLLP message from %s not complete %.0f s after its first byte "
+                        "(hl7.message_timeout); closing the connection",
+                        peer,
+                        self.message_timeout,
+                    )
                 else:
                     log.debug("MLLP connection from %s idle for %.0f s; closing it", peer, self.idle_timeout)
                 return None
@@ -312,8 +352,9 @@ class MllpListener:
 
     async def _refuse(self, buffer: bytearray, writer: asyncio.StreamWriter, peer: str) -> None:
         log.warning("MLLP message from %s exceeds %d bytes; refused", peer, self.max_bytes)
-        answer = ack(_header_of(bytes(buffer[1:4096])), "AR",
-                     f"message exceeds the limit of {self.max_bytes} bytes", "207")
+        answer = ack(
+            _header_of(bytes(buffer[1:4096])), "AR", f"message exceeds the limit of {self.max_bytes} bytes", "207"
+        )
         writer.write(frame(answer))
         await writer.drain()
 

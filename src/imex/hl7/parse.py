@@ -7,6 +7,7 @@ number OBR-3, else the placer order number OBR-2), the report text (OBX-5), the 
 OBX-11), the reporting clinician (OBR-32, else OBX-16) and the report time (OBR-22, else OBR-7, else MSH-7).
 A ZDS segment (IHE's study instance UID) is read when present.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -116,8 +117,16 @@ def read_header(data: bytes) -> Header:
         return value.split(comp)[0].strip()
 
     msg_type = "^".join(fields[8].split(comp)[:2]).strip()
-    return Header(first(fields[2]), first(fields[3]), first(fields[4]), first(fields[5]), fields[9].strip(),
-                  msg_type, first(fields[11]), first(fields[10]))
+    return Header(
+        first(fields[2]),
+        first(fields[3]),
+        first(fields[4]),
+        first(fields[5]),
+        fields[9].strip(),
+        msg_type,
+        first(fields[11]),
+        first(fields[10]),
+    )
 
 
 class Reader:
@@ -192,8 +201,9 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
     if header.message_type.split("^")[0] not in accepted:
         raise HL7Reject(f"message type {header.message_type or '(empty)'} is not accepted; send ORU^R01")
     if header.version not in SUPPORTED_VERSIONS:
-        raise HL7Reject(f"HL7 version {header.version or '(empty)'} is not supported "
-                        f"({', '.join(SUPPORTED_VERSIONS)} are)")
+        raise HL7Reject(
+            f"HL7 version {header.version or '(empty)'} is not supported ({', '.join(SUPPORTED_VERSIONS)} are)"
+        )
     try:
         message = hl7.parse(normalise_segments(decode(data)))
     except (ParseException, IndexError, ValueError) as exc:
@@ -231,8 +241,9 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
     if not code:  # the most advanced observation status, else whatever was given
         code = next((c for c in ("A", "C", "F", "P", "R") if c in codes), next((c for c in codes if c), ""))
     if code not in STATUS_CODES:
-        raise HL7Error(f"report status {code or '(empty)'} (OBR-25/OBX-11) is not one of "
-                       f"{', '.join(STATUS_CODES)}", "103")
+        raise HL7Error(
+            f"report status {code or '(empty)'} (OBR-25/OBX-11) is not one of {', '.join(STATUS_CODES)}", "103"
+        )
 
     lines: list[str] = []
     for seg in obx_segments:
@@ -256,14 +267,27 @@ def parse_oru(data: bytes, allow_query_response: bool = False) -> Report:
             clinician = _person(rep)
             if clinician:
                 break
-    observed = (parse_time(r.first(obr, 22)) or parse_time(r.first(obr, 7))
-                or parse_time(r.first(message.segment("MSH"), 7)))
+    observed = (
+        parse_time(r.first(obr, 22)) or parse_time(r.first(obr, 7)) or parse_time(r.first(message.segment("MSH"), 7))
+    )
     z_segments = {str(s[0]): str(s) for s in message if str(s[0]).startswith("Z")}
     study_uid = ""
     for seg in message:
         if str(seg[0]) == "ZDS":
             study_uid = r.first(seg, 1)
-    return Report(header=header, identifiers=identifiers, nhs_number=nhs, patient_name=patient_name,
-                  birth_date=r.first(pid, 7)[:8], sex=r.first(pid, 8)[:1], accession_number=accession[:64],
-                  study_uid=study_uid[:64], procedure=r.first(obr, 4, 1) or r.first(obr, 4), status=STATUS_CODES[code],
-                  clinician=clinician[:320], observed_at=observed, text=text, z_segments=z_segments)
+    return Report(
+        header=header,
+        identifiers=identifiers,
+        nhs_number=nhs,
+        patient_name=patient_name,
+        birth_date=r.first(pid, 7)[:8],
+        sex=r.first(pid, 8)[:1],
+        accession_number=accession[:64],
+        study_uid=study_uid[:64],
+        procedure=r.first(obr, 4, 1) or r.first(obr, 4),
+        status=STATUS_CODES[code],
+        clinician=clinician[:320],
+        observed_at=observed,
+        text=text,
+        z_segments=z_segments,
+    )

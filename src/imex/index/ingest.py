@@ -9,6 +9,7 @@ An instance arriving over DICOM is never held whole in memory: `Ingest.receive` 
 that hashes its bytes and writes them to a temporary file in the store as they come, and
 `store_received` moves that file into place, so the file is never read back.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,11 +55,13 @@ _INSERT_INSTANCE = text(
     "INSERT INTO instances (study_id, series_id, sop_uid, sop_class_uid, transfer_syntax_uid, number, blob_key, "
     "size, source_node_id, calling_aet, called_aet, received_at) VALUES (:study_id, :series_id, :sop_uid, "
     ":sop_class_uid, :transfer_syntax_uid, :number, :blob_key, :size, :source_node_id, :calling_aet, "
-    ":called_aet, :received_at) ON CONFLICT DO NOTHING RETURNING id").bindparams(bindparam("received_at", type_=DateTime))
+    ":called_aet, :received_at) ON CONFLICT DO NOTHING RETURNING id"
+).bindparams(bindparam("received_at", type_=DateTime))
 _COUNT_SERIES = text("UPDATE series SET num_instances = num_instances + 1 WHERE id = :id")
 _COUNT_STUDY = text(
     "UPDATE studies SET num_instances = num_instances + 1, received_seq = received_seq + 1, "
-    "last_received_at = :now, route_state = 'receiving' WHERE id = :id").bindparams(bindparam("now", type_=DateTime))
+    "last_received_at = :now, route_state = 'receiving' WHERE id = :id"
+).bindparams(bindparam("now", type_=DateTime))
 
 
 class Receiving:
@@ -155,8 +158,9 @@ class Ingest:
         """Insert unless another transaction already did; True when this one did."""
         return conn.execute(self._dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
 
-    def store_instance(self, chunks: tuple[bytes, ...], transfer_syntax: str, fields: IndexFields,
-                       source: Source) -> Stored:
+    def store_instance(
+        self, chunks: tuple[bytes, ...], transfer_syntax: str, fields: IndexFields, source: Source
+    ) -> Stored:
         """Write the Part 10 bytes (given as chunks) and index them; returns what happened."""
         key, size = self.store.put(chunks)
         return self._indexed(key, size, transfer_syntax, fields, source)
@@ -165,8 +169,7 @@ class Ingest:
         """Start receiving an instance whose Part 10 file begins with `header` (preamble and meta group)."""
         return Receiving(self.store, header)
 
-    def store_received(self, receiving: Receiving, transfer_syntax: str, fields: IndexFields,
-                       source: Source) -> Stored:
+    def store_received(self, receiving: Receiving, transfer_syntax: str, fields: IndexFields, source: Source) -> Stored:
         """Move a received instance into the store and index it; returns what happened."""
         key, size = receiving.commit()
         return self._indexed(key, size, transfer_syntax, fields, source)
@@ -201,32 +204,50 @@ class Ingest:
                 held = ownership.owner(conn, fields.study_uid)
                 if held is not None and held[1] != source.institution_id:
                     return self._forwarded(conn, held[0], key, size, fields, source)
-            patient_id, _ = cached(("p", source.institution_id, fields.patient_id, fields.issuer),
-                                   lambda: (self._patient(conn, fields, source), False))
-            study_id, _ = cached(("st", source.institution_id, fields.study_uid),
-                                 lambda: self._study(conn, fields, source, patient_id, now))
-            series_id, series_new = cached(("se", study_id, fields.series_uid),
-                                           lambda: self._series_row(conn, fields, study_id))
+            patient_id, _ = cached(
+                ("p", source.institution_id, fields.patient_id, fields.issuer),
+                lambda: (self._patient(conn, fields, source), False),
+            )
+            study_id, _ = cached(
+                ("st", source.institution_id, fields.study_uid),
+                lambda: self._study(conn, fields, source, patient_id, now),
+            )
+            series_id, series_new = cached(
+                ("se", study_id, fields.series_uid), lambda: self._series_row(conn, fields, study_id)
+            )
             values = dict(
-                sop_class_uid=fields.sop_class_uid, transfer_syntax_uid=transfer_syntax,
-                number=fields.instance_number, blob_key=key, size=size, source_node_id=source.node_id,
-                calling_aet=source.calling_aet, called_aet=source.called_aet, received_at=now,
+                sop_class_uid=fields.sop_class_uid,
+                transfer_syntax_uid=transfer_syntax,
+                number=fields.instance_number,
+                blob_key=key,
+                size=size,
+                source_node_id=source.node_id,
+                calling_aet=source.calling_aet,
+                called_aet=source.called_aet,
+                received_at=now,
             )
             # the common case, a new instance, in one statement; a UID seen before falls through
-            instance_id = conn.execute(_INSERT_INSTANCE, dict(study_id=study_id, series_id=series_id,
-                                                              sop_uid=fields.sop_uid, **values)).scalar()
+            instance_id = conn.execute(
+                _INSERT_INSTANCE, dict(study_id=study_id, series_id=series_id, sop_uid=fields.sop_uid, **values)
+            ).scalar()
             outcome = "new"
             if instance_id is None:
-                row = conn.execute(select(instances.c.id, instances.c.blob_key, instances.c.study_id).where(
-                    instances.c.sop_uid == fields.sop_uid)).one()
+                row = conn.execute(
+                    select(instances.c.id, instances.c.blob_key, instances.c.study_id).where(
+                        instances.c.sop_uid == fields.sop_uid
+                    )
+                ).one()
                 if row.study_id != study_id:
                     raise ownership.refuse_instance(fields.sop_uid)
                 instance_id = row.id
                 if row.blob_key == key:
                     outcome = "duplicate"
                 else:
-                    conn.execute(update(instances).where(instances.c.id == row.id)
-                                 .values(study_id=study_id, series_id=series_id, **values))
+                    conn.execute(
+                        update(instances)
+                        .where(instances.c.id == row.id)
+                        .values(study_id=study_id, series_id=series_id, **values)
+                    )
                     # different bytes under the same UID: every destination must get the new version
                     conn.execute(update(items).where(items.c.instance_id == row.id).values(state="pending"))
                     outcome = "replaced"
@@ -237,23 +258,26 @@ class Ingest:
         self._ids.update(seen)  # only once committed: a rolled-back row must not be remembered
         return Stored(study_id, instance_id, key, size, outcome)
 
-    def _count(self, conn: Connection, fields: IndexFields, study_id: int, series_id: int, series_new: bool,
-               new: bool, now) -> None:
+    def _count(
+        self, conn: Connection, fields: IndexFields, study_id: int, series_id: int, series_new: bool, new: bool, now
+    ) -> None:
         """Update the series and study counters, and tell the router the study changed."""
         if new:
             conn.execute(_COUNT_SERIES, {"id": series_id})
         if new and not series_new and not fields.routing_codes:  # most instances: one prepared statement
             conn.execute(_COUNT_STUDY, {"id": study_id, "now": now})
             return
-        study_values: dict = dict(received_seq=studies.c.received_seq + 1, last_received_at=now,
-                                  route_state="receiving")
+        study_values: dict = dict(
+            received_seq=studies.c.received_seq + 1, last_received_at=now, route_state="receiving"
+        )
         if new:
             study_values["num_instances"] = studies.c.num_instances + 1
         if series_new:
             study_values["num_series"] = studies.c.num_series + 1
         if series_new or fields.routing_codes:
-            current = conn.execute(select(studies.c.modalities, studies.c.routing_codes)
-                                   .where(studies.c.id == study_id)).one()
+            current = conn.execute(
+                select(studies.c.modalities, studies.c.routing_codes).where(studies.c.id == study_id)
+            ).one()
             study_values.update(_merged("modalities", current.modalities, (fields.modality,)))
             study_values.update(_merged("routing_codes", current.routing_codes, fields.routing_codes))
         conn.execute(update(studies).where(studies.c.id == study_id).values(**study_values))
@@ -267,20 +291,36 @@ class Ingest:
         found = conn.execute(select(patients.c.id).where(where)).scalar()
         if found is not None:
             return found
-        self._insert_ignore(conn, patients, dict(
-            institution_id=source.institution_id, patient_id=f.patient_id, issuer=f.issuer,
-            name=f.patient_name, birth_date=f.birth_date, sex=f.sex))
+        self._insert_ignore(
+            conn,
+            patients,
+            dict(
+                institution_id=source.institution_id,
+                patient_id=f.patient_id,
+                issuer=f.issuer,
+                name=f.patient_name,
+                birth_date=f.birth_date,
+                sex=f.sex,
+            ),
+        )
         return conn.execute(select(patients.c.id).where(where)).scalar_one()
 
-    def _forwarded(self, conn: Connection, study_id: int, key: str, size: int, fields: IndexFields,
-                   source: Source) -> Stored:
+    def _forwarded(
+        self, conn: Connection, study_id: int, key: str, size: int, fields: IndexFields, source: Source
+    ) -> Stored:
         """An instance of another institution's study, from an institution it was delivered to: the owner's
         copy stands for it (nothing changes), and the forward is announced once per destination asked."""
         held = ownership.check_forward(conn, study_id, fields.study_uid, fields.sop_uid, source.institution_id)
         asked = (study_id, source.institution_id, source.called_aet)
         if asked not in self._forwards:
-            events.emit("study.forwarded", conn, study_id=study_id, institution_id=source.institution_id,
-                        calling_aet=source.calling_aet, called_aet=source.called_aet)
+            events.emit(
+                "study.forwarded",
+                conn,
+                study_id=study_id,
+                institution_id=source.institution_id,
+                calling_aet=source.calling_aet,
+                called_aet=source.called_aet,
+            )
             if len(self._forwards) > 10_000:
                 self._forwards.clear()
             self._forwards.add(asked)
@@ -295,18 +335,39 @@ class Ingest:
             self.store.delete(key)
 
     def _study(self, conn: Connection, f: IndexFields, source: Source, patient_id: int, now) -> tuple[int, bool]:
-        found = conn.execute(select(studies.c.id).where(studies.c.study_uid == f.study_uid,
-                                                        studies.c.institution_id == source.institution_id)).scalar()
+        found = conn.execute(
+            select(studies.c.id).where(
+                studies.c.study_uid == f.study_uid, studies.c.institution_id == source.institution_id
+            )
+        ).scalar()
         if found is not None:
             return found, False
-        created = self._insert_ignore(conn, studies, dict(
-            study_uid=f.study_uid, patient_pk=patient_id, institution_id=source.institution_id,
-            accession_number=f.accession_number, study_date=f.study_date, study_time=f.study_time,
-            description=f.study_description, modalities="", referring_physician=f.referring_physician,
-            num_series=0, num_instances=0, routing_codes="", received_seq=0, routed_seq=0, first_received_at=now,
-            last_received_at=now, route_state="receiving"))
-        row = conn.execute(select(studies.c.id, studies.c.institution_id).where(
-            studies.c.study_uid == f.study_uid)).one()
+        created = self._insert_ignore(
+            conn,
+            studies,
+            dict(
+                study_uid=f.study_uid,
+                patient_pk=patient_id,
+                institution_id=source.institution_id,
+                accession_number=f.accession_number,
+                study_date=f.study_date,
+                study_time=f.study_time,
+                description=f.study_description,
+                modalities="",
+                referring_physician=f.referring_physician,
+                num_series=0,
+                num_instances=0,
+                routing_codes="",
+                received_seq=0,
+                routed_seq=0,
+                first_received_at=now,
+                last_received_at=now,
+                route_state="receiving",
+            ),
+        )
+        row = conn.execute(
+            select(studies.c.id, studies.c.institution_id).where(studies.c.study_uid == f.study_uid)
+        ).one()
         if row.institution_id != source.institution_id:  # another institution's node was first, just now
             raise ownership.NotYourStudy(f"study {f.study_uid[:64]} is held at the hub for another institution")
         return row.id, created
@@ -315,11 +376,22 @@ class Ingest:
         found = conn.execute(select(series.c.id, series.c.study_id).where(series.c.series_uid == f.series_uid)).first()
         created = False
         if found is None:
-            created = self._insert_ignore(conn, series, dict(
-                study_id=study_id, series_uid=f.series_uid, modality=f.modality, description=f.series_description,
-                number=f.series_number, body_part=f.body_part, num_instances=0))
-            found = conn.execute(select(series.c.id, series.c.study_id).where(
-                series.c.series_uid == f.series_uid)).one()
+            created = self._insert_ignore(
+                conn,
+                series,
+                dict(
+                    study_id=study_id,
+                    series_uid=f.series_uid,
+                    modality=f.modality,
+                    description=f.series_description,
+                    number=f.series_number,
+                    body_part=f.body_part,
+                    num_instances=0,
+                ),
+            )
+            found = conn.execute(
+                select(series.c.id, series.c.study_id).where(series.c.series_uid == f.series_uid)
+            ).one()
         if found.study_id != study_id:
             raise ownership.refuse_series(f.series_uid)
         return found.id, created

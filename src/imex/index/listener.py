@@ -5,6 +5,7 @@ received while they arrive (never holding them whole, never reading them back), 
 sender is acknowledged only once the file is durable and indexed. Anything else (routing, delivery)
 happens elsewhere, from the database.
 """
+
 from __future__ import annotations
 
 import logging
@@ -94,7 +95,8 @@ class _Incoming:
             return
         try:  # the file meta group names the request's instance: the dataset must match it (checked)
             self.receiving = listener.ingest.receive(
-                file_meta(self.sop_class, self.sop_uid, request.transfer_syntax, request.calling_aet))
+                file_meta(self.sop_class, self.sop_uid, request.transfer_syntax, request.calling_aet)
+            )
         except OSError as exc:
             log.error("cannot store instance %s: %s", printable(self.sop_uid), exc)
             self.refusal = STATUS_OUT_OF_RESOURCES, "hub storage unavailable; retry later"
@@ -154,8 +156,12 @@ class _Incoming:
         assert self.refusal is not None
         if self.invalid:
             metrics.INSTANCES_REJECTED.inc()
-            log.warning("refused instance %s from %s: %s", printable(self.sop_uid),
-                        printable(self.request.calling_aet), printable(self.refusal[1]))
+            log.warning(
+                "refused instance %s from %s: %s",
+                printable(self.sop_uid),
+                printable(self.request.calling_aet),
+                printable(self.refusal[1]),
+            )
         return self.refusal
 
     def _store(self, fields: IndexFields) -> tuple[int, str]:
@@ -167,12 +173,19 @@ class _Incoming:
             return STATUS_OUT_OF_RESOURCES, refusal
         try:
             stored = listener.ingest.store_received(
-                receiving, request.transfer_syntax, fields,
-                Source(node.institution_id, node.id, request.calling_aet, request.called_aet))
+                receiving,
+                request.transfer_syntax,
+                fields,
+                Source(node.institution_id, node.id, request.calling_aet, request.called_aet),
+            )
         except NotYourStudy as exc:  # another institution's study (imex.index.ownership)
             metrics.INSTANCES_REJECTED.inc()
-            log.warning("refused instance %s from %s: %s", printable(fields.sop_uid),
-                        printable(request.calling_aet), printable(str(exc)))
+            log.warning(
+                "refused instance %s from %s: %s",
+                printable(fields.sop_uid),
+                printable(request.calling_aet),
+                printable(str(exc)),
+            )
             return STATUS_NOT_AUTHORIZED, exc.comment
         except OSError as exc:
             log.error("cannot store instance %s: %s", printable(fields.sop_uid), exc)
@@ -207,32 +220,61 @@ class DicomListener:
 
         c = request.command
         assert self.commitment_reports is not None  # start() answers reports only when it is set
-        return answer_event_report(request.calling_aet, str(c.get("AffectedSOPClassUID", "")),
-                                   str(c.get("AffectedSOPInstanceUID", "")), int(c.get("EventTypeID", 0)),
-                                   request.dataset, request.transfer_syntax, self.commitment_reports)
+        return answer_event_report(
+            request.calling_aet,
+            str(c.get("AffectedSOPClassUID", "")),
+            str(c.get("AffectedSOPInstanceUID", "")),
+            int(c.get("EventTypeID", 0)),
+            request.dataset,
+            request.transfer_syntax,
+            self.commitment_reports,
+        )
 
-    def _policy(self, calling: str, called: str, peer: str, certificate: dict | None = None) \
-            -> tuple[int, int, int] | None:
+    def _policy(
+        self, calling: str, called: str, peer: str, certificate: dict | None = None
+    ) -> tuple[int, int, int] | None:
         node = self.nodes.by_aet(calling)
         if node is None:
-            log.warning("rejected association from %s: calling AE title '%s' is not a registered node",
-                        printable(peer), printable(calling))
+            log.warning(
+                "rejected association from %s: calling AE title '%s' is not a registered node",
+                printable(peer),
+                printable(calling),
+            )
             return CALLING_AE_NOT_RECOGNIZED
         if certificate is None and node.tls:
-            log.warning("rejected association from %s (%s): node %s must use DICOM over TLS", printable(calling),
-                        printable(peer), node.name)
+            log.warning(
+                "rejected association from %s (%s): node %s must use DICOM over TLS",
+                printable(calling),
+                printable(peer),
+                node.name,
+            )
             return CALLING_AE_NOT_RECOGNIZED
         if certificate is not None and peer_common_name(certificate) != node.name:
-            log.warning("rejected TLS association from %s (%s): its certificate is issued to '%s', not node %s",
-                        printable(calling), printable(peer), printable(peer_common_name(certificate)), node.name)
+            log.warning(
+                "rejected TLS association from %s (%s): its certificate is issued to '%s', not node %s",
+                printable(calling),
+                printable(peer),
+                printable(peer_common_name(certificate)),
+                node.name,
+            )
             return CALLING_AE_NOT_RECOGNIZED
         if self.config["dicom.check_peer_address"] and not self.nodes.address_matches(node, peer):
-            log.warning("rejected association: AE title '%s' connected from %s, but node %s is at %s",
-                        printable(calling), printable(peer), node.name, node.host)
+            log.warning(
+                "rejected association: AE title '%s' connected from %s, but node %s is at %s",
+                printable(calling),
+                printable(peer),
+                node.name,
+                node.host,
+            )
             return CALLING_AE_NOT_RECOGNIZED
         if called.upper() != self.ae_title.upper() and self.nodes.alias(called) is None:
-            log.warning("rejected association from %s (%s): called AE title '%s' is neither %s nor an alias",
-                        printable(calling), printable(peer), printable(called), self.ae_title)
+            log.warning(
+                "rejected association from %s (%s): called AE title '%s' is neither %s nor an alias",
+                printable(calling),
+                printable(peer),
+                printable(called),
+                self.ae_title,
+            )
             return CALLED_AE_NOT_RECOGNIZED
         return None
 
@@ -245,26 +287,50 @@ class DicomListener:
 
     def start(self) -> None:
         syntaxes: dict[str, tuple[str, ...]] = {
-            cx.abstract_syntax: tuple(ACCEPTED) for cx in StoragePresentationContexts if cx.abstract_syntax is not None}
+            cx.abstract_syntax: tuple(ACCEPTED) for cx in StoragePresentationContexts if cx.abstract_syntax is not None
+        }
         syntaxes[VERIFICATION] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
         reports = self._on_event_report if self.commitment_reports is not None else None
         if reports is not None:
             syntaxes[STORAGE_COMMITMENT] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
         address = (self.config["dicom.host"], self.config["dicom.port"])
-        limits = {key: self.config[f"dicom.{key}"] for key in (
-            "max_associations", "acse_timeout", "network_timeout", "max_pdu", "max_negotiating",
-            "max_negotiating_per_address")}
+        limits = {
+            key: self.config[f"dicom.{key}"]
+            for key in (
+                "max_associations",
+                "acse_timeout",
+                "network_timeout",
+                "max_pdu",
+                "max_negotiating",
+                "max_negotiating_per_address",
+            )
+        }
         self.server = Acceptor(
-            *address, policy=self._policy, open_store=self._open_store, on_store=self._on_store,
-            storage_syntaxes=syntaxes, per_caller_limit=self._caller_limit, on_event_report=reports, **limits)
+            *address,
+            policy=self._policy,
+            open_store=self._open_store,
+            on_store=self._on_store,
+            storage_syntaxes=syntaxes,
+            per_caller_limit=self._caller_limit,
+            on_event_report=reports,
+            **limits,
+        )
         log.info("DICOM listener %s on %s:%s", self.ae_title, *address)
         if self.config["dicom.tls_port"]:
             files = TlsFiles.of(self.config)
             context = ServerContext(files.cert, files.key, client_ca=files.ca, crl=files.crl, require_client=True)
             self.tls_server = Acceptor(
-                self.config["dicom.host"], self.config["dicom.tls_port"], policy=self._policy,
-                open_store=self._open_store, on_store=self._on_store, storage_syntaxes=syntaxes,
-                tls=context.get, per_caller_limit=self._caller_limit, on_event_report=reports, **limits)
+                self.config["dicom.host"],
+                self.config["dicom.tls_port"],
+                policy=self._policy,
+                open_store=self._open_store,
+                on_store=self._on_store,
+                storage_syntaxes=syntaxes,
+                tls=context.get,
+                per_caller_limit=self._caller_limit,
+                on_event_report=reports,
+                **limits,
+            )
             log.info("DICOM over TLS listener %s on %s:%s", self.ae_title, self.config["dicom.host"], self.tls_port)
 
     def _caller_limit(self, calling: str) -> int:

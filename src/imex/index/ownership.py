@@ -12,6 +12,7 @@ imex.index.ingest, which asks here).
   institution's node sending an instance with a Study, Series or SOP Instance UID the hub holds in an
   institution's study. Nothing of such an instance is stored or indexed.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import Connection, and_, exists, select
@@ -39,31 +40,52 @@ def owner(conn: Connection, study_uid: str) -> tuple[int, int] | None:
 
 def received_by(conn: Connection, study_id: int, institution_id: int) -> bool:
     """Whether the hub delivered the study to one of the institution's nodes (it may send it on)."""
-    return bool(conn.execute(select(exists().where(and_(
-        transfers.c.study_id == study_id, transfers.c.state.in_(DELIVERED),
-        transfers.c.destination_node_id.in_(select(nodes.c.id).where(nodes.c.institution_id == institution_id))
-    )))).scalar())
+    return bool(
+        conn.execute(
+            select(
+                exists().where(
+                    and_(
+                        transfers.c.study_id == study_id,
+                        transfers.c.state.in_(DELIVERED),
+                        transfers.c.destination_node_id.in_(
+                            select(nodes.c.id).where(nodes.c.institution_id == institution_id)
+                        ),
+                    )
+                )
+            )
+        ).scalar()
+    )
 
 
 def check_forward(conn: Connection, study_id: int, study_uid: str, sop_uid: str, institution_id: int) -> int:
     """The owner's instance a forwarder's instance stands for (its id), or NotYourStudy."""
     if not received_by(conn, study_id, institution_id):
-        raise NotYourStudy(f"study {study_uid[:64]} is held at the hub for another institution; a node may "
-                           "add to or replace only its own institution's studies")
-    held = conn.execute(select(instances.c.id).where(
-        instances.c.study_id == study_id, instances.c.sop_uid == sop_uid)).scalar()
+        raise NotYourStudy(
+            f"study {study_uid[:64]} is held at the hub for another institution; a node may "
+            "add to or replace only its own institution's studies"
+        )
+    held = conn.execute(
+        select(instances.c.id).where(instances.c.study_id == study_id, instances.c.sop_uid == sop_uid)
+    ).scalar()
     if held is None:
-        raise NotYourStudy(f"study {study_uid[:64]} belongs to another institution: it may be sent on as it was "
-                           f"received, but instance {sop_uid[:64]} is not part of it",
-                           "cannot add to a study of another institution")
+        raise NotYourStudy(
+            f"study {study_uid[:64]} belongs to another institution: it may be sent on as it was "
+            f"received, but instance {sop_uid[:64]} is not part of it",
+            "cannot add to a study of another institution",
+        )
     return int(held)
 
 
 def refuse_series(series_uid: str) -> NotYourStudy:
-    return NotYourStudy(f"series {series_uid[:64]} belongs to another study at the hub; a series UID cannot be "
-                        "reused in another study", "series UID belongs to another study at the hub")
+    return NotYourStudy(
+        f"series {series_uid[:64]} belongs to another study at the hub; a series UID cannot be reused in another study",
+        "series UID belongs to another study at the hub",
+    )
 
 
 def refuse_instance(sop_uid: str) -> NotYourStudy:
-    return NotYourStudy(f"SOP instance {sop_uid[:64]} belongs to another study at the hub; an instance cannot "
-                        "be moved between studies or institutions", "SOP instance UID belongs to another study")
+    return NotYourStudy(
+        f"SOP instance {sop_uid[:64]} belongs to another study at the hub; an instance cannot "
+        "be moved between studies or institutions",
+        "SOP instance UID belongs to another study",
+    )

@@ -10,6 +10,7 @@ A job is owned by `claimed_by`; every change a worker makes at the end (`finish`
 `release`) only applies while it still owns the row, so a worker whose lease was taken over, or whose job
 an operator cancelled, changes nothing.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,8 +59,17 @@ def any_due(db: Database, queue: JobQueue) -> bool:
     return found is not None
 
 
-def claim(db: Database, queue: JobQueue, worker: str, lease_seconds: float, *, limit: int = 1,
-          admit: Admit | None = None, scan: int = 20, values: dict[str, Any] | None = None) -> list[Row[Any]]:
+def claim(
+    db: Database,
+    queue: JobQueue,
+    worker: str,
+    lease_seconds: float,
+    *,
+    limit: int = 1,
+    admit: Admit | None = None,
+    scan: int = 20,
+    values: dict[str, Any] | None = None,
+) -> list[Row[Any]]:
     """Claim up to `limit` due jobs for `worker` for `lease_seconds`; returns their rows as they are after
     the claim (attempts already counted). `admit(conn, row)`, run in the claiming transaction, may refuse a
     candidate (a destination at its concurrency limit) or settle it otherwise (mark it superseded).
@@ -89,8 +99,9 @@ def claim(db: Database, queue: JobQueue, worker: str, lease_seconds: float, *, l
                     claimed["claimed_by"] = worker
             if queue.attempts_column:
                 claimed[queue.attempts_column] = queue.attempts + 1
-            done = conn.execute(update(t).where(t.c.id == row.id, _due_clause(queue, now))
-                                .values(**queue.stamped(claimed, now))).rowcount
+            done = conn.execute(
+                update(t).where(t.c.id == row.id, _due_clause(queue, now)).values(**queue.stamped(claimed, now))
+            ).rowcount
             if done:
                 taken.append(row.id)
         if not taken:
@@ -115,16 +126,16 @@ def renew(db: Database, queue: JobQueue, job_id: int, worker: str, lease_seconds
     until = utcnow() + dt.timedelta(seconds=lease_seconds)
     column = "lease_until" if queue.holds_by_state else queue.due_column
     with db.engine.begin() as conn:
-        return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker))
-                                 .values({column: until})).rowcount)
+        return bool(
+            conn.execute(update(queue.table).where(_owned(queue, job_id, worker)).values({column: until})).rowcount
+        )
 
 
 def renew_in(conn: Connection, queue: JobQueue, job_id: int, worker: str, lease_seconds: float) -> bool:
     """`renew` inside the caller's transaction (with the progress it commits)."""
     until = utcnow() + dt.timedelta(seconds=lease_seconds)
     column = "lease_until" if queue.holds_by_state else queue.due_column
-    return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker))
-                             .values({column: until})).rowcount)
+    return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker)).values({column: until})).rowcount)
 
 
 class Heartbeat:
@@ -152,8 +163,13 @@ class Heartbeat:
         self._thread.join(timeout=max(self.lease, 5.0))
 
 
-def reap(db: Database, queue: JobQueue, *, values: Callable[[], dict[str, Any]] | None = None,
-         on_reaped: Callable[[Connection, Row[Any]], None] | None = None) -> int:
+def reap(
+    db: Database,
+    queue: JobQueue,
+    *,
+    values: Callable[[], dict[str, Any]] | None = None,
+    on_reaped: Callable[[Connection, Row[Any]], None] | None = None,
+) -> int:
     """Put back the jobs whose worker stopped renewing its lease (its process died): due again at once.
     `values` adds columns to set on each (a new transaction UID); `on_reaped` records why, in the same
     transaction. Only queues that hold claims by state have anything to reap."""
@@ -173,8 +189,13 @@ def reap(db: Database, queue: JobQueue, *, values: Callable[[], dict[str, Any]] 
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         for row in conn.execute(query).all():
-            back = {"state": queue.due_state, "claimed_by": None, "lease_until": None, queue.due_column: now,
-                    **(values() if values is not None else {})}
+            back = {
+                "state": queue.due_state,
+                "claimed_by": None,
+                "lease_until": None,
+                queue.due_column: now,
+                **(values() if values is not None else {}),
+            }
             if conn.execute(update(t).where(t.c.id == row.id, expired).values(**queue.stamped(back, now))).rowcount:
                 count += 1
                 if on_reaped is not None:
@@ -186,10 +207,18 @@ def finish(conn: Connection, queue: JobQueue, job_id: int, worker: str | None, s
     """End a job the worker still owns in `state` (delivered, done, sent, ...); False when it no longer
     owns it (cancelled, or taken over after a lost lease)."""
     now = utcnow()
-    release = {"claimed_by": None, "lease_until": None} if queue.holds_by_state else (
-        {"claimed_by": None} if "claimed_by" in queue.table.c else {})
-    return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker)).values(
-        **queue.stamped({**_state(queue, state), **release, **values}, now))).rowcount)
+    release = (
+        {"claimed_by": None, "lease_until": None}
+        if queue.holds_by_state
+        else ({"claimed_by": None} if "claimed_by" in queue.table.c else {})
+    )
+    return bool(
+        conn.execute(
+            update(queue.table)
+            .where(_owned(queue, job_id, worker))
+            .values(**queue.stamped({**_state(queue, state), **release, **values}, now))
+        ).rowcount
+    )
 
 
 @dataclass(frozen=True)
@@ -201,8 +230,17 @@ class Outcome:
     attempts: int
 
 
-def retry_later(conn: Connection, queue: JobQueue, job_id: int, worker: str | None, error: str, policy: RetryPolicy,
-                *, give_up: bool = False, **values: Any) -> Outcome | None:
+def retry_later(
+    conn: Connection,
+    queue: JobQueue,
+    job_id: int,
+    worker: str | None,
+    error: str,
+    policy: RetryPolicy,
+    *,
+    give_up: bool = False,
+    **values: Any,
+) -> Outcome | None:
     """After a failed attempt: due again after the policy's backoff, or the dead-letter state once the
     attempts are spent (or `give_up`: a failure that will not change). None when the worker no longer owns
     the job."""
@@ -221,15 +259,27 @@ def retry_later(conn: Connection, queue: JobQueue, job_id: int, worker: str | No
         finish(conn, queue, job_id, worker, queue.dead_state, **values)
     else:
         release = {"claimed_by": None, "lease_until": None} if queue.holds_by_state else {}
-        conn.execute(update(t).where(_owned(queue, job_id, worker)).values(**queue.stamped({
-            **_state(queue, queue.due_state), queue.due_column: now + dt.timedelta(seconds=delay), **release,
-            **values},
-            now)))
+        conn.execute(
+            update(t)
+            .where(_owned(queue, job_id, worker))
+            .values(
+                **queue.stamped(
+                    {
+                        **_state(queue, queue.due_state),
+                        queue.due_column: now + dt.timedelta(seconds=delay),
+                        **release,
+                        **values,
+                    },
+                    now,
+                )
+            )
+        )
     return Outcome(dead, delay, attempts)
 
 
-def release(conn: Connection, queue: JobQueue, job_id: int, worker: str, *, uncount: bool = True,
-            **values: Any) -> bool:
+def release(
+    conn: Connection, queue: JobQueue, job_id: int, worker: str, *, uncount: bool = True, **values: Any
+) -> bool:
     """Hand a job back, due now, without counting the attempt (the hub is stopping; a step was held)."""
     now = utcnow()
     back: dict[str, Any] = {**_state(queue, queue.due_state), queue.due_column: now, **values}
@@ -239,8 +289,11 @@ def release(conn: Connection, queue: JobQueue, job_id: int, worker: str, *, unco
         back["claimed_by"] = None
     if uncount and queue.attempts_column:
         back[queue.attempts_column] = queue.attempts - 1
-    return bool(conn.execute(update(queue.table).where(_owned(queue, job_id, worker))
-                             .values(**queue.stamped(back, now))).rowcount)
+    return bool(
+        conn.execute(
+            update(queue.table).where(_owned(queue, job_id, worker)).values(**queue.stamped(back, now))
+        ).rowcount
+    )
 
 
 def reopen(conn: Connection, queue: JobQueue, job_id: int, **values: Any) -> bool:
@@ -251,8 +304,9 @@ def reopen(conn: Connection, queue: JobQueue, job_id: int, **values: Any) -> boo
         back[queue.attempts_column] = 0
     if queue.holds_by_state:
         back.update(claimed_by=None, lease_until=None)
-    return bool(conn.execute(update(queue.table).where(queue.table.c.id == job_id)
-                             .values(**queue.stamped(back, now))).rowcount)
+    return bool(
+        conn.execute(update(queue.table).where(queue.table.c.id == job_id).values(**queue.stamped(back, now))).rowcount
+    )
 
 
 def requeue(db: Database, queue: JobQueue, job_id: int, **values: Any) -> bool:
@@ -260,7 +314,9 @@ def requeue(db: Database, queue: JobQueue, job_id: int, **values: Any) -> bool:
     if queue.dead_state is None or queue.state_column is None:
         return False
     with db.engine.begin() as conn:
-        dead = conn.execute(select(queue.table.c.id).where(
-            queue.table.c.id == job_id, queue.column(queue.state_column) == queue.dead_state)
-            .with_for_update()).first()
+        dead = conn.execute(
+            select(queue.table.c.id)
+            .where(queue.table.c.id == job_id, queue.column(queue.state_column) == queue.dead_state)
+            .with_for_update()
+        ).first()
         return dead is not None and reopen(conn, queue, job_id, **values)

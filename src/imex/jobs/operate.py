@@ -1,6 +1,7 @@
 """What operators do with the queues, for `imex jobs` and the admin page: see how every queue stands, list
 its dead letters, and retry them (one, or all). The views show ids, attempts and errors, never the jobs'
 contents."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,11 +56,16 @@ def dead_jobs(db: Database, name: str, limit: int = 100) -> list[DeadJob]:
     if queue.error_column:
         columns.append(t.c[queue.error_column].label("error"))
     with db.reader() as conn:
-        rows = conn.execute(select(*columns).where(queue.column(queue.state_column) == queue.dead_state)
-                            .order_by(t.c.id.desc()).limit(limit)).all()
+        rows = conn.execute(
+            select(*columns)
+            .where(queue.column(queue.state_column) == queue.dead_state)
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        ).all()
         conn.rollback()
-    return [DeadJob(queue.name, int(r.id), getattr(r, "attempts", None), str(getattr(r, "error", "") or ""))
-            for r in rows]
+    return [
+        DeadJob(queue.name, int(r.id), getattr(r, "attempts", None), str(getattr(r, "error", "") or "")) for r in rows
+    ]
 
 
 def retry(db: Database, name: str, job_id: int) -> None:

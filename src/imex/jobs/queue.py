@@ -11,6 +11,7 @@ Two ways of holding a claimed job:
 - *holding the due time* (`running_state=None`): the row keeps its state and its due time is pushed out by
   the lease; a worker that dies simply lets it fall due again, so there is nothing to reap.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -61,8 +62,12 @@ class RetrySettings:
             return field_value
 
         attempts = value(self.max_attempts)
-        return RetryPolicy(float(value(self.initial)), float(value(self.multiplier)), float(value(self.cap)),
-                           int(attempts) if attempts is not None else None)
+        return RetryPolicy(
+            float(value(self.initial)),
+            float(value(self.multiplier)),
+            float(value(self.cap)),
+            int(attempts) if attempts is not None else None,
+        )
 
     def keys(self) -> list[str]:
         return [v for v in (self.initial, self.multiplier, self.cap, self.max_attempts) if isinstance(v, str)]

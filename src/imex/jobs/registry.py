@@ -2,6 +2,7 @@
 /metrics. Each flow declares and registers its queue in its own module; the modules that declare queues
 are listed once in `QUEUE_MODULES` and imported the first time the registry is read, so the list is
 complete in every process, whichever flows it happened to import."""
+
 from __future__ import annotations
 
 import importlib

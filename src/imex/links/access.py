@@ -2,6 +2,7 @@
 address through the e-mail outbox, with no patient identifiers), enter it (limited attempts, then the link
 locks), and hold a short link session scoped to the link's one study. Every step is audited with the link
 and the e-mail address, in the audit trail of the institution that made the link."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,13 +22,23 @@ class TooManyCodes(Exception):
     """More codes were asked for this link within the hour than links.codes_per_hour."""
 
 
-def record(s: Session, action: str, link: StudyLink, *, outcome: str = "success", ip: str = "",
-           detail: str = "") -> None:
+def record(
+    s: Session, action: str, link: StudyLink, *, outcome: str = "success", ip: str = "", detail: str = ""
+) -> None:
     """Audit one use of a link, with the link, its study and its e-mail address."""
     study_uid = s.scalar(select(Study.study_uid).where(Study.id == link.study_id)) or ""
-    audit.record(s, action, outcome=outcome, username=f"link:{link.email}"[:64], institution_id=link.institution_id,
-                 ip=ip, study_uid=study_uid, object_type="link", object_id=link.id,
-                 detail=f"{link.email}: {detail}" if detail else link.email)
+    audit.record(
+        s,
+        action,
+        outcome=outcome,
+        username=f"link:{link.email}"[:64],
+        institution_id=link.institution_id,
+        ip=ip,
+        study_uid=study_uid,
+        object_type="link",
+        object_id=link.id,
+        detail=f"{link.email}: {detail}" if detail else link.email,
+    )
 
 
 def find(s: Session, token: str) -> StudyLink | None:
@@ -39,19 +50,35 @@ def find(s: Session, token: str) -> StudyLink | None:
 def send_code(s: Session, link: StudyLink, config: Config, *, ip: str = "") -> None:
     """A new one-time code for `link`, queued to its address; refused past links.codes_per_hour."""
     now = utcnow()
-    recent = s.scalar(select(func.count()).select_from(LinkCode).where(
-        LinkCode.link_id == link.id, LinkCode.created_at > now - dt.timedelta(hours=1))) or 0
+    recent = (
+        s.scalar(
+            select(func.count())
+            .select_from(LinkCode)
+            .where(LinkCode.link_id == link.id, LinkCode.created_at > now - dt.timedelta(hours=1))
+        )
+        or 0
+    )
     if recent >= int(config["links.codes_per_hour"]):
         record(s, "link.code_refused", link, outcome="denied", ip=ip, detail="too many codes asked for within an hour")
         raise TooManyCodes()
     code = tokens.new_code()
     minutes = int(config["links.code_minutes"])
-    s.add(LinkCode(link_id=link.id, code_hash=tokens.code_digest(link.id, code), created_at=now,
-                   expires_at=now + dt.timedelta(minutes=minutes)))
-    queue_email(s.connection(), [link.email], "[imex] Your code to open shared images",
-                f"Your one-time code is {code}\n\nEnter it on the page where you asked for it. It works once, "
-                f"within {minutes} minutes.\n\nIf you did not ask for a code, you can ignore this message; "
-                "nobody can open the images without it.\n")
+    s.add(
+        LinkCode(
+            link_id=link.id,
+            code_hash=tokens.code_digest(link.id, code),
+            created_at=now,
+            expires_at=now + dt.timedelta(minutes=minutes),
+        )
+    )
+    queue_email(
+        s.connection(),
+        [link.email],
+        "[imex] Your code to open shared images",
+        f"Your one-time code is {code}\n\nEnter it on the page where you asked for it. It works once, "
+        f"within {minutes} minutes.\n\nIf you did not ask for a code, you can ignore this message; "
+        "nobody can open the images without it.\n",
+    )
     record(s, "link.code_sent", link, ip=ip, detail="one-time code sent")
 
 
@@ -60,8 +87,9 @@ def check_code(s: Session, link: StudyLink, code: str, config: Config, *, ip: st
     now = utcnow()
     code = code.strip()
     wanted = tokens.code_digest(link.id, code) if code.isdigit() and len(code) == tokens.CODE_DIGITS else ""
-    for row in s.scalars(select(LinkCode).where(LinkCode.link_id == link.id, LinkCode.used_at.is_(None),
-                                                LinkCode.expires_at > now)):
+    for row in s.scalars(
+        select(LinkCode).where(LinkCode.link_id == link.id, LinkCode.used_at.is_(None), LinkCode.expires_at > now)
+    ):
         if wanted and tokens.same(row.code_hash, wanted):
             row.used_at = now
             link.failed_codes = 0
@@ -75,8 +103,14 @@ def check_code(s: Session, link: StudyLink, code: str, config: Config, *, ip: st
     if locked:
         link.locked_at = now
         s.execute(delete(LinkSession).where(LinkSession.link_id == link.id))
-    record(s, "link.code_wrong", link, outcome="failure", ip=ip,
-           detail=f"wrong or expired code ({link.failed_codes} of {limit})" + ("; link locked" if locked else ""))
+    record(
+        s,
+        "link.code_wrong",
+        link,
+        outcome="failure",
+        ip=ip,
+        detail=f"wrong or expired code ({link.failed_codes} of {limit})" + ("; link locked" if locked else ""),
+    )
     return False
 
 
@@ -84,8 +118,7 @@ def open_session(s: Session, link: StudyLink, *, ip: str = "") -> str:
     """A new link session; returns the cookie's token (only its hash is stored)."""
     token = tokens.new_token()
     now = utcnow()
-    s.add(LinkSession(link_id=link.id, token_hash=tokens.digest(token), ip=ip[:64], created_at=now,
-                      last_seen_at=now))
+    s.add(LinkSession(link_id=link.id, token_hash=tokens.digest(token), ip=ip[:64], created_at=now, last_seen_at=now))
     return token
 
 
@@ -93,8 +126,11 @@ def resolve(s: Session, cookie: str, idle: dt.timedelta) -> tuple[LinkSession, S
     """The session and its link, while the link is active and the session has not been idle too long."""
     if not cookie or not tokens.looks_like_token(cookie):
         return None
-    found = s.execute(select(LinkSession, StudyLink).join(StudyLink, StudyLink.id == LinkSession.link_id)
-                      .where(LinkSession.token_hash == tokens.digest(cookie))).first()
+    found = s.execute(
+        select(LinkSession, StudyLink)
+        .join(StudyLink, StudyLink.id == LinkSession.link_id)
+        .where(LinkSession.token_hash == tokens.digest(cookie))
+    ).first()
     if found is None:
         return None
     row, link = found

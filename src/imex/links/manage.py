@@ -1,5 +1,6 @@
 """Creating, listing and revoking links, and the state a link is in. The URL's token is returned once,
 at creation; only its hash is kept."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,8 +42,9 @@ class NewLink:
     token: str
 
 
-def create(s: Session, p: Principal, study: Study, patient: Patient, config: Config, *, email: str, mode: str,
-           days: int | None) -> NewLink:
+def create(
+    s: Session, p: Principal, study: Study, patient: Patient, config: Config, *, email: str, mode: str, days: int | None
+) -> NewLink:
     """A link to `study` (which `p` may see) for `email`; audited. Download mode needs studies.download."""
     email = email.strip()
     if len(email) > 320 or not EMAIL.match(email):
@@ -57,14 +59,31 @@ def create(s: Session, p: Principal, study: Study, patient: Patient, config: Con
         raise LinkError(f"a link expires after 1 to {longest} days")
     token = tokens.new_token()
     now = utcnow()
-    link = StudyLink(study_id=study.id, institution_id=p.institution_id, created_by_user_id=p.user_id,
-                     created_by=p.username, email=email, mode=mode, token_hash=tokens.digest(token), created_at=now,
-                     expires_at=now + dt.timedelta(days=days), failed_codes=0, uses=0)
+    link = StudyLink(
+        study_id=study.id,
+        institution_id=p.institution_id,
+        created_by_user_id=p.user_id,
+        created_by=p.username,
+        email=email,
+        mode=mode,
+        token_hash=tokens.digest(token),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=days),
+        failed_codes=0,
+        uses=0,
+    )
     s.add(link)
     s.flush()
-    audit.record(s, "link.create", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="link",
-                 object_id=link.id, detail=f"for {email}, {mode}, until {link.expires_at:%Y-%m-%d %H:%M} UTC",
-                 **p.audit_fields())
+    audit.record(
+        s,
+        "link.create",
+        study_uid=study.study_uid,
+        patient_id=patient.patient_id,
+        object_type="link",
+        object_id=link.id,
+        detail=f"for {email}, {mode}, until {link.expires_at:%Y-%m-%d %H:%M} UTC",
+        **p.audit_fields(),
+    )
     return NewLink(link, token)
 
 
@@ -75,23 +94,52 @@ def revoke(s: Session, p: Principal, link: StudyLink, study: Study) -> None:
         link.revoked_by = p.username
         for row in s.scalars(select(LinkSession).where(LinkSession.link_id == link.id)):
             s.delete(row)
-    audit.record(s, "link.revoke", study_uid=study.study_uid, object_type="link", object_id=link.id,
-                 detail=f"for {link.email}", **p.audit_fields())
+    audit.record(
+        s,
+        "link.revoke",
+        study_uid=study.study_uid,
+        object_type="link",
+        object_id=link.id,
+        detail=f"for {link.email}",
+        **p.audit_fields(),
+    )
 
 
 def summary(link: StudyLink, now: dt.datetime | None = None) -> dict[str, object]:
     """A link as the API and the study page show it (never its token)."""
+
     def iso(value: dt.datetime | None) -> str | None:
         return value.isoformat(timespec="seconds") if value else None
 
-    return {"id": link.id, "study_id": link.study_id, "email": link.email, "mode": link.mode,
-            "state": state(link, now), "created_by": link.created_by, "created_at": iso(link.created_at),
-            "expires_at": iso(link.expires_at), "revoked_at": iso(link.revoked_at), "revoked_by": link.revoked_by,
-            "locked_at": iso(link.locked_at), "failed_codes": link.failed_codes, "uses": link.uses,
-            "last_used_at": iso(link.last_used_at)}
+    return {
+        "id": link.id,
+        "study_id": link.study_id,
+        "email": link.email,
+        "mode": link.mode,
+        "state": state(link, now),
+        "created_by": link.created_by,
+        "created_at": iso(link.created_at),
+        "expires_at": iso(link.expires_at),
+        "revoked_at": iso(link.revoked_at),
+        "revoked_by": link.revoked_by,
+        "locked_at": iso(link.locked_at),
+        "failed_codes": link.failed_codes,
+        "uses": link.uses,
+        "last_used_at": iso(link.last_used_at),
+    }
 
 
 def count_active(s: Session, study_id: int) -> int:
-    return s.scalar(select(func.count()).select_from(StudyLink).where(
-        StudyLink.study_id == study_id, StudyLink.revoked_at.is_(None), StudyLink.locked_at.is_(None),
-        StudyLink.expires_at > utcnow())) or 0
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(StudyLink)
+            .where(
+                StudyLink.study_id == study_id,
+                StudyLink.revoked_at.is_(None),
+                StudyLink.locked_at.is_(None),
+                StudyLink.expires_at > utcnow(),
+            )
+        )
+        or 0
+    )

@@ -1,5 +1,6 @@
 """Secrets of links: the URL token, the link-session cookie and the one-time codes. Only their SHA-256
 hashes are stored, so a copy of the database opens nothing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ def looks_like_token(text: str) -> bool:
 
 
 def new_code() -> str:
-    return f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
 def code_digest(link_id: int, code: str) -> str:

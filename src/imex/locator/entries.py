@@ -1,5 +1,6 @@
 """Writing locator entries: one row per (institution, study), rewritten each time a feed tells of the study
 again, and removed when its institution leaves the network."""
+
 from __future__ import annotations
 
 import json
@@ -59,20 +60,42 @@ def upsert(conn: Connection, h: Holding) -> None:
     now = utcnow()
     series_json = json.dumps(h.series, separators=(",", ":")) if h.series else ""
     values: dict[str, Any] = dict(
-        institution_id=h.institution_id, node_id=h.node_id, nhs_number=h.nhs_number, birth_date=h.birth_date[:8],
-        patient_id=h.patient_id[:64], study_uid=h.study_uid[:64], accession=h.accession[:64],
-        study_date=h.study_date[:8], study_time=h.study_time[:32], modalities=_joined(h.modalities, 128),
-        description=h.description[:200], body_part=_joined(h.body_parts, 128), num_series=h.num_series,
-        num_instances=h.num_instances, series_json=series_json, source=h.source, first_seen_at=now, seen_at=now)
+        institution_id=h.institution_id,
+        node_id=h.node_id,
+        nhs_number=h.nhs_number,
+        birth_date=h.birth_date[:8],
+        patient_id=h.patient_id[:64],
+        study_uid=h.study_uid[:64],
+        accession=h.accession[:64],
+        study_date=h.study_date[:8],
+        study_time=h.study_time[:32],
+        modalities=_joined(h.modalities, 128),
+        description=h.description[:200],
+        body_part=_joined(h.body_parts, 128),
+        num_series=h.num_series,
+        num_instances=h.num_instances,
+        series_json=series_json,
+        source=h.source,
+        first_seen_at=now,
+        seen_at=now,
+    )
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(ENTRIES).values(**values)
     changes = {k: statement.excluded[k] for k in values if k not in ("institution_id", "study_uid", "first_seen_at")}
-    keep_if_unknown = {"num_series": h.num_series == 0, "num_instances": h.num_instances == 0,
-                       "series_json": not series_json, "node_id": h.node_id is None,
-                       "body_part": not h.body_parts, "modalities": not h.modalities,
-                       "description": not h.description, "accession": not h.accession,
-                       "study_date": not h.study_date, "study_time": not h.study_time, "patient_id": not h.patient_id,
-                       "birth_date": not h.birth_date}
+    keep_if_unknown = {
+        "num_series": h.num_series == 0,
+        "num_instances": h.num_instances == 0,
+        "series_json": not series_json,
+        "node_id": h.node_id is None,
+        "body_part": not h.body_parts,
+        "modalities": not h.modalities,
+        "description": not h.description,
+        "accession": not h.accession,
+        "study_date": not h.study_date,
+        "study_time": not h.study_time,
+        "patient_id": not h.patient_id,
+        "birth_date": not h.birth_date,
+    }
     for key, keep in keep_if_unknown.items():
         if keep:
             changes.pop(key)

@@ -2,6 +2,7 @@
 (the default), everyone, or (`restricted`) named partner institutions and the members of named networks
 (a stroke network). The query clause that applies it lives in imex.auth.scope with every other
 visibility rule; this module changes the settings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,17 +57,30 @@ def get(s: Session, institution_id: int) -> Discoverability:
     if inst is None:
         raise PolicyError(f"no institution {institution_id}")
     row = s.scalar(select(LocatorPolicy).where(LocatorPolicy.institution_id == institution_id))
-    partners = s.scalars(select(Institution.ods_code).join(LocatorPartner, LocatorPartner.partner_id == Institution.id)
-                         .where(LocatorPartner.institution_id == institution_id).order_by(Institution.ods_code)).all()
-    networks = s.scalars(select(LocatorNetwork.name).join(LocatorSharedNetwork,
-                                                          LocatorSharedNetwork.network_id == LocatorNetwork.id)
-                         .where(LocatorSharedNetwork.institution_id == institution_id)
-                         .order_by(LocatorNetwork.name)).all()
+    partners = s.scalars(
+        select(Institution.ods_code)
+        .join(LocatorPartner, LocatorPartner.partner_id == Institution.id)
+        .where(LocatorPartner.institution_id == institution_id)
+        .order_by(Institution.ods_code)
+    ).all()
+    networks = s.scalars(
+        select(LocatorNetwork.name)
+        .join(LocatorSharedNetwork, LocatorSharedNetwork.network_id == LocatorNetwork.id)
+        .where(LocatorSharedNetwork.institution_id == institution_id)
+        .order_by(LocatorNetwork.name)
+    ).all()
     return Discoverability(inst.ods_code, row.mode if row else "none", list(partners), list(networks))
 
 
-def set_policy(s: Session, institution_id: int, mode: str, *, partners: list[str] | None = None,
-               networks: list[str] | None = None, actor: str = "") -> Discoverability:
+def set_policy(
+    s: Session,
+    institution_id: int,
+    mode: str,
+    *,
+    partners: list[str] | None = None,
+    networks: list[str] | None = None,
+    actor: str = "",
+) -> Discoverability:
     """Replace an institution's discoverability (partners and networks matter in `restricted` mode)."""
     if mode not in DISCOVERABILITY:
         raise PolicyError(f"mode must be one of {', '.join(DISCOVERABILITY)}")
@@ -84,8 +98,9 @@ def set_policy(s: Session, institution_id: int, mode: str, *, partners: list[str
         s.add_all(LocatorPartner(institution_id=institution_id, partner_id=pid) for pid in dict.fromkeys(partner_ids))
     if networks is not None:
         s.execute(delete(LocatorSharedNetwork).where(LocatorSharedNetwork.institution_id == institution_id))
-        s.add_all(LocatorSharedNetwork(institution_id=institution_id, network_id=nid)
-                  for nid in dict.fromkeys(network_ids))
+        s.add_all(
+            LocatorSharedNetwork(institution_id=institution_id, network_id=nid) for nid in dict.fromkeys(network_ids)
+        )
     s.flush()
     return get(s, institution_id)
 
@@ -112,9 +127,11 @@ def set_network(s: Session, name: str, members: list[str], description: str = ""
 def networks(s: Session) -> dict[str, list[str]]:
     """Every network with its members' ODS codes."""
     found: dict[str, list[str]] = {n: [] for n in s.scalars(select(LocatorNetwork.name).order_by(LocatorNetwork.name))}
-    for name, ods in s.execute(select(LocatorNetwork.name, Institution.ods_code)
-                               .join(LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorNetwork.id)
-                               .join(Institution, Institution.id == LocatorNetworkMember.institution_id)
-                               .order_by(Institution.ods_code)):
+    for name, ods in s.execute(
+        select(LocatorNetwork.name, Institution.ods_code)
+        .join(LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorNetwork.id)
+        .join(Institution, Institution.id == LocatorNetworkMember.institution_id)
+        .order_by(Institution.ods_code)
+    ):
         found[name].append(ods)
     return found

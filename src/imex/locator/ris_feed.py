@@ -3,6 +3,7 @@
 report (ORU^R01, stored by imex.hl7) tells it too. The study is known by its Study Instance UID (ZDS-1, or
 IPC-3 of an OMI) when the RIS sends it, otherwise by its accession number (then it can be found, and
 requested, but not viewed before a sweep or the hub sees its UID)."""
+
 from __future__ import annotations
 
 import logging
@@ -88,14 +89,29 @@ def receive(db: Database, data: bytes, peer: str) -> Outcome:
     with db.engine.begin() as conn:
         sender = find_sender(conn, header.sending_facility, peer)
         if sender is None:
-            return Outcome("AE", f"sending facility {header.sending_facility or '(empty)'} at {peer} is not a "
-                                 "registered RIS endpoint of imex", "204", header)
-        upsert(conn, Holding(
-            institution_id=sender.institution_id, nhs_number=number, study_uid=_key(study_uid, accession),
-            source="hl7", birth_date=r.first(pid, 7)[:8], patient_id=(others or [number])[0],
-            accession=accession, study_date=f"{when:%Y%m%d}" if when else "",
-            study_time=f"{when:%H%M%S}" if when else "", modalities=(modality,) if modality else (),
-            description=r.first(obr, 4, 1) or r.first(obr, 4)))
+            return Outcome(
+                "AE",
+                f"sending facility {header.sending_facility or '(empty)'} at {peer} is not a "
+                "registered RIS endpoint of imex",
+                "204",
+                header,
+            )
+        upsert(
+            conn,
+            Holding(
+                institution_id=sender.institution_id,
+                nhs_number=number,
+                study_uid=_key(study_uid, accession),
+                source="hl7",
+                birth_date=r.first(pid, 7)[:8],
+                patient_id=(others or [number])[0],
+                accession=accession,
+                study_date=f"{when:%Y%m%d}" if when else "",
+                study_time=f"{when:%H%M%S}" if when else "",
+                modalities=(modality,) if modality else (),
+                description=r.first(obr, 4, 1) or r.first(obr, 4),
+            ),
+        )
     log.info("locator: %s notified study %s", header.sending_facility, study_uid or accession)
     return Outcome("AA", "indexed", header=header)
 
@@ -112,7 +128,17 @@ def index_report(conn: Connection, report_id: int) -> None:
     uid = rep.study_uid
     if not uid and rep.study_id is not None:
         uid = conn.execute(select(studies.c.study_uid).where(studies.c.id == rep.study_id)).scalar() or ""
-    upsert(conn, Holding(
-        institution_id=rep.institution_id, nhs_number=number, study_uid=_key(uid, rep.accession_number),
-        source="hl7", birth_date=rep.birth_date, patient_id=rep.patient_id, accession=rep.accession_number,
-        study_date=f"{rep.observed_at:%Y%m%d}" if rep.observed_at else "", description=rep.procedure[:200]))
+    upsert(
+        conn,
+        Holding(
+            institution_id=rep.institution_id,
+            nhs_number=number,
+            study_uid=_key(uid, rep.accession_number),
+            source="hl7",
+            birth_date=rep.birth_date,
+            patient_id=rep.patient_id,
+            accession=rep.accession_number,
+            study_date=f"{rep.observed_at:%Y%m%d}" if rep.observed_at else "",
+            description=rep.procedure[:200],
+        ),
+    )

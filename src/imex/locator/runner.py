@@ -1,5 +1,6 @@
 """What `imex serve` runs for the locator: the hub indexer, the sweep scheduler (each sweep in its own
 thread) and the view cache's expiry."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,6 +1,7 @@
 """Searching the locator: an exact NHS number (modulus 11 checked) and the date of birth, with a reason from
 the configured list. An entry whose date of birth differs (or is unknown) is never shown, so a mistyped
 NHS number cannot reveal another patient's imaging. Visibility comes from imex.auth.scope."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -82,13 +83,23 @@ def viewable(entry: LocatorEntry) -> bool:
 
 
 def result(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
-    return {"id": entry.id, "institution": {"ods_code": ods, "name": name}, "study_uid": entry.study_uid,
-            "accession": entry.accession, "study_date": entry.study_date,
-            "modalities": [m for m in entry.modalities.split("\\") if m], "description": entry.description,
-            "body_part": [b for b in entry.body_part.split("\\") if b], "num_series": entry.num_series,
-            "num_instances": entry.num_instances, "series": series_of(entry.series_json), "source": entry.source,
-            "seen_at": entry.seen_at.isoformat() + "Z", "age": age(entry.seen_at),
-            "viewable": viewable(entry)}
+    return {
+        "id": entry.id,
+        "institution": {"ods_code": ods, "name": name},
+        "study_uid": entry.study_uid,
+        "accession": entry.accession,
+        "study_date": entry.study_date,
+        "modalities": [m for m in entry.modalities.split("\\") if m],
+        "description": entry.description,
+        "body_part": [b for b in entry.body_part.split("\\") if b],
+        "num_series": entry.num_series,
+        "num_instances": entry.num_instances,
+        "series": series_of(entry.series_json),
+        "source": entry.source,
+        "seen_at": entry.seen_at.isoformat() + "Z",
+        "age": age(entry.seen_at),
+        "viewable": viewable(entry),
+    }
 
 
 def search(s: Session | Connection, p: Principal, c: Criteria, via: str = "portal") -> list[tuple[LocatorEntry, Any]]:
@@ -96,11 +107,19 @@ def search(s: Session | Connection, p: Principal, c: Criteria, via: str = "porta
     reason. The caller has checked the permission."""
     from imex.auth.scope import locator_query
 
-    rows = s.execute(locator_query(p).where(LocatorEntry.nhs_number == c.nhs_number,
-                                            LocatorEntry.birth_date == c.birth_date)
-                     .order_by(LocatorEntry.study_date.desc(), LocatorEntry.study_time.desc())).all()
+    rows = s.execute(
+        locator_query(p)
+        .where(LocatorEntry.nhs_number == c.nhs_number, LocatorEntry.birth_date == c.birth_date)
+        .order_by(LocatorEntry.study_date.desc(), LocatorEntry.study_time.desc())
+    ).all()
     institutions = sorted({inst.ods_code for _, inst in rows})
-    audit.record(s, "locator.search", patient_id=c.nhs_number, object_type="patient", object_id=c.nhs_number,
-                 detail=f"reason: {c.reason}; via {via}; {len(rows)} studies at {', '.join(institutions) or 'none'}",
-                 **p.audit_fields())
+    audit.record(
+        s,
+        "locator.search",
+        patient_id=c.nhs_number,
+        object_type="patient",
+        object_id=c.nhs_number,
+        detail=f"reason: {c.reason}; via {via}; {len(rows)} studies at {', '.join(institutions) or 'none'}",
+        **p.audit_fields(),
+    )
     return [(entry, inst) for entry, inst in rows]

@@ -4,6 +4,7 @@ own PACS as a push transaction. A study the hub does not hold is sourced with an
 (the caller offers the pre-filled form).
 
 The caller has checked that the entry is visible to the user."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -22,8 +23,9 @@ from imex.locator.search import viewable
 def retrieval_node(s: Session, entry: LocatorEntry) -> Node | None:
     """The node to C-MOVE the study from: the one it was swept from, else a PACS of the institution the hub
     may query and retrieve."""
-    query = select(Node).where(Node.institution_id == entry.institution_id, Node.enabled.is_(True),
-                               Node.query_retrieve.is_(True))
+    query = select(Node).where(
+        Node.institution_id == entry.institution_id, Node.enabled.is_(True), Node.query_retrieve.is_(True)
+    )
     if entry.node_id is not None:
         node = s.scalar(query.where(Node.id == entry.node_id))
         if node is not None:
@@ -48,19 +50,36 @@ def open_in_viewer(s: Session, entry: LocatorEntry, holder: Institution, actor: 
         node = retrieval_node(s, entry)
         if node is None:
             raise Conflict(f"the hub may not retrieve from {holder.name}'s PACS; request the study instead")
-        asked = s.scalar(select(Retrieval.id).where(
-            Retrieval.study_uid == entry.study_uid, Retrieval.purpose == "view",
-            Retrieval.institution_id == actor.institution_id, Retrieval.state.in_(("pending", "moving"))))
+        asked = s.scalar(
+            select(Retrieval.id).where(
+                Retrieval.study_uid == entry.study_uid,
+                Retrieval.purpose == "view",
+                Retrieval.institution_id == actor.institution_id,
+                Retrieval.state.in_(("pending", "moving")),
+            )
+        )
         try:
-            retrieval_id = asked or enqueue(s.connection(), node_id=node.id, study_uid=entry.study_uid,
-                                            purpose="view", institution_id=actor.institution_id,
-                                            requested_by=actor.username)
+            retrieval_id = asked or enqueue(
+                s.connection(),
+                node_id=node.id,
+                study_uid=entry.study_uid,
+                purpose="view",
+                institution_id=actor.institution_id,
+                requested_by=actor.username,
+            )
         except RetrievalError as exc:  # the holder's PACS cannot serve it now: not the request's fault
             raise Conflict(str(exc)) from None
-    audit.record(s, "locator.view", study_uid=entry.study_uid, patient_id=entry.nhs_number, object_type="locator_entry",
-                 object_id=entry.id, detail=f"held by {holder.ods_code}; "
-                 + (f"retrieval {retrieval_id} into the view cache" if retrieval_id else "already at the hub"),
-                 **actor.audit_fields())
+    audit.record(
+        s,
+        "locator.view",
+        study_uid=entry.study_uid,
+        patient_id=entry.nhs_number,
+        object_type="locator_entry",
+        object_id=entry.id,
+        detail=f"held by {holder.ods_code}; "
+        + (f"retrieval {retrieval_id} into the view cache" if retrieval_id else "already at the hub"),
+        **actor.audit_fields(),
+    )
     return retrieval_id
 
 
@@ -75,13 +94,27 @@ def source_entry(s: Session, entry: LocatorEntry, holder: Institution, actor: Pr
     if study is None or study.route_state == "receiving" or not actor.can("studies.send"):
         return None
     try:
-        tid = open_transaction(s.connection(), kind="push", source_institution_id=entry.institution_id,
-                               destination_institution_id=actor.institution_id, sender_user_id=actor.user_id,
-                               sender_name=actor.username, study_uids=[entry.study_uid],
-                               subject=f"From {holder.ods_code}: {entry.description or entry.modalities}"[:200],
-                               message=f"Sourced from the locator by {actor.username} after viewing it.")
+        tid = open_transaction(
+            s.connection(),
+            kind="push",
+            source_institution_id=entry.institution_id,
+            destination_institution_id=actor.institution_id,
+            sender_user_id=actor.user_id,
+            sender_name=actor.username,
+            study_uids=[entry.study_uid],
+            subject=f"From {holder.ods_code}: {entry.description or entry.modalities}"[:200],
+            message=f"Sourced from the locator by {actor.username} after viewing it.",
+        )
     except TransactionError as exc:  # the state of the directory, not the request, stands in the way
         raise Conflict(str(exc)) from None
-    audit.record(s, "locator.source", study_uid=entry.study_uid, patient_id=entry.nhs_number, object_type="transaction",
-                 object_id=tid, detail=f"from {holder.ods_code} to {actor.institution_ods}", **actor.audit_fields())
+    audit.record(
+        s,
+        "locator.source",
+        study_uid=entry.study_uid,
+        patient_id=entry.nhs_number,
+        object_type="transaction",
+        object_id=tid,
+        detail=f"from {holder.ods_code} to {actor.institution_ods}",
+        **actor.audit_fields(),
+    )
     return tid

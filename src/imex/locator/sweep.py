@@ -6,6 +6,7 @@ study date windows from where the last run got to (or `lookback_days` ago the fi
 times out, its run is retried later with backoff, and no other sweep, search or transfer waits on it.
 Progress (`swept_to`) is committed after each window, so a restart resumes, never restarts.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,11 +35,21 @@ class SweepError(Invalid, ValueError):
     """A sweep setting that cannot be used; the message says what to change."""
 
 
-def configure(db: Database, node_name: str, *, enabled: bool = True, interval_minutes: int | None = None,
-              lookback_days: int | None = None, queries_per_minute: int | None = None) -> LocatorSweep:
+def configure(
+    db: Database,
+    node_name: str,
+    *,
+    enabled: bool = True,
+    interval_minutes: int | None = None,
+    lookback_days: int | None = None,
+    queries_per_minute: int | None = None,
+) -> LocatorSweep:
     """Create or change the sweep of a node; the node must allow query/retrieve. Runs it soon."""
-    for name, value, low, high in (("interval", interval_minutes, 1, 7 * 24 * 60), ("lookback", lookback_days, 1, 36500),
-                                   ("rate", queries_per_minute, 1, 6000)):
+    for name, value, low, high in (
+        ("interval", interval_minutes, 1, 7 * 24 * 60),
+        ("lookback", lookback_days, 1, 36500),
+        ("rate", queries_per_minute, 1, 6000),
+    ):
         if value is not None and not low <= value <= high:
             raise SweepError(f"{name} must be between {low} and {high}")
     with db.session() as s:
@@ -98,8 +109,9 @@ class Pacer:
         self.next = time.monotonic() + self.gap
 
 
-def run_node(db: Database, config: Config, node_id: int, stop: threading.Event | None = None,
-             today: dt.date | None = None) -> Run:
+def run_node(
+    db: Database, config: Config, node_id: int, stop: threading.Event | None = None, today: dt.date | None = None
+) -> Run:
     """Sweep one node now: windows of study dates from where it got to up to today. Records the outcome
     (next run, or the failure and when to try again) and returns it."""
     stop = stop or threading.Event()
@@ -124,8 +136,13 @@ def run_node(db: Database, config: Config, node_id: int, stop: threading.Event |
         while day <= today:
             end = min(day + dt.timedelta(days=window - 1), today)
             pacer.turn()
-            matches = find_studies(hub_aet, address, StudyQuery(date_from=f"{day:%Y%m%d}", date_to=f"{end:%Y%m%d}"),
-                                   timeout=timeout, limit=limit)
+            matches = find_studies(
+                hub_aet,
+                address,
+                StudyQuery(date_from=f"{day:%Y%m%d}", date_to=f"{end:%Y%m%d}"),
+                timeout=timeout,
+                limit=limit,
+            )
             run.queries += 1
             if len(matches) >= limit and end > day:
                 window = max(1, (end - day).days // 2)  # too many at once: narrower windows from here
@@ -145,8 +162,9 @@ def run_node(db: Database, config: Config, node_id: int, stop: threading.Event |
     return run
 
 
-def _index(db: Database, config: Config, node, address: NodeAddress, matches: list[StudyMatch],
-           pacer: Pacer, run: Run) -> int:
+def _index(
+    db: Database, config: Config, node, address: NodeAddress, matches: list[StudyMatch], pacer: Pacer, run: Run
+) -> int:
     """Index the studies of one window that carry a valid NHS number; their series are asked for only when
     the entry is new or its instance count changed (each series query counts against the rate)."""
     indexed = 0
@@ -156,25 +174,50 @@ def _index(db: Database, config: Config, node, address: NodeAddress, matches: li
         if number is None:
             continue
         with db.reader() as conn:
-            known = conn.execute(select(ENTRIES.c.num_instances, ENTRIES.c.series_json).where(
-                ENTRIES.c.institution_id == node.institution_id, ENTRIES.c.study_uid == m.study_uid)).first()
+            known = conn.execute(
+                select(ENTRIES.c.num_instances, ENTRIES.c.series_json).where(
+                    ENTRIES.c.institution_id == node.institution_id, ENTRIES.c.study_uid == m.study_uid
+                )
+            ).first()
             conn.rollback()
         series: list[dict] = []
         if known is None or not known.series_json or known.num_instances != m.instance_count:
             pacer.turn()
             run.queries += 1
-            series = [{"uid": s.series_uid, "modality": s.modality, "number": _int_or_none(s.number),
-                       "description": s.description, "body_part": s.body_part, "instances": s.instance_count}
-                      for s in find_series(config["dicom.ae_title"], address, m.study_uid, timeout=timeout)]
+            series = [
+                {
+                    "uid": s.series_uid,
+                    "modality": s.modality,
+                    "number": _int_or_none(s.number),
+                    "description": s.description,
+                    "body_part": s.body_part,
+                    "instances": s.instance_count,
+                }
+                for s in find_series(config["dicom.ae_title"], address, m.study_uid, timeout=timeout)
+            ]
         instances = m.instance_count or sum(s["instances"] for s in series)
         with db.engine.begin() as conn:
-            upsert(conn, Holding(
-                institution_id=node.institution_id, node_id=node.id, nhs_number=number, study_uid=m.study_uid,
-                source="sweep", birth_date=m.birth_date, patient_id=m.patient_id, accession=m.accession,
-                study_date=m.study_date, study_time=m.study_time,
-                modalities=m.modalities or tuple(s["modality"] for s in series), description=m.description,
-                body_parts=m.body_parts or tuple(s["body_part"] for s in series),
-                num_series=m.series_count or len(series), num_instances=instances, series=series))
+            upsert(
+                conn,
+                Holding(
+                    institution_id=node.institution_id,
+                    node_id=node.id,
+                    nhs_number=number,
+                    study_uid=m.study_uid,
+                    source="sweep",
+                    birth_date=m.birth_date,
+                    patient_id=m.patient_id,
+                    accession=m.accession,
+                    study_date=m.study_date,
+                    study_time=m.study_time,
+                    modalities=m.modalities or tuple(s["modality"] for s in series),
+                    description=m.description,
+                    body_parts=m.body_parts or tuple(s["body_part"] for s in series),
+                    num_series=m.series_count or len(series),
+                    num_instances=instances,
+                    series=series,
+                ),
+            )
         indexed += 1
     return indexed
 
@@ -200,33 +243,67 @@ def _finish(db: Database, config: Config, node_id: int, sweep, run: Run) -> None
     now = utcnow()
     with db.engine.begin() as conn:
         if run.error is None:
-            conn.execute(update(SWEEPS).where(SWEEPS.c.node_id == node_id).values(
-                attempts=0, last_error=None, last_run_at=now, last_ok_at=now, studies_seen=run.studies,
-                next_run_at=now + dt.timedelta(minutes=sweep.interval_minutes)))
-            log.info("sweep of %s: %d queries, %d studies, %d indexed, up to %s", run.node, run.queries,
-                     run.studies, run.indexed, run.swept_to)
+            conn.execute(
+                update(SWEEPS)
+                .where(SWEEPS.c.node_id == node_id)
+                .values(
+                    attempts=0,
+                    last_error=None,
+                    last_run_at=now,
+                    last_ok_at=now,
+                    studies_seen=run.studies,
+                    next_run_at=now + dt.timedelta(minutes=sweep.interval_minutes),
+                )
+            )
+            log.info(
+                "sweep of %s: %d queries, %d studies, %d indexed, up to %s",
+                run.node,
+                run.queries,
+                run.studies,
+                run.indexed,
+                run.swept_to,
+            )
         else:
             attempts = sweep.attempts + 1
             delay = backoff(config, attempts)
-            conn.execute(update(SWEEPS).where(SWEEPS.c.node_id == node_id).values(
-                attempts=attempts, last_error=run.error[:2000], last_run_at=now,
-                next_run_at=now + dt.timedelta(seconds=delay)))
+            conn.execute(
+                update(SWEEPS)
+                .where(SWEEPS.c.node_id == node_id)
+                .values(
+                    attempts=attempts,
+                    last_error=run.error[:2000],
+                    last_run_at=now,
+                    next_run_at=now + dt.timedelta(seconds=delay),
+                )
+            )
             log.warning("sweep of %s failed (attempt %d, again in %.0f s): %s", run.node, attempts, delay, run.error)
 
 
 def _sweepable(t: Table) -> ColumnElement[bool]:
     """A sweep runs while it is enabled and its node is enabled and may be queried."""
-    return t.c.enabled.is_(True) & t.c.node_id.in_(select(nodes.c.id).where(
-        nodes.c.enabled.is_(True), nodes.c.query_retrieve.is_(True)))
+    return t.c.enabled.is_(True) & t.c.node_id.in_(
+        select(nodes.c.id).where(nodes.c.enabled.is_(True), nodes.c.query_retrieve.is_(True))
+    )
 
 
 # Not a queue of one-off jobs but a schedule: every enabled sweep falls due at its next run, and a failed
 # run pushes that back by the backoff (attempts count the failures in a row and never give up).
-SWEEP = register(JobQueue(
-    "locator-sweep", SWEEPS, RetrySettings("locator.sweep_retry_initial_seconds", "locator.sweep_retry_multiplier",
-                                           "locator.sweep_retry_max_seconds"),
-    state_column=None, due_state="scheduled", dead_state=None, due_column="next_run_at", attempts_column=None,
-    where=_sweepable, description="Sweeps of institutions' PACS (C-FIND) that feed the patient imaging locator."))
+SWEEP = register(
+    JobQueue(
+        "locator-sweep",
+        SWEEPS,
+        RetrySettings(
+            "locator.sweep_retry_initial_seconds", "locator.sweep_retry_multiplier", "locator.sweep_retry_max_seconds"
+        ),
+        state_column=None,
+        due_state="scheduled",
+        dead_state=None,
+        due_column="next_run_at",
+        attempts_column=None,
+        where=_sweepable,
+        description="Sweeps of institutions' PACS (C-FIND) that feed the patient imaging locator.",
+    )
+)
 
 
 class Sweeper:
@@ -247,10 +324,18 @@ class Sweeper:
         started = []
         with self.lock:
             self.running = {k: t for k, t in self.running.items() if t.is_alive()}
-            for row in engine.claim(self.db, SWEEP, "", float(self.config["locator.sweep_claim_seconds"]),
-                                    limit=1000, scan=1000, admit=lambda conn, r: r.node_id not in self.running):
-                thread = threading.Thread(target=self._run, args=(row.node_id,), name=f"locator-sweep-{row.node_id}",
-                                          daemon=True)
+            for row in engine.claim(
+                self.db,
+                SWEEP,
+                "",
+                float(self.config["locator.sweep_claim_seconds"]),
+                limit=1000,
+                scan=1000,
+                admit=lambda conn, r: r.node_id not in self.running,
+            ):
+                thread = threading.Thread(
+                    target=self._run, args=(row.node_id,), name=f"locator-sweep-{row.node_id}", daemon=True
+                )
                 self.running[row.node_id] = thread
                 thread.start()
                 started.append(row.node_id)

@@ -1,6 +1,7 @@
 """What people hear when a transfer ends: the destination's users that a study arrived, the source's that
 one could not be delivered, in-app and by e-mail (without patient identifiers). Subscribed to the
 delivery events, so the alerts commit with the change that caused them."""
+
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
@@ -28,10 +29,16 @@ def failed(conn: Connection, transfer_id: int) -> None:
 @events.on("quota.reached")
 def quota_reached(conn: Connection, institution_id: int, used: int, quota: int) -> None:
     """The institution's contact hears that its studies are refused until some expire or the quota rises."""
-    inst = conn.execute(select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email)
-                        .where(institutions.c.id == institution_id)).one()
-    email.queue_email(conn, [inst.contact_email or ""], f"[imex] {inst.name} ({inst.ods_code}): storage quota "
-                      "reached, studies refused",
-                      f"The hub holds {used} bytes of studies from {inst.name}, its quota is {quota} bytes. "
-                      "New images from your nodes are refused (DICOM status A700) until studies expire or "
-                      "the hub's administrators raise the quota.\n")
+    inst = conn.execute(
+        select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email).where(
+            institutions.c.id == institution_id
+        )
+    ).one()
+    email.queue_email(
+        conn,
+        [inst.contact_email or ""],
+        f"[imex] {inst.name} ({inst.ods_code}): storage quota reached, studies refused",
+        f"The hub holds {used} bytes of studies from {inst.name}, its quota is {quota} bytes. "
+        "New images from your nodes are refused (DICOM status A700) until studies expire or "
+        "the hub's administrators raise the quota.\n",
+    )

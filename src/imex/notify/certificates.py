@@ -1,6 +1,7 @@
 """Certificates that will expire soon: the hub's own, its CA's and every live certificate the CA issued.
 `imex serve` checks hourly, alerts system admins (portal bell and e-mail, at most once a day per
 certificate) and renews the CRL before it lapses, since listeners refuse every node once it has."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,10 +59,12 @@ def expiring(config: Config, now: dt.datetime | None = None) -> list[Expiring]:
 
 
 def _admins(conn: Connection) -> list:
-    rows = conn.execute(select(users.c.id, users.c.email, roles.c.permissions)
-                        .join(role_grants, role_grants.c.user_id == users.c.id)
-                        .join(roles, roles.c.id == role_grants.c.role_id)
-                        .where(users.c.disabled.is_(False))).all()
+    rows = conn.execute(
+        select(users.c.id, users.c.email, roles.c.permissions)
+        .join(role_grants, role_grants.c.user_id == users.c.id)
+        .join(roles, roles.c.id == role_grants.c.role_id)
+        .where(users.c.disabled.is_(False))
+    ).all()
     return list({r.id: r for r in rows if "system.admin" in r.permissions.split()}.values())
 
 
@@ -74,20 +77,36 @@ def alert(db: Database, config: Config) -> int:
         admins = _admins(conn)
         for item in expiring(config, now):
             left = item.days_left(now)
-            title = (f"TLS: the {item.name} expired on {item.expires:%Y-%m-%d}" if left < 0 else
-                     f"TLS: the {item.name} expires on {item.expires:%Y-%m-%d} ({left} days)")
+            title = (
+                f"TLS: the {item.name} expired on {item.expires:%Y-%m-%d}"
+                if left < 0
+                else f"TLS: the {item.name} expires on {item.expires:%Y-%m-%d} ({left} days)"
+            )
             log.warning("%s (%s); renew it with `imex tls issue`", title, item.path)
-            recent = conn.execute(select(notifications.c.id).where(
-                notifications.c.kind == KIND, notifications.c.title == title[:200],
-                notifications.c.at > utcnow() - dt.timedelta(hours=23)).limit(1)).first()
+            recent = conn.execute(
+                select(notifications.c.id)
+                .where(
+                    notifications.c.kind == KIND,
+                    notifications.c.title == title[:200],
+                    notifications.c.at > utcnow() - dt.timedelta(hours=23),
+                )
+                .limit(1)
+            ).first()
             if recent is not None or not admins:
                 continue
             for admin in admins:
-                conn.execute(notifications.insert().values(user_id=admin.id, at=utcnow(), kind=KIND,
-                                                           title=title[:200], link="/admin"))
-            queue_email(conn, [a.email for a in admins if a.email], title,
-                        f"{title}.\n\nFile: {item.path}\nRenew it with `imex tls issue NAME` and install the new "
-                        "certificate before the old one expires, or the connections that use it will fail.\n")
+                conn.execute(
+                    notifications.insert().values(
+                        user_id=admin.id, at=utcnow(), kind=KIND, title=title[:200], link="/admin"
+                    )
+                )
+            queue_email(
+                conn,
+                [a.email for a in admins if a.email],
+                title,
+                f"{title}.\n\nFile: {item.path}\nRenew it with `imex tls issue NAME` and install the new "
+                "certificate before the old one expires, or the connections that use it will fail.\n",
+            )
             raised += 1
     return raised
 

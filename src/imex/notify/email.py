@@ -6,6 +6,7 @@ A message's body is kept only until it is sent or given up: some carry secrets (
 link address, a one-time code), so the outbox then keeps the recipient, subject and dates, and the body
 is replaced by a note (REDACTED, GIVEN_UP).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,44 +40,84 @@ HOLD_SECONDS = 300.0
 REDACTED = "(sent; the body is not kept: it may have held a link address or a one-time code)"
 GIVEN_UP = "(not sent; the body is not kept: it may have held a link address or a one-time code)"
 
-EMAIL = register(JobQueue(
-    "email", emails, RetrySettings("smtp.retry_initial_seconds", "smtp.retry_multiplier", "smtp.retry_max_seconds"),
-    description="E-mail alerts waiting for the SMTP server (given up after a day, or on a 5xx refusal)."))
+EMAIL = register(
+    JobQueue(
+        "email",
+        emails,
+        RetrySettings("smtp.retry_initial_seconds", "smtp.retry_multiplier", "smtp.retry_max_seconds"),
+        description="E-mail alerts waiting for the SMTP server (given up after a day, or on a 5xx refusal).",
+    )
+)
 
 
 def queue_email(conn: Connection, recipients: list[str], subject: str, body: str) -> None:
     for recipient in dict.fromkeys(r.strip() for r in recipients if r and r.strip()):
-        conn.execute(insert(emails).values(recipient=recipient, subject=subject, body=body, state="pending",
-                                           attempts=0, next_attempt_at=utcnow(), created_at=utcnow()))
+        conn.execute(
+            insert(emails).values(
+                recipient=recipient,
+                subject=subject,
+                body=body,
+                state="pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+        )
 
 
 def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool) -> None:
     """Tell the destination that a study arrived, or the source that one could not be delivered."""
     t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
     study = conn.execute(select(studies).where(studies.c.id == t.study_id)).one()
-    dest = conn.execute(select(nodes.c.name, nodes.c.ae_title, nodes.c.contact_email, institutions.c.name.label("inst"),
-                               institutions.c.ods_code, institutions.c.contact_email.label("inst_email"))
-                        .join(institutions).where(nodes.c.id == t.destination_node_id)).one()
-    source = conn.execute(select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email)
-                          .where(institutions.c.id == study.institution_id)).one()
-    what = (f"study of {study.study_date or 'unknown date'}, {study.modalities or 'unknown modality'}, "
-            f"accession {study.accession_number or '(none)'}, {study.num_instances} images")
+    dest = conn.execute(
+        select(
+            nodes.c.name,
+            nodes.c.ae_title,
+            nodes.c.contact_email,
+            institutions.c.name.label("inst"),
+            institutions.c.ods_code,
+            institutions.c.contact_email.label("inst_email"),
+        )
+        .join(institutions)
+        .where(nodes.c.id == t.destination_node_id)
+    ).one()
+    source = conn.execute(
+        select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email).where(
+            institutions.c.id == study.institution_id
+        )
+    ).one()
+    what = (
+        f"study of {study.study_date or 'unknown date'}, {study.modalities or 'unknown modality'}, "
+        f"accession {study.accession_number or '(none)'}, {study.num_instances} images"
+    )
     if delivered:
         recipients = [dest.contact_email or dest.inst_email or ""]
         subject = f"[imex] Images received from {source.name} ({source.ods_code})"
-        body = (f"A {what} from {source.name} ({source.ods_code}) has been delivered to your node "
-                f"{dest.name} ({dest.ae_title}).\n\nTransfer {t.id}: {t.instances_sent} instances delivered at "
-                f"{t.delivered_at or utcnow():%Y-%m-%d %H:%M} UTC.\n")
+        body = (
+            f"A {what} from {source.name} ({source.ods_code}) has been delivered to your node "
+            f"{dest.name} ({dest.ae_title}).\n\nTransfer {t.id}: {t.instances_sent} instances delivered at "
+            f"{t.delivered_at or utcnow():%Y-%m-%d %H:%M} UTC.\n"
+        )
     else:
-        source_node_ids = conn.execute(select(instances.c.source_node_id).distinct().where(
-            instances.c.study_id == study.id)).scalars().all()
-        node_emails = conn.execute(select(nodes.c.contact_email).where(nodes.c.id.in_(
-            [n for n in source_node_ids if n is not None]))).scalars().all()
+        source_node_ids = (
+            conn.execute(select(instances.c.source_node_id).distinct().where(instances.c.study_id == study.id))
+            .scalars()
+            .all()
+        )
+        node_emails = (
+            conn.execute(
+                select(nodes.c.contact_email).where(nodes.c.id.in_([n for n in source_node_ids if n is not None]))
+            )
+            .scalars()
+            .all()
+        )
         recipients = [*node_emails, source.contact_email or ""]
         subject = f"[imex] Transfer to {dest.inst} ({dest.ods_code}) failed"
-        body = (f"A {what} sent by {source.name} could not be delivered to {dest.name} ({dest.ae_title}) "
-                f"of {dest.inst} after {t.attempts} attempts.\n\nLast error: {t.last_error}\n\n"
-                f"An administrator can retry it with `imex transfers retry {t.id}`.\n")
+        body = (
+            f"A {what} sent by {source.name} could not be delivered to {dest.name} ({dest.ae_title}) "
+            f"of {dest.inst} after {t.attempts} attempts.\n\nLast error: {t.last_error}\n\n"
+            f"An administrator can retry it with `imex transfers retry {t.id}`.\n"
+        )
     queue_email(conn, recipients, subject, body)
 
 
@@ -107,8 +148,9 @@ class EmailSender:
         msg["To"] = recipient
         msg["Subject"] = subject
         msg.set_content(body)
-        with smtplib.SMTP(self.config["smtp.host"], self.config["smtp.port"],
-                          timeout=self.config["smtp.timeout"]) as smtp:
+        with smtplib.SMTP(
+            self.config["smtp.host"], self.config["smtp.port"], timeout=self.config["smtp.timeout"]
+        ) as smtp:
             if self.config["smtp.starttls"]:
                 smtp.starttls()
             if self.config["smtp.username"]:
@@ -130,8 +172,14 @@ class EmailSender:
                     raise server_down  # do not wait for a dead server once per message
                 if row.body in (REDACTED, GIVEN_UP):  # a dead letter retried after its body was removed
                     with self.db.engine.begin() as conn:
-                        engine.finish(conn, EMAIL, row.id, None, "failed",
-                                      last_error="its body was removed when it was given up; nothing to send")
+                        engine.finish(
+                            conn,
+                            EMAIL,
+                            row.id,
+                            None,
+                            "failed",
+                            last_error="its body was removed when it was given up; nothing to send",
+                        )
                     continue
                 self._send(row.recipient, row.subject, row.body)
                 with self.db.engine.begin() as conn:
@@ -144,13 +192,24 @@ class EmailSender:
                 else:
                     server_down = exc
                 with self.db.engine.begin() as conn:
-                    outcome = engine.retry_later(conn, EMAIL, row.id, None, f"{type(exc).__name__}: {exc}"[:500],
-                                                 self.policy,
-                                                 give_up=permanent or utcnow() - row.created_at > GIVE_UP_AFTER)
+                    outcome = engine.retry_later(
+                        conn,
+                        EMAIL,
+                        row.id,
+                        None,
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        self.policy,
+                        give_up=permanent or utcnow() - row.created_at > GIVE_UP_AFTER,
+                    )
                     if outcome is not None and outcome.dead:
                         conn.execute(update(emails).where(emails.c.id == row.id).values(body=GIVEN_UP))
-                log.warning("e-mail to %s not sent (attempt %s%s): %s", row.recipient, row.attempts,
-                            ", giving up" if outcome is not None and outcome.dead else "", exc)
+                log.warning(
+                    "e-mail to %s not sent (attempt %s%s): %s",
+                    row.recipient,
+                    row.attempts,
+                    ", giving up" if outcome is not None and outcome.dead else "",
+                    exc,
+                )
         return sent
 
     def run(self, stop: threading.Event, interval: float = 1.0) -> None:

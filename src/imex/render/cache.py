@@ -1,6 +1,7 @@
 """Small in-memory LRU caches bounded by bytes: decoded instances and rendered frames, so scrolling back
 and forth or changing the window does not read and decode the same file again. Keys include the blob key
 (content address), so a replaced instance is never served from an old entry."""
+
 from __future__ import annotations
 
 import threading

@@ -1,6 +1,7 @@
 """Stored Part 10 bytes to pixel values: one frame at a time, compressed transfer syntaxes decoded with
 pylibjpeg and its plugins (JPEG, JPEG-LS, JPEG 2000) or pydicom itself (RLE, deflate), colour converted
 to RGB, and grey values through the Modality LUT (Rescale Slope/Intercept) so windows are in real units."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

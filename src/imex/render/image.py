@@ -1,5 +1,6 @@
 """A decoded frame to an 8-bit picture: VOI windowing (PS3.3 C.11.2.1.2: linear, linear exact, sigmoid),
 MONOCHROME1 shown inverted, optional inversion, a viewport (region, then scaled to fit), and PNG or JPEG."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,8 +81,9 @@ def _through_lut(stored: np.ndarray, rescale: tuple[float, float], window: Windo
     return apply_window(values, window)[unsigned]
 
 
-def encode(picture: np.ndarray, media_type: str = "image/png", viewport: Viewport | None = None,
-           quality: int = 90) -> bytes:
+def encode(
+    picture: np.ndarray, media_type: str = "image/png", viewport: Viewport | None = None, quality: int = 90
+) -> bytes:
     image = Image.fromarray(np.ascontiguousarray(picture), "RGB" if picture.ndim == 3 else "L")
     if viewport is not None:
         if viewport.region is not None:

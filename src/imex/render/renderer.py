@@ -1,6 +1,7 @@
 """Rendering stored instances, with caches: parsed instances (so the frames of a multi-frame instance are
 decoded from one read), decoded frames (so a new window re-renders without decoding again) and rendered
 pictures (so scrolling back through a series costs nothing)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ class Options:
 
 
 class Renderer:
-    def __init__(self, store: BlobStore, *, datasets_mb: int = 128, frames_mb: int = 256,
-                 pictures_mb: int = 128) -> None:
+    def __init__(
+        self, store: BlobStore, *, datasets_mb: int = 128, frames_mb: int = 256, pictures_mb: int = 128
+    ) -> None:
         self.store = store
         self.datasets: ByteLRU[tuple[Dataset, int]] = ByteLRU(datasets_mb * MB, lambda v: v[1])
         self.frames: ByteLRU[decode.Frame] = ByteLRU(frames_mb * MB, lambda f: int(f.pixels.nbytes))
@@ -37,6 +39,7 @@ class Renderer:
         def load() -> tuple[Dataset, int]:
             data = self.store.read(blob_key)
             return decode.read(data), len(data)
+
         return self.datasets.get_or_make(blob_key, load)[0]
 
     def frame(self, blob_key: str, index: int) -> decode.Frame:
@@ -47,8 +50,10 @@ class Renderer:
 
     def render(self, blob_key: str, index: int, options: Options) -> bytes:
         """Frame `index` (0-based) as PNG or JPEG bytes."""
+
         def make() -> bytes:
             frame = self.frame(blob_key, index)
             picture = image.to_8bit(frame, options.window, options.invert)
             return image.encode(picture, options.media_type, options.viewport, options.quality)
+
         return self.pictures.get_or_make((blob_key, index, options), make)

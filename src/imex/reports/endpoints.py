@@ -1,5 +1,6 @@
 """RIS endpoints of institutions: declared in imex.toml ([[ris]]), stored in the database like nodes, and
 looked up for each incoming message by its sending facility (MSH-4) and the peer's address."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,9 +12,18 @@ from imex.db.models import Institution, RisEndpoint, institutions, ris_endpoints
 from imex.directory import DirectoryError, addresses, check_ods, normal_ip
 
 
-def add_ris(db: Database, name: str, ods_code: str, *, host: str = "", port: int = 0,
-            facilities: Sequence[str] | str = (), peer_host: str = "", receiving_application: str = "",
-            query_template: str = "") -> RisEndpoint:
+def add_ris(
+    db: Database,
+    name: str,
+    ods_code: str,
+    *,
+    host: str = "",
+    port: int = 0,
+    facilities: Sequence[str] | str = (),
+    peer_host: str = "",
+    receiving_application: str = "",
+    query_template: str = "",
+) -> RisEndpoint:
     """Create or update a RIS endpoint; its facilities default to the institution's ODS code."""
     ods = check_ods(ods_code)
     if port and not 0 < int(port) < 65536:
@@ -42,10 +52,17 @@ def load_ris_from_config(db: Database, entries: list[dict]) -> None:
     query_template."""
     for item in entries:
         try:
-            add_ris(db, item["name"], item["institution"], host=item.get("host", ""), port=int(item.get("port", 0)),
-                    facilities=item.get("facilities", ()), peer_host=item.get("peer_host", item.get("host", "")),
-                    receiving_application=item.get("receiving_application", ""),
-                    query_template=item.get("query_template", ""))
+            add_ris(
+                db,
+                item["name"],
+                item["institution"],
+                host=item.get("host", ""),
+                port=int(item.get("port", 0)),
+                facilities=item.get("facilities", ()),
+                peer_host=item.get("peer_host", item.get("host", "")),
+                receiving_application=item.get("receiving_application", ""),
+                query_template=item.get("query_template", ""),
+            )
         except KeyError as exc:
             raise DirectoryError(f"[[ris]] entry {item} lacks {exc}") from None
 
@@ -53,9 +70,11 @@ def load_ris_from_config(db: Database, entries: list[dict]) -> None:
 def find_sender(conn: Connection, facility: str, peer: str):
     """The enabled RIS endpoint that sends as `facility` from address `peer`, with its ODS code; None when
     no endpoint claims the facility, or none of those that do may connect from there."""
-    rows = conn.execute(select(ris_endpoints, institutions.c.ods_code)
-                        .join(institutions, institutions.c.id == ris_endpoints.c.institution_id)
-                        .where(ris_endpoints.c.enabled.is_(True))).all()
+    rows = conn.execute(
+        select(ris_endpoints, institutions.c.ods_code)
+        .join(institutions, institutions.c.id == ris_endpoints.c.institution_id)
+        .where(ris_endpoints.c.enabled.is_(True))
+    ).all()
     facility = facility.strip().upper()
     for row in rows:
         if facility and facility in row.facilities.split():
@@ -66,6 +85,13 @@ def find_sender(conn: Connection, facility: str, peer: str):
 
 def endpoint_for_institution(conn: Connection, institution_id: int):
     """The RIS that receives reports for an institution (the first enabled one with a port), or None."""
-    return conn.execute(select(ris_endpoints).where(
-        ris_endpoints.c.institution_id == institution_id, ris_endpoints.c.enabled.is_(True),
-        ris_endpoints.c.port > 0).order_by(ris_endpoints.c.id).limit(1)).first()
+    return conn.execute(
+        select(ris_endpoints)
+        .where(
+            ris_endpoints.c.institution_id == institution_id,
+            ris_endpoints.c.enabled.is_(True),
+            ris_endpoints.c.port > 0,
+        )
+        .order_by(ris_endpoints.c.id)
+        .limit(1)
+    ).first()

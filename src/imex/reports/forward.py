@@ -10,6 +10,7 @@ ZIX segment naming the earlier message, and the SR lists the earlier SR in its P
 Identifiers for the destination are chosen in one place, `destination_header`: the stored header of the
 study, changed by the same harmonisation rules as its images.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,11 +50,15 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
 # One row per report version and destination; held by pushing its due time while it is sent.
-FORWARD = register(JobQueue(
-    "report-forward", report_deliveries,
-    RetrySettings("hl7.retry_initial_seconds", "hl7.retry_multiplier", "hl7.retry_max_seconds", "hl7.max_attempts"),
-    order=lambda t: [t.c.report_id, t.c.id],
-    description="Reports forwarded with their studies (HL7 ORU to the RIS, SR or PDF to the PACS)."))
+FORWARD = register(
+    JobQueue(
+        "report-forward",
+        report_deliveries,
+        RetrySettings("hl7.retry_initial_seconds", "hl7.retry_multiplier", "hl7.retry_max_seconds", "hl7.max_attempts"),
+        order=lambda t: [t.c.report_id, t.c.id],
+        description="Reports forwarded with their studies (HL7 ORU to the RIS, SR or PDF to the PACS).",
+    )
+)
 
 
 class DeliveryError(RuntimeError):
@@ -106,15 +111,32 @@ class ReportSender:
                 with self.db.engine.begin() as conn:
                     engine.finish(conn, FORWARD, row.id, None, "cancelled", last_error=str(exc))
             except Exception as exc:
-                error = str(exc) if isinstance(exc, (DeliveryError, client.MllpError)) else f"{type(exc).__name__}: {exc}"
+                error = (
+                    str(exc) if isinstance(exc, (DeliveryError, client.MllpError)) else f"{type(exc).__name__}: {exc}"
+                )
                 with self.db.engine.begin() as conn:
                     outcome = engine.retry_later(conn, FORWARD, row.id, None, error, self.policy)
-                log.warning("report delivery %s (%s) failed (attempt %s%s): %s", row.id, row.kind, row.attempts,
-                            ", giving up" if outcome is not None and outcome.dead else "", error)
+                log.warning(
+                    "report delivery %s (%s) failed (attempt %s%s): %s",
+                    row.id,
+                    row.kind,
+                    row.attempts,
+                    ", giving up" if outcome is not None and outcome.dead else "",
+                    error,
+                )
             else:
                 with self.db.engine.begin() as conn:
-                    engine.finish(conn, FORWARD, row.id, None, "sent", last_error=None, sent_at=utcnow(),
-                                  message_id=message_id, supersedes=supersedes)
+                    engine.finish(
+                        conn,
+                        FORWARD,
+                        row.id,
+                        None,
+                        "sent",
+                        last_error=None,
+                        sent_at=utcnow(),
+                        message_id=message_id,
+                        supersedes=supersedes,
+                    )
                 sent += 1
         return sent
 
@@ -127,29 +149,47 @@ class ReportSender:
             node = conn.execute(select(nodes).where(nodes.c.id == row.destination_node_id)).one()
             # the latest version already delivered in this form to this node: the one this version replaces
             previous = conn.execute(
-                select(report_deliveries.c.message_id).join(reports, reports.c.id == report_deliveries.c.report_id)
-                .where(report_deliveries.c.destination_node_id == node.id, report_deliveries.c.kind == row.kind,
-                       report_deliveries.c.state == "sent", reports.c.study_id == report.study_id,
-                       reports.c.id < report.id)
-                .order_by(reports.c.id.desc()).limit(1)).scalar()
+                select(report_deliveries.c.message_id)
+                .join(reports, reports.c.id == report_deliveries.c.report_id)
+                .where(
+                    report_deliveries.c.destination_node_id == node.id,
+                    report_deliveries.c.kind == row.kind,
+                    report_deliveries.c.state == "sent",
+                    reports.c.study_id == report.study_id,
+                    reports.c.id < report.id,
+                )
+                .order_by(reports.c.id.desc())
+                .limit(1)
+            ).scalar()
             header = self.destination_header(conn, report.study_id, node.id)
-            source = conn.execute(select(institutions.c.ods_code).where(
-                institutions.c.id == report.institution_id)).scalar_one()
+            source = conn.execute(
+                select(institutions.c.ods_code).where(institutions.c.id == report.institution_id)
+            ).scalar_one()
             if row.kind == "hl7":
                 endpoint = endpoint_for_institution(conn, node.institution_id)
-                dest_ods = conn.execute(select(institutions.c.ods_code).where(
-                    institutions.c.id == node.institution_id)).scalar_one()
+                dest_ods = conn.execute(
+                    select(institutions.c.ods_code).where(institutions.c.id == node.institution_id)
+                ).scalar_one()
             conn.rollback()
         supersedes = previous or ""
         if row.kind == "hl7":
             if endpoint is None:
                 raise DeliveryError(f"institution of node {node.name} has no RIS endpoint with a port")
             control = build.control_id()
-            message = build.oru(identity=_identity(header, report), sending_facility=source,
-                                receiving_app=endpoint.receiving_application, receiving_facility=dest_ods,
-                                status=report.status, text=report.text, clinician=report.clinician,
-                                observed_at=report.observed_at, study_uid=str(header.StudyInstanceUID),
-                                procedure=report.procedure, control=control, supersedes=supersedes)
+            message = build.oru(
+                identity=_identity(header, report),
+                sending_facility=source,
+                receiving_app=endpoint.receiving_application,
+                receiving_facility=dest_ods,
+                status=report.status,
+                text=report.text,
+                clinician=report.clinician,
+                observed_at=report.observed_at,
+                study_uid=str(header.StudyInstanceUID),
+                procedure=report.procedure,
+                control=control,
+                supersedes=supersedes,
+            )
             answer = client.send(endpoint.host, endpoint.port, message, timeout=self.config["hl7.send_timeout"])
             if not answer.accepted:
                 raise DeliveryError(f"RIS {endpoint.name} answered {answer.code or 'without MSA'}: {answer.text}")
@@ -166,18 +206,25 @@ class ReportSender:
         """The study's patient and study attributes as the destination received them with the images: a
         stored header, changed by the harmonisation rules for this destination (when imex.harmonise has
         any). The one place where identifiers for a destination are chosen."""
-        key = conn.execute(select(instances.c.blob_key).where(instances.c.study_id == study_id)
-                           .order_by(instances.c.id).limit(1)).scalar()
+        key = conn.execute(
+            select(instances.c.blob_key).where(instances.c.study_id == study_id).order_by(instances.c.id).limit(1)
+        ).scalar()
         if key is None:
             raise DeliveryError(f"study {study_id} has no stored instance to take its identifiers from")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(self.store.path(key), stop_before_pixels=True)
         if self.harmoniser is not None:
-            transfer_id = conn.execute(select(transfers.c.id).where(
-                transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id)).scalar()
-            prepared = (self.harmoniser.for_transfer(self.db, self.store, transfer_id) if transfer_id is not None
-                        else self.harmoniser.for_study(conn, self.store, study_id, node_id))
+            transfer_id = conn.execute(
+                select(transfers.c.id).where(
+                    transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id
+                )
+            ).scalar()
+            prepared = (
+                self.harmoniser.for_transfer(self.db, self.store, transfer_id)
+                if transfer_id is not None
+                else self.harmoniser.for_study(conn, self.store, study_id, node_id)
+            )
             if prepared.coercion is not None:
                 prepared.coercion.apply(ds)
         return ds
@@ -187,39 +234,54 @@ class ReportSender:
             path = Path(tmp) / "report.dcm"
             sr.save_as(path, enforce_file_format=True)
             out = Outgoing(path, ENHANCED_SR, EXPLICIT_LE, str(sr.SOPInstanceUID))
-            for _, sent in send_all([out], lambda o: o, calling_aet=self.config["dicom.ae_title"],
-                                    called_aet=node.ae_title, host=node.host, port=node.port,
-                                    timeout=self.config["dicom.dimse_timeout"],
-                                    tls=tls_files.outbound(self.config, bool(getattr(node, "tls", False)))):
+            for _, sent in send_all(
+                [out],
+                lambda o: o,
+                calling_aet=self.config["dicom.ae_title"],
+                called_aet=node.ae_title,
+                host=node.host,
+                port=node.port,
+                timeout=self.config["dicom.dimse_timeout"],
+                tls=tls_files.outbound(self.config, bool(getattr(node, "tls", False))),
+            ):
                 if sent.status is None:
                     raise DeliveryError(f"{node.ae_title}@{node.host}:{node.port}: {sent.error}")
                 if not is_success(sent.status):
-                    raise DeliveryError(f"{node.ae_title} refused the report SR: status 0x{sent.status:04X} "
-                                        f"{sent.error}".rstrip())
+                    raise DeliveryError(
+                        f"{node.ae_title} refused the report SR: status 0x{sent.status:04X} {sent.error}".rstrip()
+                    )
 
 
 def _identity(header: Dataset, report) -> build.Identity:
     return build.Identity(
         patient_id=str(header.get("PatientID", "") or report.patient_id),
         patient_id_authority=str(header.get("IssuerOfPatientID", "") or ""),
-        nhs_number=report.nhs_number, accession_number=str(header.get("AccessionNumber", "") or report.accession_number),
+        nhs_number=report.nhs_number,
+        accession_number=str(header.get("AccessionNumber", "") or report.accession_number),
         patient_name=str(header.get("PatientName", "") or report.patient_name),
         birth_date=str(header.get("PatientBirthDate", "") or report.birth_date),
-        sex=str(header.get("PatientSex", "") or report.sex))
+        sex=str(header.get("PatientSex", "") or report.sex),
+    )
 
 
-def make_sr(header: Dataset, report, previous_sop_uid: str = "",
-            organisation: str = "") -> Dataset:
+def make_sr(header: Dataset, report, previous_sop_uid: str = "", organisation: str = "") -> Dataset:
     """The report as an Enhanced SR (made with highdicom) in the study of `header`: the text as one TEXT
     item, completion and verification flags from its status, the earlier version as predecessor."""
     from highdicom.sr import CodedConcept, ContainerContentItem, ContentSequence, EnhancedSR, TextContentItem
 
     root = ContainerContentItem(name=CodedConcept("18748-4", "LN", "Diagnostic imaging report"))
-    items = [TextContentItem(name=CodedConcept("121071", "DCM", "Finding"), value=report.text,
-                             relationship_type="CONTAINS")]
+    items = [
+        TextContentItem(name=CodedConcept("121071", "DCM", "Finding"), value=report.text, relationship_type="CONTAINS")
+    ]
     if report.procedure:
-        items.insert(0, TextContentItem(name=CodedConcept("121023", "DCM", "Procedure Code"),
-                                        value=report.procedure, relationship_type="CONTAINS"))
+        items.insert(
+            0,
+            TextContentItem(
+                name=CodedConcept("121023", "DCM", "Procedure Code"),
+                value=report.procedure,
+                relationship_type="CONTAINS",
+            ),
+        )
     root.ContentSequence = ContentSequence(items)
     previous = []
     series_uid = report_series_uid(str(header.StudyInstanceUID))
@@ -230,24 +292,55 @@ def make_sr(header: Dataset, report, previous_sop_uid: str = "",
         previous.append(ref)
     done = report.status != "preliminary"
     evidence = Dataset()
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "IssuerOfPatientID",
-                    "OtherPatientIDsSequence", "StudyInstanceUID", "AccessionNumber", "StudyID", "StudyDate",
-                    "StudyTime", "ReferringPhysicianName", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID",
-                    "SpecificCharacterSet"):
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "IssuerOfPatientID",
+        "OtherPatientIDsSequence",
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "SeriesInstanceUID",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "SpecificCharacterSet",
+    ):
         if keyword in header:
             setattr(evidence, keyword, header[keyword].value)
-    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate", "StudyTime",
-                    "AccessionNumber", "PatientID"):
+    for keyword in (
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "PatientID",
+    ):
         if keyword not in evidence:
             setattr(evidence, keyword, "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sr = EnhancedSR(evidence=[evidence], content=root, series_instance_uid=series_uid, series_number=990,
-                        sop_instance_uid=report.sop_instance_uid, instance_number=report.id, manufacturer="imex",
-                        is_complete=done, is_final=done, is_verified=done,
-                        verifying_observer_name=_person_name(report.clinician) if done else None,
-                        verifying_organization=(organisation or "RIS") if done else None,
-                        previous_versions=previous or None)
+        sr = EnhancedSR(
+            evidence=[evidence],
+            content=root,
+            series_instance_uid=series_uid,
+            series_number=990,
+            sop_instance_uid=report.sop_instance_uid,
+            instance_number=report.id,
+            manufacturer="imex",
+            is_complete=done,
+            is_final=done,
+            is_verified=done,
+            verifying_observer_name=_person_name(report.clinician) if done else None,
+            verifying_organization=(organisation or "RIS") if done else None,
+            previous_versions=previous or None,
+        )
     sr.PreliminaryFlag = "FINAL" if done else "PRELIMINARY"
     sr.SeriesDescription = "Radiology report"
     for keyword in ("IssuerOfPatientID", "OtherPatientIDsSequence"):

@@ -3,6 +3,7 @@ study (by accession number and patient identity, or the study UID of a ZDS segme
 delivery to every destination that already has the study. Everything for one message happens in one
 transaction, so a bad message or a crash leaves nothing half-stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,9 @@ def _norm(value: str) -> str:
     return value.replace(" ", "").replace("-", "").strip().upper()
 
 
-def receive(db: Database, data: bytes, peer: str, *, source: str = "push", expected_institution: int | None = None) -> Outcome:
+def receive(
+    db: Database, data: bytes, peer: str, *, source: str = "push", expected_institution: int | None = None
+) -> Outcome:
     """Decide and store one message from `peer`; the caller turns the outcome into an ACK."""
     try:
         header = read_header(data)
@@ -52,42 +55,89 @@ def receive(db: Database, data: bytes, peer: str, *, source: str = "push", expec
         else:
             sender = find_sender(conn, header.sending_facility, peer)
             if sender is None:
-                return Outcome("AE", f"sending facility {header.sending_facility or '(empty)'} at {peer} is not "
-                                     "a registered RIS endpoint of imex; ask the hub's administrator to add it "
-                                     "([[ris]] in imex.toml)", "204", header)
+                return Outcome(
+                    "AE",
+                    f"sending facility {header.sending_facility or '(empty)'} at {peer} is not "
+                    "a registered RIS endpoint of imex; ask the hub's administrator to add it "
+                    "([[ris]] in imex.toml)",
+                    "204",
+                    header,
+                )
             institution_id, endpoint_id = sender.institution_id, sender.id
         control = header.control_id or generate_uid()
-        existing = conn.execute(select(reports.c.id).where(reports.c.institution_id == institution_id,
-                                                           reports.c.control_id == control[:64])).first()
+        existing = conn.execute(
+            select(reports.c.id).where(reports.c.institution_id == institution_id, reports.c.control_id == control[:64])
+        ).first()
         if existing is not None:
             return Outcome("AA", "already received", header=header, report_id=existing.id)
         report_id = _insert(conn, report, data, institution_id, endpoint_id, control, source)
-    log.info("report %s (%s, accession %s) received from %s", report_id, report.status,
-             report.accession_number, header.sending_facility)
+    log.info(
+        "report %s (%s, accession %s) received from %s",
+        report_id,
+        report.status,
+        report.accession_number,
+        header.sending_facility,
+    )
     return Outcome("AA", "", header=header, report_id=report_id)
 
 
-def _insert(conn: Connection, report: Report, data: bytes, institution_id: int, endpoint_id: int | None,
-            control: str, source: str) -> int:
+def _insert(
+    conn: Connection,
+    report: Report,
+    data: bytes,
+    institution_id: int,
+    endpoint_id: int | None,
+    control: str,
+    source: str,
+) -> int:
     ids = " ".join(dict.fromkeys(_norm(i.value) for i in report.identifiers))
-    report_id = conn.execute(insert(reports).values(
-        institution_id=institution_id, ris_endpoint_id=endpoint_id, control_id=control[:64],
-        hl7_version=report.header.version[:8], accession_number=report.accession_number,
-        patient_id=report.patient_id[:64], identifiers=ids, nhs_number=report.nhs_number[:16],
-        patient_name=report.patient_name[:320], birth_date=report.birth_date, sex=report.sex,
-        study_uid=report.study_uid, procedure=report.procedure[:200], status=report.status,
-        clinician=report.clinician, observed_at=report.observed_at, text=report.text,
-        raw=data.decode("utf-8", errors="replace"), source=source, sop_instance_uid=generate_uid(),
-        received_at=utcnow()).returning(reports.c.id)).scalar_one()
+    report_id = conn.execute(
+        insert(reports)
+        .values(
+            institution_id=institution_id,
+            ris_endpoint_id=endpoint_id,
+            control_id=control[:64],
+            hl7_version=report.header.version[:8],
+            accession_number=report.accession_number,
+            patient_id=report.patient_id[:64],
+            identifiers=ids,
+            nhs_number=report.nhs_number[:16],
+            patient_name=report.patient_name[:320],
+            birth_date=report.birth_date,
+            sex=report.sex,
+            study_uid=report.study_uid,
+            procedure=report.procedure[:200],
+            status=report.status,
+            clinician=report.clinician,
+            observed_at=report.observed_at,
+            text=report.text,
+            raw=data.decode("utf-8", errors="replace"),
+            source=source,
+            sop_instance_uid=generate_uid(),
+            received_at=utcnow(),
+        )
+        .returning(reports.c.id)
+    ).scalar_one()
     # earlier versions of the same report are superseded, and whatever of them was not yet sent is not sent
-    older = conn.execute(select(reports.c.id).where(
-        reports.c.institution_id == institution_id, reports.c.accession_number == report.accession_number,
-        reports.c.id != report_id, reports.c.superseded_by.is_(None))).scalars().all()
+    older = (
+        conn.execute(
+            select(reports.c.id).where(
+                reports.c.institution_id == institution_id,
+                reports.c.accession_number == report.accession_number,
+                reports.c.id != report_id,
+                reports.c.superseded_by.is_(None),
+            )
+        )
+        .scalars()
+        .all()
+    )
     if older:
         conn.execute(update(reports).where(reports.c.id.in_(older)).values(superseded_by=report_id))
-        conn.execute(update(report_deliveries).where(report_deliveries.c.report_id.in_(older),
-                                                     report_deliveries.c.state == "pending")
-                     .values(state="cancelled", last_error="superseded by a newer version before it was sent"))
+        conn.execute(
+            update(report_deliveries)
+            .where(report_deliveries.c.report_id.in_(older), report_deliveries.c.state == "pending")
+            .values(state="cancelled", last_error="superseded by a newer version before it was sent")
+        )
     study_id = find_study(conn, report_id)
     if study_id is not None:
         attach(conn, report_id, study_id)
@@ -98,9 +148,11 @@ def find_study(conn: Connection, report_id: int) -> int | None:
     """The study a report belongs to: same institution and the ZDS study UID, or the same accession number
     with a patient whose ID is one of the report's identifiers. None while no such study is indexed."""
     r = conn.execute(select(reports).where(reports.c.id == report_id)).one()
-    query = (select(studies.c.id, patients.c.patient_id)
-             .join(patients, patients.c.id == studies.c.patient_pk)
-             .where(studies.c.institution_id == r.institution_id))
+    query = (
+        select(studies.c.id, patients.c.patient_id)
+        .join(patients, patients.c.id == studies.c.patient_pk)
+        .where(studies.c.institution_id == r.institution_id)
+    )
     if r.study_uid:
         query = query.where(studies.c.study_uid == r.study_uid)
     else:
@@ -109,8 +161,13 @@ def find_study(conn: Connection, report_id: int) -> int | None:
     for row in conn.execute(query.order_by(studies.c.id.desc())).all():
         if _norm(row.patient_id) in ids:
             return int(row.id)
-        log.warning("report %s: accession %s matches study %s, but its patient ID is not among the report's "
-                    "identifiers; not attached", report_id, r.accession_number, row.id)
+        log.warning(
+            "report %s: accession %s matches study %s, but its patient ID is not among the report's "
+            "identifiers; not attached",
+            report_id,
+            r.accession_number,
+            row.id,
+        )
     return None
 
 
@@ -126,14 +183,29 @@ def match_waiting(db: Database, limit: int = 200) -> int:
         # the patient test is in SQL too, so a report whose accession names another patient's study is not
         # looked at again on every round
         patient_matches = (literal(" ") + reports.c.identifiers + literal(" ")).like(
-            literal("% ") + func.upper(func.replace(patients.c.patient_id, " ", "")) + literal(" %"))
-        waiting = conn.execute(
-            select(reports.c.id).where(reports.c.study_id.is_(None), reports.c.superseded_by.is_(None))
-            .where(select(studies.c.id).join(patients, patients.c.id == studies.c.patient_pk).where(
-                studies.c.institution_id == reports.c.institution_id, patient_matches,
-                (studies.c.accession_number == reports.c.accession_number)
-                | and_(reports.c.study_uid != "", studies.c.study_uid == reports.c.study_uid)).exists())
-            .order_by(reports.c.id).limit(limit)).scalars().all()
+            literal("% ") + func.upper(func.replace(patients.c.patient_id, " ", "")) + literal(" %")
+        )
+        waiting = (
+            conn.execute(
+                select(reports.c.id)
+                .where(reports.c.study_id.is_(None), reports.c.superseded_by.is_(None))
+                .where(
+                    select(studies.c.id)
+                    .join(patients, patients.c.id == studies.c.patient_pk)
+                    .where(
+                        studies.c.institution_id == reports.c.institution_id,
+                        patient_matches,
+                        (studies.c.accession_number == reports.c.accession_number)
+                        | and_(reports.c.study_uid != "", studies.c.study_uid == reports.c.study_uid),
+                    )
+                    .exists()
+                )
+                .order_by(reports.c.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
         conn.rollback()
     attached = 0
     for report_id in waiting:
@@ -141,11 +213,18 @@ def match_waiting(db: Database, limit: int = 200) -> int:
             study_id = find_study(conn, report_id)
             if study_id is not None:
                 # earlier versions attach too, so the study's history is complete
-                r = conn.execute(select(reports.c.institution_id, reports.c.accession_number)
-                                 .where(reports.c.id == report_id)).one()
-                conn.execute(update(reports).where(
-                    reports.c.institution_id == r.institution_id, reports.c.accession_number == r.accession_number,
-                    reports.c.study_id.is_(None)).values(study_id=study_id, matched_at=utcnow()))
+                r = conn.execute(
+                    select(reports.c.institution_id, reports.c.accession_number).where(reports.c.id == report_id)
+                ).one()
+                conn.execute(
+                    update(reports)
+                    .where(
+                        reports.c.institution_id == r.institution_id,
+                        reports.c.accession_number == r.accession_number,
+                        reports.c.study_id.is_(None),
+                    )
+                    .values(study_id=study_id, matched_at=utcnow())
+                )
                 queue_deliveries(conn, study_id)
                 attached += 1
     return attached
@@ -159,13 +238,18 @@ def _insert_ignore(conn: Connection, values: dict) -> None:
 def queue_deliveries(conn: Connection, study_id: int) -> int:
     """Queue the current report of a study to every destination its images were delivered to: as DICOM to
     the node, and as HL7 to the RIS of the node's institution when it has one. Idempotent."""
-    current = conn.execute(select(reports.c.id).where(reports.c.study_id == study_id,
-                                                      reports.c.superseded_by.is_(None))).scalars().all()
+    current = (
+        conn.execute(select(reports.c.id).where(reports.c.study_id == study_id, reports.c.superseded_by.is_(None)))
+        .scalars()
+        .all()
+    )
     if not current:
         return 0
-    destinations = conn.execute(select(nodes.c.id, nodes.c.institution_id).join(
-        transfers, transfers.c.destination_node_id == nodes.c.id).where(
-        transfers.c.study_id == study_id, transfers.c.state.in_(("delivered", "confirmed")))).all()
+    destinations = conn.execute(
+        select(nodes.c.id, nodes.c.institution_id)
+        .join(transfers, transfers.c.destination_node_id == nodes.c.id)
+        .where(transfers.c.study_id == study_id, transfers.c.state.in_(("delivered", "confirmed")))
+    ).all()
     queued = 0
     now = utcnow()
     for report_id in current:
@@ -174,9 +258,20 @@ def queue_deliveries(conn: Connection, study_id: int) -> int:
             if endpoint_for_institution(conn, dest.institution_id) is not None:
                 kinds.append("hl7")
             for kind in kinds:
-                _insert_ignore(conn, dict(report_id=report_id, destination_node_id=dest.id, kind=kind,
-                                          state="pending", attempts=0, next_attempt_at=now, supersedes="",
-                                          message_id="", created_at=now))
+                _insert_ignore(
+                    conn,
+                    dict(
+                        report_id=report_id,
+                        destination_node_id=dest.id,
+                        kind=kind,
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        supersedes="",
+                        message_id="",
+                        created_at=now,
+                    ),
+                )
                 queued += 1
     return queued
 

@@ -1,5 +1,6 @@
 """What `imex serve` runs for HL7 reports: the RIS endpoints from imex.toml, the MLLP listener, the
 report sender thread and the housekeeping (attaching waiting reports, querying RIS for missing ones)."""
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ class RisAddresses:
 
     def _load(self) -> None:
         with self.db.reader() as conn:
-            hosts = list(conn.execute(select(ris_endpoints.c.peer_host)
-                                      .where(ris_endpoints.c.enabled.is_(True))).scalars())
+            hosts = list(
+                conn.execute(select(ris_endpoints.c.peer_host).where(ris_endpoints.c.enabled.is_(True))).scalars()
+            )
             conn.rollback()
         self._hosts = [h.strip() for h in hosts]
         self._loaded = time.monotonic()
@@ -78,11 +80,17 @@ class ReportService:
         self.listener: MllpListener | None = None
         if config["hl7.port"]:
             self.listener = MllpListener(
-                store.handler(db, on_report=self.sender.wake.set), config["hl7.host"], config["hl7.port"],
-                max_bytes=config["hl7.max_message_bytes"], idle_timeout=config["hl7.idle_timeout"],
-                message_timeout=config["hl7.message_timeout"], max_connections=config["hl7.max_connections"],
+                store.handler(db, on_report=self.sender.wake.set),
+                config["hl7.host"],
+                config["hl7.port"],
+                max_bytes=config["hl7.max_message_bytes"],
+                idle_timeout=config["hl7.idle_timeout"],
+                message_timeout=config["hl7.message_timeout"],
+                max_connections=config["hl7.max_connections"],
                 max_connections_per_address=config["hl7.max_connections_per_address"],
-                allow=RisAddresses(db), ssl_context=mllp_context(config))
+                allow=RisAddresses(db),
+                ssl_context=mllp_context(config),
+            )
 
     @property
     def port(self) -> int | None:
@@ -96,10 +104,16 @@ class ReportService:
     def start(self, spawn, loop, stop: threading.Event) -> None:
         if self.listener is not None:
             self.listener.start()
-            log.info("HL7 MLLP listener on %s:%s%s", self.config["hl7.host"], self.listener.port,
-                     " (TLS)" if self.listener.ssl is not None else "")
+            log.info(
+                "HL7 MLLP listener on %s:%s%s",
+                self.config["hl7.host"],
+                self.listener.port,
+                " (TLS)" if self.listener.ssl is not None else "",
+            )
         spawn("reports", self.sender.run, stop)
-        spawn("report-matcher", loop, "report matcher", self.housekeeping, max(self.config["routing.scan_interval"], 0.2))
+        spawn(
+            "report-matcher", loop, "report matcher", self.housekeeping, max(self.config["routing.scan_interval"], 0.2)
+        )
 
     def stop(self) -> None:
         self.sender.wake.set()

@@ -1,6 +1,7 @@
 """The request job, run by every `imex serve` process: requests whose images were delivered become
 fulfilled, and requests left open or accepted past `requests.expiry_days` expire. Each pass is one
 transaction and its UPDATEs re-check the state, so processes sharing a database never act twice."""
+
 from __future__ import annotations
 
 from imex.db import Database

@@ -11,6 +11,7 @@ requesting institution (request_jobs.py), not merely routed, so "fulfilled" mean
 Functions take an open Core connection in a transaction; the portal passes `session.connection()`.
 E-mails name the request and the institutions, never the patient.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -66,8 +67,12 @@ class Actor:
     ip: str = ""
 
     def audit_fields(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "username": self.username, "institution_id": self.institution_id,
-                "ip": self.ip}
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "institution_id": self.institution_id,
+            "ip": self.ip,
+        }
 
 
 HUB = Actor(None, SYSTEM, None)
@@ -119,40 +124,60 @@ class RequestForm:
 
 # -- who may be asked ----------------------------------------------------------------------------------
 
+
 def exchange_partners(conn: Connection, requesting_institution_id: int) -> list[Any]:
     """Institutions a user may ask: every other institution that takes part in exchange (has an enabled
     DICOM node, so it can send), by name."""
     has_node = exists().where(nodes.c.institution_id == institutions.c.id, nodes.c.enabled.is_(True))
-    return list(conn.execute(select(institutions.c.id, institutions.c.ods_code, institutions.c.name).where(
-        institutions.c.id != requesting_institution_id, has_node).order_by(institutions.c.name)).all())
+    return list(
+        conn.execute(
+            select(institutions.c.id, institutions.c.ods_code, institutions.c.name)
+            .where(institutions.c.id != requesting_institution_id, has_node)
+            .order_by(institutions.c.name)
+        ).all()
+    )
 
 
 def source_for(conn: Connection, requesting_institution_id: int, ods: str) -> Any:
     """The institution with this ODS code, when it may be asked; RequestError says why not."""
     code = (ods or "").strip().upper()
-    inst = conn.execute(select(institutions.c.id, institutions.c.ods_code, institutions.c.name).where(
-        institutions.c.ods_code == code[:16])).first()
+    inst = conn.execute(
+        select(institutions.c.id, institutions.c.ods_code, institutions.c.name).where(
+            institutions.c.ods_code == code[:16]
+        )
+    ).first()
     if inst is None:
         raise RequestError(f"no institution has the ODS code {code[:16]!r}")
     if inst.id == requesting_institution_id:
-        raise RequestError("a request goes to another institution: your own institution's images are in your "
-                           "own PACS")
+        raise RequestError("a request goes to another institution: your own institution's images are in your own PACS")
     if inst.id not in {p.id for p in exchange_partners(conn, requesting_institution_id)}:
-        raise RequestError(f"{inst.name} ({inst.ods_code}) does not take part in image exchange (it has no "
-                           "enabled DICOM node), so it cannot be asked")
+        raise RequestError(
+            f"{inst.name} ({inst.ods_code}) does not take part in image exchange (it has no "
+            "enabled DICOM node), so it cannot be asked"
+        )
     return inst
 
 
 # -- history, audit and alerts -------------------------------------------------------------------------
 
+
 def add_event(conn: Connection, request_id: int, actor: Actor, event: str, detail: str = "") -> None:
     """One line of the request's history and the matching audit event."""
     now = utcnow()
-    conn.execute(insert(request_events).values(request_id=request_id, at=now, actor=actor.username[:200],
-                                               event=event[:32], detail=detail[:2000]))
+    conn.execute(
+        insert(request_events).values(
+            request_id=request_id, at=now, actor=actor.username[:200], event=event[:32], detail=detail[:2000]
+        )
+    )
     conn.execute(update(image_requests).where(image_requests.c.id == request_id).values(updated_at=now))
-    audit.record(conn, f"request.{event}", object_type="image_request", object_id=request_id,
-                 detail=detail[:500], **actor.audit_fields())
+    audit.record(
+        conn,
+        f"request.{event}",
+        object_type="image_request",
+        object_id=request_id,
+        detail=detail[:500],
+        **actor.audit_fields(),
+    )
 
 
 def _users_with(conn: Connection, institution_id: int, permission: str) -> list[Any]:
@@ -170,24 +195,36 @@ def _tell(conn: Connection, user_rows: list[Any], kind: str, title: str, request
         if u.id in seen:
             continue
         seen.add(u.id)
-        conn.execute(insert(notifications).values(user_id=u.id, at=utcnow(), kind=kind, title=title[:200],
-                                                   link=link))
-    queue_email(conn, [u.email for u in user_rows if u.email], f"[imex] {title}",
-                f"{body}\n\nSign in to the imex portal to see request {request_id} ({link}).\n")
+        conn.execute(insert(notifications).values(user_id=u.id, at=utcnow(), kind=kind, title=title[:200], link=link))
+    queue_email(
+        conn,
+        [u.email for u in user_rows if u.email],
+        f"[imex] {title}",
+        f"{body}\n\nSign in to the imex portal to see request {request_id} ({link}).\n",
+    )
 
 
 def _names(conn: Connection, row: Any) -> tuple[str, str]:
     """'Name (ODS)' of the requesting and the source institutions."""
+
     def one(iid: int) -> str:
         r = conn.execute(select(institutions.c.name, institutions.c.ods_code).where(institutions.c.id == iid)).one()
         return f"{r.name} ({r.ods_code})"
+
     return one(row.requesting_institution_id), one(row.source_institution_id)
 
 
 def _requesters(conn: Connection, row: Any) -> list[Any]:
     ids = [i for i in (row.requester_user_id, row.recipient_user_id) if i is not None]
-    return list(conn.execute(select(users.c.id, users.c.email).where(
-        users.c.id.in_(ids), users.c.disabled.is_(False))).all()) if ids else []
+    return (
+        list(
+            conn.execute(
+                select(users.c.id, users.c.email).where(users.c.id.in_(ids), users.c.disabled.is_(False))
+            ).all()
+        )
+        if ids
+        else []
+    )
 
 
 def _what(row: Any) -> str:
@@ -198,6 +235,7 @@ def _what(row: Any) -> str:
 
 
 # -- the life of a request -----------------------------------------------------------------------------
+
 
 def get(conn: Connection, request_id: int) -> Any:
     return conn.execute(select(image_requests).where(image_requests.c.id == request_id)).first()
@@ -211,28 +249,57 @@ def create(conn: Connection, actor: Actor, form: RequestForm, *, expiry_days: fl
     assert actor.institution_id is not None
     source = source_for(conn, actor.institution_id, form.source_ods)
     if form.recipient_user_id is not None:
-        ok = conn.execute(select(users.c.id).where(
-            users.c.id == form.recipient_user_id, users.c.institution_id == actor.institution_id,
-            users.c.disabled.is_(False))).first()
+        ok = conn.execute(
+            select(users.c.id).where(
+                users.c.id == form.recipient_user_id,
+                users.c.institution_id == actor.institution_id,
+                users.c.disabled.is_(False),
+            )
+        ).first()
         if ok is None:
             raise RequestError("the named recipient must be an active user of your own institution")
     now = utcnow()
-    request_id = int(conn.execute(insert(image_requests).values(
-        requester_user_id=actor.user_id, requester_name=actor.username[:200],
-        requesting_institution_id=actor.institution_id, source_institution_id=source.id,
-        nhs_number=nhs.normalise(form.nhs_number)[:16], patient_name=form.patient_name.strip()[:200],
-        birth_date=form.birth_date.strip(), patient_id="", accession=form.accession.strip()[:64], study_uid="",
-        modality=form.modality.strip().upper(), date_from=form.date_from, date_to=form.date_to,
-        reason=form.reason.strip()[:4000], priority=priorities.parse(form.urgency),
-        recipient=form.recipient.strip()[:200] or None, recipient_user_id=form.recipient_user_id,
-        destination_node_id=None, state="open", created_at=now, updated_at=now,
-        expires_at=now + dt.timedelta(days=expiry_days)).returning(image_requests.c.id)).scalar_one())
+    request_id = int(
+        conn.execute(
+            insert(image_requests)
+            .values(
+                requester_user_id=actor.user_id,
+                requester_name=actor.username[:200],
+                requesting_institution_id=actor.institution_id,
+                source_institution_id=source.id,
+                nhs_number=nhs.normalise(form.nhs_number)[:16],
+                patient_name=form.patient_name.strip()[:200],
+                birth_date=form.birth_date.strip(),
+                patient_id="",
+                accession=form.accession.strip()[:64],
+                study_uid="",
+                modality=form.modality.strip().upper(),
+                date_from=form.date_from,
+                date_to=form.date_to,
+                reason=form.reason.strip()[:4000],
+                priority=priorities.parse(form.urgency),
+                recipient=form.recipient.strip()[:200] or None,
+                recipient_user_id=form.recipient_user_id,
+                destination_node_id=None,
+                state="open",
+                created_at=now,
+                updated_at=now,
+                expires_at=now + dt.timedelta(days=expiry_days),
+            )
+            .returning(image_requests.c.id)
+        ).scalar_one()
+    )
     row = get(conn, request_id)
     requester, source_name = _names(conn, row)
     add_event(conn, request_id, actor, "created", f"asked {source_name}: {_what(row)}")
-    _tell(conn, _users_with(conn, source.id, "requests.fulfil"), "request.new",
-          f"Image request {request_id} from {requester} ({_what(row)})", request_id,
-          f"{requester} asks {source_name} for a patient's images ({_what(row)}).")
+    _tell(
+        conn,
+        _users_with(conn, source.id, "requests.fulfil"),
+        "request.new",
+        f"Image request {request_id} from {requester} ({_what(row)})",
+        request_id,
+        f"{requester} asks {source_name} for a patient's images ({_what(row)}).",
+    )
     return request_id
 
 
@@ -242,9 +309,11 @@ def _change(conn: Connection, request_id: int, allowed: tuple[str, ...], state: 
     row = get(conn, request_id)
     if row is None:
         raise RequestError(f"no request {request_id}")
-    done = conn.execute(update(image_requests).where(image_requests.c.id == request_id,
-                                                     image_requests.c.state.in_(allowed))
-                        .values(state=state, updated_at=utcnow(), **values)).rowcount
+    done = conn.execute(
+        update(image_requests)
+        .where(image_requests.c.id == request_id, image_requests.c.state.in_(allowed))
+        .values(state=state, updated_at=utcnow(), **values)
+    ).rowcount
     if not done:
         raise WrongState(f"request {request_id} is {row.state}; it cannot become {state}")
     return row
@@ -254,8 +323,14 @@ def accept(conn: Connection, request_id: int, actor: Actor) -> None:
     row = _change(conn, request_id, ("open",), "accepted")
     requester, source_name = _names(conn, row)
     add_event(conn, request_id, actor, "accepted", f"accepted by {actor.username} of {source_name}")
-    _tell(conn, _requesters(conn, row), "request.accepted", f"Image request {request_id} accepted by {source_name}",
-          request_id, f"{source_name} accepted your image request {request_id}; the images follow.")
+    _tell(
+        conn,
+        _requesters(conn, row),
+        "request.accepted",
+        f"Image request {request_id} accepted by {source_name}",
+        request_id,
+        f"{source_name} accepted your image request {request_id}; the images follow.",
+    )
 
 
 def decline(conn: Connection, request_id: int, actor: Actor, reason: str) -> None:
@@ -264,26 +339,43 @@ def decline(conn: Connection, request_id: int, actor: Actor, reason: str) -> Non
     row = _change(conn, request_id, ACTIVE, "declined", decline_reason=reason.strip()[:4000])
     requester, source_name = _names(conn, row)
     add_event(conn, request_id, actor, "declined", reason.strip())
-    _tell(conn, _requesters(conn, row), "request.declined", f"Image request {request_id} declined by {source_name}",
-          request_id, f"{source_name} declined your image request {request_id}. Their reason is shown on the "
-                      "request's page.")
+    _tell(
+        conn,
+        _requesters(conn, row),
+        "request.declined",
+        f"Image request {request_id} declined by {source_name}",
+        request_id,
+        f"{source_name} declined your image request {request_id}. Their reason is shown on the request's page.",
+    )
 
 
 def cancel(conn: Connection, request_id: int, actor: Actor) -> None:
     row = _change(conn, request_id, ACTIVE, "cancelled")
     requester, source_name = _names(conn, row)
     add_event(conn, request_id, actor, "cancelled", f"cancelled by {actor.username}")
-    _tell(conn, _users_with(conn, row.source_institution_id, "requests.fulfil"), "request.cancelled",
-          f"Image request {request_id} from {requester} was cancelled", request_id,
-          f"{requester} cancelled image request {request_id}; nothing more needs doing.")
+    _tell(
+        conn,
+        _users_with(conn, row.source_institution_id, "requests.fulfil"),
+        "request.cancelled",
+        f"Image request {request_id} from {requester} was cancelled",
+        request_id,
+        f"{requester} cancelled image request {request_id}; nothing more needs doing.",
+    )
 
 
 def query_for(row: Any) -> dict[str, str]:
     """The search of the source's PACS pre-filled from the request: the NHS number as Patient ID when
     there is one, else name and date of birth; with the accession, modality and dates asked for."""
-    q = {"patient_id": row.nhs_number or row.patient_id or "", "patient_name": "", "birth_date": "",
-         "accession": row.accession or "", "study_uid": row.study_uid or "", "modality": row.modality or "",
-         "date_from": row.date_from or "", "date_to": row.date_to or ""}
+    q = {
+        "patient_id": row.nhs_number or row.patient_id or "",
+        "patient_name": "",
+        "birth_date": "",
+        "accession": row.accession or "",
+        "study_uid": row.study_uid or "",
+        "modality": row.modality or "",
+        "date_from": row.date_from or "",
+        "date_to": row.date_to or "",
+    }
     if not q["patient_id"]:
         q["patient_name"] = normalise_name(row.patient_name)
         q["birth_date"] = row.birth_date or ""
@@ -292,12 +384,16 @@ def query_for(row: Any) -> dict[str, str]:
 
 def retrieve_node(conn: Connection, institution_id: int) -> Any:
     """The source's PACS the hub may C-FIND and C-MOVE (its first enabled query/retrieve node)."""
-    node = conn.execute(select(nodes.c.id, nodes.c.name, nodes.c.ae_title, nodes.c.host, nodes.c.port).where(
-        nodes.c.institution_id == institution_id, nodes.c.query_retrieve.is_(True), nodes.c.enabled.is_(True))
-        .order_by(nodes.c.id)).first()
+    node = conn.execute(
+        select(nodes.c.id, nodes.c.name, nodes.c.ae_title, nodes.c.host, nodes.c.port)
+        .where(nodes.c.institution_id == institution_id, nodes.c.query_retrieve.is_(True), nodes.c.enabled.is_(True))
+        .order_by(nodes.c.id)
+    ).first()
     if node is None:
-        raise RequestError("your institution has no PACS node the hub may query and retrieve from; an "
-                           "administrator turns on query/retrieve for it (or push the study to the hub)")
+        raise RequestError(
+            "your institution has no PACS node the hub may query and retrieve from; an "
+            "administrator turns on query/retrieve for it (or push the study to the hub)"
+        )
     return node
 
 
@@ -320,16 +416,31 @@ def grant(conn: Connection, request_id: int, actor: Actor, study_uids: list[str]
         raise WrongState(f"request {request_id} is {row.state}; it cannot be fulfilled")
     node = retrieve_node(conn, row.source_institution_id)
     try:
-        tid = open_transaction(conn, kind="request", source_institution_id=row.source_institution_id,
-                               destination_institution_id=row.requesting_institution_id,
-                               sender_user_id=actor.user_id, sender_name=actor.username,
-                               study_uids=uids, subject=f"Image request {request_id}",
-                               priority=row.priority, recipient=row.recipient,
-                               recipient_user_id=row.recipient_user_id, destination_node_id=row.destination_node_id)
+        tid = open_transaction(
+            conn,
+            kind="request",
+            source_institution_id=row.source_institution_id,
+            destination_institution_id=row.requesting_institution_id,
+            sender_user_id=actor.user_id,
+            sender_name=actor.username,
+            study_uids=uids,
+            subject=f"Image request {request_id}",
+            priority=row.priority,
+            recipient=row.recipient,
+            recipient_user_id=row.recipient_user_id,
+            destination_node_id=row.destination_node_id,
+        )
         for uid in uids:
-            retrievals.enqueue(conn, node_id=node.id, study_uid=uid, purpose="transfer", transaction_id=tid,
-                               request_id=request_id, institution_id=row.source_institution_id,
-                               requested_by=actor.username)
+            retrievals.enqueue(
+                conn,
+                node_id=node.id,
+                study_uid=uid,
+                purpose="transfer",
+                transaction_id=tid,
+                request_id=request_id,
+                institution_id=row.source_institution_id,
+                requested_by=actor.username,
+            )
     except (TransactionError, retrievals.RetrievalError) as exc:
         raise RequestError(str(exc)) from None
     values: dict[str, Any] = {"updated_at": utcnow()}
@@ -341,9 +452,14 @@ def grant(conn: Connection, request_id: int, actor: Actor, study_uids: list[str]
     if row.state == "open":
         _, source_name = _names(conn, row)
         add_event(conn, request_id, actor, "accepted", f"accepted by {actor.username} of {source_name}")
-    add_event(conn, request_id, actor, "granted",
-              f"{len(uids)} stud{'y' if len(uids) == 1 else 'ies'} retrieved from {node.name} ({node.ae_title}), "
-              f"exchange {tid}")
+    add_event(
+        conn,
+        request_id,
+        actor,
+        "granted",
+        f"{len(uids)} stud{'y' if len(uids) == 1 else 'ies'} retrieved from {node.name} ({node.ae_title}), "
+        f"exchange {tid}",
+    )
     return tid
 
 
@@ -365,8 +481,9 @@ def _nhs_in_header(conn: Connection, study_id: int) -> tuple[str, ...]:
     store = _STORES.get(conn.engine)
     if store is None:
         return ()
-    key = conn.execute(select(instances.c.blob_key).where(instances.c.study_id == study_id)
-                       .order_by(instances.c.id).limit(1)).scalar()
+    key = conn.execute(
+        select(instances.c.blob_key).where(instances.c.study_id == study_id).order_by(instances.c.id).limit(1)
+    ).scalar()
     if not key:
         return ()
     try:
@@ -382,22 +499,41 @@ def _nhs_in_header(conn: Connection, study_id: int) -> tuple[str, ...]:
 
 def arrival_of(conn: Connection, study: Any) -> Arrival:
     """What the hub knows of a study, for matching."""
-    patient = conn.execute(select(patients.c.patient_id, patients.c.issuer, patients.c.name,
-                                  patients.c.birth_date).where(patients.c.id == study.patient_pk)).first()
+    patient = conn.execute(
+        select(patients.c.patient_id, patients.c.issuer, patients.c.name, patients.c.birth_date).where(
+            patients.c.id == study.patient_pk
+        )
+    ).first()
     modalities = set((study.modalities or "").replace("\\", " ").split())
-    modalities |= {m for m in conn.execute(select(series.c.modality).distinct().where(
-        series.c.study_id == study.id)).scalars() if m}
-    return Arrival(study_uid=study.study_uid, patient_id=patient.patient_id if patient else "",
-                   other_patient_ids=_nhs_in_header(conn, study.id),
-                   issuer=patient.issuer if patient else "", patient_name=patient.name if patient else "",
-                   birth_date=patient.birth_date if patient else "", accession=study.accession_number or "",
-                   modalities=tuple(sorted(modalities)), study_date=study.study_date or "")
+    modalities |= {
+        m
+        for m in conn.execute(select(series.c.modality).distinct().where(series.c.study_id == study.id)).scalars()
+        if m
+    }
+    return Arrival(
+        study_uid=study.study_uid,
+        patient_id=patient.patient_id if patient else "",
+        other_patient_ids=_nhs_in_header(conn, study.id),
+        issuer=patient.issuer if patient else "",
+        patient_name=patient.name if patient else "",
+        birth_date=patient.birth_date if patient else "",
+        accession=study.accession_number or "",
+        modalities=tuple(sorted(modalities)),
+        study_date=study.study_date or "",
+    )
 
 
 def wanted_of(row: Any) -> Wanted:
-    return Wanted(nhs_number=row.nhs_number, patient_name=row.patient_name, birth_date=row.birth_date,
-                  accession=row.accession, study_uid=row.study_uid, modality=row.modality,
-                  date_from=row.date_from, date_to=row.date_to)
+    return Wanted(
+        nhs_number=row.nhs_number,
+        patient_name=row.patient_name,
+        birth_date=row.birth_date,
+        accession=row.accession,
+        study_uid=row.study_uid,
+        modality=row.modality,
+        date_from=row.date_from,
+        date_to=row.date_to,
+    )
 
 
 def match_arrival(conn: Connection, study_row: Any, source_institution_ids: set[int]) -> int | None:
@@ -407,15 +543,21 @@ def match_arrival(conn: Connection, study_row: Any, source_institution_ids: set[
     The most urgent, then oldest, matching request wins; a study fulfils one request."""
     if not source_institution_ids:
         return None
-    already = conn.execute(select(transaction_studies.c.transaction_id).where(
-        transaction_studies.c.study_uid == study_row.study_uid)).first()
+    already = conn.execute(
+        select(transaction_studies.c.transaction_id).where(transaction_studies.c.study_uid == study_row.study_uid)
+    ).first()
     if already is not None:
         return None  # already on its way in a transaction (e.g. retrieved for a grant): the hook routes it
-    candidates = conn.execute(select(image_requests).where(
-        image_requests.c.state.in_(ACTIVE), image_requests.c.expires_at > utcnow(),
-        image_requests.c.source_institution_id.in_(sorted(source_institution_ids)),
-        image_requests.c.source_institution_id == study_row.institution_id)
-        .order_by(image_requests.c.priority.desc(), image_requests.c.created_at, image_requests.c.id)).all()
+    candidates = conn.execute(
+        select(image_requests)
+        .where(
+            image_requests.c.state.in_(ACTIVE),
+            image_requests.c.expires_at > utcnow(),
+            image_requests.c.source_institution_id.in_(sorted(source_institution_ids)),
+            image_requests.c.source_institution_id == study_row.institution_id,
+        )
+        .order_by(image_requests.c.priority.desc(), image_requests.c.created_at, image_requests.c.id)
+    ).all()
     if not candidates:
         return None
     arrival = arrival_of(conn, study_row)
@@ -426,12 +568,20 @@ def match_arrival(conn: Connection, study_row: Any, source_institution_ids: set[
         from imex.exchanges.transactions import TransactionError, open_transaction
 
         try:
-            tid = open_transaction(conn, kind="request", source_institution_id=row.source_institution_id,
-                                   destination_institution_id=row.requesting_institution_id,
-                                   sender_user_id=None, sender_name=SYSTEM, study_uids=[study_row.study_uid],
-                                   subject=f"Image request {row.id}", priority=row.priority,
-                                   recipient=row.recipient, recipient_user_id=row.recipient_user_id,
-                                   destination_node_id=row.destination_node_id)
+            tid = open_transaction(
+                conn,
+                kind="request",
+                source_institution_id=row.source_institution_id,
+                destination_institution_id=row.requesting_institution_id,
+                sender_user_id=None,
+                sender_name=SYSTEM,
+                study_uids=[study_row.study_uid],
+                subject=f"Image request {row.id}",
+                priority=row.priority,
+                recipient=row.recipient,
+                recipient_user_id=row.recipient_user_id,
+                destination_node_id=row.destination_node_id,
+            )
         except TransactionError as exc:
             log.warning("study %s matches request %s but cannot be sent: %s", study_row.study_uid, row.id, exc)
             add_event(conn, row.id, HUB, "unsent", f"a matching study arrived but cannot be sent: {exc}")
@@ -443,14 +593,20 @@ def match_arrival(conn: Connection, study_row: Any, source_institution_ids: set[
             values["state"] = "accepted"
         if values:
             conn.execute(update(image_requests).where(image_requests.c.id == row.id).values(**values))
-        add_event(conn, row.id, HUB, "matched",
-                  f"a study pushed by the source matched by {reason}; sent to the requester as exchange {tid}")
+        add_event(
+            conn,
+            row.id,
+            HUB,
+            "matched",
+            f"a study pushed by the source matched by {reason}; sent to the requester as exchange {tid}",
+        )
         log.info("study %s matches image request %s by %s: exchange %s", study_row.study_uid, row.id, reason, tid)
         return tid
     return None
 
 
 # -- the request job: fulfilment and expiry --------------------------------------------------------------
+
 
 def mark_fulfilled(conn: Connection) -> list[int]:
     """Active requests whose transaction's studies are all delivered to the requester become fulfilled;
@@ -459,25 +615,38 @@ def mark_fulfilled(conn: Connection) -> list[int]:
     from imex.exchanges.transactions import overall_state, study_progress
 
     done: list[int] = []
-    for row in conn.execute(select(image_requests).where(image_requests.c.state.in_(ACTIVE),
-                                                         image_requests.c.transaction_id.is_not(None))).all():
+    for row in conn.execute(
+        select(image_requests).where(image_requests.c.state.in_(ACTIVE), image_requests.c.transaction_id.is_not(None))
+    ).all():
         tx = conn.execute(select(transactions).where(transactions.c.id == row.transaction_id)).first()
         if tx is None or overall_state(study_progress(conn, tx)) != "delivered":
             continue
-        changed = conn.execute(update(image_requests).where(
-            image_requests.c.id == row.id, image_requests.c.state.in_(ACTIVE)).values(
-            state="fulfilled", fulfilled_at=utcnow(), updated_at=utcnow())).rowcount
+        changed = conn.execute(
+            update(image_requests)
+            .where(image_requests.c.id == row.id, image_requests.c.state.in_(ACTIVE))
+            .values(state="fulfilled", fulfilled_at=utcnow(), updated_at=utcnow())
+        ).rowcount
         if not changed:
             continue
         requester, source_name = _names(conn, row)
         add_event(conn, row.id, HUB, "fulfilled", f"the images of exchange {tx.id} were delivered to {requester}")
-        _tell(conn, _requesters(conn, row), "request.fulfilled",
-              f"Image request {row.id} fulfilled: images from {source_name} delivered", row.id,
-              f"The images you asked {source_name} for (request {row.id}, {_what(row)}) have been delivered to "
-              f"{requester}.")
-        _tell(conn, _users_with(conn, row.source_institution_id, "requests.fulfil"), "request.fulfilled",
-              f"Image request {row.id} fulfilled: delivered to {requester}", row.id,
-              f"The images for request {row.id} from {requester} were delivered.")
+        _tell(
+            conn,
+            _requesters(conn, row),
+            "request.fulfilled",
+            f"Image request {row.id} fulfilled: images from {source_name} delivered",
+            row.id,
+            f"The images you asked {source_name} for (request {row.id}, {_what(row)}) have been delivered to "
+            f"{requester}.",
+        )
+        _tell(
+            conn,
+            _users_with(conn, row.source_institution_id, "requests.fulfil"),
+            "request.fulfilled",
+            f"Image request {row.id} fulfilled: delivered to {requester}",
+            row.id,
+            f"The images for request {row.id} from {requester} were delivered.",
+        )
         done.append(row.id)
     return done
 
@@ -486,19 +655,35 @@ def expire_due(conn: Connection, now: dt.datetime | None = None) -> list[int]:
     """Open or accepted requests past their expiry with nothing on its way become expired."""
     now = now or utcnow()
     expired: list[int] = []
-    for row in conn.execute(select(image_requests).where(
-            image_requests.c.state.in_(ACTIVE), image_requests.c.expires_at <= now,
-            image_requests.c.transaction_id.is_(None))).all():
-        changed = conn.execute(update(image_requests).where(
-            image_requests.c.id == row.id, image_requests.c.state.in_(ACTIVE),
-            image_requests.c.transaction_id.is_(None)).values(state="expired", updated_at=now)).rowcount
+    for row in conn.execute(
+        select(image_requests).where(
+            image_requests.c.state.in_(ACTIVE),
+            image_requests.c.expires_at <= now,
+            image_requests.c.transaction_id.is_(None),
+        )
+    ).all():
+        changed = conn.execute(
+            update(image_requests)
+            .where(
+                image_requests.c.id == row.id,
+                image_requests.c.state.in_(ACTIVE),
+                image_requests.c.transaction_id.is_(None),
+            )
+            .values(state="expired", updated_at=now)
+        ).rowcount
         if not changed:
             continue
         requester, source_name = _names(conn, row)
         add_event(conn, row.id, HUB, "expired", f"not fulfilled by {now:%Y-%m-%d %H:%M} UTC")
-        _tell(conn, _requesters(conn, row), "request.expired", f"Image request {row.id} to {source_name} expired",
-              row.id, f"Your image request {row.id} to {source_name} expired unfulfilled; ask again if the "
-                      "images are still needed.")
+        _tell(
+            conn,
+            _requesters(conn, row),
+            "request.expired",
+            f"Image request {row.id} to {source_name} expired",
+            row.id,
+            f"Your image request {row.id} to {source_name} expired unfulfilled; ask again if the "
+            "images are still needed.",
+        )
         expired.append(row.id)
     return expired
 

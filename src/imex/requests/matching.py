@@ -7,6 +7,7 @@ Instance UID), and it lies within the request's modality and date range. Names a
 components in DICOM order (family^given^middle), case and punctuation ignored, never fuzzily: a wrong
 patient's images must never be sent on.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -102,7 +103,11 @@ def match_reason(wanted: Wanted, arrival: Arrival) -> str | None:
     if same_patient_by_nhs(wanted, arrival):
         return "NHS number"
     name = normalise_name(wanted.patient_name)
-    if name and wanted.birth_date and name == normalise_name(arrival.patient_name) \
-            and wanted.birth_date == arrival.birth_date:
+    if (
+        name
+        and wanted.birth_date
+        and name == normalise_name(arrival.patient_name)
+        and wanted.birth_date == arrival.birth_date
+    ):
         return "name and date of birth"
     return None

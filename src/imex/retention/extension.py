@@ -1,5 +1,6 @@
 """Keeping a study longer than its retention: once per study, by a person who says why (audited). The
 retention pass then deletes it at the new time."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,14 @@ def extend_study(s: Session, study_id: int, hours: int, reason: str, actor: Prin
     before = study.expires_at
     study.expires_at = max(before, utcnow()) + dt.timedelta(hours=hours)
     study.extended_by = actor.username
-    audit.record(s, "study.extend", study_uid=study.study_uid, patient_id=patient.patient_id if patient else "",
-                 object_type="study", object_id=study_id,
-                 detail=f"kept until {study.expires_at:%Y-%m-%d %H:%M} UTC (was {before:%Y-%m-%d %H:%M}): "
-                        f"{reason.strip()}", **actor.audit_fields())
+    audit.record(
+        s,
+        "study.extend",
+        study_uid=study.study_uid,
+        patient_id=patient.patient_id if patient else "",
+        object_type="study",
+        object_id=study_id,
+        detail=f"kept until {study.expires_at:%Y-%m-%d %H:%M} UTC (was {before:%Y-%m-%d %H:%M}): {reason.strip()}",
+        **actor.audit_fields(),
+    )
     return study

@@ -1,5 +1,6 @@
 """When a study expires: stamped when it is routed, quarantined or delivered, from the hours of the rule
 that routed it, else its institution's, else the setting; never brought forward by a later stamp."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,15 +21,20 @@ class RetentionPolicy:
 
     @classmethod
     def from_config(cls, config: Config) -> RetentionPolicy:
-        return cls(hours=config["retention.hours"], quarantine_hours=config["retention.quarantine_hours"],
-                   extend_hours=config["retention.extend_hours"], warn_hours=config["retention.warn_hours"])
+        return cls(
+            hours=config["retention.hours"],
+            quarantine_hours=config["retention.quarantine_hours"],
+            extend_hours=config["retention.extend_hours"],
+            warn_hours=config["retention.warn_hours"],
+        )
 
     def stamp(self, conn: Connection, study_id: int, base: dt.datetime, *, quarantined: bool = False) -> None:
         """Keep the study at least until `base` plus its hours (0 hours: until someone deletes it)."""
-        row = conn.execute(select(studies.c.expires_at, studies.c.retention_hours.label("by_rule"),
-                                  institutions.c.retention_hours)
-                           .join(institutions, institutions.c.id == studies.c.institution_id)
-                           .where(studies.c.id == study_id)).first()
+        row = conn.execute(
+            select(studies.c.expires_at, studies.c.retention_hours.label("by_rule"), institutions.c.retention_hours)
+            .join(institutions, institutions.c.id == studies.c.institution_id)
+            .where(studies.c.id == study_id)
+        ).first()
         if row is None:
             return
         if quarantined:
@@ -45,6 +51,8 @@ class RetentionPolicy:
 
 def keep_until(conn: Connection, study_id: int, until: dt.datetime) -> None:
     """Keep the study at least until `until` (a later expiry stands)."""
-    conn.execute(update(studies).where(studies.c.id == study_id,
-                                       (studies.c.expires_at.is_(None)) | (studies.c.expires_at < until))
-                 .values(expires_at=until))
+    conn.execute(
+        update(studies)
+        .where(studies.c.id == study_id, (studies.c.expires_at.is_(None)) | (studies.c.expires_at < until))
+        .values(expires_at=until)
+    )

@@ -1,6 +1,7 @@
 """Escalation: an emergency transfer not delivered within `priority.escalate_after_seconds` alerts the
 source, the destination and the hub's admins (e-mail and in-app), once, recorded as a transfer event;
 the portal shows it red until it is delivered."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,33 +24,65 @@ UNFINISHED = ("pending", "sending", "failed", "held")
 
 def _admins(conn: Connection) -> list:
     """Enabled users whose roles grant system.admin, at any institution."""
-    rows = conn.execute(select(users.c.id, users.c.email, users.c.email_events, roles.c.permissions)
-                        .join(role_grants, role_grants.c.user_id == users.c.id)
-                        .join(roles, roles.c.id == role_grants.c.role_id)
-                        .where(users.c.disabled.is_(False))).all()
+    rows = conn.execute(
+        select(users.c.id, users.c.email, users.c.email_events, roles.c.permissions)
+        .join(role_grants, role_grants.c.user_id == users.c.id)
+        .join(roles, roles.c.id == role_grants.c.role_id)
+        .where(users.c.disabled.is_(False))
+    ).all()
     return list({r.id: r for r in rows if "system.admin" in r.permissions.split()}.values())
 
 
 def _alert(conn: Connection, transfer_id: int, waited: float) -> None:
     t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
     study = conn.execute(select(studies).where(studies.c.id == t.study_id)).one()
-    dest = conn.execute(select(nodes.c.name, nodes.c.contact_email, nodes.c.institution_id,
-                               institutions.c.name.label("inst"), institutions.c.ods_code,
-                               institutions.c.contact_email.label("inst_email"))
-                        .join(institutions).where(nodes.c.id == t.destination_node_id)).one()
-    source = conn.execute(select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email)
-                          .where(institutions.c.id == study.institution_id)).one()
-    title = (f"EMERGENCY transfer {t.id} from {source.ods_code} to {dest.ods_code} not delivered after "
-             f"{waited / 60:.0f} min ({t.state})")
-    body = (f"{title}.\n\n{study.modalities or 'Study'} of {study.study_date or 'unknown date'}, "
-            f"{study.num_instances} images, from {source.name} to {dest.inst} (node {dest.name}).\n"
-            f"{t.instances_sent} of {t.instances_total} instances sent; last error: {t.last_error or 'none'}.\n\n"
-            f"See /transfers/{t.id} in the imex portal.\n")
-    watchers = {r.id: r for r in [*users_with_permission(conn, study.institution_id, "transfers.view"),
-                                  *users_with_permission(conn, dest.institution_id, "transfers.view"), *_admins(conn)]}
+    dest = conn.execute(
+        select(
+            nodes.c.name,
+            nodes.c.contact_email,
+            nodes.c.institution_id,
+            institutions.c.name.label("inst"),
+            institutions.c.ods_code,
+            institutions.c.contact_email.label("inst_email"),
+        )
+        .join(institutions)
+        .where(nodes.c.id == t.destination_node_id)
+    ).one()
+    source = conn.execute(
+        select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email).where(
+            institutions.c.id == study.institution_id
+        )
+    ).one()
+    title = (
+        f"EMERGENCY transfer {t.id} from {source.ods_code} to {dest.ods_code} not delivered after "
+        f"{waited / 60:.0f} min ({t.state})"
+    )
+    body = (
+        f"{title}.\n\n{study.modalities or 'Study'} of {study.study_date or 'unknown date'}, "
+        f"{study.num_instances} images, from {source.name} to {dest.inst} (node {dest.name}).\n"
+        f"{t.instances_sent} of {t.instances_total} instances sent; last error: {t.last_error or 'none'}.\n\n"
+        f"See /transfers/{t.id} in the imex portal.\n"
+    )
+    watchers = {
+        r.id: r
+        for r in [
+            *users_with_permission(conn, study.institution_id, "transfers.view"),
+            *users_with_permission(conn, dest.institution_id, "transfers.view"),
+            *_admins(conn),
+        ]
+    }
     notify_users(conn, list(watchers.values()), ESCALATED, title, f"/transfers/{t.id}")
-    queue_email(conn, [source.contact_email or "", dest.contact_email or "", dest.inst_email or "",
-                       *[u.email for u in _admins(conn) if u.email]], f"[imex] {title}", body)
+    queue_email(
+        conn,
+        [
+            source.contact_email or "",
+            dest.contact_email or "",
+            dest.inst_email or "",
+            *[u.email for u in _admins(conn) if u.email],
+        ],
+        f"[imex] {title}",
+        body,
+    )
 
 
 def escalate_overdue(db: Database, after_seconds: float) -> int:
@@ -58,8 +91,12 @@ def escalate_overdue(db: Database, after_seconds: float) -> int:
         return 0
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=after_seconds)
-    due = (transfers.c.priority >= EMERGENCY, transfers.c.state.in_(UNFINISHED),
-           transfers.c.escalated_at.is_(None), transfers.c.created_at <= cutoff)
+    due = (
+        transfers.c.priority >= EMERGENCY,
+        transfers.c.state.in_(UNFINISHED),
+        transfers.c.escalated_at.is_(None),
+        transfers.c.created_at <= cutoff,
+    )
     with db.reader() as conn:
         ids = conn.execute(select(transfers.c.id).where(*due).limit(50)).scalars().all()
         conn.rollback()
@@ -67,8 +104,9 @@ def escalate_overdue(db: Database, after_seconds: float) -> int:
     for transfer_id in ids:
         with db.engine.begin() as conn:
             # the guard on escalated_at makes it once only, even with several processes
-            if not conn.execute(update(transfers).where(transfers.c.id == transfer_id, *due)
-                                .values(escalated_at=now)).rowcount:
+            if not conn.execute(
+                update(transfers).where(transfers.c.id == transfer_id, *due).values(escalated_at=now)
+            ).rowcount:
                 continue
             created = conn.execute(select(transfers.c.created_at).where(transfers.c.id == transfer_id)).scalar_one()
             waited = (now - created).total_seconds()

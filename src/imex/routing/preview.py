@@ -1,5 +1,6 @@
 """A dry run of harmonisation: what would change in a study's header if it were sent to a destination now,
 without sending anything or changing anything stored."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,19 +40,31 @@ def preview(db: Database, store: BlobStore, harmoniser: Harmoniser, study_uid: s
         node_ids, problem = resolve_targets(conn, target)
         if not node_ids:
             raise PreviewError(problem or f"{target} has no destination node")
-        first = conn.execute(select(instances.c.blob_key, instances.c.sop_uid).where(instances.c.study_id == study)
-                             .order_by(instances.c.series_id, instances.c.number, instances.c.id)).first()
+        first = conn.execute(
+            select(instances.c.blob_key, instances.c.sop_uid)
+            .where(instances.c.study_id == study)
+            .order_by(instances.c.series_id, instances.c.number, instances.c.id)
+        ).first()
         count = conn.execute(select(instances.c.id).where(instances.c.study_id == study)).scalars().all()
         results: list[Preview] = []
         for node_id in node_ids:
-            rec = conn.execute(select(reconciliations).join(
-                transfers, transfers.c.id == reconciliations.c.transfer_id).where(
-                transfers.c.study_id == study, transfers.c.destination_node_id == node_id,
-                reconciliations.c.state == "resolved")).first()
+            rec = conn.execute(
+                select(reconciliations)
+                .join(transfers, transfers.c.id == reconciliations.c.transfer_id)
+                .where(
+                    transfers.c.study_id == study,
+                    transfers.c.destination_node_id == node_id,
+                    reconciliations.c.state == "resolved",
+                )
+            ).first()
             resolved = Resolved(rec.patient_id, rec.issuer, rec.accession_number) if rec is not None else None
             prepared = harmoniser.for_study(conn, store, study, node_id, resolved)
-            result = Preview(prepared.destination, instances=len(count), hold=prepared.hold,
-                             sop_instance_uid=first.sop_uid if first else "")
+            result = Preview(
+                prepared.destination,
+                instances=len(count),
+                hold=prepared.hold,
+                sop_instance_uid=first.sop_uid if first else "",
+            )
             if prepared.coercion is not None and first is not None:
                 result.rules = [r.name for r in prepared.coercion.rules]
                 result.changes = prepared.coercion.apply(dcmread(store.path(first.blob_key)))

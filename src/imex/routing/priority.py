@@ -4,6 +4,7 @@ Stored as integers on transfers.priority so that the queue's `ORDER BY priority 
 urgent first, across destinations and within one. A transfer's priority only ever rises: a routing rule,
 the sender in the portal, or the request it fulfils can raise it, and nothing lowers it by accident.
 """
+
 from __future__ import annotations
 
 ROUTINE = 0

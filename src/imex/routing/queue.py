@@ -5,6 +5,7 @@ The claim, its lease and the backoff are the job engine's (imex.jobs); this modu
 particular to deliveries: a destination's concurrency limit, the transfer's event log, and the
 operators' retry and cancel.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
     return conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing()).rowcount or 0
 
 
-def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0,
-                recipient: str = "") -> list[int]:
+def queue_study(
+    conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0, recipient: str = ""
+) -> list[int]:
     """Make sure each destination node has a transfer of the study with an item for every instance.
 
     New transfers are created; existing ones get items for instances they lack and are reopened if
@@ -50,22 +52,45 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
     now = utcnow()
     work: list[int] = []
     for node_id, reason in destinations.items():
-        created = _insert_ignore(conn, transfers, [dict(
-            study_id=study_id, destination_node_id=node_id, state="pending", priority=priority, reason=reason,
-            recipient=recipient or None,
-            attempts=0, next_attempt_at=now, instances_total=0, instances_sent=0, bytes_sent=0,
-            created_at=now, updated_at=now)])
-        row = conn.execute(select(transfers.c.id, transfers.c.state, transfers.c.priority,
-                                  transfers.c.recipient).where(
-            transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id)).one()
-        missing = conn.execute(
-            select(instances.c.id).where(instances.c.study_id == study_id).where(
-                ~instances.c.id.in_(select(items.c.instance_id).where(items.c.transfer_id == row.id)))
-        ).scalars().all()
-        added = _insert_ignore(conn, items, [dict(transfer_id=row.id, instance_id=i, state="pending")
-                                             for i in missing])
-        pending = conn.execute(select(func.count()).select_from(items).where(
-            items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
+        created = _insert_ignore(
+            conn,
+            transfers,
+            [
+                dict(
+                    study_id=study_id,
+                    destination_node_id=node_id,
+                    state="pending",
+                    priority=priority,
+                    reason=reason,
+                    recipient=recipient or None,
+                    attempts=0,
+                    next_attempt_at=now,
+                    instances_total=0,
+                    instances_sent=0,
+                    bytes_sent=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ],
+        )
+        row = conn.execute(
+            select(transfers.c.id, transfers.c.state, transfers.c.priority, transfers.c.recipient).where(
+                transfers.c.study_id == study_id, transfers.c.destination_node_id == node_id
+            )
+        ).one()
+        missing = (
+            conn.execute(
+                select(instances.c.id)
+                .where(instances.c.study_id == study_id)
+                .where(~instances.c.id.in_(select(items.c.instance_id).where(items.c.transfer_id == row.id)))
+            )
+            .scalars()
+            .all()
+        )
+        added = _insert_ignore(conn, items, [dict(transfer_id=row.id, instance_id=i, state="pending") for i in missing])
+        pending = conn.execute(
+            select(func.count()).select_from(items).where(items.c.transfer_id == row.id, items.c.state == "pending")
+        ).scalar_one()
         total = conn.execute(select(func.count()).select_from(items).where(items.c.transfer_id == row.id)).scalar_one()
         values: dict = dict(instances_total=total, updated_at=now)
         if not created and priority > (row.priority or 0):
@@ -78,8 +103,9 @@ def queue_study(conn: Connection, study_id: int, destinations: dict[int, str], p
         elif added:
             record(conn, row.id, "follow-up", f"{added} more instances arrived after routing")
         if pending and row.state in ("delivered", "confirmed", "failed"):
-            values.update(state="pending", next_attempt_at=now, attempts=0, delivered_at=None, confirmed_at=None,
-                          confirm_rounds=0)
+            values.update(
+                state="pending", next_attempt_at=now, attempts=0, delivered_at=None, confirmed_at=None, confirm_rounds=0
+            )
             record(conn, row.id, "reopened", f"{pending} instances to send")
         conn.execute(update(transfers).where(transfers.c.id == row.id).values(**values))
         if pending and row.state != "cancelled":
@@ -91,12 +117,25 @@ def _order(t: Table) -> list:
     return [t.c.priority.desc(), t.c.next_attempt_at, t.c.id]
 
 
-DELIVERY = register(JobQueue(
-    "delivery", transfers, RetrySettings("delivery.retry_initial_seconds", "delivery.retry_multiplier",
-                                         "delivery.retry_max_seconds", "delivery.max_attempts"),
-    due_state="pending", running_state="sending", dead_state="failed", order=_order, updated_column="updated_at",
-    description="Transfers of studies to destination nodes (C-STORE).",
-    requeue=lambda db, transfer_id: _retry_failed(db, transfer_id)))
+DELIVERY = register(
+    JobQueue(
+        "delivery",
+        transfers,
+        RetrySettings(
+            "delivery.retry_initial_seconds",
+            "delivery.retry_multiplier",
+            "delivery.retry_max_seconds",
+            "delivery.max_attempts",
+        ),
+        due_state="pending",
+        running_state="sending",
+        dead_state="failed",
+        order=_order,
+        updated_column="updated_at",
+        description="Transfers of studies to destination nodes (C-STORE).",
+        requeue=lambda db, transfer_id: _retry_failed(db, transfer_id),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -120,17 +159,25 @@ def claim(db: Database, worker: str, lease_seconds: float, default_limit: int) -
         if db.is_postgres:
             node_query = node_query.with_for_update()
         node = conn.execute(node_query).one()
-        running = conn.execute(select(func.count()).select_from(transfers).where(
-            transfers.c.destination_node_id == row.destination_node_id,
-            transfers.c.state == "sending")).scalar_one()
+        running = conn.execute(
+            select(func.count())
+            .select_from(transfers)
+            .where(transfers.c.destination_node_id == row.destination_node_id, transfers.c.state == "sending")
+        ).scalar_one()
         if running >= (node.max_associations or default_limit) or not node.enabled:
             busy.add(row.destination_node_id)
             return False
         record(conn, row.id, "sending", f"attempt {row.attempts + 1} by {worker}")
         return True
 
-    rows = engine.claim(db, DELIVERY, worker, lease_seconds, admit=admit,
-                        values=dict(started_at=func.coalesce(transfers.c.started_at, utcnow())))
+    rows = engine.claim(
+        db,
+        DELIVERY,
+        worker,
+        lease_seconds,
+        admit=admit,
+        values=dict(started_at=func.coalesce(transfers.c.started_at, utcnow())),
+    )
     if not rows:
         return None
     return Claim(rows[0].id, rows[0].destination_node_id, rows[0].attempts)
@@ -139,8 +186,13 @@ def claim(db: Database, worker: str, lease_seconds: float, default_limit: int) -
 def reap_expired_leases(db: Database) -> int:
     """Put back transfers whose worker stopped renewing its lease (its process died): they resume and
     send only the items not yet confirmed."""
-    return engine.reap(db, DELIVERY, on_reaped=lambda conn, row: record(
-        conn, row.id, "resumed", f"worker {row.claimed_by} stopped (lease expired); resuming"))
+    return engine.reap(
+        db,
+        DELIVERY,
+        on_reaped=lambda conn, row: record(
+            conn, row.id, "resumed", f"worker {row.claimed_by} stopped (lease expired); resuming"
+        ),
+    )
 
 
 def retry(db: Database, transfer_id: int) -> None:
@@ -156,8 +208,9 @@ def retry(db: Database, transfer_id: int) -> None:
             return
         if state in ("delivered", "confirmed"):
             raise QueueError(f"transfer {transfer_id} was {state}; nothing to retry")
-        conn.execute(update(items).where(items.c.transfer_id == transfer_id, items.c.state == "failed")
-                     .values(state="pending"))
+        conn.execute(
+            update(items).where(items.c.transfer_id == transfer_id, items.c.state == "failed").values(state="pending")
+        )
         engine.reopen(conn, DELIVERY, transfer_id, confirm_rounds=0)
         record(conn, transfer_id, "retry", f"operator retry (was {state})")
 

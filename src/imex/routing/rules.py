@@ -15,6 +15,7 @@ A study matches when every condition given holds; every matching rule adds its d
 transfers get the highest priority of the matching rules; an emergency rule routes a study as its
 instances arrive, without waiting for it to be stable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,10 +24,27 @@ from fnmatch import fnmatchcase
 from imex.config import ConfigError
 from imex.routing import priority as priority_levels
 
-MATCH_FIELDS = ("StudyDescription", "AccessionNumber", "PatientID", "ReferringPhysicianName",
-                "SeriesDescription", "BodyPartExamined", "StudyDate")
-_KEYS = {"name", "source", "source_institution", "modality", "called_aet", "match", "to", "priority", "recipient",
-         "retention_hours"}
+MATCH_FIELDS = (
+    "StudyDescription",
+    "AccessionNumber",
+    "PatientID",
+    "ReferringPhysicianName",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "StudyDate",
+)
+_KEYS = {
+    "name",
+    "source",
+    "source_institution",
+    "modality",
+    "called_aet",
+    "match",
+    "to",
+    "priority",
+    "recipient",
+    "retention_hours",
+}
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,7 @@ def parse_rules(tables: list[dict]) -> list[Rule]:
             raise ConfigError(f"{label}: `to` must name at least one destination (ODS code or node name)")
         match = table.get("match", {})
         if not isinstance(match, dict):
-            raise ConfigError(f"{label}: match must be a table such as {{ StudyDescription = \"*HEAD*\" }}")
+            raise ConfigError(f'{label}: match must be a table such as {{ StudyDescription = "*HEAD*" }}')
         for key, value in match.items():
             if key not in MATCH_FIELDS:
                 raise ConfigError(f"{label}: cannot match on {key}; choose from {', '.join(MATCH_FIELDS)}")
@@ -107,12 +125,18 @@ def parse_rules(tables: list[dict]) -> list[Rule]:
         recipient = table.get("recipient", "")
         if not isinstance(recipient, str) or len(recipient) > 200:
             raise ConfigError(f"{label}: recipient must be a string of at most 200 characters")
-        rules.append(Rule(
-            name=str(table.get("name") or f"rule {index}"), to=tuple(sorted(to)),
-            source=_names(table.get("source"), f"{label}: source"),
-            source_institution=_names(table.get("source_institution"), f"{label}: source_institution"),
-            modality=_names(table.get("modality"), f"{label}: modality"),
-            called_aet=_names(table.get("called_aet"), f"{label}: called_aet"),
-            match=dict(match), priority=level, recipient=recipient.strip(), retention_hours=hours,
-        ))
+        rules.append(
+            Rule(
+                name=str(table.get("name") or f"rule {index}"),
+                to=tuple(sorted(to)),
+                source=_names(table.get("source"), f"{label}: source"),
+                source_institution=_names(table.get("source_institution"), f"{label}: source_institution"),
+                modality=_names(table.get("modality"), f"{label}: modality"),
+                called_aet=_names(table.get("called_aet"), f"{label}: called_aet"),
+                match=dict(match),
+                priority=level,
+                recipient=recipient.strip(),
+                retention_hours=hours,
+            )
+        )
     return rules

@@ -3,6 +3,7 @@ instances not yet confirmed, committing each confirmation as it comes, so a cras
 instance that was in flight. Failures are retried with exponential backoff up to a limit; then the
 transfer stays `failed` until an operator retries it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,10 +30,10 @@ from imex.tls import files as tls_files
 log = logging.getLogger("imex.delivery")
 
 
-
 # Run after every confirmed instance: prepared once (see index.ingest for why text).
-_ITEM_SENT = text("UPDATE transfer_items SET state = 'sent', status = :status, sent_at = :now, error = NULL "
-                  "WHERE id = :id").bindparams(bindparam("now", type_=DateTime))
+_ITEM_SENT = text(
+    "UPDATE transfer_items SET state = 'sent', status = :status, sent_at = :now, error = NULL WHERE id = :id"
+).bindparams(bindparam("now", type_=DateTime))
 # (the lease is the heartbeat's to renew; this only counts progress while the worker still owns the transfer)
 _TRANSFER_PROGRESS = text(
     "UPDATE transfers SET instances_sent = instances_sent + 1, bytes_sent = bytes_sent + :size, "
@@ -49,8 +50,15 @@ class Pending:
 
 
 class DeliveryWorker:
-    def __init__(self, config: Config, db: Database, store: BlobStore, name: str,
-                 wake: threading.Event | None = None, harmoniser: Harmoniser | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        store: BlobStore,
+        name: str,
+        wake: threading.Event | None = None,
+        harmoniser: Harmoniser | None = None,
+    ) -> None:
         self.config = config
         self.harmoniser = harmoniser or Harmoniser.from_config(config)
         self.retention = RetentionPolicy.from_config(config)
@@ -64,8 +72,9 @@ class DeliveryWorker:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                claimed = queue.claim(self.db, self.name, self.config["delivery.lease_seconds"],
-                                      self.config["delivery.per_destination"])
+                claimed = queue.claim(
+                    self.db, self.name, self.config["delivery.lease_seconds"], self.config["delivery.per_destination"]
+                )
                 if claimed is None:
                     # the router of this process sets `wake` when it queues work; others are found by polling
                     if self.wake.wait(self.config["delivery.poll_interval"]):
@@ -81,14 +90,28 @@ class DeliveryWorker:
     def _pending(self, transfer_id: int, coerce=None) -> list[Pending]:
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                select(items.c.id, instances.c.id.label("instance_id"), instances.c.blob_key,
-                       instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.size,
-                       instances.c.sop_uid)
+                select(
+                    items.c.id,
+                    instances.c.id.label("instance_id"),
+                    instances.c.blob_key,
+                    instances.c.sop_class_uid,
+                    instances.c.transfer_syntax_uid,
+                    instances.c.size,
+                    instances.c.sop_uid,
+                )
                 .join(instances, instances.c.id == items.c.instance_id)
                 .where(items.c.transfer_id == transfer_id, items.c.state == "pending")
-                .order_by(instances.c.series_id, instances.c.number, instances.c.id)).all()
-        return [Pending(r.id, r.instance_id, Outgoing(self.store.path(r.blob_key), r.sop_class_uid,
-                                                      r.transfer_syntax_uid, r.sop_uid, coerce), r.size) for r in rows]
+                .order_by(instances.c.series_id, instances.c.number, instances.c.id)
+            ).all()
+        return [
+            Pending(
+                r.id,
+                r.instance_id,
+                Outgoing(self.store.path(r.blob_key), r.sop_class_uid, r.transfer_syntax_uid, r.sop_uid, coerce),
+                r.size,
+            )
+            for r in rows
+        ]
 
     def deliver(self, claimed: Claim, stop: threading.Event) -> None:
         # the heartbeat renews the lease even while one large instance takes minutes to send
@@ -110,8 +133,10 @@ class DeliveryWorker:
             return
         with self.db.reader() as conn:
             needs_recipient = recipient.missing_recipient(conn, claimed.transfer_id)
-            level = conn.execute(select(transfers.c.priority).where(
-                transfers.c.id == claimed.transfer_id)).scalar_one() or 0
+            level = (
+                conn.execute(select(transfers.c.priority).where(transfers.c.id == claimed.transfer_id)).scalar_one()
+                or 0
+            )
             conn.rollback()
         if needs_recipient:
             recipient.hold(self.db, claimed.transfer_id, self.name)
@@ -131,21 +156,28 @@ class DeliveryWorker:
             errors, interrupted = self._send_round(claimed, node, batch, stop)
         self._finish(claimed, node, errors, interrupted=interrupted)
 
-    def _send_round(self, claimed: Claim, node, batch: list[Pending],
-                    stop: threading.Event) -> tuple[list[str], bool]:
+    def _send_round(self, claimed: Claim, node, batch: list[Pending], stop: threading.Event) -> tuple[list[str], bool]:
         """Send a batch on one association; returns the errors and whether the transfer was interrupted."""
         errors: list[str] = []
-        for p, sent in send_all(batch, lambda p: p.outgoing,
-                                calling_aet=self.config["dicom.ae_title"], called_aet=node.ae_title,
-                                host=node.host, port=node.port, timeout=self.config["dicom.dimse_timeout"],
-                                tls=tls_files.outbound(self.config, node.tls)):
+        for p, sent in send_all(
+            batch,
+            lambda p: p.outgoing,
+            calling_aet=self.config["dicom.ae_title"],
+            called_aet=node.ae_title,
+            host=node.host,
+            port=node.port,
+            timeout=self.config["dicom.dimse_timeout"],
+            tls=tls_files.outbound(self.config, node.tls),
+        ):
             if sent.association_lost:
                 errors.append(sent.error)
                 break  # the destination is gone: retry the rest later
             if sent.status is None:
                 errors.append(self._item_failed(claimed, p, None, sent.error))
             elif not is_success(sent.status):
-                detail = f"{p.outgoing.sop_instance_uid}: status 0x{sent.status:04X}" + (f" ({sent.error})" if sent.error else "")
+                detail = f"{p.outgoing.sop_instance_uid}: status 0x{sent.status:04X}" + (
+                    f" ({sent.error})" if sent.error else ""
+                )
                 errors.append(self._item_failed(claimed, p, sent.status, f"destination refused {detail}"))
             elif not self._confirm(claimed, p, sent.status):
                 return errors, True  # cancelled, or taken over after a lost lease
@@ -158,8 +190,9 @@ class DeliveryWorker:
         now = utcnow()
         with self.db.engine.begin() as conn:
             conn.execute(_ITEM_SENT, {"id": p.item_id, "status": status, "now": now})
-            owned = conn.execute(_TRANSFER_PROGRESS, {"id": claimed.transfer_id, "worker": self.name,
-                                                      "size": p.size, "now": now}).rowcount
+            owned = conn.execute(
+                _TRANSFER_PROGRESS, {"id": claimed.transfer_id, "worker": self.name, "size": p.size, "now": now}
+            ).rowcount
         metrics.INSTANCES_SENT.inc()
         metrics.BYTES_SENT.inc(p.size)
         return bool(owned)
@@ -177,8 +210,9 @@ class DeliveryWorker:
             row = conn.execute(select(transfers).where(transfers.c.id == tid)).one()
             if row.state != "sending" or row.claimed_by != self.name:
                 return  # cancelled by an operator, or taken over after a lost lease
-            left = conn.execute(select(func.count()).select_from(items).where(
-                items.c.transfer_id == row.id, items.c.state == "pending")).scalar_one()
+            left = conn.execute(
+                select(func.count()).select_from(items).where(items.c.transfer_id == row.id, items.c.state == "pending")
+            ).scalar_one()
             if left == 0:
                 engine.finish(conn, DELIVERY, tid, self.name, "delivered", delivered_at=now, last_error=None)
                 where = f" to {node.ae_title}@{node.host}:{node.port}" if node is not None else ""
@@ -201,5 +235,9 @@ class DeliveryWorker:
                     metrics.TRANSFERS_FINISHED.labels(state="failed").inc()
                     events.emit("transfer.failed", conn, transfer_id=row.id)
                 elif outcome is not None:
-                    record(conn, row.id, "retry-scheduled", f"attempt {outcome.attempts} failed: {error}; "
-                                                            f"next in {outcome.delay:.0f} s")
+                    record(
+                        conn,
+                        row.id,
+                        "retry-scheduled",
+                        f"attempt {outcome.attempts} failed: {error}; next in {outcome.delay:.0f} s",
+                    )

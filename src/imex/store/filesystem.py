@@ -4,6 +4,7 @@ A blob is written to a temporary file in the store, optionally fsync'd, then ren
 crash at any moment leaves either the whole file or none: the index never points at half a file.
 Identical content is stored once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,7 @@ class BlobStore:
                 for chunk in chunks:
                     view = memoryview(chunk)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                 if self.fsync:
                     os.fdatasync(fd)
             finally:

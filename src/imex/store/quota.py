@@ -4,6 +4,7 @@ resources) and nothing is stored.
 
 Totals come from the database at most every few seconds (several processes share it) plus what this
 process stored since, so the check costs no query per instance."""
+
 from __future__ import annotations
 
 import logging
@@ -30,26 +31,38 @@ class Held:
 
 
 def by_institution(conn: Connection, institution_id: int | None = None) -> dict[int, Held]:
-    query = (select(institutions.c.id, institutions.c.quota_bytes,
-                    func.coalesce(func.sum(instances.c.size), 0), func.count(func.distinct(studies.c.id)))
-             .select_from(institutions)
-             .outerjoin(studies, studies.c.institution_id == institutions.c.id)
-             .outerjoin(instances, instances.c.study_id == studies.c.id)
-             .group_by(institutions.c.id, institutions.c.quota_bytes))
+    query = (
+        select(
+            institutions.c.id,
+            institutions.c.quota_bytes,
+            func.coalesce(func.sum(instances.c.size), 0),
+            func.count(func.distinct(studies.c.id)),
+        )
+        .select_from(institutions)
+        .outerjoin(studies, studies.c.institution_id == institutions.c.id)
+        .outerjoin(instances, instances.c.study_id == studies.c.id)
+        .group_by(institutions.c.id, institutions.c.quota_bytes)
+    )
     if institution_id is not None:
         query = query.where(institutions.c.id == institution_id)
     return {row[0]: Held(int(row[2]), int(row[3]), row[1]) for row in conn.execute(query)}
 
 
 def by_folder(conn: Connection, folder_ids: list[int] | None = None) -> dict[int, Held]:
-    per_study = (select(instances.c.study_id, func.sum(instances.c.size).label("size"))
-                 .group_by(instances.c.study_id).subquery())
-    query = (select(folders.c.id, func.coalesce(func.sum(per_study.c.size), 0),
-                    func.count(func.distinct(folder_studies.c.study_id)))
-             .select_from(folders)
-             .outerjoin(folder_studies, folder_studies.c.folder_id == folders.c.id)
-             .outerjoin(per_study, per_study.c.study_id == folder_studies.c.study_id)
-             .group_by(folders.c.id))
+    per_study = (
+        select(instances.c.study_id, func.sum(instances.c.size).label("size")).group_by(instances.c.study_id).subquery()
+    )
+    query = (
+        select(
+            folders.c.id,
+            func.coalesce(func.sum(per_study.c.size), 0),
+            func.count(func.distinct(folder_studies.c.study_id)),
+        )
+        .select_from(folders)
+        .outerjoin(folder_studies, folder_studies.c.folder_id == folders.c.id)
+        .outerjoin(per_study, per_study.c.study_id == folder_studies.c.study_id)
+        .group_by(folders.c.id)
+    )
     if folder_ids is not None:
         query = query.where(folders.c.id.in_(folder_ids))
     return {row[0]: Held(int(row[1]), int(row[2])) for row in conn.execute(query)}
@@ -90,11 +103,18 @@ class Quota:
             return None
         used = held.bytes + self._added.get(institution_id, 0)
         if used + size > held.quota_bytes:
-            log.warning("institution %s is over its storage quota (%d + %d > %d bytes)", institution_id, used, size,
-                        held.quota_bytes)
+            log.warning(
+                "institution %s is over its storage quota (%d + %d > %d bytes)",
+                institution_id,
+                used,
+                size,
+                held.quota_bytes,
+            )
             self._alert(institution_id, used, held.quota_bytes)
-            return (f"the sending institution has used its storage quota on the hub ({used} of "
-                    f"{held.quota_bytes} bytes); ask the hub's administrators")
+            return (
+                f"the sending institution has used its storage quota on the hub ({used} of "
+                f"{held.quota_bytes} bytes); ask the hub's administrators"
+            )
         return None
 
     def _alert(self, institution_id: int, used: int, quota: int) -> None:

@@ -1,6 +1,7 @@
 """Where the hub's TLS files are, from the settings (each empty setting falls back to the deployment CA
 folder), and server contexts that follow changes to them: a revocation or a renewed certificate takes
 effect on the next handshake without a restart."""
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,13 @@ class TlsFiles:
         def pick(key: str, default: Path) -> Path:
             return Path(config[key]).expanduser().absolute() if config[key] else default
 
-        return cls(ca_dir, pick("tls.cert", ca_dir / "issued" / "hub.crt"),
-                   pick("tls.key", ca_dir / "issued" / "hub.key"), pick("tls.ca_file", ca_dir / "ca.crt"),
-                   pick("tls.crl_file", ca_dir / "crl.pem"))
+        return cls(
+            ca_dir,
+            pick("tls.cert", ca_dir / "issued" / "hub.crt"),
+            pick("tls.key", ca_dir / "issued" / "hub.key"),
+            pick("tls.ca_file", ca_dir / "ca.crt"),
+            pick("tls.crl_file", ca_dir / "crl.pem"),
+        )
 
     def client_context(self) -> ssl.SSLContext:
         """For the hub dialling a TLS destination: verify it against tls.ca_file, present the hub's
@@ -42,8 +47,15 @@ class TlsFiles:
 class ServerContext:
     """A listener's SSLContext, rebuilt when its certificate, key, CA or CRL file changes."""
 
-    def __init__(self, cert: Path, key: Path, *, client_ca: Path | None = None, crl: Path | None = None,
-                 require_client: bool = False) -> None:
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        *,
+        client_ca: Path | None = None,
+        crl: Path | None = None,
+        require_client: bool = False,
+    ) -> None:
         self.args = (cert, key)
         self.client_ca, self.crl, self.require_client = client_ca, crl, require_client
         self._lock = threading.Lock()
@@ -64,8 +76,9 @@ class ServerContext:
         stamp = self._files_stamp()
         with self._lock:
             if self._context is None or stamp != self._stamp:
-                self._context = profile.server_context(*self.args, client_ca=self.client_ca, crl=self.crl,
-                                                       require_client=self.require_client)
+                self._context = profile.server_context(
+                    *self.args, client_ca=self.client_ca, crl=self.crl, require_client=self.require_client
+                )
                 self._stamp = stamp
             return self._context
 
@@ -84,8 +97,9 @@ def mllp_context(config: Config) -> ssl.SSLContext | None:
     cert = Path(config["hl7.tls_cert"]) if config["hl7.tls_cert"] else files.cert
     key = Path(config["hl7.tls_key"]) if config["hl7.tls_cert"] else files.key
     verify = config["hl7.tls_verify_client"]
-    return ServerContext(cert, key, client_ca=files.ca if verify else None, crl=files.crl if verify else None,
-                         require_client=verify).get()
+    return ServerContext(
+        cert, key, client_ca=files.ca if verify else None, crl=files.crl if verify else None, require_client=verify
+    ).get()
 
 
 def check(config: Config) -> None:

@@ -1,6 +1,7 @@
 """What a staged file is: a DICOM instance (with what the review shows), a DICOMDIR, a zip, or a file
 skipped with the reason. Only what the review needs is read, with the same checks as DICOM arrivals
 (imex.dicom.parse), so a file that passes here is one the ingest path will accept."""
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,23 @@ def classify(path: Path, name: str) -> Found:
         return Found("dicomdir")
     syntax = meta[0x0010]
     try:
-        fields = read_instance(data[dataset_offset(data):], syntax)
+        fields = read_instance(data[dataset_offset(data) :], syntax)
     except (InvalidInstance, struct.error, ValueError) as exc:
         return Found("skipped", f"DICOM file the hub cannot accept: {exc}"[:300])
     info = {
-        "patient_id": fields.patient_id, "issuer": fields.issuer, "patient_name": fields.patient_name,
-        "birth_date": fields.birth_date, "sex": fields.sex, "study_date": fields.study_date,
-        "study_description": fields.study_description, "accession": fields.accession_number,
-        "modality": fields.modality, "series_uid": fields.series_uid, "series_description": fields.series_description,
-        "transfer_syntax": syntax, "sop_class": fields.sop_class_uid,
+        "patient_id": fields.patient_id,
+        "issuer": fields.issuer,
+        "patient_name": fields.patient_name,
+        "birth_date": fields.birth_date,
+        "sex": fields.sex,
+        "study_date": fields.study_date,
+        "study_description": fields.study_description,
+        "accession": fields.accession_number,
+        "modality": fields.modality,
+        "series_uid": fields.series_uid,
+        "series_description": fields.series_description,
+        "transfer_syntax": syntax,
+        "sop_class": fields.sop_class_uid,
         "sop_class_name": UID(fields.sop_class_uid).name,
     }
     return Found("instance", study_uid=fields.study_uid, sop_uid=fields.sop_uid, info=info)

@@ -1,6 +1,7 @@
 """Names that come from outside (a browser's relative path, a zip entry's name) are only ever text: the
 hub stages files under names it chooses. They are still checked, so a hostile name is refused with a
 clear message rather than shown or matched against a DICOMDIR."""
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@ database transaction, before a single instance is stored, so the router sends ea
 destination when it is stable instead of deciding by the static rules. The upload worker then stores the
 instances through the same ingest path as DICOM pushes and STOW-RS (blob store, then index), marking each
 file stored; a worker killed half way is replaced when its lease runs out and stores only the rest."""
+
 from __future__ import annotations
 
 import logging
@@ -38,10 +39,19 @@ CALLING_AET = "UPLOAD"
 _uploads = uploads
 
 # A `sending` upload is stored by the worker that holds its lease; no lease (NULL) or a lapsed one: free.
-UPLOAD = register(JobQueue(
-    "upload", _uploads, None, due_state="sending", due_column="lease_until", null_is_due=True,
-    attempts_column=None, error_column="error",
-    description="Uploads from the browser, stored into the hub and sent on."))
+UPLOAD = register(
+    JobQueue(
+        "upload",
+        _uploads,
+        None,
+        due_state="sending",
+        due_column="lease_until",
+        null_is_due=True,
+        attempts_column=None,
+        error_column="error",
+        description="Uploads from the browser, stored into the hub and sent on.",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -63,10 +73,15 @@ def _check_choice(conn: Connection, p: Principal, choice: Choice) -> str:
     if choice.destination_institution_id == p.institution_id:
         raise UploadError(422, "the destination must be another institution than your own")
     if choice.destination_node_id is not None:
-        node = conn.execute(select(Node.institution_id, Node.destination, Node.enabled).where(
-            Node.id == choice.destination_node_id)).first()
-        if node is None or node.institution_id != choice.destination_institution_id or not node.destination \
-                or not node.enabled:
+        node = conn.execute(
+            select(Node.institution_id, Node.destination, Node.enabled).where(Node.id == choice.destination_node_id)
+        ).first()
+        if (
+            node is None
+            or node.institution_id != choice.destination_institution_id
+            or not node.destination
+            or not node.enabled
+        ):
             raise UploadError(422, f"the node chosen is not an enabled destination of {ods}")
     return ods
 
@@ -75,15 +90,24 @@ def _foreign(conn: Connection, p: Principal, study_uids: set[str], sop_uids: set
     """Study UIDs another institution sent to the hub: nobody else may add instances to them (as STOW-RS)."""
     if p.is_system_admin:
         return []
-    found = set(conn.execute(select(Study.study_uid).where(
-        Study.study_uid.in_(study_uids), Study.institution_id != p.institution_id)).scalars())
-    found |= set(conn.execute(select(Study.study_uid).join(Instance, Instance.study_id == Study.id).where(
-        Instance.sop_uid.in_(sop_uids), Study.institution_id != p.institution_id)).scalars())
+    found = set(
+        conn.execute(
+            select(Study.study_uid).where(Study.study_uid.in_(study_uids), Study.institution_id != p.institution_id)
+        ).scalars()
+    )
+    found |= set(
+        conn.execute(
+            select(Study.study_uid)
+            .join(Instance, Instance.study_id == Study.id)
+            .where(Instance.sop_uid.in_(sop_uids), Study.institution_id != p.institution_id)
+        ).scalars()
+    )
     return sorted(found)
 
 
-def send(db: Database, staging: Staging, p: Principal, upload_id: int, choice: Choice,
-         quota: Quota | None = None) -> int:
+def send(
+    db: Database, staging: Staging, p: Principal, upload_id: int, choice: Choice, quota: Quota | None = None
+) -> int:
     """Open the transaction and hand the upload to the worker; returns the transaction's id."""
     with db.reader() as conn:
         state = conn.execute(select(_uploads.c.state).where(_uploads.c.id == upload_id)).scalar()
@@ -92,18 +116,25 @@ def send(db: Database, staging: Staging, p: Principal, upload_id: int, choice: C
         raise UploadError(409, f"this upload is {state}; only an open upload can be sent")
     arriving = staging.incomplete(upload_id)
     if arriving:
-        raise UploadError(409, f"{len(arriving)} file(s) have not finished arriving (e.g. {arriving[0]}); "
-                               "wait for the upload to finish, or discard it")
+        raise UploadError(
+            409,
+            f"{len(arriving)} file(s) have not finished arriving (e.g. {arriving[0]}); "
+            "wait for the upload to finish, or discard it",
+        )
     with db.reader() as conn:
         instances, skipped = instances_and_skipped(conn, upload_id)
         if not instances:
-            raise UploadError(422, f"there is nothing to send: no DICOM instance was found "
-                                   f"({len(skipped)} file(s) skipped)")
+            raise UploadError(
+                422, f"there is nothing to send: no DICOM instance was found ({len(skipped)} file(s) skipped)"
+            )
         blocked = _foreign(conn, p, {i.study_uid for i in instances}, {i.sop_uid for i in instances})
         conn.rollback()
     if blocked:
-        raise UploadError(409, f"study {blocked[0]} is at the hub from another institution; it cannot be added "
-                               "to (remove its files from the upload)")
+        raise UploadError(
+            409,
+            f"study {blocked[0]} is at the hub from another institution; it cannot be added "
+            "to (remove its files from the upload)",
+        )
     size = sum((staging.folder(upload_id) / i.staged_name).stat().st_size for i in instances)
     refusal = quota.refusal(p.institution_id, size) if quota is not None else None
     if refusal:
@@ -111,30 +142,54 @@ def send(db: Database, staging: Staging, p: Principal, upload_id: int, choice: C
     study_uids = list(dict.fromkeys(i.study_uid for i in instances))
     with db.engine.begin() as conn:
         ods = _check_choice(conn, p, choice)
-        moved = conn.execute(update(_uploads).where(_uploads.c.id == upload_id, _uploads.c.state == "open").values(
-            state="sending", destination_institution_id=choice.destination_institution_id,
-            destination_node_id=choice.destination_node_id, priority=choice.priority,
-            recipient=choice.recipient or None, message=choice.message)).rowcount
+        moved = conn.execute(
+            update(_uploads)
+            .where(_uploads.c.id == upload_id, _uploads.c.state == "open")
+            .values(
+                state="sending",
+                destination_institution_id=choice.destination_institution_id,
+                destination_node_id=choice.destination_node_id,
+                priority=choice.priority,
+                recipient=choice.recipient or None,
+                message=choice.message,
+            )
+        ).rowcount
         if moved != 1:
             state = conn.execute(select(_uploads.c.state).where(_uploads.c.id == upload_id)).scalar()
             raise UploadError(409, f"this upload is {state}; it cannot be sent again")
         try:
             tid = open_transaction(
-                conn, kind="upload", source_institution_id=p.institution_id,
-                destination_institution_id=choice.destination_institution_id, sender_user_id=p.user_id,
-                sender_name=p.username, study_uids=study_uids, subject=choice.subject, message=choice.message,
-                priority=choice.priority, recipient=choice.recipient or None,
-                recipient_user_id=choice.recipient_user_id, destination_node_id=choice.destination_node_id)
+                conn,
+                kind="upload",
+                source_institution_id=p.institution_id,
+                destination_institution_id=choice.destination_institution_id,
+                sender_user_id=p.user_id,
+                sender_name=p.username,
+                study_uids=study_uids,
+                subject=choice.subject,
+                message=choice.message,
+                priority=choice.priority,
+                recipient=choice.recipient or None,
+                recipient_user_id=choice.recipient_user_id,
+                destination_node_id=choice.destination_node_id,
+            )
         except TransactionError as exc:
             raise UploadError(422, str(exc)) from None
         conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(transaction_id=tid))
         for uid in study_uids:
             these = [i for i in instances if i.study_uid == uid]
-            audit.record(conn, "upload.send", study_uid=uid, patient_id=these[0].info.get("patient_id", ""),
-                         object_type="upload", object_id=upload_id,
-                         detail=f"{len(these)} instance(s) to {ods}"
-                                + (f" node {choice.destination_node_id}" if choice.destination_node_id else "")
-                                + f", exchange {tid}", **p.audit_fields())
+            audit.record(
+                conn,
+                "upload.send",
+                study_uid=uid,
+                patient_id=these[0].info.get("patient_id", ""),
+                object_type="upload",
+                object_id=upload_id,
+                detail=f"{len(these)} instance(s) to {ods}"
+                + (f" node {choice.destination_node_id}" if choice.destination_node_id else "")
+                + f", exchange {tid}",
+                **p.audit_fields(),
+            )
     return tid
 
 
@@ -142,8 +197,16 @@ class UploadWorker:
     """Stores sending uploads and expires old ones; one per `imex serve` process, sharing the work through
     leases in the database."""
 
-    def __init__(self, config: Config, db: Database, ingest: Ingest, staging: Staging, worker_id: str,
-                 quota: Quota | None = None, lease_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        ingest: Ingest,
+        staging: Staging,
+        worker_id: str,
+        quota: Quota | None = None,
+        lease_seconds: float | None = None,
+    ) -> None:
         self.config = config
         self.db = db
         self.ingest = ingest
@@ -181,8 +244,11 @@ class UploadWorker:
         except OSError as exc:  # the disk: leave it for the next lease, it is retried
             log.warning("upload %s: storing stopped: %s", upload_id, exc)
             with self.db.engine.begin() as conn:
-                conn.execute(update(_uploads).where(_uploads.c.id == upload_id).values(
-                    error=f"storing stopped, will retry: {exc}"[:2000]))
+                conn.execute(
+                    update(_uploads)
+                    .where(_uploads.c.id == upload_id)
+                    .values(error=f"storing stopped, will retry: {exc}"[:2000])
+                )
         return True
 
     def _store(self, upload_id: int) -> None:
@@ -202,7 +268,7 @@ class UploadWorker:
             try:
                 meta = read_meta(data)
                 syntax = meta[0x0010]
-                fields = read_instance(data[dataset_offset(data):], syntax)
+                fields = read_instance(data[dataset_offset(data) :], syntax)
             except (InvalidInstance, ValueError, struct.error) as exc:  # changed on disk since it was reviewed
                 self._fail(upload_id, f"{inst.path} can no longer be read: {exc}")
                 return

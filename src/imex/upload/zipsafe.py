@@ -2,6 +2,7 @@
 leave the folder (.., absolute, drive letters), symbolic links, too deep, too many entries, more bytes in
 total than the upload may still stage, and entries whose claimed expansion is a zip bomb's. Extraction is
 then streamed with a cap per entry, since the sizes a zip declares may lie."""
+
 from __future__ import annotations
 
 import stat
@@ -58,12 +59,15 @@ def check(archive: zipfile.ZipFile, limits: Limits) -> list[Entry]:
         if info.flag_bits & 0x1:
             raise ZipRefused(f"the zip entry {name!r} is encrypted; upload the files unencrypted")
         if info.file_size > RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise ZipRefused(f"the zip entry {name!r} claims to expand {info.file_size // max(info.compress_size, 1)} "
-                             f"times (at most {limits.max_ratio}): refused as a zip bomb")
+            raise ZipRefused(
+                f"the zip entry {name!r} claims to expand {info.file_size // max(info.compress_size, 1)} "
+                f"times (at most {limits.max_ratio}): refused as a zip bomb"
+            )
         total += info.file_size
         if total > limits.max_total_bytes:
-            raise ZipRefused(f"the zip expands to more than {limits.max_total_bytes} bytes, more than this upload "
-                             "may still stage")
+            raise ZipRefused(
+                f"the zip expands to more than {limits.max_total_bytes} bytes, more than this upload may still stage"
+            )
         entries.append(Entry(info, name))
     return entries
 

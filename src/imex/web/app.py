@@ -1,6 +1,7 @@
 """The HTTP application: the portal's pages, the JSON API under /api/v1 (OpenAPI at
 /api/v1/openapi.json), static files, GET /healthz and GET /metrics (Prometheus text format); with the
 security headers and the request size limit every response and request goes through."""
+
 from __future__ import annotations
 
 import hmac
@@ -62,11 +63,39 @@ if TYPE_CHECKING:
 _STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled")
 
 # The JSON API under /api/v1, one module per resource; the pages mirror it one to one (web/pages/).
-API_MODULES = (transfers, priority, admin, account, audit_trail, folders, storage, download, links, locator, uploads,
-               requests, transactions, pacs_search, jobs)
+API_MODULES = (
+    transfers,
+    priority,
+    admin,
+    account,
+    audit_trail,
+    folders,
+    storage,
+    download,
+    links,
+    locator,
+    uploads,
+    requests,
+    transactions,
+    pacs_search,
+    jobs,
+)
 # Order matters where paths overlap: /exchanges/send (pacs_search) before /exchanges/{transaction_id}.
-PAGE_MODULES = (account_pages, transfer_pages, admin_pages, audit_trail_pages, folder_pages, storage_pages,
-                link_pages, locator_pages, upload_pages, request_pages, pacs_search_pages, transaction_pages, job_pages)
+PAGE_MODULES = (
+    account_pages,
+    transfer_pages,
+    admin_pages,
+    audit_trail_pages,
+    folder_pages,
+    storage_pages,
+    link_pages,
+    locator_pages,
+    upload_pages,
+    request_pages,
+    pacs_search_pages,
+    transaction_pages,
+    job_pages,
+)
 
 
 def _gauges(hub: Hub) -> str:
@@ -74,18 +103,24 @@ def _gauges(hub: Hub) -> str:
     figures as imex_jobs*)."""
     with hub.db.reader() as conn:
         by_state = dict(conn.execute(select(Transfer.state, func.count()).group_by(Transfer.state)).all())
-        quarantined = conn.execute(select(func.count()).select_from(Study).where(
-            Study.route_state == "quarantined")).scalar_one()
-        waiting = conn.execute(select(func.count()).select_from(Study).where(
-            Study.route_state == "receiving")).scalar_one()
+        quarantined = conn.execute(
+            select(func.count()).select_from(Study).where(Study.route_state == "quarantined")
+        ).scalar_one()
+        waiting = conn.execute(
+            select(func.count()).select_from(Study).where(Study.route_state == "receiving")
+        ).scalar_one()
         queues = job_stats.prometheus_text(conn, registry.queues())
         conn.rollback()
     lines = ["# HELP imex_transfers Transfers in the queue by state.", "# TYPE imex_transfers gauge"]
     lines += [f'imex_transfers{{state="{s}"}} {by_state.get(s, 0)}' for s in _STATES]
-    lines += ["# HELP imex_studies_quarantined Studies waiting in quarantine for a destination.",
-              "# TYPE imex_studies_quarantined gauge", f"imex_studies_quarantined {quarantined}",
-              "# HELP imex_studies_receiving Studies still receiving (not yet stable).",
-              "# TYPE imex_studies_receiving gauge", f"imex_studies_receiving {waiting}"]
+    lines += [
+        "# HELP imex_studies_quarantined Studies waiting in quarantine for a destination.",
+        "# TYPE imex_studies_quarantined gauge",
+        f"imex_studies_quarantined {quarantined}",
+        "# HELP imex_studies_receiving Studies still receiving (not yet stable).",
+        "# TYPE imex_studies_receiving gauge",
+        f"imex_studies_receiving {waiting}",
+    ]
     return "\n".join(lines) + "\n" + queues
 
 
@@ -124,27 +159,41 @@ def _metrics_refusal(request: Request, token: str) -> Response | None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return None
-        return PlainTextResponse("/metrics needs its bearer token (http.metrics_token)\n", status_code=401,
-                                 headers={"WWW-Authenticate": 'Bearer realm="imex metrics"'})
+        return PlainTextResponse(
+            "/metrics needs its bearer token (http.metrics_token)\n",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="imex metrics"'},
+        )
     if _loopback(request.client.host if request.client else ""):
         return None
-    return PlainTextResponse("/metrics answers only this machine; set http.metrics_token to scrape it from "
-                             "elsewhere\n", status_code=403)
+    return PlainTextResponse(
+        "/metrics answers only this machine; set http.metrics_token to scrape it from elsewhere\n", status_code=403
+    )
 
 
 def create_app(hub: Hub) -> FastAPI:
-    app = ImexApp(title="imex", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url="/api/v1/openapi.json",
-                  description="The imex hub's JSON API: everything the portal's pages do. Sign in with a "
-                              "bearer token from POST /api/v1/auth/token, or a portal session cookie plus "
-                              "its X-CSRF-Token header on changes.")
+    app = ImexApp(
+        title="imex",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+        description="The imex hub's JSON API: everything the portal's pages do. Sign in with a "
+        "bearer token from POST /api/v1/auth/token, or a portal session cookie plus "
+        "its X-CSRF-Token header on changes.",
+    )
     app.state.portal = Portal.create(hub.db, hub.config, hub)
     errors.install(app, render_error)
     # the last added runs first: the declared size is checked, then who is calling, before any body is read
     app.add_middleware(SignedInFirst)
-    app.add_middleware(BodyLimit, max_bytes=hub.config["http.max_body_bytes"],
-                       uploads={prefix: hub.config["http.max_upload_bytes"]
-                                for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")})
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=hub.config["http.max_body_bytes"],
+        uploads={
+            prefix: hub.config["http.max_upload_bytes"]
+            for prefix in ("/dicomweb/studies", "/api/v1/uploads", "/api/v1/attachments")
+        },
+    )
     for module in API_MODULES:
         app.include_router(module.router)
     app.include_router(dicomweb.router)
@@ -165,8 +214,10 @@ def create_app(hub: Hub) -> FastAPI:
         checks["dicom"] = "ok" if hub.listener.server is not None else "stopped"
         checks["store"] = _store_refusal(hub) or "ok"
         healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", "version": __version__, "checks": checks},
-                            status_code=200 if healthy else 503)
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "version": __version__, "checks": checks},
+            status_code=200 if healthy else 503,
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus(request: Request) -> Response:

@@ -1,5 +1,6 @@
 """What the portal's routes share: the database, settings, the secret box, the sign-in policy, and the
 hub they run in (for the DICOM test button)."""
+
 from __future__ import annotations
 
 import datetime as dt

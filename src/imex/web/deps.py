@@ -1,5 +1,6 @@
 """Who is calling: a browser session cookie (with CSRF protection on every change) or a bearer token.
 Routes declare `principal: Principal = Depends(signed_in)` and read nothing else about the caller."""
+
 from __future__ import annotations
 
 import hmac
@@ -47,9 +48,15 @@ def db_session(request: Request, p: Portal = Depends(portal)) -> Iterator[Sessio
             s.rollback()
             who: Principal | None = getattr(request.state, "principal", None)
             if who is not None:
-                audit.record(s, "access.denied", outcome="denied", object_type="permission",
-                             object_id=exc.permission, detail=f"{request.method} {request.url.path[:200]}",
-                             **who.audit_fields())
+                audit.record(
+                    s,
+                    "access.denied",
+                    outcome="denied",
+                    object_type="permission",
+                    object_id=exc.permission,
+                    detail=f"{request.method} {request.url.path[:200]}",
+                    **who.audit_fields(),
+                )
             s.commit()
             raise
         except (NotVisible, Refused):
@@ -79,8 +86,11 @@ def check_csrf(request: Request, expected: str, submitted: str | None = None) ->
     check_same_origin(request)
     given = submitted if submitted is not None else request.headers.get("x-csrf-token", "")
     if not given or not hmac.compare_digest(given, expected):
-        raise Problem(403, "The form's security token is missing or out of date; reload the page and try again.",
-                      title="CSRF check failed")
+        raise Problem(
+            403,
+            "The form's security token is missing or out of date; reload the page and try again.",
+            title="CSRF check failed",
+        )
 
 
 def _credentials(request: Request, s: Session, p: Portal, *, allow_partial: bool = False):
@@ -92,9 +102,13 @@ def _credentials(request: Request, s: Session, p: Portal, *, allow_partial: bool
         found = sessions.resolve(s, token, kind="token", idle=None)
         if found is None:
             raise SignInRequired("the API token is unknown, revoked or expired")
-        if found[1].must_change_password and not allow_partial:  # a token must not outlive a one-time password's forced change
-            raise SignInRequired("this account must choose a new password before its API tokens work: "
-                                 "sign in to the portal and change it")
+        if (
+            found[1].must_change_password and not allow_partial
+        ):  # a token must not outlive a one-time password's forced change
+            raise SignInRequired(
+                "this account must choose a new password before its API tokens work: "
+                "sign in to the portal and change it"
+            )
         return found, False
     cookie = request.cookies.get(sessions.COOKIE)
     if not cookie:
@@ -107,8 +121,10 @@ def _credentials(request: Request, s: Session, p: Portal, *, allow_partial: bool
         raise SignInRequired("too many failed attempts: this account is locked for a while")  # a sign-in in progress
     if not allow_partial:
         if not row.second_factor_done and second_factor_required(s, user):
-            raise SignInRequired("finish signing in with your second factor",
-                                 step="/login/enrol" if not user.totp_enabled else "/login/second-factor")
+            raise SignInRequired(
+                "finish signing in with your second factor",
+                step="/login/enrol" if not user.totp_enabled else "/login/second-factor",
+            )
         if user.must_change_password:
             raise SignInRequired("choose a new password first", step="/login/password")
     return found, True
@@ -152,8 +168,9 @@ def partly_signed_in(request: Request, s: Session = Depends(db_session), p: Port
     return row, user
 
 
-def visible_or_deny(s: Session, principal: Principal, found: T | None, object_type: str, object_id: object,
-                    label: str = "") -> T:
+def visible_or_deny(
+    s: Session, principal: Principal, found: T | None, object_type: str, object_id: object, label: str = ""
+) -> T:
     """`found` when the scoped query found it; otherwise audit the attempt and answer 404."""
     if found is None:
         deny(s, principal, object_type, object_id)
@@ -163,6 +180,12 @@ def visible_or_deny(s: Session, principal: Principal, found: T | None, object_ty
 
 def deny(s: Session, principal: Principal, object_type: str, object_id: object, action: str = "access.denied") -> None:
     """Audit an attempt to reach something the principal may not see; the caller then answers 404."""
-    audit.record(s, action, outcome="denied", object_type=object_type, object_id=str(object_id)[:64],
-                 detail=f"{object_type} {str(object_id)[:64]} is not visible to {principal.institution_ods}",
-                 **principal.audit_fields())
+    audit.record(
+        s,
+        action,
+        outcome="denied",
+        object_type=object_type,
+        object_id=str(object_id)[:64],
+        detail=f"{object_type} {str(object_id)[:64]} is not visible to {principal.institution_ods}",
+        **principal.audit_fields(),
+    )

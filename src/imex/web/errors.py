@@ -3,6 +3,7 @@ people, and a redirect to the sign-in page when a page needs a session.
 
 The one place a domain error becomes an HTTP status, by its type (imex.errors): NotFound 404, Conflict 409,
 Invalid 422, Forbidden 403. Handlers let domain errors through; none picks a status from a message."""
+
 from __future__ import annotations
 
 import logging
@@ -43,9 +44,19 @@ class SignInRequired(Exception):
         self.step = step
 
 
-_TITLES = {400: "Bad request", 401: "Sign-in required", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
-           422: "Invalid request", 429: "Too many requests", 500: "Internal error"}
+_TITLES = {
+    400: "Bad request",
+    401: "Sign-in required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    429: "Too many requests",
+    500: "Internal error",
+}
 
 STATUS: dict[type[DomainError], int] = {Forbidden: 403, NotFound: 404, Conflict: 409, Invalid: 422}
 
@@ -86,8 +97,9 @@ def sign_in_answer(request: Request, exc: SignInRequired, *, as_json: bool | Non
     return RedirectResponse(target, status_code=303)
 
 
-def problem_response(request: Request, error_page: ErrorPage, status: int, detail: str, title: str = "",
-                     extra: dict | None = None) -> Response:
+def problem_response(
+    request: Request, error_page: ErrorPage, status: int, detail: str, title: str = "", extra: dict | None = None
+) -> Response:
     title = title or _TITLES.get(status, "Error")
     if wants_json(request):
         body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}

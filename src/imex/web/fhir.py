@@ -8,6 +8,7 @@ with a bearer token (POST /api/v1/auth/token). The reason (one of `locator.reaso
 parameter or the `X-Access-Reason` header; the date of birth is required and an entry whose date of birth
 differs is never returned. Answers are application/fhir+json: a searchset Bundle, or an OperationOutcome
 with a 4xx status saying what was wrong."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,7 @@ KNOWN = {"patient.identifier", "patient.birthdate", "reason", "_format"}
 
 def outcome(status: int, code: str, text: str) -> JSONResponse:
     """An OperationOutcome with one issue; `code` from the FHIR issue-type value set."""
-    body = {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
     headers = {"WWW-Authenticate": 'Bearer realm="imex"'} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
 
@@ -61,10 +61,17 @@ def imaging_study(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
     if not entry.study_uid.startswith("acc:"):
         identifiers.append({"system": "urn:dicom:uid", "value": f"urn:oid:{entry.study_uid}", "assigner": holder})
     if entry.accession:
-        identifiers.append({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                                 "code": "ACSN"}]}, "value": entry.accession, "assigner": holder})
+        identifiers.append(
+            {
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                "value": entry.accession,
+                "assigner": holder,
+            }
+        )
     resource: dict[str, Any] = {
-        "resourceType": "ImagingStudy", "id": f"locator-{entry.id}", "identifier": identifiers,
+        "resourceType": "ImagingStudy",
+        "id": f"locator-{entry.id}",
+        "identifier": identifiers,
         "status": "available",
         "subject": {"type": "Patient", "identifier": {"system": NHS_SYSTEM, "value": entry.nhs_number}},
         "modality": [{"system": DCM, "code": m} for m in entry.modalities.split("\\") if m],
@@ -80,8 +87,11 @@ def imaging_study(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
         resource["description"] = entry.description
     series = []
     for s in series_of(entry.series_json):
-        item: dict[str, Any] = {"uid": s.get("uid", ""), "modality": {"system": DCM, "code": s.get("modality") or "OT"},
-                                "performer": [{"actor": holder}]}
+        item: dict[str, Any] = {
+            "uid": s.get("uid", ""),
+            "modality": {"system": DCM, "code": s.get("modality") or "OT"},
+            "performer": [{"actor": holder}],
+        }
         if isinstance(s.get("number"), int):
             item["number"] = s["number"]
         if s.get("description"):
@@ -94,8 +104,9 @@ def imaging_study(entry: LocatorEntry, ods: str, name: str) -> dict[str, Any]:
             series.append(item)
     if series:
         resource["series"] = series
-    resource["extension"] = [{"url": "https://imex.example/fhir/StructureDefinition/locator-source",
-                              "valueCode": entry.source}]
+    resource["extension"] = [
+        {"url": "https://imex.example/fhir/StructureDefinition/locator-source", "valueCode": entry.source}
+    ]
     resource["meta"] = {"lastUpdated": entry.seen_at.isoformat(timespec="seconds") + "Z"}
     return resource
 
@@ -109,21 +120,34 @@ def _nhs_number(value: str) -> str | None:
 
 
 @router.get("/fhir/ImagingStudy")
-def search_imaging_studies(request: Request, s: Session = Depends(db_session), pt: Portal = Depends(portal)) -> JSONResponse:
+def search_imaging_studies(
+    request: Request, s: Session = Depends(db_session), pt: Portal = Depends(portal)
+) -> JSONResponse:
     try:
         p: Principal = signed_in(request, s, pt)
     except SignInRequired as exc:
         return outcome(401, "login", f"send a bearer token from POST /api/v1/auth/token ({exc.detail})")
     if not p.can("locator.search"):
-        audit.record(s, "access.denied", outcome="denied", object_type="permission", object_id="locator.search",
-                     detail="GET /fhir/ImagingStudy", **p.audit_fields())
+        audit.record(
+            s,
+            "access.denied",
+            outcome="denied",
+            object_type="permission",
+            object_id="locator.search",
+            detail="GET /fhir/ImagingStudy",
+            **p.audit_fields(),
+        )
         s.commit()
         return outcome(403, "forbidden", "this needs the permission 'locator.search'")
     params = request.query_params
     unknown = sorted(set(params) - KNOWN)
     if unknown:
-        return outcome(400, "not-supported", f"search parameter(s) not supported: {', '.join(unknown)[:200]}; use "
-                                             "patient.identifier, patient.birthdate and reason")
+        return outcome(
+            400,
+            "not-supported",
+            f"search parameter(s) not supported: {', '.join(unknown)[:200]}; use "
+            "patient.identifier, patient.birthdate and reason",
+        )
     identifiers = params.getlist("patient.identifier")
     if len(identifiers) != 1:
         return outcome(400, "required", f"give exactly one patient.identifier={NHS_SYSTEM}|<NHS number>")
@@ -134,8 +158,14 @@ def search_imaging_studies(request: Request, s: Session = Depends(db_session), p
     try:
         c = locator_search.criteria(pt.config, number, params.get("patient.birthdate", ""), reason)
     except locator_search.SearchRefused as exc:
-        audit.record(s, "locator.search", outcome="failure", object_type="patient", detail=f"refused (fhir): {exc}",
-                     **p.audit_fields())
+        audit.record(
+            s,
+            "locator.search",
+            outcome="failure",
+            object_type="patient",
+            detail=f"refused (fhir): {exc}",
+            **p.audit_fields(),
+        )
         s.commit()
         return outcome(400, "required" if isinstance(exc, locator_search.SearchIncomplete) else "value", str(exc))
     try:
@@ -144,9 +174,20 @@ def search_imaging_studies(request: Request, s: Session = Depends(db_session), p
         return outcome(403, "forbidden", "not permitted")
     s.commit()
     base = str(request.base_url).rstrip("/")
-    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(rows),
-              "link": [{"relation": "self", "url": f"{base}/fhir/ImagingStudy?patient.identifier={NHS_SYSTEM}|"
-                                                  f"{c.nhs_number}"}],
-              "entry": [{"fullUrl": f"{base}/fhir/ImagingStudy/locator-{e.id}", "resource": imaging_study(e, i.ods_code, i.name),
-                         "search": {"mode": "match"}} for e, i in rows]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(rows),
+        "link": [
+            {"relation": "self", "url": f"{base}/fhir/ImagingStudy?patient.identifier={NHS_SYSTEM}|{c.nhs_number}"}
+        ],
+        "entry": [
+            {
+                "fullUrl": f"{base}/fhir/ImagingStudy/locator-{e.id}",
+                "resource": imaging_study(e, i.ods_code, i.name),
+                "search": {"mode": "match"},
+            }
+            for e, i in rows
+        ],
+    }
     return JSONResponse(bundle, media_type=FHIR_JSON)

@@ -3,6 +3,7 @@ app wraps its whole stack in SecurityHeaders), a limit on request bodies enforce
 declared Content-Length too large is refused before reading; a chunked body is cut off as soon as it
 passes the limit), so one caller cannot fill the hub's memory, and no body read before the caller is
 known (SignedInFirst)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 HEADERS = {
     b"content-security-policy": CSP.encode(),
@@ -24,8 +27,9 @@ HEADERS = {
 }
 
 
-def security_headers(headers: list[tuple[bytes, bytes]], *, static: bool = False,
-                     https: bool = False) -> list[tuple[bytes, bytes]]:
+def security_headers(
+    headers: list[tuple[bytes, bytes]], *, static: bool = False, https: bool = False
+) -> list[tuple[bytes, bytes]]:
     """`headers` with the security headers set (any the app set of the same names replaced)."""
     out = [(k, v) for k, v in headers if k.lower() not in HEADERS]
     out += list(HEADERS.items())
@@ -50,8 +54,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": security_headers(list(message.get("headers", [])),
-                                                                  static=static, https=https)}
+                message = {
+                    **message,
+                    "headers": security_headers(list(message.get("headers", [])), static=static, https=https),
+                }
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -59,8 +65,10 @@ class SecurityHeaders:
 
 _SERVER_REFUSALS = {
     503: ("Service unavailable", "The hub is serving as many requests as it can; try again shortly."),
-    431: ("Request header fields too large", "The request's head (request line and headers) is larger than "
-                                             "this hub accepts (http.max_header_bytes)."),
+    431: (
+        "Request header fields too large",
+        "The request's head (request line and headers) is larger than this hub accepts (http.max_header_bytes).",
+    ),
 }
 
 
@@ -69,10 +77,18 @@ async def unavailable(scope: Scope, receive: Receive, send: Send, status: int = 
     server, outside the app), with the security headers all the same."""
     title, detail = _SERVER_REFUSALS[status]
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
-    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")] + ([(b"retry-after", b"5")] if status == 503 else [])
-    await send({"type": "http.response.start", "status": status,
-                "headers": security_headers(headers, https=scope.get("scheme") == "https")})
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ] + ([(b"retry-after", b"5")] if status == 503 else [])
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": security_headers(headers, https=scope.get("scheme") == "https"),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -108,11 +124,25 @@ class TooLarge(Exception):
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"type": "about:blank", "title": "Request too large", "status": 413,
-                       "detail": f"The request body is larger than this hub accepts ({limit} bytes)."}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Request too large",
+            "status": 413,
+            "detail": f"The request body is larger than this hub accepts ({limit} bytes).",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -199,8 +229,12 @@ class SignedInFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if (scope["type"] != "http" or not _has_body(scope) or path in PUBLIC_BODY_PATHS
-                or path.startswith(PUBLIC_BODY_PREFIXES)):
+        if (
+            scope["type"] != "http"
+            or not _has_body(scope)
+            or path in PUBLIC_BODY_PATHS
+            or path.startswith(PUBLIC_BODY_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         from imex.web.deps import caller_refusal  # deps needs the portal's database; imported late

@@ -15,6 +15,7 @@ requests) is "pending":
 - `http.max_connections` counts only the connections past their head (answered 503 beyond, with the
   security headers like every other response).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,8 +75,11 @@ class Pending:
             self.dropped += len(drop)
             now = time.monotonic()
             if now - self._warned_at >= 10.0:
-                log.warning("HTTP: %d connection(s) dropped that had not sent their request head (more than "
-                            "http.max_pending or http.max_pending_per_address waiting)", self.dropped)
+                log.warning(
+                    "HTTP: %d connection(s) dropped that had not sent their request head (more than "
+                    "http.max_pending or http.max_pending_per_address waiting)",
+                    self.dropped,
+                )
                 self._warned_at, self.dropped = now, 0
         return drop
 
@@ -129,8 +133,11 @@ class GuardedH11Protocol(H11Protocol):
                 pending.refused += 1
                 now = time.monotonic()
                 if now - pending.refused_warned_at >= 10.0:
-                    log.warning("HTTP: %d request(s) answered 503: more than http.max_connections (%d) busy",
-                                pending.refused, limit)
+                    log.warning(
+                        "HTTP: %d request(s) answered 503: more than http.max_connections (%d) busy",
+                        pending.refused,
+                        limit,
+                    )
                     pending.refused, pending.refused_warned_at = 0, now
                 await unavailable(scope, receive, send)
                 return
@@ -181,10 +188,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a malformed or oversized request head, with the security headers too."""
-        headers = security_headers([(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
-                                   https=self.scheme == "https")
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                      h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):
+        headers = security_headers(
+            [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")], https=self.scheme == "https"
+        )
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=msg.encode("ascii")),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
@@ -192,10 +203,12 @@ class GuardedH11Protocol(H11Protocol):
 def protocol_for(config: Config) -> type[GuardedH11Protocol]:
     """A protocol class bound to one server's limits (each server counts its own connections)."""
     proxies = frozenset(trusted_proxies(config))
-    limits = Limits(header_timeout=float(config["http.header_timeout"]),
-                    max_connections=config["http.max_connections"] or None,
-                    pending=Pending(config["http.max_pending"], config["http.max_pending_per_address"], proxies),
-                    max_header_bytes=config["http.max_header_bytes"])
+    limits = Limits(
+        header_timeout=float(config["http.header_timeout"]),
+        max_connections=config["http.max_connections"] or None,
+        pending=Pending(config["http.max_pending"], config["http.max_pending_per_address"], proxies),
+        max_header_bytes=config["http.max_header_bytes"],
+    )
     return type("ImexH11Protocol", (GuardedH11Protocol,), {"limits": limits})
 
 
@@ -209,11 +222,20 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
     and listen backlog; HTTPS with the hub's own TLS profile when http.tls is on."""
     proxies = trusted_proxies(config)
     result = uvicorn.Config(
-        app, host=config["http.host"], port=config["http.port"], log_level="warning", access_log=False,
-        http=protocol_for(config), proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-        timeout_keep_alive=config["http.keepalive_timeout"], limit_concurrency=config["http.max_connections"] or None,
-        h11_max_incomplete_event_size=config["http.max_header_bytes"], backlog=config["http.backlog"],
-        server_header=False)
+        app,
+        host=config["http.host"],
+        port=config["http.port"],
+        log_level="warning",
+        access_log=False,
+        http=protocol_for(config),
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        timeout_keep_alive=config["http.keepalive_timeout"],
+        limit_concurrency=config["http.max_connections"] or None,
+        h11_max_incomplete_event_size=config["http.max_header_bytes"],
+        backlog=config["http.backlog"],
+        server_header=False,
+    )
     if config["http.tls"]:
         files = TlsFiles.of(config)
         context = ServerContext(files.cert, files.key)  # raises at start-up when the files are missing

@@ -5,6 +5,7 @@ script as a subprocess to check exit codes and stderr as an operator sees them. 
 imex.toml (write_toml) holding the same settings as the hub it starts, so the CLI and the hub share
 the database.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,8 @@ class Cli:
         result = self.runner.invoke(main, argv, env={"IMEX_CONFIG": None}, catch_exceptions=True)
         if ok:
             assert result.exit_code == 0, f"imex {' '.join(argv)} failed ({result.exit_code}):\n{result.output}" + (
-                f"\n{result.exc_info}" if result.exception and not isinstance(result.exception, SystemExit) else "")
+                f"\n{result.exc_info}" if result.exception and not isinstance(result.exception, SystemExit) else ""
+            )
         else:
             assert result.exit_code != 0, f"imex {' '.join(argv)} should have failed:\n{result.output}"
             # a clear message, not a traceback
@@ -56,8 +58,14 @@ class Cli:
         """The installed console script, as an operator runs it."""
         env = dict(os.environ)
         env.pop("IMEX_CONFIG", None)
-        return subprocess.run([str(IMEX), "--config", str(self.toml), *map(str, args)], capture_output=True,
-                              text=True, env=env, timeout=timeout, cwd=self.toml.parent)
+        return subprocess.run(
+            [str(IMEX), "--config", str(self.toml), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            cwd=self.toml.parent,
+        )
 
 
 @pytest.fixture
@@ -77,10 +85,33 @@ def _hospitals(cli: Cli, hub, *, dest_port: int, source_aet: str = "STORESCU") -
     """King's (RJZ) sends from source_aet at 127.0.0.1, Imperial (RYJ) receives at RYJPACS — all via the CLI."""
     cli("institution", "add", "RJZ", "King's College Hospital", "--email", "pacs@kings.test")
     cli("institution", "add", "RYJ", "Imperial College Healthcare", "--email", "pacs@imperial.test")
-    cli("node", "add", "KINGS_PACS", "--ae", source_aet, "--host", "127.0.0.1", "--port", 11112,
-        "--institution", "RJZ", "--no-destination")
-    cli("node", "add", "IMPERIAL_PACS", "--ae", "RYJPACS", "--host", "127.0.0.1", "--port", dest_port,
-        "--institution", "RYJ")
+    cli(
+        "node",
+        "add",
+        "KINGS_PACS",
+        "--ae",
+        source_aet,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        11112,
+        "--institution",
+        "RJZ",
+        "--no-destination",
+    )
+    cli(
+        "node",
+        "add",
+        "IMPERIAL_PACS",
+        "--ae",
+        "RYJPACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        dest_port,
+        "--institution",
+        "RYJ",
+    )
     if hub is not None:
         hub.nodes.invalidate()
 
@@ -100,6 +131,7 @@ def _only_transfer_id(hub) -> int:  # type: ignore[no-untyped-def]
 
 
 # -- institutions and nodes ----------------------------------------------------------------------------
+
 
 def test_institution_add_and_list(setup):
     cli, _, _ = setup(hub=False)
@@ -128,11 +160,26 @@ def test_node_add_list_remove_and_errors(setup):
     cli, _, _ = setup(hub=False)
     cli("institution", "add", "RJZ", "King's College Hospital")
 
-    out = cli("node", "add", "KINGS_PACS", "--ae", "KINGSPACS", "--host", "127.0.0.1", "--port", 104,
-              "--institution", "rjz").output
+    out = cli(
+        "node", "add", "KINGS_PACS", "--ae", "KINGSPACS", "--host", "127.0.0.1", "--port", 104, "--institution", "rjz"
+    ).output
     assert "added node KINGS_PACS: KINGSPACS@127.0.0.1:104" in out
-    cli("node", "add", "KINGS_CT", "--ae", "KINGSCT1", "--host", "127.0.0.2", "--port", 11112,
-        "--institution", "RJZ", "--no-destination", "--alias", "KINGSCT")
+    cli(
+        "node",
+        "add",
+        "KINGS_CT",
+        "--ae",
+        "KINGSCT1",
+        "--host",
+        "127.0.0.2",
+        "--port",
+        11112,
+        "--institution",
+        "RJZ",
+        "--no-destination",
+        "--alias",
+        "KINGSCT",
+    )
 
     listing = cli("node", "list").output.splitlines()
     rows = {line.split()[0]: line for line in listing[1:]}
@@ -142,22 +189,38 @@ def test_node_add_list_remove_and_errors(setup):
     assert "source only" in rows["KINGS_CT"] and "KINGSCT " in rows["KINGS_CT"]
 
     errors = {
-        "unknown institution": (["NEW", "--ae", "NEWAE", "--host", "h", "--port", 104, "--institution", "NOPE"],
-                                "no institution NOPE"),
-        "duplicate AE title": (["NEW", "--ae", "KINGSPACS", "--host", "h", "--port", 104, "--institution", "RJZ"],
-                               "AE title KINGSPACS is already node KINGS_PACS"),
-        "AE title too long": (["NEW", "--ae", "A_VERY_LONG_AE_TITLE", "--host", "h", "--port", 104,
-                               "--institution", "RJZ"], "must be 1-16 printable characters"),
-        "AE title with backslash": (["NEW", "--ae", "BAD\\AE", "--host", "h", "--port", 104, "--institution", "RJZ"],
-                                    "must be 1-16 printable characters"),
-        "blank AE title": (["NEW", "--ae", "  ", "--host", "h", "--port", 104, "--institution", "RJZ"],
-                           "must be 1-16 printable characters"),
-        "duplicate name": (["KINGS_PACS", "--ae", "OTHERAE", "--host", "h", "--port", 104, "--institution", "RJZ"],
-                           "node KINGS_PACS exists already"),
-        "bad port": (["NEW", "--ae", "NEWAE", "--host", "h", "--port", 70000, "--institution", "RJZ"],
-                     "port 70000 must be between 1 and 65535"),
-        "port not a number": (["NEW", "--ae", "NEWAE", "--host", "h", "--port", "abc", "--institution", "RJZ"],
-                              "is not a valid integer"),
+        "unknown institution": (
+            ["NEW", "--ae", "NEWAE", "--host", "h", "--port", 104, "--institution", "NOPE"],
+            "no institution NOPE",
+        ),
+        "duplicate AE title": (
+            ["NEW", "--ae", "KINGSPACS", "--host", "h", "--port", 104, "--institution", "RJZ"],
+            "AE title KINGSPACS is already node KINGS_PACS",
+        ),
+        "AE title too long": (
+            ["NEW", "--ae", "A_VERY_LONG_AE_TITLE", "--host", "h", "--port", 104, "--institution", "RJZ"],
+            "must be 1-16 printable characters",
+        ),
+        "AE title with backslash": (
+            ["NEW", "--ae", "BAD\\AE", "--host", "h", "--port", 104, "--institution", "RJZ"],
+            "must be 1-16 printable characters",
+        ),
+        "blank AE title": (
+            ["NEW", "--ae", "  ", "--host", "h", "--port", 104, "--institution", "RJZ"],
+            "must be 1-16 printable characters",
+        ),
+        "duplicate name": (
+            ["KINGS_PACS", "--ae", "OTHERAE", "--host", "h", "--port", 104, "--institution", "RJZ"],
+            "node KINGS_PACS exists already",
+        ),
+        "bad port": (
+            ["NEW", "--ae", "NEWAE", "--host", "h", "--port", 70000, "--institution", "RJZ"],
+            "port 70000 must be between 1 and 65535",
+        ),
+        "port not a number": (
+            ["NEW", "--ae", "NEWAE", "--host", "h", "--port", "abc", "--institution", "RJZ"],
+            "is not a valid integer",
+        ),
     }
     for what, (args, message) in errors.items():
         out = cli("node", "add", *args, ok=False).output
@@ -165,8 +228,20 @@ def test_node_add_list_remove_and_errors(setup):
     # the failed commands changed nothing
     assert len(cli("node", "list").output.splitlines()) == 3
 
-    out = cli("node", "add", "KINGS_PACS", "--ae", "KINGSPACS", "--host", "10.0.0.9", "--port", 4242,
-              "--institution", "RJZ", "--update").output
+    out = cli(
+        "node",
+        "add",
+        "KINGS_PACS",
+        "--ae",
+        "KINGSPACS",
+        "--host",
+        "10.0.0.9",
+        "--port",
+        4242,
+        "--institution",
+        "RJZ",
+        "--update",
+    ).output
     assert "updated node KINGS_PACS: KINGSPACS@10.0.0.9:4242" in out
     assert "10.0.0.9:4242" in cli("node", "list").output
 
@@ -198,11 +273,33 @@ def test_node_echo_real_storescp_and_closed_port(setup, storescp):
     scp = storescp("RYJPACS")
     cli, _, _ = setup(hub=False)
     cli("institution", "add", "RYJ", "Imperial College Healthcare")
-    cli("node", "add", "IMPERIAL_PACS", "--ae", "RYJPACS", "--host", "127.0.0.1", "--port", scp.port,
-        "--institution", "RYJ")
+    cli(
+        "node",
+        "add",
+        "IMPERIAL_PACS",
+        "--ae",
+        "RYJPACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        scp.port,
+        "--institution",
+        "RYJ",
+    )
     closed_port = peers.free_port()
-    cli("node", "add", "IMPERIAL_OLD", "--ae", "RYJOLD", "--host", "127.0.0.1", "--port", closed_port,
-        "--institution", "RYJ")
+    cli(
+        "node",
+        "add",
+        "IMPERIAL_OLD",
+        "--ae",
+        "RYJOLD",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        closed_port,
+        "--institution",
+        "RYJ",
+    )
 
     out = cli("node", "echo", "IMPERIAL_PACS").output
     assert f"IMPERIAL_PACS (RYJPACS@127.0.0.1:{scp.port}) answered C-ECHO: success" in out
@@ -213,8 +310,19 @@ def test_node_echo_real_storescp_and_closed_port(setup, storescp):
     assert "success" not in out
     assert "no node named NOPE" in cli("node", "echo", "NOPE", ok=False).output
 
-    cli("node", "add", "NOWHERE", "--ae", "NOWHERE", "--host", "no-such-host.invalid", "--port", 104,
-        "--institution", "RYJ")
+    cli(
+        "node",
+        "add",
+        "NOWHERE",
+        "--ae",
+        "NOWHERE",
+        "--host",
+        "no-such-host.invalid",
+        "--port",
+        104,
+        "--institution",
+        "RYJ",
+    )
     out = cli("node", "echo", "NOWHERE", ok=False).output
     assert "cannot reach no-such-host.invalid" in out
 
@@ -223,14 +331,26 @@ def test_node_echo_rejected_association(setup):
     """A node that refuses the hub's AE title: here another imex hub, which does not know "IMEX"."""
     cli, hub, _ = setup()
     cli("institution", "add", "RYJ", "Imperial College Healthcare")
-    cli("node", "add", "OTHER_HUB", "--ae", "OTHERHUB", "--host", "127.0.0.1", "--port", hub.listener.port,
-        "--institution", "RYJ")
+    cli(
+        "node",
+        "add",
+        "OTHER_HUB",
+        "--ae",
+        "OTHERHUB",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        hub.listener.port,
+        "--institution",
+        "RYJ",
+    )
     out = cli("node", "echo", "OTHER_HUB", ok=False).output
     assert f"OTHER_HUB (OTHERHUB@127.0.0.1:{hub.listener.port}) rejected the association" in out
     assert "calling AE title not recognised" in out
 
 
 # -- transfers ----------------------------------------------------------------------------------------
+
 
 def test_transfers_list_show_retry_on_a_failed_transfer(setup, storescp, tmp_path):
     down_port = peers.free_port()  # Imperial's PACS is down: nothing listens here yet
@@ -295,8 +415,13 @@ def test_transfers_cancel_stops_retries_and_retry_all_failed(setup, storescp, tm
 
     def ids_by_accession() -> dict[str, int]:
         with hub.db.session() as s:
-            return {acc: tid for tid, acc in s.execute(select(Transfer.id, Study.accession_number)
-                                                       .join(Study, Study.id == Transfer.study_id))}
+            return {
+                acc: tid
+                for tid, acc in s.execute(
+                    select(Transfer.id, Study.accession_number).join(Study, Study.id == Transfer.study_id)
+                )
+            }
+
     found = wait_until(lambda: len(ids_by_accession()) == 2 and ids_by_accession(), message="two transfers")
     wait_until(lambda: all(_transfer(hub, t).attempts >= 2 for t in found.values()), message="retries")
 
@@ -329,18 +454,19 @@ def test_transfers_retry_all_failed(setup, storescp, tmp_path):
     second = make_study(tmp_path / "b", instances_per_series=3, accession="B1", patient_id="OTHER")
     assert peers.storescu(first, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 2
     assert peers.storescu(second, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 3
-    wait_until(lambda: sorted(transfer_states(hub)) == [("failed", 0, 2), ("failed", 0, 3)],
-               message="both failed")
+    wait_until(lambda: sorted(transfer_states(hub)) == [("failed", 0, 2), ("failed", 0, 3)], message="both failed")
 
     dest = storescp("RYJPACS", port=down_port)
     out = cli("transfers", "retry", "--all-failed").output
     assert out.count("queued again") == 2
-    wait_until(lambda: sorted(transfer_states(hub)) == [("delivered", 2, 2), ("delivered", 3, 3)],
-               message="both delivered")
+    wait_until(
+        lambda: sorted(transfer_states(hub)) == [("delivered", 2, 2), ("delivered", 3, 3)], message="both delivered"
+    )
     assert sorted(dest.sop_uids()) == sorted(_sop_uids(first) + _sop_uids(second))
 
 
 # -- quarantine ---------------------------------------------------------------------------------------
+
 
 def test_quarantine_list_and_route(setup, storescp, tmp_path):
     dest = storescp("RYJPACS")
@@ -360,8 +486,10 @@ def test_quarantine_list_and_route(setup, storescp, tmp_path):
     assert "no rule matches" in listing
     assert transfer_states(hub) == []
 
-    assert "NOPE is neither an institution's ODS code nor a node" in cli(
-        "quarantine", "route", study_uid, "--to", "NOPE", ok=False).output
+    assert (
+        "NOPE is neither an institution's ODS code nor a node"
+        in cli("quarantine", "route", study_uid, "--to", "NOPE", ok=False).output
+    )
     assert "no study 1.2.3.4" in cli("quarantine", "route", "1.2.3.4", "--to", "RYJ", ok=False).output
     assert study_uid in cli("quarantine", "list").output
 
@@ -376,6 +504,7 @@ def test_quarantine_list_and_route(setup, storescp, tmp_path):
 
 # -- send ---------------------------------------------------------------------------------------------
 
+
 def _make_cd(files: list[Path], cd: Path) -> Path:
     """A CD layout: DICOM/Snnn/Innnnn files indexed by a DICOMDIR, plus the usual non-DICOM extras."""
     for f in files:
@@ -383,8 +512,9 @@ def _make_cd(files: list[Path], cd: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, folder / f"I{f.stem}")
     if shutil.which("dcmmkdir"):
-        proc = subprocess.run(["dcmmkdir", "+r", "-Pgp", "+D", "DICOMDIR", "DICOM"], cwd=cd,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["dcmmkdir", "+r", "-Pgp", "+D", "DICOMDIR", "DICOM"], cwd=cd, capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     else:
         from pydicom.fileset import FileSet
@@ -463,6 +593,7 @@ def test_send_reports_refused_association_and_missing_input(setup, storescp, tmp
 
 
 # -- config docs --------------------------------------------------------------------------------------
+
 
 def test_config_docs_lists_every_setting(setup):
     cli, _, _ = setup(hub=False)

@@ -1,5 +1,6 @@
 """The README's first command: `imex serve --demo` starts a hub with demo hospitals, pushes a sample study
 and prints where to sign in; signing in with what it printed shows the study delivered."""
+
 from __future__ import annotations
 
 import os
@@ -19,15 +20,24 @@ IMEX = Path(sys.executable).with_name("imex")
 
 def test_demo_prints_a_working_sign_in(tmp_path):
     dicom_port = free_port()
-    env = {**os.environ, "IMEX_DATA_DIR": str(tmp_path / "data"), "IMEX_DICOM_PORT": str(dicom_port),
-           "IMEX_HTTP_PORT": str(free_port()), "IMEX_HL7_PORT": str(free_port()), "IMEX_DICOM_HOST": "127.0.0.1",
-           "IMEX_HTTP_HOST": "127.0.0.1", "IMEX_HL7_HOST": "127.0.0.1", "IMEX_ROUTING_STABLE_SECONDS": "1",
-           "IMEX_STORE_FSYNC": "false"}
+    env = {
+        **os.environ,
+        "IMEX_DATA_DIR": str(tmp_path / "data"),
+        "IMEX_DICOM_PORT": str(dicom_port),
+        "IMEX_HTTP_PORT": str(free_port()),
+        "IMEX_HL7_PORT": str(free_port()),
+        "IMEX_DICOM_HOST": "127.0.0.1",
+        "IMEX_HTTP_HOST": "127.0.0.1",
+        "IMEX_HL7_HOST": "127.0.0.1",
+        "IMEX_ROUTING_STABLE_SECONDS": "1",
+        "IMEX_STORE_FSYNC": "false",
+    }
     env.pop("IMEX_CONFIG", None)
     log = tmp_path / "demo.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(IMEX), "serve", "--demo"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=tmp_path)
+        proc = subprocess.Popen(
+            [str(IMEX), "serve", "--demo"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+        )
     try:
         deadline = time.monotonic() + 90
         while "Press Ctrl+C" not in log.read_text() and time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """`imex user ...`: the first admin from the command line, then signing in with what it printed."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,9 @@ IMEX = Path(sys.executable).with_name("imex")
 
 
 def imex(toml: Path, *args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(IMEX), "--config", str(toml), *args], capture_output=True, text=True, input=stdin,
-                          timeout=120)
+    done = subprocess.run(
+        [str(IMEX), "--config", str(toml), *args], capture_output=True, text=True, input=stdin, timeout=120
+    )
     if ok:
         assert done.returncode == 0, done.stderr + done.stdout
     else:
@@ -26,8 +28,9 @@ def imex(toml: Path, *args: str, ok: bool = True, stdin: str | None = None) -> s
 
 def sign_in(hub, username: str, password: str) -> httpx.Response:  # type: ignore[no-untyped-def]
     client = httpx.Client(base_url=base_url(hub))
-    return client.post("/login", data={"username": username, "password": password,
-                                       "csrf_token": login_form_token(client)})
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": login_form_token(client)}
+    )
 
 
 def test_first_admin_reset_disable_and_grant_from_the_command_line(make_config, start_hub, tmp_path):
@@ -37,8 +40,18 @@ def test_first_admin_reset_disable_and_grant_from_the_command_line(make_config, 
     imex(toml, "institution", "add", "RJZ", "King's College Hospital")
     assert "no users" in imex(toml, "user", "list").stdout
 
-    added = imex(toml, "user", "add", "root", "--institution", "RJZ", "--admin", "--name", "Hub Operator",
-                 stdin="an initial passphrase\nan initial passphrase\n")
+    added = imex(
+        toml,
+        "user",
+        "add",
+        "root",
+        "--institution",
+        "RJZ",
+        "--admin",
+        "--name",
+        "Hub Operator",
+        stdin="an initial passphrase\nan initial passphrase\n",
+    )
     assert "added root at RJZ with roles system_admin" in added.stdout
     first = sign_in(hub, "root", "an initial passphrase")
     assert first.status_code == 303 and first.headers["location"] == "/login/password"  # must choose a new one

@@ -110,9 +110,12 @@ def test_storescu_reports_failure_statuses(study: list[Path], failing_scp: int) 
 @needs_dcmtk
 @needs_orthanc
 def test_orthanc_receives_and_forwards(tmp_path: Path, study: list[Path]) -> None:
-    with peers.StoreSCP(tmp_path / "dest", aet="DEST") as scp, peers.Orthanc(
-        tmp_path / "orthanc", aet="PACS", modalities={"DEST": ("DEST", "127.0.0.1", scp.port)}
-    ) as orthanc:
+    with (
+        peers.StoreSCP(tmp_path / "dest", aet="DEST") as scp,
+        peers.Orthanc(
+            tmp_path / "orthanc", aet="PACS", modalities={"DEST": ("DEST", "127.0.0.1", scp.port)}
+        ) as orthanc,
+    ):
         instance_id = orthanc.upload(study[0])
         assert orthanc.instances() == [instance_id]
         assert orthanc.get_file(instance_id) == study[0].read_bytes()

@@ -2,6 +2,7 @@
 their PACS pre-filled from the address, looks at a study's series, selects two studies and sends them to
 Imperial with a message and a PDF; the exchange page follows them to delivered. Imperial's user finds the
 exchange, reads the message and downloads the PDF (same bytes); both studies are in Imperial's Orthanc."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +20,12 @@ pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not
 def test_send_two_studies_through_the_pages(make_config, start_hub, browser_page, tmp_path: Path) -> None:
     page = browser_page
     hub = start_hub(make_config())
-    with peers.Orthanc(tmp_path / "a", aet="RJZPACS",
-                       modalities={"HUB": (xt.HUB_AET, "127.0.0.1", hub.config["dicom.port"])}) as a, \
-            peers.Orthanc(tmp_path / "b", aet="RYJPACS") as b:
+    with (
+        peers.Orthanc(
+            tmp_path / "a", aet="RJZPACS", modalities={"HUB": (xt.HUB_AET, "127.0.0.1", hub.config["dicom.port"])}
+        ) as a,
+        peers.Orthanc(tmp_path / "b", aet="RYJPACS") as b,
+    ):
         node_a = xt.register(hub.db, a, b)
         hub.nodes.invalidate()
         xt.add_people(hub)

@@ -2,6 +2,7 @@
 exchange of a study already at the hub is queued at once and one still to come is routed to the
 exchange's destination when it arrives (not by the rules, not to quarantine), on SQLite and PostgreSQL;
 the retrieval queue's claims, leases and retries."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,9 +30,14 @@ def test_attachments_are_judged_by_their_bytes() -> None:
     assert check("notes.txt", "Café: all fine.\n".encode()).content_type == "text/plain"
     assert check("../../etc/notes.txt", b"hello").filename == "notes.txt"
     assert check('a"b\r\n.txt', b"hello").filename == "ab.txt"
-    for name, data in [("letter.pdf", b"<html><body>hi</body></html>"), ("letter.pdf", b"  <!DOCTYPE html>"),
-                       ("setup.pdf", b"MZ\x90\x00" + b"\x00" * 20), ("notes.txt", b"\xff\xfe\x00bad"),
-                       ("image.svg", b"<svg onload=alert(1)>"), ("a.pdf", b"")]:
+    for name, data in [
+        ("letter.pdf", b"<html><body>hi</body></html>"),
+        ("letter.pdf", b"  <!DOCTYPE html>"),
+        ("setup.pdf", b"MZ\x90\x00" + b"\x00" * 20),
+        ("notes.txt", b"\xff\xfe\x00bad"),
+        ("image.svg", b"<svg onload=alert(1)>"),
+        ("a.pdf", b""),
+    ]:
         with pytest.raises(attachments.AttachmentRefused):
             check(name, data)
     with pytest.raises(attachments.AttachmentRefused, match="name it .pdf"):
@@ -58,26 +64,52 @@ def _push_exchange(hub, storescp, tmp_path: Path) -> None:  # type: ignore[no-un
     def state_of(uid: str) -> str | None:
         with hub.db.engine.connect() as conn:
             return conn.execute(select(Study.route_state).where(Study.study_uid == uid)).scalar()
+
     wait_until(lambda: state_of(uid_first) == "quarantined", message="no rule: quarantined")
     with hub.db.engine.begin() as conn:
         rjz = conn.execute(select(Institution.id).where(Institution.ods_code == "RJZ")).scalar_one()
         ryj = conn.execute(select(Institution.id).where(Institution.ods_code == "RYJ")).scalar_one()
         with pytest.raises(TransactionError):
-            open_transaction(conn, kind="push", source_institution_id=rjz, destination_institution_id=rjz,
-                             sender_user_id=None, sender_name="x", study_uids=[uid_first])
+            open_transaction(
+                conn,
+                kind="push",
+                source_institution_id=rjz,
+                destination_institution_id=rjz,
+                sender_user_id=None,
+                sender_name="x",
+                study_uids=[uid_first],
+            )
         with pytest.raises(TransactionError):
-            open_transaction(conn, kind="push", source_institution_id=rjz, destination_institution_id=ryj,
-                             sender_user_id=None, sender_name="x", study_uids=[])
-        tid = open_transaction(conn, kind="push", source_institution_id=rjz, destination_institution_id=ryj,
-                               sender_user_id=None, sender_name="pacs manager", study_uids=[uid_first, uid_later],
-                               message="both", priority=50, recipient="Dr Who")
+            open_transaction(
+                conn,
+                kind="push",
+                source_institution_id=rjz,
+                destination_institution_id=ryj,
+                sender_user_id=None,
+                sender_name="x",
+                study_uids=[],
+            )
+        tid = open_transaction(
+            conn,
+            kind="push",
+            source_institution_id=rjz,
+            destination_institution_id=ryj,
+            sender_user_id=None,
+            sender_name="pacs manager",
+            study_uids=[uid_first, uid_later],
+            message="both",
+            priority=50,
+            recipient="Dr Who",
+        )
     hub.work_queued.set()
     dest.wait_for(3, timeout=60)
 
     def tx_state() -> str:
         with hub.db.engine.connect() as conn:
-            return overall_state(study_progress(conn, conn.execute(
-                select(transactions).where(transactions.c.id == tid)).one()))
+            return overall_state(
+                study_progress(conn, conn.execute(select(transactions).where(transactions.c.id == tid)).one())
+            )
+
     assert tx_state() in ("retrieving", "sending", "delivered")  # the second study has not come yet
     assert peers.storescu(later, hub.listener.port, "IMEX", "STORESCU").statuses == [0, 0]
     wait_until(lambda: tx_state() == "delivered", timeout=60, message="both studies delivered")

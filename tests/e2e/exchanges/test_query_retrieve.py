@@ -1,5 +1,6 @@
 """C-FIND at study, series and image level and C-MOVE to the hub, against Orthanc as an institution's
 PACS: what requests, pre-authorised transfers and the locator stand on."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +22,27 @@ pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not
 def test_find_and_move_a_study_from_orthanc_to_the_hub(make_config, start_hub, tmp_path: Path) -> None:
     hub = start_hub(make_config())
     hub_aet, hub_port = hub.config["dicom.ae_title"], hub.config["dicom.port"]
-    with peers.Orthanc(tmp_path / "orthanc", aet="RJZPACS",
-                       modalities={"HUB": (hub_aet, "127.0.0.1", hub_port)}) as pacs:
-        wanted = make_study(tmp_path / "a", series=2, instances_per_series=3, patient_id="9434765919",
-                            patient_name="DOE^JANE", accession="ACC1", modality="CT")
-        other = make_study(tmp_path / "b", series=1, instances_per_series=2, patient_id="9434765870",
-                           patient_name="ROE^RICHARD", accession="ACC2", modality="MR")
+    with peers.Orthanc(
+        tmp_path / "orthanc", aet="RJZPACS", modalities={"HUB": (hub_aet, "127.0.0.1", hub_port)}
+    ) as pacs:
+        wanted = make_study(
+            tmp_path / "a",
+            series=2,
+            instances_per_series=3,
+            patient_id="9434765919",
+            patient_name="DOE^JANE",
+            accession="ACC1",
+            modality="CT",
+        )
+        other = make_study(
+            tmp_path / "b",
+            series=1,
+            instances_per_series=2,
+            patient_id="9434765870",
+            patient_name="ROE^RICHARD",
+            accession="ACC2",
+            modality="MR",
+        )
         for path in wanted + other:
             pacs.upload(path)
         add_institution(hub.db, "RJZ", "King's College Hospital")
@@ -50,12 +66,18 @@ def test_find_and_move_a_study_from_orthanc_to_the_hub(make_config, start_hub, t
 
         def arrived() -> int:
             with hub.db.engine.connect() as conn:
-                return conn.execute(select(func.count()).select_from(Instance).join(
-                    Study, Study.id == Instance.study_id).where(Study.study_uid == match.study_uid)).scalar_one()
+                return conn.execute(
+                    select(func.count())
+                    .select_from(Instance)
+                    .join(Study, Study.id == Instance.study_id)
+                    .where(Study.study_uid == match.study_uid)
+                ).scalar_one()
+
         wait_until(lambda: arrived() == 6, timeout=30)
 
         with pytest.raises(MoveFailed, match="refused to move study"):
             move_study(hub_aet, node, match.study_uid, destination_aet="NOBODY")
     with pytest.raises(FindFailed, match="cannot reach|did not accept"):
-        find_studies(hub_aet, NodeAddress("RJZPACS", "127.0.0.1", peers.free_port()), StudyQuery(accession="X"),
-                     timeout=3)
+        find_studies(
+            hub_aet, NodeAddress("RJZPACS", "127.0.0.1", peers.free_port()), StudyQuery(accession="X"), timeout=3
+        )

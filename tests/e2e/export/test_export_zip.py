@@ -1,6 +1,7 @@
 """Download a study as a zip with a DICOMDIR: the zip's DICOMDIR reads with pydicom and lists every
 instance, whose bytes equal the stored ones; scoped (another institution's study is 404, audited), needs
 studies.download (403, audited), audited when it works; and `imex export` writes the same file-set."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,16 @@ def hub(make_config, start_hub, storescp, tmp_path):  # type: ignore[no-untyped-
     hub = start_hub(make_config())
     register_hospitals(hub, dest_port=dest.port)
     add_institution(hub.db, "RRK", "Birmingham")
-    files = make_study(tmp_path / "ct", series=2, instances_per_series=4, rows=64, columns=64,
-                       patient_name="ZIP^ZOE", patient_id="Z1", accession="ACCZIP")
+    files = make_study(
+        tmp_path / "ct",
+        series=2,
+        instances_per_series=4,
+        rows=64,
+        columns=64,
+        patient_name="ZIP^ZOE",
+        patient_id="Z1",
+        accession="ACCZIP",
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * len(files)
     wait_until(lambda: transfer_states(hub) == [("delivered", 8, 8)], timeout=60, message="delivery")
     add_user(hub, "kings_admin", "RJZ", ["institution_admin"])

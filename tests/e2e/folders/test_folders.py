@@ -1,6 +1,7 @@
 """Sharing folders with time travel (the retention pass takes `now`): an emergency folder every
 participating institution sees, gone after 18 hours; an elective folder only its members see, gone after
 8 days; and a PACS guardian importing a shared study into their Orthanc under the local patient ID."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -74,8 +75,13 @@ def test_emergency_folder_is_shared_then_gone_after_18_hours(hub, tmp_path):
     with hub.db.sessions() as s:
         assert s.scalar(select(Tombstone.instances).where(Tombstone.study_uid == uid)) == 2
         actions = set(s.scalars(select(AuditEvent.action).where(AuditEvent.study_uid == uid)))
-        openers = set(s.scalars(select(AuditEvent.username).where(AuditEvent.action == "folder.open",
-                                                                 AuditEvent.object_id == "Emergency")))
+        openers = set(
+            s.scalars(
+                select(AuditEvent.username).where(
+                    AuditEvent.action == "folder.open", AuditEvent.object_id == "Emergency"
+                )
+            )
+        )
     assert {"folder.add", "study.view", "folder.expire", "study.delete"} <= actions
     assert openers == {"imperial", "barts"}  # the folder's own trail: who opened it
 
@@ -95,14 +101,24 @@ def test_elective_folder_is_for_members_only_and_lasts_8_days(hub, tmp_path):
 
     from portaltools import user_row
 
-    assert kings.post(f"/api/v1/folders/{folder['id']}/members",
-                      json={"user_id": user_row(hub, "kings_rad").id}).status_code == 200
+    assert (
+        kings.post(
+            f"/api/v1/folders/{folder['id']}/members", json={"user_id": user_row(hub, "kings_rad").id}
+        ).status_code
+        == 200
+    )
     imperial = browser(hub, "imperial_admin")
-    joined = imperial.post(f"/api/v1/folders/{folder['id']}/members", json={"user_id": user_row(hub, "imperial_rad").id})
+    joined = imperial.post(
+        f"/api/v1/folders/{folder['id']}/members", json={"user_id": user_row(hub, "imperial_rad").id}
+    )
     assert joined.json()["members"] == ["imperial_rad"]
     # an admin cannot add another institution's user
-    assert imperial.post(f"/api/v1/folders/{folder['id']}/members",
-                         json={"user_id": user_row(hub, "kings_rad").id}).status_code == 404
+    assert (
+        imperial.post(
+            f"/api/v1/folders/{folder['id']}/members", json={"user_id": user_row(hub, "kings_rad").id}
+        ).status_code
+        == 404
+    )
 
     uid = push(hub, tmp_path, "mdt", "IMEX", patient_name="MDT^MARY", patient_id="M1")  # quarantined at King's
     wait_until(lambda: study(hub, uid) is not None and study(hub, uid).route_state == "quarantined", message="q")
@@ -126,17 +142,22 @@ def test_elective_folder_is_for_members_only_and_lasts_8_days(hub, tmp_path):
 
 def test_guardian_imports_a_shared_study_into_the_local_pacs(make_config, start_hub, tmp_path):
     hub = start_hub(make_config())
-    with peers.Orthanc(tmp_path / "orthanc", aet="RYJPACS",
-                       modalities={"imex": ("IMEX", "127.0.0.1", hub.listener.port)}) as orthanc:
+    with peers.Orthanc(
+        tmp_path / "orthanc", aet="RYJPACS", modalities={"imex": ("IMEX", "127.0.0.1", hub.listener.port)}
+    ) as orthanc:
         register_hospitals(hub, dest_port=orthanc.dicom_port)
         add_folder(hub.db, "Emergency", "emergency", alias="EMERGENCY", institutions_ods=["RJZ", "RYJ"])
         hub.nodes.invalidate()
         # Imperial's PACS already knows the patient under its own ID
-        local = make_study(tmp_path / "local", instances_per_series=1, patient_name="SHARED^SAM",
-                           patient_id="RYJ777", birth_date="19700101")
+        local = make_study(
+            tmp_path / "local",
+            instances_per_series=1,
+            patient_name="SHARED^SAM",
+            patient_id="RYJ777",
+            birth_date="19700101",
+        )
         assert peers.storescu(local, orthanc.dicom_port, "RYJPACS", "LOCAL").statuses == [0]
-        uid = push(hub, tmp_path, "shared", "EMERGENCY", patient_name="SHARED^SAM", patient_id="K555",
-                   accession="KCH1")
+        uid = push(hub, tmp_path, "shared", "EMERGENCY", patient_name="SHARED^SAM", patient_id="K555", accession="KCH1")
         wait_until(lambda: study(hub, uid) is not None and study(hub, uid).route_state == "routed", message="filed")
         add_user(hub, "guardian", "RYJ", ["pacs_guardian"])
         add_user(hub, "viewer", "RYJ", ["viewer"])
@@ -147,8 +168,9 @@ def test_guardian_imports_a_shared_study_into_the_local_pacs(make_config, start_
         before = guardian.get(f"/api/v1/studies/{study_id}/import", params={"search": "RYJ777"}).json()
         assert before["problem"] == "" and before["study"]["patient_id"] == "K555"
         assert [(lp["patient_id"], lp["name"]) for lp in before["local_patients"]] == [("RYJ777", "SHARED^SAM")]
-        done = guardian.post(f"/api/v1/studies/{study_id}/import",
-                             json={"patient_id": "RYJ777", "accession_number": "RYJACC9"})
+        done = guardian.post(
+            f"/api/v1/studies/{study_id}/import", json={"patient_id": "RYJ777", "accession_number": "RYJACC9"}
+        )
         assert done.status_code == 202, done.text
         wait_until(lambda: len(orthanc.instances()) == 3, message="import reached Orthanc")
         patients = {p["MainDicomTags"]["PatientID"] for p in orthanc.get("/patients?expand")}
@@ -182,8 +204,18 @@ def test_folder_commands(hub, tmp_path):
         return result.output
 
     assert "added emergency folder Trauma; PACS send to AE title TRAUMA" in imex(
-        "folder", "add", "Trauma", "--kind", "emergency", "--alias", "trauma", "--institution", "RJZ",
-        "--institution", "RYJ")
+        "folder",
+        "add",
+        "Trauma",
+        "--kind",
+        "emergency",
+        "--alias",
+        "trauma",
+        "--institution",
+        "RJZ",
+        "--institution",
+        "RYJ",
+    )
     assert "already used" in imex("folder", "add", "Other", "--kind", "elective", "--alias", "RJZ", ok=False)
     assert "ZZZ" in imex("folder", "add", "X", "--kind", "elective", "--institution", "ZZZ", ok=False)
     hub.nodes.invalidate()

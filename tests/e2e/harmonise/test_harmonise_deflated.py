@@ -1,6 +1,7 @@
 """A study stored in Deflated Explicit VR Little Endian and harmonised for its destination goes out
 deflated again, padded to an even length as PS3.5 A.5 requires, and dcmtk's storescp takes every
 instance (it refuses an odd-length deflated dataset and aborts the association)."""
+
 from __future__ import annotations
 
 import zlib
@@ -17,8 +18,12 @@ from imex.db.models import Instance
 from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")
-RULE = {"name": "NHS number and prefix", "destination": ["RYJ"], "nhs_number": "use",
-        "accession_prefix": "{source_ods}-"}
+RULE = {
+    "name": "NHS number and prefix",
+    "destination": ["RYJ"],
+    "nhs_number": "use",
+    "accession_prefix": "{source_ods}-",
+}
 COUNT = 8  # deflated lengths vary with the UIDs: with eight, some are odd before padding
 
 
@@ -28,16 +33,24 @@ def test_harmonised_deflated_study_reaches_storescp(make_config, start_hub, stor
     config.harmonise = [RULE]
     hub = start_hub(config)
     register_hospitals(hub, dest_port=dest.port)
-    files = make_study(tmp_path / "plain", instances_per_series=COUNT, patient_id="9434765919", accession="A9",
-                       extra={"IssuerOfPatientID": "NHS"})
+    files = make_study(
+        tmp_path / "plain",
+        instances_per_series=COUNT,
+        patient_id="9434765919",
+        accession="A9",
+        extra={"IssuerOfPatientID": "NHS"},
+    )
     sent = {str(d.SOPInstanceUID): d for d in map(dcmread, files)}
     result = peers.storescu(files, hub.listener.port, "RYJ", "STORESCU", extra_args=["-xd"])
     assert result.statuses == [0] * COUNT, result.output[-2000:]
     with hub.db.sessions() as s:
         assert set(s.scalars(select(Instance.transfer_syntax_uid))) == {DeflatedExplicitVRLittleEndian}
 
-    wait_until(lambda: transfer_states(hub) == [("delivered", COUNT, COUNT)], timeout=60,
-               message=f"delivery of {COUNT} harmonised deflated instances")
+    wait_until(
+        lambda: transfer_states(hub) == [("delivered", COUNT, COUNT)],
+        timeout=60,
+        message=f"delivery of {COUNT} harmonised deflated instances",
+    )
     received = [dcmread(p) for p in dest.wait_for(COUNT)]
     assert "Odd Fragment Length" not in dest.log()
     assert len(received) == COUNT

@@ -1,5 +1,6 @@
 """Harmonisation on the real path: dcmtk storescu pushes a study with a local Patient ID, the hub sends a
 coerced copy to dcmtk storescp, and the stored original stays as received."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,13 @@ from imex.routing.reconcile import pending_reconciliations, reconcile
 from imex.samples import make_study
 
 NHS_NUMBER = "9434765919"
-RULE = {"name": "Imperial files by NHS number", "destination": ["RYJ"], "nhs_number": "require",
-        "accession_prefix": "{source_ods}-", "institution_name": "{source_name}"}
+RULE = {
+    "name": "Imperial files by NHS number",
+    "destination": ["RYJ"],
+    "nhs_number": "require",
+    "accession_prefix": "{source_ods}-",
+    "institution_name": "{source_name}",
+}
 
 
 def _nhs_item(number: str) -> Dataset:
@@ -44,9 +50,14 @@ def test_patient_id_becomes_nhs_number_with_originals_recorded(make_config, star
     config.harmonise = [RULE]
     hub = start_hub(config)
     register_hospitals(hub, dest_port=dest.port)
-    files = make_study(tmp_path / "s", series=2, instances_per_series=3, patient_id="K123456",
-                       accession="A77", extra={"OtherPatientIDsSequence": Sequence([_nhs_item("943 476 5919")]),
-                                               "IssuerOfPatientID": "RJZ"})
+    files = make_study(
+        tmp_path / "s",
+        series=2,
+        instances_per_series=3,
+        patient_id="K123456",
+        accession="A77",
+        extra={"OtherPatientIDsSequence": Sequence([_nhs_item("943 476 5919")]), "IssuerOfPatientID": "RJZ"},
+    )
     sent = _by_uid(files)
 
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 6
@@ -86,8 +97,13 @@ def _held_then_reconciled(config, start_hub, storescp, tmp_path) -> None:  # typ
     config.harmonise = [RULE]
     hub = start_hub(config)
     register_hospitals(hub, dest_port=dest.port)
-    files = make_study(tmp_path / "s", instances_per_series=3, patient_id="9434765918",  # bad check digit
-                       accession="A78", extra={"IssuerOfPatientID": "NHS"})
+    files = make_study(
+        tmp_path / "s",
+        instances_per_series=3,
+        patient_id="9434765918",  # bad check digit
+        accession="A78",
+        extra={"IssuerOfPatientID": "NHS"},
+    )
 
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 3
 
@@ -108,8 +124,15 @@ def _held_then_reconciled(config, start_hub, storescp, tmp_path) -> None:  # typ
         assert (ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber) == (NHS_NUMBER, "NHS", "RYJ0001")
         assert ds.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].PatientID == "9434765918"
     with hub.db.engine.connect() as conn:
-        events = conn.execute(select(transfer_events.c.event).where(
-            transfer_events.c.transfer_id == transfer_id).order_by(transfer_events.c.id)).scalars().all()
+        events = (
+            conn.execute(
+                select(transfer_events.c.event)
+                .where(transfer_events.c.transfer_id == transfer_id)
+                .order_by(transfer_events.c.id)
+            )
+            .scalars()
+            .all()
+        )
         rec = conn.execute(select(reconciliations)).one()
         attempts = conn.execute(select(transfers.c.attempts)).scalar_one()
     assert "held" in events and "reconciled" in events and events[-1] == "delivered"

@@ -1,6 +1,7 @@
 """Coerced copies in other transfer syntaxes and to Orthanc: compressed pixel data go out with the same
 bytes, a destination that refuses the compression gets them decompressed, and a de-identifying rule
 reaches Orthanc with a stable pseudonym and new UIDs."""
+
 from __future__ import annotations
 
 from io import BytesIO
@@ -15,18 +16,29 @@ from hubtools import register_hospitals, transfer_states, wait_until
 from imex.directory import add_institution, add_node
 from imex.samples import compress_jpeg_lossless, make_study
 
-RULE = {"name": "NHS number and prefix", "destination": ["RYJ"], "nhs_number": "use",
-        "accession_prefix": "{source_ods}-"}
+RULE = {
+    "name": "NHS number and prefix",
+    "destination": ["RYJ"],
+    "nhs_number": "use",
+    "accession_prefix": "{source_ods}-",
+}
 
 
 def _sent(hub, tmp_path: Path, count: int = 3) -> dict:  # type: ignore[no-untyped-def]
-    plain = make_study(tmp_path / "plain", instances_per_series=count, patient_id="9434765919", accession="A9",
-                       extra={"IssuerOfPatientID": "NHS", "OtherPatientIDs": "K55"})
+    plain = make_study(
+        tmp_path / "plain",
+        instances_per_series=count,
+        patient_id="9434765919",
+        accession="A9",
+        extra={"IssuerOfPatientID": "NHS", "OtherPatientIDs": "K55"},
+    )
     jpeg = compress_jpeg_lossless(plain, tmp_path / "jpeg")
     result = peers.storescu(jpeg, hub.listener.port, "RYJ", "STORESCU", extra_args=["-xs"])
     assert result.statuses == [0] * count, result.output[-2000:]
-    return {"plain": {str(d.SOPInstanceUID): d for d in map(dcmread, plain)},
-            "jpeg": {str(d.SOPInstanceUID): d for d in map(dcmread, jpeg)}}
+    return {
+        "plain": {str(d.SOPInstanceUID): d for d in map(dcmread, plain)},
+        "jpeg": {str(d.SOPInstanceUID): d for d in map(dcmread, jpeg)},
+    }
 
 
 def test_compressed_instances_keep_their_pixel_bytes(make_config, start_hub, storescp, tmp_path):
@@ -46,8 +58,7 @@ def test_compressed_instances_keep_their_pixel_bytes(make_config, start_hub, sto
         assert ds.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].AccessionNumber == "A9"
 
 
-def test_destination_refusing_compression_gets_a_decompressed_coerced_copy(make_config, start_hub, storescp,
-                                                                           tmp_path):
+def test_destination_refusing_compression_gets_a_decompressed_coerced_copy(make_config, start_hub, storescp, tmp_path):
     dest = storescp("RYJPACS", accept_all=False)  # storescp's default: uncompressed syntaxes only
     config = make_config()
     config.harmonise = [RULE]
@@ -72,10 +83,12 @@ def test_deidentified_study_reaches_orthanc_with_stable_pseudonym(make_config, s
         add_institution(hub.db, "TCH", "Teaching collection")
         add_node(hub.db, "TEACHING_PACS", "TEACHING", "127.0.0.1", orthanc.dicom_port, "TCH")
         hub.nodes.invalidate()
-        first = make_study(tmp_path / "one", instances_per_series=2, patient_id="9434765919",
-                           patient_name="DOE^JANE", accession="A1")
-        second = make_study(tmp_path / "two", instances_per_series=2, patient_id="9434765919",
-                            patient_name="DOE^JANE", accession="A2")
+        first = make_study(
+            tmp_path / "one", instances_per_series=2, patient_id="9434765919", patient_name="DOE^JANE", accession="A1"
+        )
+        second = make_study(
+            tmp_path / "two", instances_per_series=2, patient_id="9434765919", patient_name="DOE^JANE", accession="A2"
+        )
         for files in (first, second):
             assert peers.storescu(files, hub.listener.port, "TCH", "STORESCU").statuses == [0, 0]
 

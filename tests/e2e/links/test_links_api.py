@@ -1,6 +1,7 @@
 """Links for outside recipients, through HTTP: creating (CSRF, scoping, permissions, malformed input),
 the code flow (single use, expiry, wrong codes lock the link, rate limit, forged forms), the link session
 scoped to one study (other UIDs 404), download by mode, expiry and revocation, and the audit of every use."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -52,9 +53,16 @@ def test_creating_is_refused_without_csrf_permission_or_scope(linkhub):  # type:
     other = browser(linkhub, "brum_admin").post("/api/v1/links", json=body)
     assert other.status_code == 404
     assert bearer(linkhub, "brum_admin").post("/api/v1/links", json=body).status_code == 404
-    for bad in ({**body, "email": "not an address"}, {**body, "email": "a@b.c, d@e.f"}, {**body, "mode": "edit"},
-                {**body, "days": 0}, {**body, "days": 91}, {**body, "study_id": "1 OR 1=1"},
-                {**body, "study_id": 2**40}, {**body, "email": "x" * 400 + "@a.example"}):
+    for bad in (
+        {**body, "email": "not an address"},
+        {**body, "email": "a@b.c, d@e.f"},
+        {**body, "mode": "edit"},
+        {**body, "days": 0},
+        {**body, "days": 91},
+        {**body, "study_id": "1 OR 1=1"},
+        {**body, "study_id": 2**40},
+        {**body, "email": "x" * 400 + "@a.example"},
+    ):
         assert client.post("/api/v1/links", json=bad).status_code == 422, bad
     # a sender (no studies.download) may share to view, not to download
     assert browser(linkhub, "kings_sender").post("/api/v1/links", json={**body, "mode": "download"}).status_code == 422
@@ -89,28 +97,36 @@ def test_code_flow_viewer_reads_and_download(linkhub, tmp_path):  # type: ignore
     assert client.get(f"{base}/series/{series_uid}/thumbnail?accept=image/png").status_code == 200
     # the other study, its series and its instances are not there, whatever URL is used
     with linkhub.db.sessions() as s:
-        o_series, o_sop = s.execute(select(Series.series_uid, Instance.sop_uid).join(Instance)
-                                    .where(Series.study_id == study(linkhub, 1).id)).first()
-    for path in (f"/link/dicomweb/studies/{other_uid}/series",
-                 f"/link/dicomweb/studies/{other_uid}/series/{o_series}/metadata",
-                 f"{base}/series/{o_series}/metadata", f"{base}/series/{o_series}/thumbnail",
-                 f"{base}/series/{series_uid}/instances/{o_sop}/frames/1/rendered",
-                 f"{base}/series/{o_series}/instances/{o_sop}/frames/1/rendered",
-                 f"/link/dicomweb/studies/{uid}' OR '1'='1/series", "/link/dicomweb/studies/" + "9" * 5000 + "/series"):
+        o_series, o_sop = s.execute(
+            select(Series.series_uid, Instance.sop_uid).join(Instance).where(Series.study_id == study(linkhub, 1).id)
+        ).first()
+    for path in (
+        f"/link/dicomweb/studies/{other_uid}/series",
+        f"/link/dicomweb/studies/{other_uid}/series/{o_series}/metadata",
+        f"{base}/series/{o_series}/metadata",
+        f"{base}/series/{o_series}/thumbnail",
+        f"{base}/series/{series_uid}/instances/{o_sop}/frames/1/rendered",
+        f"{base}/series/{o_series}/instances/{o_sop}/frames/1/rendered",
+        f"/link/dicomweb/studies/{uid}' OR '1'='1/series",
+        "/link/dicomweb/studies/" + "9" * 5000 + "/series",
+    ):
         answer = client.get(path)
         assert answer.status_code in (404, 414), (path, answer.status_code)
     # the portal's own DICOMweb does not take a link session
     assert client.get(f"/dicomweb/studies/{uid}/series").status_code == 401
-    assert any("not the link's" in e.detail or "not in the link's" in e.detail
-               for e in _audit(linkhub, "link.access_denied"))
+    assert any(
+        "not the link's" in e.detail or "not in the link's" in e.detail for e in _audit(linkhub, "link.access_denied")
+    )
     # download: the zip's DICOMDIR lists every instance, with the stored bytes
     answer = client.get("/link/download")
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     assert archive.namelist()[0] == "DICOMDIR" and len(archive.namelist()) == 7
     with linkhub.db.sessions() as s:
-        stored = {i.sop_uid: linkhub.store.read(i.blob_key)
-                  for i in s.scalars(select(Instance).where(Instance.study_id == study(linkhub).id))}
+        stored = {
+            i.sop_uid: linkhub.store.read(i.blob_key)
+            for i in s.scalars(select(Instance).where(Instance.study_id == study(linkhub).id))
+        }
     archive.extractall(tmp_path / "zip")
     from pydicom.fileset import FileSet
 
@@ -122,8 +138,9 @@ def test_code_flow_viewer_reads_and_download(linkhub, tmp_path):  # type: ignore
     for action in ("link.open", "link.code_sent", "link.code_ok", "link.view", "link.download"):
         events = _audit(linkhub, action)
         assert events, action
-        assert all(e.object_id == str(link["id"]) and "pat@outside.example" in e.detail and e.institution_id
-                   for e in events)
+        assert all(
+            e.object_id == str(link["id"]) and "pat@outside.example" in e.detail and e.institution_id for e in events
+        )
     listed = bearer(linkhub, "kings_admin").get(f"/api/v1/links/{link['id']}").json()
     assert listed["uses"] == 1
 
@@ -146,8 +163,12 @@ def test_codes_are_single_use_expire_and_wrong_ones_lock_the_link(linkhub):  # t
     token = form_token(sent)
     # a forged form (no token, or from another site) is refused and counts nothing
     assert client.post(path + "/session", data={"code": code}).status_code == 403
-    assert client.post(path + "/session", data={"code": code, "csrf_token": token},
-                       headers={"Origin": "https://evil.example"}).status_code == 403
+    assert (
+        client.post(
+            path + "/session", data={"code": code, "csrf_token": token}, headers={"Origin": "https://evil.example"}
+        ).status_code
+        == 403
+    )
     assert client.post(path + "/code", data={"csrf_token": "forged"}).status_code == 403
     assert client.post(path + "/session", data={"code": code, "csrf_token": token}).status_code == 303
     again = recipient(linkhub)
@@ -185,8 +206,11 @@ def test_expired_and_revoked_links_show_a_page_not_the_study(linkhub):  # type: 
     revoked = make_link(linkhub, email="b@outside.example")
     first, second = sign_in_link(linkhub, expiring), sign_in_link(linkhub, revoked)
     with linkhub.db.session() as s:
-        s.execute(update(StudyLink).where(StudyLink.id == expiring["id"]).values(
-            expires_at=utcnow() - dt.timedelta(minutes=1)))
+        s.execute(
+            update(StudyLink)
+            .where(StudyLink.id == expiring["id"])
+            .values(expires_at=utcnow() - dt.timedelta(minutes=1))
+        )
     answer = first.get(httpx.URL(expiring["url"]).path)
     assert answer.status_code == 410 and "expired" in answer.text and "LINK" not in answer.text
     assert first.get("/link/study").status_code == 401
@@ -234,13 +258,21 @@ def test_link_pages_refuse_malformed_input(linkhub):  # type: ignore[no-untyped-
     client = recipient(linkhub)
     sent = ask_code(client, link["url"])
     token = form_token(sent)
-    for data in ({"code": "1" * 5000, "csrf_token": token}, {"csrf_token": token}, {"code": "123456", "csrf_token": "x" * 500}):
+    for data in (
+        {"code": "1" * 5000, "csrf_token": token},
+        {"csrf_token": token},
+        {"code": "123456", "csrf_token": "x" * 500},
+    ):
         answer = client.post(path + "/session", data=data)
         assert answer.status_code in (403, 422), (data.keys(), answer.status_code)
-    assert client.post(path + "/session", content=b"\xff" * 100,
-                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code in (403, 422)
-    oversize = client.post(path + "/session", content=b"code=" + b"1" * (linkhub.config["http.max_body_bytes"] + 10),
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert client.post(
+        path + "/session", content=b"\xff" * 100, headers={"content-type": "application/x-www-form-urlencoded"}
+    ).status_code in (403, 422)
+    oversize = client.post(
+        path + "/session",
+        content=b"code=" + b"1" * (linkhub.config["http.max_body_bytes"] + 10),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert oversize.status_code == 413
     # a forged or stale link cookie opens nothing
     for cookie in ("forged", "A" * 43, "a" * 5000):
@@ -253,8 +285,14 @@ def test_link_pages_refuse_malformed_input(linkhub):  # type: ignore[no-untyped-
     base = f"/link/dicomweb/studies/{linkhub.study_uids[0]}"
     series_uid = client.get(f"{base}/series").json()[0]["0020000E"]["Value"][0]
     sop = client.get(f"{base}/series/{series_uid}/metadata").json()[0]["00080018"]["Value"][0]
-    for tail in ("frames/0/rendered", "frames/abc/rendered", "frames/99/rendered", "frames/1/rendered?window=a,b",
-                 "frames/1/rendered?viewport=0,0", "frames/1/rendered?accept=text/html"):
+    for tail in (
+        "frames/0/rendered",
+        "frames/abc/rendered",
+        "frames/99/rendered",
+        "frames/1/rendered?window=a,b",
+        "frames/1/rendered?viewport=0,0",
+        "frames/1/rendered?accept=text/html",
+    ):
         answer = client.get(f"{base}/series/{series_uid}/instances/{sop}/{tail}")
         assert answer.status_code in (400, 404, 406), (tail, answer.status_code)
         assert answer.headers["content-type"].startswith("application/problem+json")

@@ -2,6 +2,7 @@
 recipient opens it, asks for a code, reads it from the e-mail a real SMTP server (aiosmtpd) received,
 enters it, sees the study drawn in the viewer and downloads the zip, whose DICOMDIR lists every instance
 with the stored bytes. Then the link is revoked and the same browser sees a page saying so."""
+
 from __future__ import annotations
 
 import email
@@ -39,8 +40,13 @@ class Inbox:
 
     def codes(self, address: str) -> list[str]:
         with self.lock:
-            return [m.group(1) for to, _, body in self.mails if address in to
-                    for m in [re.search(r"one-time code is (\d{6})", body)] if m]
+            return [
+                m.group(1)
+                for to, _, body in self.mails
+                if address in to
+                for m in [re.search(r"one-time code is (\d{6})", body)]
+                if m
+            ]
 
 
 @pytest.fixture
@@ -57,8 +63,9 @@ def test_recipient_opens_views_and_downloads(make_config, start_hub, storescp, i
     from playwright.sync_api import expect
 
     dest = storescp("RYJPACS")
-    hub = start_hub(make_config(smtp__host="127.0.0.1", smtp__port=inbox.port, smtp__timeout=5.0,
-                                smtp__retry_initial_seconds=0.5))
+    hub = start_hub(
+        make_config(smtp__host="127.0.0.1", smtp__port=inbox.port, smtp__timeout=5.0, smtp__retry_initial_seconds=0.5)
+    )
     register_hospitals(hub, dest_port=dest.port)
     setup_hub(hub, tmp_path)
     page = browser_page
@@ -113,8 +120,10 @@ def test_recipient_opens_views_and_downloads(make_config, start_hub, storescp, i
     from pydicom.fileset import FileSet
 
     with hub.db.sessions() as s:
-        stored = {i.sop_uid: hub.store.read(i.blob_key)
-                  for i in s.scalars(select(Instance).where(Instance.study_id == target.id))}
+        stored = {
+            i.sop_uid: hub.store.read(i.blob_key)
+            for i in s.scalars(select(Instance).where(Instance.study_id == target.id))
+        }
     fs = FileSet(tmp_path / "zip" / "DICOMDIR")
     assert {i.SOPInstanceUID for i in fs} == set(stored)
     for inst in fs:

@@ -1,5 +1,6 @@
 """The locator's admin page in a browser: an institution's admin makes its holdings discoverable by a
 partner and a network, and sets up a sweep of its PACS, through the page's forms."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -41,6 +42,10 @@ def test_admin_sets_discoverability_and_a_sweep(make_config, start_hub, browser_
         row = s.scalar(select(LocatorSweep))
         assert row.interval_minutes == 15 and row.queries_per_minute == 12 and row.enabled
         inst = s.scalar(select(policy.Institution).where(policy.Institution.ods_code == "RJZ"))
-        assert policy.get(s, inst.id).as_dict() == {"institution": "RJZ", "mode": "restricted", "partners": ["RGT"],
-                                                    "networks": ["North stroke"]}
+        assert policy.get(s, inst.id).as_dict() == {
+            "institution": "RJZ",
+            "mode": "restricted",
+            "partners": ["RGT"],
+            "networks": ["North stroke"],
+        }
     assert page.console_errors == []

@@ -1,5 +1,6 @@
 """A sweep survives kill -9: `imex serve` is killed in the middle of sweeping a PACS; after the restart the
 sweep starts again from the study date it had committed, not from the beginning of its look-back."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,10 +18,18 @@ from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries
 
 
 def test_sweep_resumes_after_kill_9(make_config, hub_process, tmp_path: Path) -> None:
-    config = make_config(locator__sweep_scan_interval=0.2, locator__sweep_window_days=10,
-                         locator__sweep_claim_seconds=2.0)
-    files = make_study(tmp_path / "s", series=1, instances_per_series=1, patient_id=PATIENT_NHS,
-                       birth_date=PATIENT_DOB, accession="K1", modality="CT")
+    config = make_config(
+        locator__sweep_scan_interval=0.2, locator__sweep_window_days=10, locator__sweep_claim_seconds=2.0
+    )
+    files = make_study(
+        tmp_path / "s",
+        series=1,
+        instances_per_series=1,
+        patient_id=PATIENT_NHS,
+        birth_date=PATIENT_DOB,
+        accession="K1",
+        modality="CT",
+    )
     pacs = GatedPacs(files, "RJZPACS", config["dicom.ae_title"], config["dicom.port"])
     db = Database(config.database_url)
     try:

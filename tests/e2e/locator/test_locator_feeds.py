@@ -3,6 +3,7 @@ periodic job (source hub); a RIS's completed order (ORM^O01, OMI^O23) and report
 what its institution holds (source hl7), while an order not yet done, a RIS the hub does not know and
 garbage are answered in HL7's own terms; discoverability, networks and sweeps through the API refuse
 what a caller may not change."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,10 +26,12 @@ SEARCH = {"nhs_number": PATIENT_NHS, "birth_date": "1970-01-01", "reason": "MDT"
 
 def _order(kind: str, control: str, status: str, *, uid: str = "", facility: str = "RYJ") -> bytes:
     """A completed (or not) order for the patient from a RIS: ORM^O01 with ZDS, or OMI^O23 with IPC."""
-    segments = [f"MSH|^~\\&|CRIS|{facility}|IMEX|IMEX|20261125130000||{kind}|{control}|P|2.5.1",
-                f"PID|1||R998877^^^{facility}^MR~{PATIENT_NHS}^^^NHS^NH||DOE^JANE||{PATIENT_DOB}|F",
-                f"ORC|SC|ORD{control}|ACC{control}||{status}",
-                f"OBR|1|ORD{control}|ACC{control}|XKNEL^MR KNEE LEFT|||20250302101500|||||||||||||||||MR"]
+    segments = [
+        f"MSH|^~\\&|CRIS|{facility}|IMEX|IMEX|20261125130000||{kind}|{control}|P|2.5.1",
+        f"PID|1||R998877^^^{facility}^MR~{PATIENT_NHS}^^^NHS^NH||DOE^JANE||{PATIENT_DOB}|F",
+        f"ORC|SC|ORD{control}|ACC{control}||{status}",
+        f"OBR|1|ORD{control}|ACC{control}|XKNEL^MR KNEE LEFT|||20250302101500|||||||||||||||||MR",
+    ]
     if kind.startswith("OMI"):
         segments.append(f"IPC|ACC{control}|RP1|{uid}|SPS1|MR")
     elif uid:
@@ -39,21 +42,32 @@ def _order(kind: str, control: str, status: str, *, uid: str = "", facility: str
 def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     hub = start_hub(make_config(locator__index_interval=0.2, locator__sweep_scan_interval=3600.0))
     register_pacs(hub, "RJZ", "King's College Hospital", "RJZ_PACS", "STORESCU", peers.free_port())
-    register_pacs(hub, "RYJ", "Imperial College Healthcare", "RYJ_PACS", "RYJPACS", peers.free_port(),
-                  destination=True)
+    register_pacs(hub, "RYJ", "Imperial College Healthcare", "RYJ_PACS", "RYJPACS", peers.free_port(), destination=True)
     register_pacs(hub, "RGT", "Cambridge University Hospitals", "RGT_PACS", "RGTPACS", peers.free_port())
     add_user(hub, "gp.cambridge", "RGT", ["viewer"])
     add_user(hub, "admin.kings", "RJZ", ["institution_admin"])
     add_user(hub, "root", "RGT", ["system_admin"])
     kings = bearer(hub, "admin.kings")
     for ods_user, ods in (("admin.kings", "RJZ"),):
-        assert bearer(hub, ods_user).put("/api/v1/locator/discoverability", json={"mode": "everyone"}).json()[
-            "institution"] == ods
+        assert (
+            bearer(hub, ods_user)
+            .put("/api/v1/locator/discoverability", json={"mode": "everyone"})
+            .json()["institution"]
+            == ods
+        )
 
     # (a) a study sent through the hub to RYJ
-    files = make_study(tmp_path / "s", series=2, instances_per_series=2, patient_id=PATIENT_NHS,
-                       birth_date=PATIENT_DOB, accession="K1", modality="CT", description="CT HEAD",
-                       extra={"BodyPartExamined": "HEAD"})
+    files = make_study(
+        tmp_path / "s",
+        series=2,
+        instances_per_series=2,
+        patient_id=PATIENT_NHS,
+        birth_date=PATIENT_DOB,
+        accession="K1",
+        modality="CT",
+        description="CT HEAD",
+        extra={"BodyPartExamined": "HEAD"},
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 4
     wait_until(lambda: any(e.source == "hub" and e.num_instances == 4 for e in entries(hub)), timeout=30)
     [hubbed] = entries(hub)
@@ -74,8 +88,12 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     unknown = send("127.0.0.1", port, _order("ORM^O01", "C5", "CM", facility="RXX"))
     assert unknown.code == "AE" and "not a registered RIS" in unknown.text
     assert send("127.0.0.1", port, b"MSH|^~\\&|X|RYJ|IMEX|IMEX|2026||ORM^O01|C6|P|2.5.1\rPID|garbage").code == "AE"
-    report = (DATA / "oru_v251_corrected.hl7").read_bytes().replace(b"|RJZ|IMEX", b"|RYJ|IMEX").replace(
-        b"19650412", PATIENT_DOB.encode())
+    report = (
+        (DATA / "oru_v251_corrected.hl7")
+        .read_bytes()
+        .replace(b"|RJZ|IMEX", b"|RYJ|IMEX")
+        .replace(b"19650412", PATIENT_DOB.encode())
+    )
     assert send("127.0.0.1", port, report).code == "AA"
     by_key = {e.study_uid: e for e in entries(hub) if e.source == "hl7"}
     assert set(by_key) == {"1.2.826.0.1.3680043.10.1.1", "1.2.826.0.1.3680043.10.1.2", "acc:ACCC4", "acc:RJZACC1001"}
@@ -93,14 +111,24 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
 
         from imex.db.models import AuditEvent
 
-        assert s.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.username == "gp.cambridge", AuditEvent.outcome == "denied",
-            AuditEvent.object_id == str(hidden))) == 3
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(
+                    AuditEvent.username == "gp.cambridge",
+                    AuditEvent.outcome == "denied",
+                    AuditEvent.object_id == str(hidden),
+                )
+            )
+            == 3
+        )
     with hub.db.session() as s:
         from imex.locator import policy
 
-        policy.set_policy(s, s.scalar(policy.select(policy.Institution.id).where(
-            policy.Institution.ods_code == "RYJ")), "everyone")
+        policy.set_policy(
+            s, s.scalar(policy.select(policy.Institution.id).where(policy.Institution.ods_code == "RYJ")), "everyone"
+        )
     found = gp.post("/api/v1/locator/search", json=SEARCH).json()["items"]
     hl7_items = [i for i in found if i["source"] == "hl7"]
     assert len(hl7_items) == 4
@@ -112,21 +140,30 @@ def test_hub_and_hl7_feeds(make_config, start_hub, tmp_path: Path) -> None:
     # admin side, and what it refuses
     assert kings.get("/api/v1/locator/discoverability").json()["mode"] == "everyone"
     assert kings.get("/api/v1/locator/discoverability", params={"institution": "RYJ"}).status_code == 404
-    assert kings.put("/api/v1/locator/discoverability", json={"mode": "restricted", "partners": ["NOPE"]}
-                     ).status_code == 422
+    assert (
+        kings.put("/api/v1/locator/discoverability", json={"mode": "restricted", "partners": ["NOPE"]}).status_code
+        == 422
+    )
     assert kings.put("/api/v1/locator/discoverability", json={"mode": "sometimes"}).status_code == 422
-    assert kings.put("/api/v1/locator/discoverability", json={"mode": "restricted", "partners": ["RJZ"]}
-                     ).status_code == 422
+    assert (
+        kings.put("/api/v1/locator/discoverability", json={"mode": "restricted", "partners": ["RJZ"]}).status_code
+        == 422
+    )
     assert gp.put("/api/v1/locator/discoverability", json={"mode": "none"}).status_code == 403
     assert kings.put("/api/v1/locator/networks/Stroke", json={"members": ["RJZ"]}).status_code == 403
     root = bearer(hub, "root")
-    assert root.put("/api/v1/locator/networks/North%20stroke", json={"members": ["RJZ", "RGT"]}).json()[
-        "members"] == ["RGT", "RJZ"]
+    assert root.put("/api/v1/locator/networks/North%20stroke", json={"members": ["RJZ", "RGT"]}).json()["members"] == [
+        "RGT",
+        "RJZ",
+    ]
     assert root.put("/api/v1/locator/networks/x", json={"members": ["ZZZ"]}).status_code == 422
     changed = kings.put("/api/v1/locator/discoverability", json={"mode": "restricted", "networks": ["North stroke"]})
     assert changed.status_code == 200 and changed.json()["networks"] == ["North stroke"]
-    forged = httpx.put(f"{base_url(hub)}/api/v1/locator/discoverability", json={"mode": "everyone"},
-                       cookies=browser(hub, "admin.kings").cookies)
+    forged = httpx.put(
+        f"{base_url(hub)}/api/v1/locator/discoverability",
+        json={"mode": "everyone"},
+        cookies=browser(hub, "admin.kings").cookies,
+    )
     assert forged.status_code == 403
     assert kings.get("/api/v1/locator/discoverability").json()["mode"] == "restricted"
     with hub.db.sessions() as s:

@@ -1,5 +1,6 @@
 """A PACS that hangs: its sweep times out, waits longer after each failure, keeps the progress it made, and
 succeeds once the PACS answers again; and the same sweep and discoverability from the command line."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,11 +26,24 @@ def _row(hub, node_id: int) -> LocatorSweep:  # type: ignore[no-untyped-def]
 
 
 def test_hanging_pacs_backs_off_then_recovers(make_config, start_hub, tmp_path: Path) -> None:
-    hub = start_hub(make_config(locator__sweep_timeout_seconds=2.0, locator__sweep_retry_initial_seconds=60.0,
-                                locator__sweep_retry_max_seconds=150.0, locator__sweep_scan_interval=3600.0))
+    hub = start_hub(
+        make_config(
+            locator__sweep_timeout_seconds=2.0,
+            locator__sweep_retry_initial_seconds=60.0,
+            locator__sweep_retry_max_seconds=150.0,
+            locator__sweep_scan_interval=3600.0,
+        )
+    )
     silent = SilentPacs()
-    files = make_study(tmp_path / "s", series=1, instances_per_series=2, patient_id=PATIENT_NHS,
-                       birth_date=PATIENT_DOB, accession="A1", modality="US")
+    files = make_study(
+        tmp_path / "s",
+        series=1,
+        instances_per_series=2,
+        patient_id=PATIENT_NHS,
+        birth_date=PATIENT_DOB,
+        accession="A1",
+        modality="US",
+    )
     answering = GatedPacs(files, "RJZPACS", hub.config["dicom.ae_title"], hub.config["dicom.port"])
     try:
         node = register_pacs(hub, "RJZ", "King's College Hospital", "RJZ_PACS", "RJZPACS", silent.port)
@@ -60,14 +74,22 @@ def test_hanging_pacs_backs_off_then_recovers(make_config, start_hub, tmp_path: 
 def test_locator_cli(make_config, start_hub, tmp_path: Path) -> None:
     config = make_config(locator__sweep_scan_interval=3600.0)
     hub = start_hub(config)
-    files = make_study(tmp_path / "s", series=1, instances_per_series=1, patient_id=PATIENT_NHS,
-                       birth_date=PATIENT_DOB, accession="C1", modality="DX")
+    files = make_study(
+        tmp_path / "s",
+        series=1,
+        instances_per_series=1,
+        patient_id=PATIENT_NHS,
+        birth_date=PATIENT_DOB,
+        accession="C1",
+        modality="DX",
+    )
     pacs = GatedPacs(files, "RJZPACS", hub.config["dicom.ae_title"], hub.config["dicom.port"])
     toml = write_toml(tmp_path / "imex.toml", config)
     runner = CliRunner()
 
     def cli(*args: str):  # type: ignore[no-untyped-def]
         return runner.invoke(main, ["--config", str(toml), *args])
+
     try:
         node = register_pacs(hub, "RJZ", "King's College Hospital", "RJZ_PACS", "RJZPACS", pacs.port)
         register_pacs(hub, "RGT", "Cambridge University Hospitals", "RGT_PACS", "RGTPACS", 1)
@@ -81,8 +103,9 @@ def test_locator_cli(make_config, start_hub, tmp_path: Path) -> None:
         assert cli("locator", "sweep", "RJZ_PACS", "--rate", "0").exit_code != 0
         made = cli("locator", "network", "North stroke", "--member", "RJZ", "--member", "RGT")
         assert made.exit_code == 0 and "RGT, RJZ" in made.output
-        shown = cli("locator", "discover", "RJZ", "--mode", "restricted", "--network", "North stroke",
-                    "--partner", "RGT")
+        shown = cli(
+            "locator", "discover", "RJZ", "--mode", "restricted", "--network", "North stroke", "--partner", "RGT"
+        )
         assert shown.exit_code == 0 and "restricted; partners RGT; networks North stroke" in shown.output
         assert cli("locator", "discover", "RJZ", "--mode", "restricted", "--partner", "RJZ").exit_code != 0
         assert cli("locator", "discover", "ZZZ", "--mode", "none").exit_code != 0

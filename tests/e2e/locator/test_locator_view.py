@@ -3,6 +3,7 @@ into its short-lived cache and the viewer shows the first image while the rest a
 source holds back after two images until the test lets it go on). "Source it" sends it to the clinician's
 own PACS (an Orthanc) with the harmonised identity. The cache is the requester's alone, expires and is
 deleted, and the hospital's own PACS keeps the study."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,12 @@ from locatortools import PATIENT_DOB, PATIENT_NHS, GatedPacs, entries, register_
 from portaltools import add_user, base_url, bearer, sign_in_page
 
 pytestmark = pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
-RULE = {"name": "Cambridge files by NHS number", "destination": ["RGT"], "nhs_number": "use",
-        "accession_prefix": "{source_ods}-"}
+RULE = {
+    "name": "Cambridge files by NHS number",
+    "destination": ["RGT"],
+    "nhs_number": "use",
+    "accession_prefix": "{source_ods}-",
+}
 
 
 def _nhs_item(number: str) -> Dataset:
@@ -38,8 +43,12 @@ def _nhs_item(number: str) -> Dataset:
 
 def _held(hub, uid: str) -> int:  # type: ignore[no-untyped-def]
     with hub.db.reader() as conn:
-        return conn.execute(select(func.count()).select_from(Instance).join(Study, Study.id == Instance.study_id)
-                            .where(Study.study_uid == uid)).scalar_one()
+        return conn.execute(
+            select(func.count())
+            .select_from(Instance)
+            .join(Study, Study.id == Instance.study_id)
+            .where(Study.study_uid == uid)
+        ).scalar_one()
 
 
 def _study(hub, uid: str) -> Study | None:  # type: ignore[no-untyped-def]
@@ -59,17 +68,30 @@ def test_view_while_arriving_then_source_it_into_own_pacs(make_config, start_hub
     config = make_config(locator__sweep_scan_interval=3600.0)
     config.harmonise = [RULE]
     hub = start_hub(config)
-    files = make_study(tmp_path / "remote", series=2, instances_per_series=4, patient_id="K123456",
-                       patient_name="DOE^JANE", birth_date=PATIENT_DOB, accession="A77", modality="CT",
-                       description="CT HEAD", extra={"OtherPatientIDsSequence": Sequence([_nhs_item(PATIENT_NHS)]),
-                                                     "IssuerOfPatientID": "RJZ", "BodyPartExamined": "HEAD"})
+    files = make_study(
+        tmp_path / "remote",
+        series=2,
+        instances_per_series=4,
+        patient_id="K123456",
+        patient_name="DOE^JANE",
+        birth_date=PATIENT_DOB,
+        accession="A77",
+        modality="CT",
+        description="CT HEAD",
+        extra={
+            "OtherPatientIDsSequence": Sequence([_nhs_item(PATIENT_NHS)]),
+            "IssuerOfPatientID": "RJZ",
+            "BodyPartExamined": "HEAD",
+        },
+    )
     uid = str(dcmread(files[0]).StudyInstanceUID)
     gated = GatedPacs(files, "RJZPACS", hub.config["dicom.ae_title"], hub.config["dicom.port"], first=2)
     with peers.Orthanc(tmp_path / "own", aet="RGTPACS") as own:
         try:
             rjz = register_pacs(hub, "RJZ", "King's College Hospital", "RJZ_PACS", "RJZPACS", gated.port)
-            register_pacs(hub, "RGT", "Cambridge University Hospitals", "RGT_PACS", "RGTPACS", own.dicom_port,
-                          destination=True)
+            register_pacs(
+                hub, "RGT", "Cambridge University Hospitals", "RGT_PACS", "RGTPACS", own.dicom_port, destination=True
+            )
             register_pacs(hub, "RXH", "Brighton and Sussex", "RXH_PACS", "RXHPACS", peers.free_port())
             _everyone(hub, "RJZ")
             configure(hub.db, "RJZ_PACS", lookback_days=30)
@@ -143,8 +165,16 @@ def _transfers_done(hub) -> bool:  # type: ignore[no-untyped-def]
 def test_viewed_study_cache_expires_and_the_remote_orthanc_keeps_it(make_config, start_hub, tmp_path: Path) -> None:
     hub = start_hub(make_config(locator__sweep_scan_interval=3600.0))
     hub_aet, hub_port = hub.config["dicom.ae_title"], hub.config["dicom.port"]
-    files = make_study(tmp_path / "remote", series=1, instances_per_series=3, patient_id=PATIENT_NHS,
-                       patient_name="DOE^JANE", birth_date=PATIENT_DOB, accession="B1", modality="MR")
+    files = make_study(
+        tmp_path / "remote",
+        series=1,
+        instances_per_series=3,
+        patient_id=PATIENT_NHS,
+        patient_name="DOE^JANE",
+        birth_date=PATIENT_DOB,
+        accession="B1",
+        modality="MR",
+    )
     uid = str(dcmread(files[0]).StudyInstanceUID)
     with peers.Orthanc(tmp_path / "ryj", aet="RYJPACS", modalities={"HUB": (hub_aet, "127.0.0.1", hub_port)}) as pacs:
         for path in files:

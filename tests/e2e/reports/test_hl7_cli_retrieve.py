@@ -1,5 +1,6 @@
 """`imex hl7 send` and `imex hl7 reports` against a running hub, and retrieval of a missing report from
 a RIS that answers queries (a listener of the test's own that answers QRY^R02 with ORF^R04)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,9 @@ from imex.samples import make_study
 
 
 def _imex(*args: str, config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imex.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "imex.cli", "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_send_and_reports_commands(make_config, start_hub, storescp, tmp_path):
@@ -61,12 +63,14 @@ def test_missing_report_is_retrieved_from_the_source_ris(database_url, make_conf
             return ack(read_header(data), "AA", "no report yet")
         orf = sample("oru_v23_final.hl7").replace(b"ORU^R01", b"ORF^R04").replace(b"RJZ0001", b"Q-ANSWER")
         return orf
+
     listener = MllpListener(ris, "127.0.0.1", 0)
     listener.start()
     try:
         dest = storescp("RYJPACS")
-        hub = start_hub(make_config(database__url=database_url, hl7__retrieve_after_seconds=0.0,
-                                    hl7__retrieve_interval_seconds=0.5))
+        hub = start_hub(
+            make_config(database__url=database_url, hl7__retrieve_after_seconds=0.0, hl7__retrieve_interval_seconds=0.5)
+        )
         register_hospitals(hub, dest_port=dest.port)
         register_ris(hub, dest_ris_port=listener.port, query_template=DEFAULT_QUERY)
         files = make_study(tmp_path / "s", instances_per_series=1, patient_id="K1234567", accession="RJZACC1001")
@@ -78,6 +82,7 @@ def test_missing_report_is_retrieved_from_the_source_ris(database_url, make_conf
         def stored():
             with hub.db.engine.connect() as conn:
                 return conn.execute(select(reports.c.id)).all()
+
         wait_until(stored, message="the report from the query's answer stored")
         with hub.db.engine.connect() as conn:
             row = conn.execute(select(reports.c.source, reports.c.study_id, reports.c.control_id)).one()
@@ -95,13 +100,20 @@ def test_ris_endpoints_from_imex_toml(make_config, tmp_path):
 
     config = make_config()
     toml = write_toml(tmp_path / "imex.toml", config, institutions=[{"ods": "RJZ", "name": "King's"}])
-    toml.write_text(toml.read_text() + '\n[[ris]]\nname = "KINGS_RIS"\ninstitution = "RJZ"\n'
-                    'facilities = ["RJZ", "KCH"]\nhost = "127.0.0.1"\nport = 2575\nreceiving_application = "CRIS"\n')
+    toml.write_text(
+        toml.read_text() + '\n[[ris]]\nname = "KINGS_RIS"\ninstitution = "RJZ"\n'
+        'facilities = ["RJZ", "KCH"]\nhost = "127.0.0.1"\nport = 2575\nreceiving_application = "CRIS"\n'
+    )
     hub = Hub(load(toml, env={}))
     try:
         with hub.db.engine.connect() as conn:
             row = conn.execute(select(ris_endpoints)).one()
         assert (row.name, row.facilities, row.peer_host, row.port, row.receiving_application) == (
-            "KINGS_RIS", "RJZ KCH", "127.0.0.1", 2575, "CRIS")
+            "KINGS_RIS",
+            "RJZ KCH",
+            "127.0.0.1",
+            2575,
+            "CRIS",
+        )
     finally:
         hub.db.dispose()

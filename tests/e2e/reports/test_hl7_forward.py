@@ -2,6 +2,7 @@
 before the study and waits; after delivery Imperial's RIS (a recording MLLP listener) gets the ORU and
 Imperial's PACS (dcmtk storescp) gets the SR in the same study. A final after the preliminary reaches
 both and is marked as superseding."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,13 @@ def test_report_follows_study_and_final_supersedes(database_url, make_config, st
 
         # the preliminary report arrives before its study: accepted, waiting
         assert client.send("127.0.0.1", port, variant("oru_v23_final.hl7", "P1", status="P")).code == "AA"
-        files = make_study(tmp_path / "study", instances_per_series=3, patient_id="K1234567",
-                           patient_name="KNIGHT^ANNA", accession="RJZACC1001")
+        files = make_study(
+            tmp_path / "study",
+            instances_per_series=3,
+            patient_id="K1234567",
+            patient_name="KNIGHT^ANNA",
+            accession="RJZACC1001",
+        )
         study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
         result = peers.storescu(files, hub.listener.port, "RYJ", "STORESCU")
         assert result.statuses == [0] * 3, result.output[-2000:]
@@ -78,17 +84,31 @@ def test_report_follows_study_and_final_supersedes(database_url, make_config, st
         srs = wait_until(lambda: [s for s in _srs(dest) if s.CompletionFlag == "COMPLETE"], message="final SR")
         final = srs[0]
         assert final.VerificationFlag == "VERIFIED" and final.StudyInstanceUID == study_uid
-        assert final.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0] \
-            .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
+        assert (
+            final.PredecessorDocumentsSequence[0]
+            .ReferencedSeriesSequence[0]
+            .ReferencedSOPSequence[0]
+            .ReferencedSOPInstanceUID
+            == sr.SOPInstanceUID
+        )
 
         with hub.db.engine.connect() as conn:
             study_id = conn.execute(select(studies.c.id).where(studies.c.study_uid == study_uid)).scalar_one()
             shown = reports_for_study(conn, study_id)
-            states = conn.execute(select(report_deliveries.c.kind, report_deliveries.c.state)
-                                  .order_by(report_deliveries.c.id)).all()
+            states = conn.execute(
+                select(report_deliveries.c.kind, report_deliveries.c.state).order_by(report_deliveries.c.id)
+            ).all()
         assert [(r["status"], r["superseded"]) for r in shown] == [("final", False), ("preliminary", True)]
-        assert set(shown[0]) == {"id", "status", "accession_number", "observed_at", "clinician", "text",
-                                 "superseded", "received_at"}
+        assert set(shown[0]) == {
+            "id",
+            "status",
+            "accession_number",
+            "observed_at",
+            "clinician",
+            "text",
+            "superseded",
+            "received_at",
+        }
         assert sorted(states) == [("dicom", "sent"), ("dicom", "sent"), ("hl7", "sent"), ("hl7", "sent")]
     finally:
         ris.stop()
@@ -101,13 +121,25 @@ def test_report_carries_the_harmonised_identity(make_config, start_hub, storescp
     ris = RecordingRis().start()
     try:
         config = make_config()
-        config.harmonise = [{"name": "Imperial by NHS number", "destination": ["RYJ"], "nhs_number": "use",
-                             "nhs_attribute": "OtherPatientIDs", "accession_prefix": "{source_ods}-"}]
+        config.harmonise = [
+            {
+                "name": "Imperial by NHS number",
+                "destination": ["RYJ"],
+                "nhs_number": "use",
+                "nhs_attribute": "OtherPatientIDs",
+                "accession_prefix": "{source_ods}-",
+            }
+        ]
         hub = start_hub(config)
         register_hospitals(hub, dest_port=dest.port)
         register_ris(hub, dest_ris_port=ris.port)
-        files = make_study(tmp_path / "study", instances_per_series=2, patient_id="K1234567",
-                           accession="RJZACC1001", extra={"OtherPatientIDs": "9434765919"})
+        files = make_study(
+            tmp_path / "study",
+            instances_per_series=2,
+            patient_id="K1234567",
+            accession="RJZACC1001",
+            extra={"OtherPatientIDs": "9434765919"},
+        )
         assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 2
         assert client.send("127.0.0.1", hub.reports.port, variant("oru_v23_final.hl7", "H1")).code == "AA"
         wait_until(lambda: len(ris.messages) == 1, message="ORU at Imperial's RIS")
@@ -133,8 +165,7 @@ def test_report_sr_joins_the_study_in_orthanc(make_config, start_hub, tmp_path):
         register_hospitals(hub, dest_port=orthanc.dicom_port, dest_aet="RYJORTHANC")
         register_ris(hub)
         assert client.send("127.0.0.1", hub.reports.port, variant("oru_v23_final.hl7", "O1")).code == "AA"
-        files = make_study(tmp_path / "study", instances_per_series=2, patient_id="K1234567",
-                           accession="RJZACC1001")
+        files = make_study(tmp_path / "study", instances_per_series=2, patient_id="K1234567", accession="RJZACC1001")
         assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 2
         wait_until(lambda: orthanc.statistics()["CountInstances"] == 3, message="images and SR in Orthanc")
         stats = orthanc.statistics()

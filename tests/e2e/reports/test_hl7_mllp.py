@@ -1,5 +1,6 @@
 """The hub's MLLP listener over real TCP: the sample messages from our client and from python-hl7's
 mllp_send (a client that is not ours), and bad input that must not stop the listener or corrupt rows."""
+
 from __future__ import annotations
 
 import shutil
@@ -56,9 +57,17 @@ def _raw(port: int, data: bytes, *, shutdown: bool = False) -> bytes:
 
 def test_samples_over_our_client(hub):
     port = hub.reports.port
-    expected = {"oru_v23_final.hl7": "AA", "oru_v24_multi_obx.hl7": "AE",  # RYJ is no sender here
-                "oru_v251_escaped.hl7": "AA", "oru_v251_corrected.hl7": "AA", "oru_v23_addendum.hl7": "AA",
-                "adt_a01.hl7": "AR", "oru_v22.hl7": "AR", "oru_no_accession.hl7": "AE", "oru_bad_status.hl7": "AE"}
+    expected = {
+        "oru_v23_final.hl7": "AA",
+        "oru_v24_multi_obx.hl7": "AE",  # RYJ is no sender here
+        "oru_v251_escaped.hl7": "AA",
+        "oru_v251_corrected.hl7": "AA",
+        "oru_v23_addendum.hl7": "AA",
+        "adt_a01.hl7": "AR",
+        "oru_v22.hl7": "AR",
+        "oru_no_accession.hl7": "AE",
+        "oru_bad_status.hl7": "AE",
+    }
     for name, code in expected.items():
         answer = client.send("127.0.0.1", port, sample(name))
         assert answer.code == code, (name, answer.text)
@@ -78,18 +87,30 @@ def test_samples_over_our_client(hub):
 def test_mllp_send_from_python_hl7(hub, tmp_path):
     mllp_send = shutil.which("mllp_send") or str(Path(sys.executable).with_name("mllp_send"))
     batch = tmp_path / "batch.hl7"  # two messages in one file, newline-separated as a person would write them
-    batch.write_bytes(b"\n".join([sample("oru_v23_final.hl7").replace(b"\r", b"\n"),
-                                  variant("oru_v251_escaped.hl7", "RJZ0099").replace(b"\r", b"\n")]))
-    out = subprocess.run([mllp_send, "--loose", "--file", str(batch), "--port", str(hub.reports.port), "127.0.0.1"],
-                         capture_output=True, timeout=60)
+    batch.write_bytes(
+        b"\n".join(
+            [
+                sample("oru_v23_final.hl7").replace(b"\r", b"\n"),
+                variant("oru_v251_escaped.hl7", "RJZ0099").replace(b"\r", b"\n"),
+            ]
+        )
+    )
+    out = subprocess.run(
+        [mllp_send, "--loose", "--file", str(batch), "--port", str(hub.reports.port), "127.0.0.1"],
+        capture_output=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count(b"MSA|AA|") == 2, out.stdout
     assert {r.control_id for r in _rows(hub)} == {"RJZ0001", "RJZ0099"}
     # framed input without --loose, as the tool expects by default
     framed = tmp_path / "framed.hl7"
     framed.write_bytes(frame(sample("oru_v251_corrected.hl7")))
-    out = subprocess.run([mllp_send, "--file", str(framed), "--port", str(hub.reports.port), "127.0.0.1"],
-                         capture_output=True, timeout=60)
+    out = subprocess.run(
+        [mllp_send, "--file", str(framed), "--port", str(hub.reports.port), "127.0.0.1"],
+        capture_output=True,
+        timeout=60,
+    )
     assert b"MSA|AA|RJZ0003" in out.stdout, out.stdout + out.stderr
 
 
@@ -115,6 +136,7 @@ def test_bad_input_keeps_the_listener_serving(hub):
     assert answer.code == "AE" and "not a registered RIS" in answer.text
     # a registered facility connecting from an address other than its RIS's: AE
     from imex.reports.endpoints import add_ris
+
     add_ris(hub.db, "FAR_RIS", "RJZ", facilities=["FAR"], peer_host="10.255.255.1")
     far = sample("oru_v23_final.hl7").replace(b"|CRIS|RJZ|", b"|CRIS|FAR|").replace(b"RJZ0001", b"FAR1")
     answer = client.send("127.0.0.1", port, far)
@@ -153,8 +175,12 @@ def test_report_waits_for_its_study_and_not_for_another_patients(hub, tmp_path):
     wait_until(lambda: _rows(hub)[0].study_id is not None, message="report attached")
     with hub.db.engine.connect() as conn:
         from imex.db.models import patients, studies
-        pid = conn.execute(select(patients.c.patient_id).join(studies, studies.c.patient_pk == patients.c.id)
-                           .where(studies.c.id == _rows(hub)[0].study_id)).scalar_one()
+
+        pid = conn.execute(
+            select(patients.c.patient_id)
+            .join(studies, studies.c.patient_pk == patients.c.id)
+            .where(studies.c.id == _rows(hub)[0].study_id)
+        ).scalar_one()
     assert pid == "K1234567"
 
 

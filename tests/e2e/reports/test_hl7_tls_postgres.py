@@ -1,4 +1,5 @@
 """MLLP over TLS (a certificate made for the test), and the report path on PostgreSQL."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,15 +22,22 @@ def _certificate(folder: Path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -57,4 +65,7 @@ def test_reports_on_postgres(postgres_url, make_config, start_hub):
     with hub.db.engine.connect() as conn:
         rows = conn.execute(select(reports.c.control_id, reports.c.superseded_by).order_by(reports.c.id)).all()
     assert [(r.control_id, r.superseded_by is not None) for r in rows] == [
-        ("RJZ0001", True), ("RJZ0003", False), ("RJZ0002", False)]
+        ("RJZ0001", True),
+        ("RJZ0003", False),
+        ("RJZ0002", False),
+    ]

@@ -1,6 +1,7 @@
 """Image requests through the API without PACS: who may ask whom, the states and their history, expiry,
 and hostile input (another institution's id, the wrong side acting, no CSRF token, a bad NHS number, a
 decline without a reason)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,8 +15,15 @@ from imex.requests import expiry as request_jobs
 from portaltools import add_user, base_url, bearer, browser
 from requesttools import NHS, request_state
 
-GOOD = {"source": "RJZ", "nhs_number": "943 476 5919", "modality": "CT", "date_from": "2024-01-01",
-        "reason": "Follow-up of a head injury seen at King's", "urgency": "urgent", "recipient": "Stroke team"}
+GOOD = {
+    "source": "RJZ",
+    "nhs_number": "943 476 5919",
+    "modality": "CT",
+    "date_from": "2024-01-01",
+    "reason": "Follow-up of a head injury seen at King's",
+    "urgency": "urgent",
+    "recipient": "Stroke team",
+}
 
 
 def _hub(make_config, start_hub, **config):  # type: ignore[no-untyped-def]
@@ -36,8 +44,9 @@ def _hub(make_config, start_hub, **config):  # type: ignore[no-untyped-def]
 
 def _audited(hub, action: str, outcome: str) -> int:  # type: ignore[no-untyped-def]
     with hub.db.session() as s:
-        return len(s.scalars(select(AuditEvent).where(AuditEvent.action == action,
-                                                      AuditEvent.outcome == outcome)).all())
+        return len(
+            s.scalars(select(AuditEvent).where(AuditEvent.action == action, AuditEvent.outcome == outcome)).all()
+        )
 
 
 def test_ask_accept_decline_cancel_and_expire_with_history(make_config, start_hub):
@@ -65,7 +74,8 @@ def _lifecycle(hub) -> None:  # type: ignore[no-untyped-def]
     assert [i["id"] for i in guard.get("/api/v1/dashboard").json()["requests_needing_action"]] == [rid]
     with hub.db.session() as s:  # the guardian was told in the portal
         assert s.scalars(select(Notification.link).where(Notification.kind == "request.new")).all() == [
-            f"/requests/{rid}"]
+            f"/requests/{rid}"
+        ]
 
     accepted = guard.post(f"/api/v1/requests/{rid}/accept")
     assert accepted.status_code == 200 and accepted.json()["state"] == "accepted"
@@ -80,20 +90,30 @@ def _lifecycle(hub) -> None:  # type: ignore[no-untyped-def]
     assert [e["event"] for e in detail["history"]] == ["created", "accepted", "declined"]
     assert doc.post(f"/api/v1/requests/{rid}/cancel").status_code == 409
 
-    second = doc.post("/api/v1/requests", json={**GOOD, "nhs_number": "", "patient_name": "Doe^Jane",
-                                                "birth_date": "1970-01-01"}).json()
+    second = doc.post(
+        "/api/v1/requests", json={**GOOD, "nhs_number": "", "patient_name": "Doe^Jane", "birth_date": "1970-01-01"}
+    ).json()
     assert doc.post(f"/api/v1/requests/{second['id']}/cancel").json()["state"] == "cancelled"
 
     third = doc.post("/api/v1/requests", json=GOOD).json()
     with hub.db.engine.begin() as conn:
-        conn.execute(update(ImageRequest).where(ImageRequest.id == third["id"]).values(
-            expires_at=dt.datetime.utcnow() - dt.timedelta(minutes=1)))
+        conn.execute(
+            update(ImageRequest)
+            .where(ImageRequest.id == third["id"])
+            .values(expires_at=dt.datetime.utcnow() - dt.timedelta(minutes=1))
+        )
     fulfilled, expired = request_jobs.run_once(hub.db)
     assert expired == [third["id"]] and fulfilled == []
     assert request_state(hub, third["id"]) == "expired"
     assert doc.get(f"/api/v1/requests/{third['id']}").json()["history"][-1]["event"] == "expired"
-    for action in ("request.created", "request.accepted", "request.declined", "request.cancelled",
-                   "request.expired", "request.view"):
+    for action in (
+        "request.created",
+        "request.accepted",
+        "request.declined",
+        "request.cancelled",
+        "request.expired",
+        "request.view",
+    ):
         assert _audited(hub, action, "success") >= 1, action
 
 
@@ -101,14 +121,16 @@ def test_hostile_requests_are_refused_and_audited(make_config, start_hub):
     hub = _hub(make_config, start_hub)
     doc = bearer(hub, "imp_doc")
 
-    for body, words in (({**GOOD, "source": "RYJ"}, "another institution"),
-                        ({**GOOD, "source": "RXX"}, "does not take part"),
-                        ({**GOOD, "source": "ZZZ"}, "no institution"),
-                        ({**GOOD, "nhs_number": "9434765918"}, "modulus 11"),
-                        ({**GOOD, "nhs_number": "94347659"}, "not 10"),
-                        ({**GOOD, "nhs_number": ""}, "NHS number, or their name"),
-                        ({**GOOD, "birth_date": "1970-13-01"}, "YYYYMMDD"),
-                        ({**GOOD, "recipient_user_id": 4}, "recipient")):  # a King's user
+    for body, words in (
+        ({**GOOD, "source": "RYJ"}, "another institution"),
+        ({**GOOD, "source": "RXX"}, "does not take part"),
+        ({**GOOD, "source": "ZZZ"}, "no institution"),
+        ({**GOOD, "nhs_number": "9434765918"}, "modulus 11"),
+        ({**GOOD, "nhs_number": "94347659"}, "not 10"),
+        ({**GOOD, "nhs_number": ""}, "NHS number, or their name"),
+        ({**GOOD, "birth_date": "1970-13-01"}, "YYYYMMDD"),
+        ({**GOOD, "recipient_user_id": 4}, "recipient"),
+    ):  # a King's user
         answer = doc.post("/api/v1/requests", json=body)
         assert answer.status_code == 422, (body, answer.text)
         assert words in answer.json()["detail"], answer.text
@@ -119,18 +141,28 @@ def test_hostile_requests_are_refused_and_audited(make_config, start_hub):
     rid = doc.post("/api/v1/requests", json=GOOD).json()["id"]
     # another institution (Royal Free, which may ask and fulfil requests) sees nothing of it
     free = bearer(hub, "free_doc")
-    for method, path in (("GET", ""), ("POST", "/accept"), ("POST", "/cancel"), ("POST", "/search-source"),
-                         ("POST", "/fulfil")):
-        answer = free.request(method, f"/api/v1/requests/{rid}{path}",
-                              json={"study_uids": ["1.2.3"]} if path == "/fulfil" else None)
+    for method, path in (
+        ("GET", ""),
+        ("POST", "/accept"),
+        ("POST", "/cancel"),
+        ("POST", "/search-source"),
+        ("POST", "/fulfil"),
+    ):
+        answer = free.request(
+            method, f"/api/v1/requests/{rid}{path}", json={"study_uids": ["1.2.3"]} if path == "/fulfil" else None
+        )
         assert answer.status_code == 404, (path, answer.text)
     assert rid not in [i["id"] for i in free.get("/api/v1/requests").json()["items"]]
     assert free.get("/api/v1/requests/999999").status_code == 404
     assert _audited(hub, "access.denied", "denied") >= 6
 
     # the requester's own side may not accept, decline or fulfil; the source may not cancel
-    for path, body in (("/accept", None), ("/decline", {"reason": "mine"}), ("/fulfil", {"study_uids": ["1.2"]}),
-                       ("/search-source", None)):
+    for path, body in (
+        ("/accept", None),
+        ("/decline", {"reason": "mine"}),
+        ("/fulfil", {"study_uids": ["1.2"]}),
+        ("/search-source", None),
+    ):
         answer = doc.post(f"/api/v1/requests/{rid}{path}", json=body)
         assert answer.status_code == 403, (path, answer.text)
     assert bearer(hub, "kings_guard").post(f"/api/v1/requests/{rid}/cancel").status_code == 403

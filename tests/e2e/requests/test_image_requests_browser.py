@@ -3,6 +3,7 @@ fills the request form; King's PACS guardian is e-mailed, finds it under "needs 
 opens it, runs the search of King's PACS already filled in from the request, confirms the study and sends
 it; the hub C-FINDs and C-MOVEs it from King's Orthanc and delivers it to Imperial's; the request page
 shows it fulfilled and the doctor was e-mailed."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,14 +24,29 @@ def test_request_accept_and_send_through_the_pages(make_config, start_hub, brows
     mail = smtp.__enter__()
     try:
         hub = start_hub(smtp_config(make_config, smtp.port))
-        with orthanc(tmp_path / "kings", "RJZPACS", hub) as kings, \
-                orthanc(tmp_path / "imperial", "RYJPACS", hub) as imperial:
+        with (
+            orthanc(tmp_path / "kings", "RJZPACS", hub) as kings,
+            orthanc(tmp_path / "imperial", "RYJPACS", hub) as imperial,
+        ):
             hospitals(hub, kings_pacs_port=kings.dicom_port, imperial_pacs_port=imperial.dicom_port)
-            for path in make_study(tmp_path / "ct", instances_per_series=2, patient_id=NHS, patient_name="DOE^JANE",
-                                   accession="KCH7", modality="CT", description="CT HEAD"):
+            for path in make_study(
+                tmp_path / "ct",
+                instances_per_series=2,
+                patient_id=NHS,
+                patient_name="DOE^JANE",
+                accession="KCH7",
+                modality="CT",
+                description="CT HEAD",
+            ):
                 kings.upload(path)
-            for path in make_study(tmp_path / "mr", instances_per_series=1, patient_id=OTHER_NHS,
-                                   patient_name="ROE^RICHARD", accession="KCH8", modality="MR"):
+            for path in make_study(
+                tmp_path / "mr",
+                instances_per_series=1,
+                patient_id=OTHER_NHS,
+                patient_name="ROE^RICHARD",
+                accession="KCH8",
+                modality="MR",
+            ):
                 kings.upload(path)
             add_user(hub, "imp_doc", "RYJ", ["sender"], email="doc@imperial.test")
             add_user(hub, "kings_guard", "RJZ", ["pacs_guardian"], email="guard@kings.test")
@@ -72,10 +88,12 @@ def test_request_accept_and_send_through_the_pages(make_config, start_hub, brows
             page.reload()
             expect(page.locator("h1")).to_contain_text("fulfilled")
             expect(page.locator("#history")).to_contain_text("delivered to Imperial College Healthcare")
-            wait_until(lambda: any("fulfilled" in m.subject for m in mail.to("doc@imperial.test")), timeout=30,
-                       message="the doctor is e-mailed")
-            no_patient_identifiers(mail.to("doc@imperial.test") + mail.to("guard@kings.test"),
-                                   NHS, "DOE", "JANE")
+            wait_until(
+                lambda: any("fulfilled" in m.subject for m in mail.to("doc@imperial.test")),
+                timeout=30,
+                message="the doctor is e-mailed",
+            )
+            no_patient_identifiers(mail.to("doc@imperial.test") + mail.to("guard@kings.test"), NHS, "DOE", "JANE")
             assert [e for e in page.console_errors if "status of" not in e] == []  # type: ignore[attr-defined]
     finally:
         smtp.__exit__()

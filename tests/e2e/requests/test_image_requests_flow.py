@@ -4,6 +4,7 @@ C-MOVEs the chosen study and delivers it to Imperial's PACS; the request becomes
 requester is e-mailed (aiosmtpd). Pushed: King's sends the study to the hub itself; it is matched to the
 request by NHS number and delivered to Imperial without anyone typing a destination, with the request's
 priority on the transfer."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,9 @@ SECRETS = (NHS, "DOE", "JANE", "19700101")
 
 def _transfers_for(hub, study_uid: str) -> list[Transfer]:  # type: ignore[no-untyped-def]
     with hub.db.session() as s:
-        return list(s.scalars(select(Transfer).join(Study, Study.id == Transfer.study_id)
-                              .where(Study.study_uid == study_uid)))
+        return list(
+            s.scalars(select(Transfer).join(Study, Study.id == Transfer.study_id).where(Study.study_uid == study_uid))
+        )
 
 
 def test_granted_request_is_retrieved_from_kings_pacs_and_delivered_to_imperial(make_config, start_hub, tmp_path):
@@ -35,21 +37,47 @@ def test_granted_request_is_retrieved_from_kings_pacs_and_delivered_to_imperial(
     mail = smtp.__enter__()
     try:
         hub = start_hub(smtp_config(make_config, smtp.port))
-        with orthanc(tmp_path / "kings", "RJZPACS", hub) as kings, orthanc(tmp_path / "imperial", "RYJPACS", hub) as imperial:
+        with (
+            orthanc(tmp_path / "kings", "RJZPACS", hub) as kings,
+            orthanc(tmp_path / "imperial", "RYJPACS", hub) as imperial,
+        ):
             hospitals(hub, kings_pacs_port=kings.dicom_port, imperial_pacs_port=imperial.dicom_port)
-            wanted = make_study(tmp_path / "ct", series=1, instances_per_series=3, patient_id=NHS,
-                                patient_name="DOE^JANE", birth_date="19700101", accession="KCH1", modality="CT",
-                                extra={"StudyDate": "20240110"})
-            other = make_study(tmp_path / "mr", series=1, instances_per_series=2, patient_id=OTHER_NHS,
-                               patient_name="ROE^RICHARD", accession="KCH2", modality="MR")
+            wanted = make_study(
+                tmp_path / "ct",
+                series=1,
+                instances_per_series=3,
+                patient_id=NHS,
+                patient_name="DOE^JANE",
+                birth_date="19700101",
+                accession="KCH1",
+                modality="CT",
+                extra={"StudyDate": "20240110"},
+            )
+            other = make_study(
+                tmp_path / "mr",
+                series=1,
+                instances_per_series=2,
+                patient_id=OTHER_NHS,
+                patient_name="ROE^RICHARD",
+                accession="KCH2",
+                modality="MR",
+            )
             for path in wanted + other:
                 kings.upload(path)
             add_user(hub, "imp_doc", "RYJ", ["sender"], email="doc@imperial.test")
             add_user(hub, "kings_guard", "RJZ", ["pacs_guardian"], email="guard@kings.test")
             doc, guard = bearer(hub, "imp_doc"), bearer(hub, "kings_guard")
 
-            made = doc.post("/api/v1/requests", json={"source": "RJZ", "nhs_number": NHS, "modality": "CT",
-                                                      "reason": "Previous CT for comparison", "urgency": "urgent"})
+            made = doc.post(
+                "/api/v1/requests",
+                json={
+                    "source": "RJZ",
+                    "nhs_number": NHS,
+                    "modality": "CT",
+                    "reason": "Previous CT for comparison",
+                    "urgency": "urgent",
+                },
+            )
             assert made.status_code == 201, made.text
             rid = made.json()["id"]
             wait_until(lambda: mail.to("guard@kings.test"), timeout=30, message="the source is e-mailed")
@@ -69,8 +97,11 @@ def test_granted_request_is_retrieved_from_kings_pacs_and_delivered_to_imperial(
             wait_until(lambda: request_state(hub, rid) == "fulfilled", timeout=30, message="request fulfilled")
             transfers = _transfers_for(hub, matches[0]["study_uid"])
             assert [t.priority for t in transfers] == [URGENT]  # the transfer's priority comes from the request
-            wait_until(lambda: any("fulfilled" in m.subject for m in mail.to("doc@imperial.test")), timeout=30,
-                       message="the requester is e-mailed")
+            wait_until(
+                lambda: any("fulfilled" in m.subject for m in mail.to("doc@imperial.test")),
+                timeout=30,
+                message="the requester is e-mailed",
+            )
             detail = doc.get(f"/api/v1/requests/{rid}").json()
             assert [e["event"] for e in detail["history"]] == ["created", "accepted", "granted", "fulfilled"]
             no_patient_identifiers(mail.to("doc@imperial.test") + mail.to("guard@kings.test"), *SECRETS)
@@ -85,11 +116,25 @@ def test_pushed_study_is_matched_by_nhs_number_and_sent_to_the_requester(make_co
     hospitals(hub, kings_pacs_port=peers.free_port(), imperial_pacs_port=dest.port, kings_aet="STORESCU")
     add_user(hub, "imp_doc", "RYJ", ["sender"])
     doc = bearer(hub, "imp_doc")
-    rid = doc.post("/api/v1/requests", json={"source": "RJZ", "nhs_number": NHS, "reason": "Outside imaging",
-                                             "urgency": "urgent", "recipient": "Fracture clinic"}).json()["id"]
+    rid = doc.post(
+        "/api/v1/requests",
+        json={
+            "source": "RJZ",
+            "nhs_number": NHS,
+            "reason": "Outside imaging",
+            "urgency": "urgent",
+            "recipient": "Fracture clinic",
+        },
+    ).json()["id"]
     unrelated = make_study(tmp_path / "other", instances_per_series=2, patient_id=OTHER_NHS, modality="CR")
-    wanted = make_study(tmp_path / "ct", instances_per_series=3, patient_id=NHS, patient_name="DOE^JANE",
-                        modality="CT", accession="KCH9")
+    wanted = make_study(
+        tmp_path / "ct",
+        instances_per_series=3,
+        patient_id=NHS,
+        patient_name="DOE^JANE",
+        modality="CT",
+        accession="KCH9",
+    )
     assert peers.storescu(unrelated, hub.listener.port, "IMEX", "STORESCU").statuses == [0, 0]
     assert peers.storescu(wanted, hub.listener.port, "IMEX", "STORESCU").statuses == [0, 0, 0]
     dest.wait_for(3, timeout=60)
@@ -104,12 +149,18 @@ def test_pushed_study_is_matched_by_nhs_number_and_sent_to_the_requester(make_co
     assert "NHS number" in history[1]["detail"]
 
     # King's files the patient under its own ID; the NHS number is in Other Patient IDs (issuer NHS)
-    second = doc.post("/api/v1/requests", json={"source": "RJZ", "nhs_number": OTHER_NHS, "modality": "MR",
-                                                "reason": "Knee MR"}).json()["id"]
+    second = doc.post(
+        "/api/v1/requests", json={"source": "RJZ", "nhs_number": OTHER_NHS, "modality": "MR", "reason": "Knee MR"}
+    ).json()["id"]
     other_ids = Dataset()
     other_ids.PatientID, other_ids.IssuerOfPatientID = OTHER_NHS, "NHS"
-    local = make_study(tmp_path / "mr", instances_per_series=2, patient_id="K777", modality="MR",
-                       extra={"IssuerOfPatientID": "RJZ", "OtherPatientIDsSequence": Sequence([other_ids])})
+    local = make_study(
+        tmp_path / "mr",
+        instances_per_series=2,
+        patient_id="K777",
+        modality="MR",
+        extra={"IssuerOfPatientID": "RJZ", "OtherPatientIDsSequence": Sequence([other_ids])},
+    )
     assert peers.storescu(local, hub.listener.port, "IMEX", "STORESCU").statuses == [0, 0]
     dest.wait_for(5, timeout=60)
     wait_until(lambda: request_state(hub, second) == "fulfilled", timeout=30, message="second request fulfilled")

@@ -1,6 +1,7 @@
 """The request pages without PACS, in chromium: the source declines with a reason (asked in a prompt),
 the requester sees the reason and the history, cancels another request (after confirming), and pages of
 another institution's request or with malformed filters are refused."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -16,8 +17,11 @@ def test_decline_and_cancel_through_the_pages(make_config, start_hub, browser_pa
     add_institution(hub.db, "RJZ", "King's College Hospital")
     add_institution(hub.db, "RYJ", "Imperial College Healthcare")
     add_institution(hub.db, "RRV", "Barts Health")
-    for name, aet, port, ods in (("KINGS_PACS", "RJZPACS", 11112, "RJZ"), ("IMPERIAL_PACS", "RYJPACS", 11113, "RYJ"),
-                                 ("BARTS_PACS", "BARTSPACS", 11114, "RRV")):
+    for name, aet, port, ods in (
+        ("KINGS_PACS", "RJZPACS", 11112, "RJZ"),
+        ("IMPERIAL_PACS", "RYJPACS", 11113, "RYJ"),
+        ("BARTS_PACS", "BARTSPACS", 11114, "RRV"),
+    ):
         add_node(hub.db, name, aet, "127.0.0.1", port, ods)
     add_user(hub, "imp_doc", "RYJ", ["sender"])
     add_user(hub, "kings_guard", "RJZ", ["pacs_guardian"])

@@ -1,6 +1,7 @@
 """Retention with time travel (the pass takes `now`; nothing sleeps): delivered and quarantined studies
 expire after their hours, nothing in use is deleted, a tombstone and an audit event stay, no blob is
 left behind, and a permitted user can extend a study once."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -77,8 +78,10 @@ def test_quarantine_and_institution_hours(hub, tmp_path):
         s.commit()
     lost = push(hub, tmp_path, "lost", called="IMEX")  # no route: quarantined, kept 720 h by default
     sent = push(hub, tmp_path, "sent")
-    wait_until(lambda: study(hub, lost).route_state == "quarantined" and transfer_states(hub) == [
-        ("delivered", 2, 2)], message="routing")
+    wait_until(
+        lambda: study(hub, lost).route_state == "quarantined" and transfer_states(hub) == [("delivered", 2, 2)],
+        message="routing",
+    )
     quarantined = study(hub, lost)
     assert quarantined.expires_at == quarantined.last_received_at + 720 * HOUR
     with hub.db.sessions() as s:
@@ -92,8 +95,9 @@ def test_quarantine_and_institution_hours(hub, tmp_path):
 def test_nothing_in_use_is_deleted(hub, tmp_path):
     hub.dest.stop()  # the destination is down: the transfer stays pending, retrying
     uid = push(hub, tmp_path, "busy")
-    wait_until(lambda: transfer_states(hub) and transfer_states(hub)[0][0] in ("pending", "sending"),
-               message="transfer queued")
+    wait_until(
+        lambda: transfer_states(hub) and transfer_states(hub)[0][0] in ("pending", "sending"), message="transfer queued"
+    )
     far = dt.datetime(2100, 1, 1)
     with hub.db.sessions() as s:  # even with an expiry long past
         s.execute(update(Study).where(Study.study_uid == uid).values(expires_at=dt.datetime(2000, 1, 1)))
@@ -187,8 +191,9 @@ def test_studies_about_to_expire_are_flagged_on_the_worklist(hub, tmp_path):
     rad = browser(hub, "rad")
     assert "expires soon" not in rad.get("/worklist").text  # 168 h away
     with hub.db.sessions() as s:
-        s.execute(update(Study).where(Study.study_uid == uid).values(
-            expires_at=dt.datetime.utcnow() + dt.timedelta(hours=3)))
+        s.execute(
+            update(Study).where(Study.study_uid == uid).values(expires_at=dt.datetime.utcnow() + dt.timedelta(hours=3))
+        )
         s.commit()
     assert "expires soon" in rad.get("/worklist").text
     row = rad.get("/api/v1/transfers").json()["items"][0]

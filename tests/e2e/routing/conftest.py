@@ -1,5 +1,6 @@
 """Fixtures of the confirmed-delivery and priority tests: a pynetdicom destination that answers Storage
 Commitment, and pynetdicom destinations that record arrival order."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

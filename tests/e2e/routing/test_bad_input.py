@@ -10,6 +10,7 @@ pynetdicom (from a file whose meta header names the request's SOP class and inst
 dataset bytes are sent as they are) or with the small raw-socket client below, which speaks just
 enough of the DICOM upper layer to negotiate, send P-DATA-TF PDUs and hang up wherever we like.
 """
+
 from __future__ import annotations
 
 import random
@@ -106,8 +107,10 @@ def assert_nothing_stored(hub, instances: int = 0, studies: int = 0) -> None:
 def requestor(aet: str = SOURCE_AET, contexts: list[tuple[str, list[str]]] | None = None) -> AE:
     ae = AE(ae_title=aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
-    for abstract, syntaxes in contexts or [(Verification, [ImplicitVRLittleEndian]),
-                                           (CTImageStorage, [ExplicitVRLittleEndian])]:
+    for abstract, syntaxes in contexts or [
+        (Verification, [ImplicitVRLittleEndian]),
+        (CTImageStorage, [ExplicitVRLittleEndian]),
+    ]:
         ae.add_requested_context(abstract, syntaxes)
     return ae
 
@@ -140,8 +143,6 @@ def assert_rejected(assoc, reason: int) -> None:
     assert assoc.is_rejected, "association was not rejected"
     rj = assoc.acceptor.primitive
     assert (rj.result, rj.result_source, rj.diagnostic) == (REJECTED_PERMANENT, SERVICE_USER, reason)
-
-
 
 
 def dataset_bytes(path: Path) -> tuple[Dataset, bytes]:
@@ -255,8 +256,9 @@ class RawPeer:
         except TimeoutError:
             return False
 
-    def associate(self, contexts: list[tuple[int, str, list[str]]], calling: str = SOURCE_AET,
-                  called: str = HUB_AET) -> dict[int, int]:
+    def associate(
+        self, contexts: list[tuple[int, str, list[str]]], calling: str = SOURCE_AET, called: str = HUB_AET
+    ) -> dict[int, int]:
         """Negotiate; returns {context id: result} from the A-ASSOCIATE-AC."""
         self.send(associate_rq(called, calling, contexts))
         pdu_type, body = self.read_pdu()
@@ -277,7 +279,7 @@ class RawPeer:
             pdu_type, body = self.read_pdu()
             assert pdu_type == P_DATA_TF, f"expected P-DATA-TF, got PDU type {pdu_type:#04x}"
             (length,) = struct.unpack_from(">L", body, 0)
-            command += body[6: 4 + length]
+            command += body[6 : 4 + length]
             if body[5] & 0x02:
                 break
         return read_dataset(BytesIO(command), True, True).Status
@@ -365,8 +367,9 @@ def test_unknown_called_ae_title_is_rejected(hub, tmp_path):
 # --------------------------------------------------------------------------- broken datasets
 
 
-@pytest.mark.parametrize("cut", ["inside-pixel-data", "inside-element-header", "inside-long-header",
-                                 "inside-first-value"])
+@pytest.mark.parametrize(
+    "cut", ["inside-pixel-data", "inside-element-header", "inside-long-header", "inside-first-value"]
+)
 def test_truncated_dataset_is_refused(hub, tmp_path, send_bytes, cut):
     ds, raw = dataset_bytes(valid_instance(tmp_path))
     pixel_at = raw.rindex(b"\xe0\x7f\x10\x00OW")
@@ -398,12 +401,16 @@ def test_dataset_shorter_than_an_element_header_is_refused(hub, tmp_path):
     peer = RawPeer(hub)
     try:
         assert peer.associate([(1, CTImageStorage, [ExplicitVRLittleEndian])]) == {1: 0x00}
-        peer.send(pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID), command=True, last=True)
-                  + pdata(1, raw[:7], command=False, last=True))
+        peer.send(
+            pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID), command=True, last=True)
+            + pdata(1, raw[:7], command=False, last=True)
+        )
         assert peer.store_status() == CANNOT_UNDERSTAND
         # the association is still usable: the whole dataset is accepted on it
-        peer.send(pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID, 2), command=True, last=True)
-                  + pdata(1, raw, command=False, last=True))
+        peer.send(
+            pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID, 2), command=True, last=True)
+            + pdata(1, raw, command=False, last=True)
+        )
         assert peer.store_status() == 0x0000
     finally:
         peer.close()
@@ -432,8 +439,9 @@ def test_truncated_deflated_dataset_is_refused(hub, tmp_path, send_bytes):
     assoc = associate(hub, contexts=[(CTImageStorage, [DeflatedExplicitVRLittleEndian])])
     assert assoc.is_established
     try:
-        status = send_bytes(assoc, deflated[: len(deflated) // 2], ds.SOPClassUID, ds.SOPInstanceUID,
-                            DeflatedExplicitVRLittleEndian)
+        status = send_bytes(
+            assoc, deflated[: len(deflated) // 2], ds.SOPClassUID, ds.SOPInstanceUID, DeflatedExplicitVRLittleEndian
+        )
         assert (status.Status, status.ErrorComment) == (CANNOT_UNDERSTAND, "deflated dataset is truncated")
         assert_nothing_stored(hub)
         # the whole stream is accepted on the same context
@@ -476,8 +484,13 @@ def test_garbage_dataset_is_refused(hub, tmp_path, send_bytes, kind):
         "zeros-then-random": bytes(64) + rng.randbytes(4096),
     }[kind]
     uid = "1.2.826.0.1.3680043.9.7133.3.1"
-    assoc = associate(hub, contexts=[(CTImageStorage, [ts]) for ts in
-                                     (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)])
+    assoc = associate(
+        hub,
+        contexts=[
+            (CTImageStorage, [ts])
+            for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+        ],
+    )
     assert assoc.is_established
     try:
         for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
@@ -495,7 +508,7 @@ def test_malformed_attribute_value_is_refused(hub, tmp_path, send_bytes):
     ds, raw = dataset_bytes(valid_instance(tmp_path))
     name_at = raw.index(b"\x10\x00\x10\x00PN")
     (length,) = struct.unpack_from("<H", raw, name_at + 6)
-    bad = raw[:name_at] + b"\x10\x00\x10\x00US\x03\x00abc" + raw[name_at + 8 + length:]
+    bad = raw[:name_at] + b"\x10\x00\x10\x00US\x03\x00abc" + raw[name_at + 8 + length :]
     assoc = associate(hub)
     assert assoc.is_established
     try:
@@ -512,8 +525,9 @@ def test_malformed_attribute_value_is_refused(hub, tmp_path, send_bytes):
 
 
 def test_dataset_without_study_uid_is_refused(hub, tmp_path):
-    files = make_study(tmp_path / "nostudy", instances_per_series=2, rows=16, columns=16,
-                       extra={"StudyInstanceUID": None})
+    files = make_study(
+        tmp_path / "nostudy", instances_per_series=2, rows=16, columns=16, extra={"StudyInstanceUID": None}
+    )
     assert "StudyInstanceUID" not in dcmread(files[0])
     assoc = associate(hub)
     assert assoc.is_established
@@ -567,17 +581,22 @@ def test_sop_class_differing_from_the_request_is_refused(hub, tmp_path, send_byt
 
 
 def test_non_storage_sop_classes_are_not_accepted(hub, tmp_path):
-    assoc = associate(hub, contexts=[
-        (Verification, [ImplicitVRLittleEndian]),
-        (ModalityWorklistInformationFind, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
-        (StorageCommitmentPushModel, [ImplicitVRLittleEndian]),
-        (CTImageStorage, [ExplicitVRLittleEndian]),
-    ])
+    assoc = associate(
+        hub,
+        contexts=[
+            (Verification, [ImplicitVRLittleEndian]),
+            (ModalityWorklistInformationFind, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
+            (StorageCommitmentPushModel, [ImplicitVRLittleEndian]),
+            (CTImageStorage, [ExplicitVRLittleEndian]),
+        ],
+    )
     assert assoc.is_established
     try:
         rejected = {cx.abstract_syntax: cx.result for cx in assoc.rejected_contexts}
-        assert rejected == {ModalityWorklistInformationFind: ABSTRACT_SYNTAX_NOT_SUPPORTED,
-                            StorageCommitmentPushModel: ABSTRACT_SYNTAX_NOT_SUPPORTED}
+        assert rejected == {
+            ModalityWorklistInformationFind: ABSTRACT_SYNTAX_NOT_SUPPORTED,
+            StorageCommitmentPushModel: ABSTRACT_SYNTAX_NOT_SUPPORTED,
+        }
         assert {cx.abstract_syntax for cx in assoc.accepted_contexts} == {Verification, CTImageStorage}
         assert assoc.send_c_echo().Status == 0x0000
     finally:
@@ -589,12 +608,18 @@ def test_c_store_on_a_rejected_presentation_context_aborts(hub, tmp_path):
     ds, raw = dataset_bytes(valid_instance(tmp_path))
     peer = RawPeer(hub)
     try:
-        results = peer.associate([(1, ModalityWorklistInformationFind, [ExplicitVRLittleEndian]),
-                                  (3, CTImageStorage, [ExplicitVRLittleEndian])])
+        results = peer.associate(
+            [
+                (1, ModalityWorklistInformationFind, [ExplicitVRLittleEndian]),
+                (3, CTImageStorage, [ExplicitVRLittleEndian]),
+            ]
+        )
         assert results == {1: ABSTRACT_SYNTAX_NOT_SUPPORTED, 3: 0x00}
         # a C-STORE of a valid instance, but on the rejected context 1
-        peer.send(pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID), command=True, last=True)
-                  + pdata(1, raw, command=False, last=True))
+        peer.send(
+            pdata(1, store_command(ds.SOPClassUID, ds.SOPInstanceUID), command=True, last=True)
+            + pdata(1, raw, command=False, last=True)
+        )
         pdu_type, _ = peer.read_pdu()
         assert pdu_type == A_ABORT
         assert peer.closed_by_peer()
@@ -611,8 +636,10 @@ def test_c_store_of_a_worklist_sop_class_on_a_storage_context_is_refused(hub, tm
     peer = RawPeer(hub)
     try:
         assert peer.associate([(1, CTImageStorage, [ExplicitVRLittleEndian])]) == {1: 0x00}
-        peer.send(pdata(1, store_command(ModalityWorklistInformationFind, ds.SOPInstanceUID), command=True,
-                        last=True) + pdata(1, encode_dataset(ds), command=False, last=True))
+        peer.send(
+            pdata(1, store_command(ModalityWorklistInformationFind, ds.SOPInstanceUID), command=True, last=True)
+            + pdata(1, encode_dataset(ds), command=False, last=True)
+        )
         status = peer.store_status()
     finally:
         peer.close()
@@ -630,8 +657,10 @@ def test_c_store_of_another_storage_class_than_negotiated_is_refused(hub, tmp_pa
     peer = RawPeer(hub)
     try:
         assert peer.associate([(1, CTImageStorage, [ExplicitVRLittleEndian])]) == {1: 0x00}
-        peer.send(pdata(1, store_command(MRImageStorage, ds.SOPInstanceUID), command=True, last=True)
-                  + pdata(1, encode_dataset(ds), command=False, last=True))
+        peer.send(
+            pdata(1, store_command(MRImageStorage, ds.SOPInstanceUID), command=True, last=True)
+            + pdata(1, encode_dataset(ds), command=False, last=True)
+        )
         status = peer.store_status()
     finally:
         peer.close()
@@ -644,12 +673,15 @@ def test_c_store_of_another_storage_class_than_negotiated_is_refused(hub, tmp_pa
 # --------------------------------------------------------------------------- transport-level junk
 
 
-@pytest.mark.parametrize("junk", [
-    pytest.param(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n", id="http-request"),
-    pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32), id="tls-client-hello"),
-    pytest.param(struct.pack(">BBL", ASSOCIATE_RQ, 0, 40) + random.Random(1).randbytes(40), id="bad-associate-rq"),
-    pytest.param(pdata(1, b"\x00" * 16, command=True, last=True), id="p-data-before-association"),
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n", id="http-request"),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32), id="tls-client-hello"),
+        pytest.param(struct.pack(">BBL", ASSOCIATE_RQ, 0, 40) + random.Random(1).randbytes(40), id="bad-associate-rq"),
+        pytest.param(pdata(1, b"\x00" * 16, command=True, last=True), id="p-data-before-association"),
+    ],
+)
 def test_junk_on_the_socket_is_aborted(hub, tmp_path, junk):
     peer = RawPeer(hub)
     try:

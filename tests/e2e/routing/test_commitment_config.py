@@ -1,5 +1,6 @@
 """Configuring confirmed delivery (CLI, TOML, the admin nodes API and page), what operators see of it
 (worklist filter, CSV export), and a destination that never reports, which ends in a clear error."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,20 +30,71 @@ def test_cli_and_toml_set_the_confirm_method(make_config, start_hub, tmp_path):
         return run.invoke(main, ["--config", str(toml), *args], env={"IMEX_CONFIG": None})
 
     assert imex("institution", "add", "RYJ", "Imperial").exit_code == 0
-    made = imex("node", "add", "IMP", "--ae", "IMPPACS", "--host", "127.0.0.1", "--port", "104",
-                "--institution", "RYJ", "--confirm", "count")
+    made = imex(
+        "node",
+        "add",
+        "IMP",
+        "--ae",
+        "IMPPACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "104",
+        "--institution",
+        "RYJ",
+        "--confirm",
+        "count",
+    )
     assert made.exit_code == 0 and "delivery confirmed by count" in made.output
-    bad = imex("node", "add", "IMP", "--ae", "IMPPACS", "--host", "127.0.0.1", "--port", "104",
-               "--institution", "RYJ", "--update", "--confirm", "maybe")
+    bad = imex(
+        "node",
+        "add",
+        "IMP",
+        "--ae",
+        "IMPPACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "104",
+        "--institution",
+        "RYJ",
+        "--update",
+        "--confirm",
+        "maybe",
+    )
     assert bad.exit_code == 2 and "maybe" in bad.output and "Traceback" not in bad.output
     hub = start_hub(config)
     assert _confirm_of(hub, "IMP") == "count"
-    load_from_config(hub.db, [], [{"name": "IMP", "ae_title": "IMPPACS", "host": "127.0.0.1", "port": 104,
-                                   "institution": "RYJ", "confirm": "commitment"}])
+    load_from_config(
+        hub.db,
+        [],
+        [
+            {
+                "name": "IMP",
+                "ae_title": "IMPPACS",
+                "host": "127.0.0.1",
+                "port": 104,
+                "institution": "RYJ",
+                "confirm": "commitment",
+            }
+        ],
+    )
     assert _confirm_of(hub, "IMP") == "commitment"
     with pytest.raises(DirectoryError, match="confirm must be one of none, commitment, count"):
-        load_from_config(hub.db, [], [{"name": "IMP", "ae_title": "IMPPACS", "host": "127.0.0.1", "port": 104,
-                                       "institution": "RYJ", "confirm": "sometimes"}])
+        load_from_config(
+            hub.db,
+            [],
+            [
+                {
+                    "name": "IMP",
+                    "ae_title": "IMPPACS",
+                    "host": "127.0.0.1",
+                    "port": 104,
+                    "institution": "RYJ",
+                    "confirm": "sometimes",
+                }
+            ],
+        )
     assert _confirm_of(hub, "IMP") == "commitment"
 
 
@@ -75,8 +127,9 @@ def test_confirmed_transfers_in_the_worklist_filter_and_csv(make_config, start_h
     add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", peer.port, "RYJ", update=True, confirm="commitment")
     hub.nodes.invalidate()
     add_user(hub, "imperial_rad", "RYJ", ["viewer"])
-    assert peers.storescu(make_study(tmp_path / "s", instances_per_series=2), hub.listener.port,
-                          "RYJ").statuses == [0] * 2
+    assert (
+        peers.storescu(make_study(tmp_path / "s", instances_per_series=2), hub.listener.port, "RYJ").statuses == [0] * 2
+    )
 
     def state() -> str:
         with hub.db.session() as s:
@@ -105,15 +158,19 @@ def test_never_reports_on_postgres(postgres_url, make_config, start_hub, commitm
 
 
 def _never_reports(make_config, start_hub, commitment_peer, tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
-    config = make_config(confirm__wait_seconds=0.3, confirm__timeout_seconds=0.5, confirm__max_asks=2,
-                         confirm__scan_interval=0.1, **settings)
+    config = make_config(
+        confirm__wait_seconds=0.3,
+        confirm__timeout_seconds=0.5,
+        confirm__max_asks=2,
+        confirm__scan_interval=0.1,
+        **settings,
+    )
     peer = commitment_peer(mode="new", silent=100, hub=(config["dicom.ae_title"], "127.0.0.1", config["dicom.port"]))
     hub = start_hub(config)
     register_hospitals(hub, dest_port=peer.port)
     add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", peer.port, "RYJ", update=True, confirm="commitment")
     hub.nodes.invalidate()
-    assert peers.storescu(make_study(tmp_path / "s", instances_per_series=1), hub.listener.port,
-                          "RYJ").statuses == [0]
+    assert peers.storescu(make_study(tmp_path / "s", instances_per_series=1), hub.listener.port, "RYJ").statuses == [0]
 
     def state() -> str:
         with hub.db.session() as s:

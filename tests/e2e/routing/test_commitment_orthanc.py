@@ -1,6 +1,7 @@
 """Confirmed delivery against Orthanc as the destination PACS: Storage Commitment (Orthanc sends the
 N-EVENT-REPORT on a new association to the hub, which it knows as a modality), and count verification by
 C-FIND after an instance was deleted from Orthanc: the missing instance is sent again, then confirmed."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,14 +45,23 @@ def test_storage_commitment_with_orthanc_confirms(make_config, start_hub, tmp_pa
     try:
         hub = start_hub(config)
         register_hospitals(hub, dest_port=orthanc.dicom_port)
-        add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", orthanc.dicom_port, "RYJ", update=True,
-                 confirm="commitment")
+        add_node(
+            hub.db,
+            "IMPERIAL_PACS",
+            "RYJPACS",
+            "127.0.0.1",
+            orthanc.dicom_port,
+            "RYJ",
+            update=True,
+            confirm="commitment",
+        )
         hub.nodes.invalidate()
         files = make_study(tmp_path / "s", instances_per_series=5)
         assert peers.storescu(files, hub.listener.port, "RYJ").statuses == [0] * 5
         wait_until(lambda: _state(hub) == "confirmed", timeout=60, message="confirmed by Orthanc")
         assert sorted(orthanc.instance_sop_uids()) == sorted(
-            str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files)
+            str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
+        )
         with hub.db.session() as s:
             req = s.scalar(select(CommitmentRequest))
             assert (req.method, req.state, req.committed, req.failed) == ("commitment", "answered", 5, 0)
@@ -67,8 +77,9 @@ def test_count_verification_resends_what_orthanc_lost(make_config, start_hub, tm
     try:
         hub = start_hub(config)
         register_hospitals(hub, dest_port=orthanc.dicom_port)
-        add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", orthanc.dicom_port, "RYJ", update=True,
-                 confirm="count")
+        add_node(
+            hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", orthanc.dicom_port, "RYJ", update=True, confirm="count"
+        )
         hub.nodes.invalidate()
         files = make_study(tmp_path / "s", series=2, instances_per_series=3)
         assert peers.storescu(files, hub.listener.port, "RYJ").statuses == [0] * 6

@@ -1,6 +1,7 @@
 """Storage Commitment against a pynetdicom destination: a report on a new association or the same one
 confirms the transfer; instances reported failed are sent again; a destination that keeps refusing ends
 `failed` with the instances named; forged and malformed reports are refused and change nothing."""
+
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
@@ -39,9 +40,12 @@ def _requests(hub) -> list[CommitmentRequest]:  # type: ignore[no-untyped-def]
 
 
 def _hub_with_peer(make_config, start_hub, commitment_peer, *, method: str = "commitment", **peer_kwargs):  # type: ignore[no-untyped-def]
-    config = make_config(confirm__wait_seconds=peer_kwargs.pop("wait", 5.0),
-                         confirm__timeout_seconds=peer_kwargs.pop("timeout", 60.0), confirm__scan_interval=0.2,
-                         **peer_kwargs.pop("settings", {}))
+    config = make_config(
+        confirm__wait_seconds=peer_kwargs.pop("wait", 5.0),
+        confirm__timeout_seconds=peer_kwargs.pop("timeout", 60.0),
+        confirm__scan_interval=0.2,
+        **peer_kwargs.pop("settings", {}),
+    )
     peer = commitment_peer(hub=(config["dicom.ae_title"], "127.0.0.1", config["dicom.port"]), **peer_kwargs)
     hub = start_hub(config)
     register_hospitals(hub, dest_port=peer.port)
@@ -91,8 +95,9 @@ def _resend_then_confirm(make_config, start_hub, commitment_peer, tmp_path, sett
     from pydicom import dcmread
 
     victim = str(dcmread(files[2], stop_before_pixels=True).SOPInstanceUID)
-    hub, peer = _hub_with_peer(make_config, start_hub, commitment_peer, mode="new", refuse={victim: 1},
-                               settings=settings)
+    hub, peer = _hub_with_peer(
+        make_config, start_hub, commitment_peer, mode="new", refuse={victim: 1}, settings=settings
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ").statuses == [0] * 4
     wait_until(lambda: _state(hub) == "confirmed", message="confirmed on the second round")
     assert peer.stored.count(victim) == 2 and len(peer.stored) == 5  # only the failed one went again
@@ -154,8 +159,7 @@ def test_forged_and_malformed_reports_are_refused(make_config, start_hub, commit
     assert int(send_report("RYJPACS", hub_address, no_transaction, 1).Status) == 0x0115
     assert int(send_report("RYJPACS", hub_address, report(transaction), 7).Status) == 0x0113
     assert int(send_report("RYJPACS", hub_address, report(transaction), 2).Status) == 0x0115
-    assert int(send_report("RYJPACS", hub_address, report(transaction), 1,
-                           sop_instance="1.2.3").Status) == 0x0115
+    assert int(send_report("RYJPACS", hub_address, report(transaction), 1, sop_instance="1.2.3").Status) == 0x0115
     assert _state(hub) == "delivered" and _requests(hub)[0].state == "waiting"
     assert any(e == "confirm-refused" and "STORESCU" in d for e, d in _events(hub))
 
@@ -172,8 +176,15 @@ def test_malformed_dataset_bytes_are_refused_without_a_crash():
 
     called = []
     for raw in (b"\x08\x00\x18\x00\xff\xff\xff\x7f", b"garbage", b"\x00" * 3):
-        status, comment = answer_event_report("RYJPACS", "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1, raw,
-                                               "1.2.840.10008.1.2", lambda r, a: called.append(r) or (0, ""))
+        status, comment = answer_event_report(
+            "RYJPACS",
+            "1.2.840.10008.1.20.1",
+            "1.2.840.10008.1.20.1.1",
+            1,
+            raw,
+            "1.2.840.10008.1.2",
+            lambda r, a: called.append(r) or (0, ""),
+        )
         assert status == STATUS_INVALID_ARGUMENT and comment
     assert called == []
 

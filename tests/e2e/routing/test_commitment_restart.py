@@ -1,5 +1,6 @@
 """A hub killed with SIGKILL while a Storage Commitment request is outstanding asks again after restart,
 and the transfer still reaches `confirmed`."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -25,10 +26,22 @@ def test_kill_9_while_waiting_for_the_report_asks_again(commitment_peer, hub_pro
     config = fast_config(tmp_path / "data", **{"confirm.wait_seconds": 120.0, "confirm.scan_interval": 0.2})
     peer = commitment_peer(mode="new", silent=1, hub=(config["dicom.ae_title"], "127.0.0.1", config["dicom.port"]))
     nodes = [
-        {"name": "KINGS_PACS", "ae_title": "STORESCU", "host": "127.0.0.1", "port": 11112, "institution": "RJZ",
-         "destination": False},
-        {"name": "IMPERIAL_PACS", "ae_title": "RYJPACS", "host": "127.0.0.1", "port": peer.port,
-         "institution": "RYJ", "confirm": "commitment"},
+        {
+            "name": "KINGS_PACS",
+            "ae_title": "STORESCU",
+            "host": "127.0.0.1",
+            "port": 11112,
+            "institution": "RJZ",
+            "destination": False,
+        },
+        {
+            "name": "IMPERIAL_PACS",
+            "ae_title": "RYJPACS",
+            "host": "127.0.0.1",
+            "port": peer.port,
+            "institution": "RYJ",
+            "confirm": "commitment",
+        },
     ]
     path = write_toml(tmp_path / "imex.toml", config, institutions=INSTITUTIONS, nodes=nodes)
     db_path = config.data_dir / "imex.db"
@@ -42,8 +55,11 @@ def test_kill_9_while_waiting_for_the_report_asks_again(commitment_peer, hub_pro
     assert _query(db_path, "SELECT state FROM transfers") == [("delivered",)]
 
     hub_process(path, name="hub-restarted")
-    wait_until(lambda: _query(db_path, "SELECT state FROM transfers") == [("confirmed",)], timeout=60,
-               message="confirmed after restart")
+    wait_until(
+        lambda: _query(db_path, "SELECT state FROM transfers") == [("confirmed",)],
+        timeout=60,
+        message="confirmed after restart",
+    )
     assert len(peer.actions) == 2 and peer.actions[0][0] != peer.actions[1][0]  # a new Transaction UID
     events = [e for (e,) in _query(db_path, "SELECT event FROM transfer_events ORDER BY id")]
     assert "confirm-resumed" in events and events[-1] == "confirmed"

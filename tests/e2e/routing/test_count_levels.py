@@ -1,5 +1,6 @@
 """Count verification with a destination that does not answer C-FIND at IMAGE level: the hub asks for
 series counts instead, and a series holding fewer instances than were sent is sent again whole."""
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,11 @@ class SeriesOnlyPacs:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
-            (evt.EVT_C_STORE, self._store), (evt.EVT_C_FIND, self._find)])
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_C_FIND, self._find)],
+        )
 
     def _store(self, event) -> int:  # type: ignore[no-untyped-def]
         ds = event.dataset

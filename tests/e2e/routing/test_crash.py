@@ -1,4 +1,5 @@
 """Nothing lost: `imex serve` killed with SIGKILL mid-transfer and mid-receive, then restarted."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -15,10 +16,15 @@ INSTITUTIONS = [{"ods": "RJZ", "name": "King's College Hospital"}, {"ods": "RYJ"
 
 def _nodes(dest_port: int) -> list[dict]:
     return [
-        {"name": "KINGS_PACS", "ae_title": "STORESCU", "host": "127.0.0.1", "port": 11112, "institution": "RJZ",
-         "destination": False},
-        {"name": "IMPERIAL_PACS", "ae_title": "RYJPACS", "host": "127.0.0.1", "port": dest_port,
-         "institution": "RYJ"},
+        {
+            "name": "KINGS_PACS",
+            "ae_title": "STORESCU",
+            "host": "127.0.0.1",
+            "port": 11112,
+            "institution": "RJZ",
+            "destination": False,
+        },
+        {"name": "IMPERIAL_PACS", "ae_title": "RYJPACS", "host": "127.0.0.1", "port": dest_port, "institution": "RYJ"},
     ]
 
 
@@ -41,16 +47,23 @@ def test_kill_9_mid_transfer_resumes_and_sends_nothing_twice(storescp, hub_proce
     assert peers.storescu(files, config["dicom.port"], "RYJ", "STORESCU").statuses == [0] * 400
 
     # kill as soon as delivery is under way, well before it ends
-    wait_until(lambda: _query(db_path, "SELECT 1 FROM transfers WHERE state='sending' AND instances_sent >= 20"),
-               timeout=60, interval=0.01, message="delivery in progress")
+    wait_until(
+        lambda: _query(db_path, "SELECT 1 FROM transfers WHERE state='sending' AND instances_sent >= 20"),
+        timeout=60,
+        interval=0.01,
+        message="delivery in progress",
+    )
     hub.kill()
     sent_before = _query(db_path, "SELECT instances_sent FROM transfers")[0][0]
     assert 20 <= sent_before < 400, "the kill must land mid-transfer"
 
     hub_process(path, name="hub-restarted")
 
-    wait_until(lambda: _query(db_path, "SELECT state FROM transfers") == [("delivered",)], timeout=90,
-               message="delivery resumed after restart")
+    wait_until(
+        lambda: _query(db_path, "SELECT state FROM transfers") == [("delivered",)],
+        timeout=90,
+        message="delivery resumed after restart",
+    )
     received = dest.wait_for(400)
     uids = [u for u in (peers_uid(p) for p in received)]
     assert sorted(set(uids)) == sop_uids(files)  # every instance arrived
@@ -77,10 +90,27 @@ def test_kill_9_mid_receive_loses_no_acknowledged_instance(storescp, hub_process
 
     push_log = open(tmp_path / "storescu.log", "wb")  # a file, not a pipe: -d output would fill a pipe
     push = subprocess.Popen(
-        ["storescu", "-d", "-nh", "-aet", "STORESCU", "-aec", "RYJ", "127.0.0.1", str(config["dicom.port"]),
-         *map(str, files)], env=peers.peer_env(), stdout=push_log, stderr=subprocess.STDOUT)
-    wait_until(lambda: db_path.exists() and _query(db_path, "SELECT count(*) FROM instances")[0][0] >= 30,
-               interval=0.01, message="receiving under way")
+        [
+            "storescu",
+            "-d",
+            "-nh",
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "RYJ",
+            "127.0.0.1",
+            str(config["dicom.port"]),
+            *map(str, files),
+        ],
+        env=peers.peer_env(),
+        stdout=push_log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(
+        lambda: db_path.exists() and _query(db_path, "SELECT count(*) FROM instances")[0][0] >= 30,
+        interval=0.01,
+        message="receiving under way",
+    )
     hub.kill()
     push.wait(timeout=60)
     push_log.close()
@@ -97,7 +127,10 @@ def test_kill_9_mid_receive_loses_no_acknowledged_instance(storescp, hub_process
     # the sending PACS retries the whole study, as PACS do after a failed association
     assert peers.storescu(files, config["dicom.port"], "RYJ", "STORESCU").statuses == [0] * 300
 
-    wait_until(lambda: _query(db_path, "SELECT state, instances_sent FROM transfers") == [("delivered", 300)],
-               timeout=90, message="delivery after restart")
+    wait_until(
+        lambda: _query(db_path, "SELECT state, instances_sent FROM transfers") == [("delivered", 300)],
+        timeout=90,
+        message="delivery after restart",
+    )
     assert sorted(dest.sop_uids()) == sop_uids(files)
     time.sleep(0.1)

@@ -1,4 +1,5 @@
 """Cut-through: an emergency study is forwarded while it is still arriving, with no stability wait."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -16,8 +17,9 @@ def test_emergency_delivery_starts_before_the_push_ends(make_config, start_hub, 
     # a stability wait far longer than the test: only cut-through can deliver in time
     hub = start_hub(make_config(rules=EMERGENCY, routing__stable_seconds=600))
     register_hospitals(hub, dest_port=dest.port)
-    files = make_study(tmp_path / "ct", series=3, instances_per_series=100, rows=256, columns=256,
-                       description="STROKE CT HEAD")
+    files = make_study(
+        tmp_path / "ct", series=3, instances_per_series=100, rows=256, columns=256, description="STROKE CT HEAD"
+    )
 
     assert peers.storescu(files, hub.listener.port, "IMEX").statuses == [0] * 300
 

@@ -1,5 +1,6 @@
 """Delivery under trouble: a destination that is down, one that refuses compressed transfer syntaxes,
 retries with backoff, giving up, operator retry and cancel."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -133,15 +134,20 @@ def test_destination_concurrency_limit_is_respected(make_config, start_hub, stor
     hub = start_hub(make_config(delivery__workers=4, routing__stable_seconds=1.0))
     register_hospitals(hub, dest_port=dest.port)
     add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", dest.port, "RYJ", max_associations=1, update=True)
-    studies = [make_study(tmp_path / f"s{i}", instances_per_series=40, rows=256, columns=256,
-                          patient_id=f"P{i}") for i in range(4)]
+    studies = [
+        make_study(tmp_path / f"s{i}", instances_per_series=40, rows=256, columns=256, patient_id=f"P{i}")
+        for i in range(4)
+    ]
     for files in studies:
         assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 40
 
     wait_until(lambda: transfer_states(hub) == [("delivered", 40, 40)] * 4, timeout=60, message="4 deliveries")
     with hub.db.session() as s:
-        rows = s.execute(select(TransferEvent.transfer_id, TransferEvent.event, TransferEvent.at)
-                         .where(TransferEvent.event.in_(["sending", "delivered"])).order_by(TransferEvent.id)).all()
+        rows = s.execute(
+            select(TransferEvent.transfer_id, TransferEvent.event, TransferEvent.at)
+            .where(TransferEvent.event.in_(["sending", "delivered"]))
+            .order_by(TransferEvent.id)
+        ).all()
     running = 0
     for _, event, _ in rows:  # events in commit order: a second 'sending' before a 'delivered' is overlap
         running += 1 if event == "sending" else -1

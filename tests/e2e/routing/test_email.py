@@ -3,6 +3,7 @@ that fail for good tell the source, and an alert survives the mail server being 
 
 Alerts must never carry patient identifiers: the study is named by accession number, date and modality.
 """
+
 from __future__ import annotations
 
 import email
@@ -45,8 +46,7 @@ class Collector:
         self.refuse: set[str] = set()  # recipients answered with 550
         self.refused: list[str] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         if address in self.refuse:
             with self.lock:
                 self.refused.append(address)
@@ -55,13 +55,23 @@ class Collector:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = envelope.content.decode("utf-8", errors="replace") if isinstance(envelope.content, bytes) \
+        raw = (
+            envelope.content.decode("utf-8", errors="replace")
+            if isinstance(envelope.content, bytes)
             else str(envelope.content)
+        )
         msg = email.message_from_string(raw, policy=email.policy.default)
         body = msg.get_body(preferencelist=("plain",))
         with self.lock:
-            self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), str(msg["Subject"]),
-                                      body.get_content() if body is not None else "", raw))
+            self.messages.append(
+                Mail(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    str(msg["Subject"]),
+                    body.get_content() if body is not None else "",
+                    raw,
+                )
+            )
         return "250 Message accepted for delivery"
 
     def snapshot(self) -> list[Mail]:
@@ -108,16 +118,16 @@ def smtp_server():  # type: ignore[no-untyped-def]
 
 def _config(make_config, smtp_port: int, **overrides: Any):  # type: ignore[no-untyped-def]
     # retry quickly after the mail server was down (the production default is 30 s)
-    return make_config(smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__timeout=5.0,
-                       smtp__retry_initial_seconds=0.5, **overrides)
+    return make_config(
+        smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__timeout=5.0, smtp__retry_initial_seconds=0.5, **overrides
+    )
 
 
 def _hospitals(hub, dest_port: int) -> None:  # type: ignore[no-untyped-def]
     add_institution(hub.db, "RJZ", "King's College Hospital", contact_email="pacs@kings.test")
     add_institution(hub.db, "RYJ", "Imperial College Healthcare", contact_email="pacs@imperial.test")
     add_node(hub.db, "KINGS_PACS", "STORESCU", "127.0.0.1", 11112, "RJZ", destination=False)
-    add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", dest_port, "RYJ",
-             contact_email="radiology@imperial.test")
+    add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", dest_port, "RYJ", contact_email="radiology@imperial.test")
     hub.nodes.invalidate()
 
 
@@ -160,8 +170,9 @@ def test_delivered_study_mails_the_destination_contact(make_config, start_hub, s
     _assert_no_patient_data(mail)
 
 
-def test_delivered_study_mails_the_institution_when_the_node_has_no_contact(make_config, start_hub, storescp,
-                                                                           smtp_server, tmp_path):
+def test_delivered_study_mails_the_institution_when_the_node_has_no_contact(
+    make_config, start_hub, storescp, smtp_server, tmp_path
+):
     smtp = smtp_server()
     dest = storescp("RYJPACS")
     hub = start_hub(_config(make_config, smtp.port))
@@ -212,8 +223,10 @@ def test_alert_waits_in_outbox_while_smtp_is_down(make_config, start_hub, stores
     _send_study(hub, tmp_path, "ACCDOWN01", n=2)
 
     wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
-    outbox = wait_until(lambda: [e for e in _outbox(hub) if e.attempts >= 1] and _outbox(hub),
-                        message="a failed attempt to send the alert")
+    outbox = wait_until(
+        lambda: [e for e in _outbox(hub) if e.attempts >= 1] and _outbox(hub),
+        message="a failed attempt to send the alert",
+    )
     assert len(outbox) == 1
     assert outbox[0].state == "pending"
     assert outbox[0].recipient == "radiology@imperial.test"
@@ -231,8 +244,9 @@ def test_alert_waits_in_outbox_while_smtp_is_down(make_config, start_hub, stores
     assert sent.attempts >= 2 and sent.last_error is None and sent.sent_at is not None
 
 
-def test_refused_recipient_fails_at_once_and_does_not_block_others(make_config, start_hub, storescp, smtp_server,
-                                                                  tmp_path):
+def test_refused_recipient_fails_at_once_and_does_not_block_others(
+    make_config, start_hub, storescp, smtp_server, tmp_path
+):
     smtp = smtp_server()
     smtp.collector.refuse.add("radiology@imperial.test")  # the destination node's contact does not exist
     dest = storescp("RYJPACS")
@@ -246,8 +260,16 @@ def test_refused_recipient_fails_at_once_and_does_not_block_others(make_config, 
     assert "550" in refused[0].last_error
 
     # the mail server is fine: another alert goes out, and the refused one is not tried again
-    add_node(hub.db, "IMPERIAL_PACS", "RYJPACS", "127.0.0.1", dest.port, "RYJ",
-             contact_email="pacs-team@imperial.test", update=True)
+    add_node(
+        hub.db,
+        "IMPERIAL_PACS",
+        "RYJPACS",
+        "127.0.0.1",
+        dest.port,
+        "RYJ",
+        contact_email="pacs-team@imperial.test",
+        update=True,
+    )
     _send_study(hub, tmp_path, "ACCREF02", n=1)
     wait_until(lambda: smtp.messages, message="the second alert")
     assert [m.recipients for m in smtp.messages] == [["pacs-team@imperial.test"]]

@@ -4,6 +4,7 @@ Orthanc is an independent DICOM implementation with its own negotiation habits (
 transfer syntaxes, keeps its own SCU settings), so these tests catch what a pynetdicom-only or
 dcmtk-only test cannot. Orthanc listens on all interfaces; we only ever talk to it on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import threading
@@ -69,10 +70,10 @@ def orthanc_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("destination", ["storescp", "orthanc"])
-def test_orthanc_as_source_study_routed_by_called_alias(destination, make_config, start_hub, storescp,
-                                                         orthanc_factory, tmp_path):
-    files = make_study(tmp_path / "study", series=2, instances_per_series=4, rows=64, columns=64,
-                       accession="ORTH001")
+def test_orthanc_as_source_study_routed_by_called_alias(
+    destination, make_config, start_hub, storescp, orthanc_factory, tmp_path
+):
+    files = make_study(tmp_path / "study", series=2, instances_per_series=4, rows=64, columns=64, accession="ORTH001")
     expected = _pixels_by_uid_from_files(files)
 
     if destination == "storescp":
@@ -95,22 +96,28 @@ def test_orthanc_as_source_study_routed_by_called_alias(destination, make_config
     assert source.echo("IMEXHUB"), source.log()[-2000:]
     source.store_to("IMEXHUB", study_ids)
 
-    wait_until(lambda: transfer_states(hub) == [("delivered", len(files), len(files))], timeout=30,
-               message="transfer delivered")
+    wait_until(
+        lambda: transfer_states(hub) == [("delivered", len(files), len(files))],
+        timeout=30,
+        message="transfer delivered",
+    )
     if dest_scp is not None:
         received = dest_scp.wait_for(len(files))
         assert len(received) == len(files)
         assert _pixels_by_uid_from_files(received) == expected
     else:
         assert dest_orthanc is not None
-        wait_until(lambda: dest_orthanc.statistics()["CountInstances"] == len(files),
-                   message="instances in destination Orthanc")
+        wait_until(
+            lambda: dest_orthanc.statistics()["CountInstances"] == len(files),
+            message="instances in destination Orthanc",
+        )
         assert sorted(dest_orthanc.instance_sop_uids()) == sorted(expected)
         assert _pixels_by_uid_in_orthanc(dest_orthanc) == expected
     # the study is attributed to King's, sent by its Orthanc node
     from sqlalchemy import select
 
     from imex.db.models import Instance, Institution, Study
+
     with hub.db.session() as s:
         study = s.scalars(select(Study)).one()
         assert s.get(Institution, study.institution_id).ods_code == "RJZ"
@@ -127,15 +134,17 @@ def test_orthanc_as_destination_receives_identical_instances(make_config, start_
     assert dest.statistics()["CountInstances"] == 0
     hub = start_hub(make_config())
     _hospitals(hub, source_aet="STORESCU", dest_aet=ORTHANC_DEST_AET, dest_port=dest.dicom_port)
-    files = make_study(tmp_path / "study", series=3, instances_per_series=3, rows=96, columns=80,
-                       accession="ORTH002")
+    files = make_study(tmp_path / "study", series=3, instances_per_series=3, rows=96, columns=80, accession="ORTH002")
     expected = _pixels_by_uid_from_files(files)
 
     result = peers.storescu(files, hub.listener.port, "RYJ", "STORESCU")
     assert result.statuses == [0] * len(files), result.output[-2000:]
 
-    wait_until(lambda: transfer_states(hub) == [("delivered", len(files), len(files))], timeout=30,
-               message="transfer delivered")
+    wait_until(
+        lambda: transfer_states(hub) == [("delivered", len(files), len(files))],
+        timeout=30,
+        message="transfer delivered",
+    )
     wait_until(lambda: dest.statistics()["CountInstances"] == len(files), message="instances in Orthanc")
     assert sorted(dest.instance_sop_uids()) == sorted(expected)
     assert _pixels_by_uid_in_orthanc(dest) == expected

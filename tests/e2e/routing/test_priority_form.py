@@ -2,6 +2,7 @@
 of a recipient picks a priority, names a team and a user of the destination from the recipients list,
 and the transfer is released with them; people who may not change it see no form, and forged or
 oversized requests are refused."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect

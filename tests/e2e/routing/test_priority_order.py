@@ -1,5 +1,6 @@
 """Priority: an emergency study pushed last, behind a backlog of routine studies to one slow destination
 that takes one association at a time, is delivered before every routine study that had not started."""
+
 from __future__ import annotations
 
 from sqlalchemy import select, update
@@ -11,8 +12,13 @@ from imex.routing.priority import EMERGENCY, ROUTINE
 from imex.samples import make_study
 
 RULES = [
-    {"name": "stroke", "match": {"StudyDescription": "*STROKE*"}, "to": ["RYJ"], "priority": "emergency",
-     "recipient": "Stroke team"},
+    {
+        "name": "stroke",
+        "match": {"StudyDescription": "*STROKE*"},
+        "to": ["RYJ"],
+        "priority": "emergency",
+        "recipient": "Stroke team",
+    },
     {"name": "everything from King's", "source_institution": ["RJZ"], "to": ["RYJ"]},
 ]
 
@@ -40,11 +46,16 @@ def test_emergency_overtakes_routine_backlog(make_config, start_hub, recording_s
     register_hospitals(hub, dest_port=dest.port)
     _one_at_a_time(hub)
 
-    routine = [make_study(tmp_path / f"r{i}", instances_per_series=3, accession=f"R{i}", modality="MR",
-                          description="ROUTINE MR") for i in range(20)]
+    routine = [
+        make_study(
+            tmp_path / f"r{i}", instances_per_series=3, accession=f"R{i}", modality="MR", description="ROUTINE MR"
+        )
+        for i in range(20)
+    ]
     assert peers.storescu([p for files in routine for p in files], hub.listener.port, "IMEX").statuses == [0] * 60
-    routine_uids = wait_until(lambda: (lambda t: set(t) if len(t) == 20 else None)(_transfers(hub)),
-                              message="20 routine transfers queued")
+    routine_uids = wait_until(
+        lambda: (lambda t: set(t) if len(t) == 20 else None)(_transfers(hub)), message="20 routine transfers queued"
+    )
 
     emergency = make_study(tmp_path / "e", instances_per_series=5, accession="E1", description="STROKE CT")
     assert peers.storescu(emergency, hub.listener.port, "IMEX").statuses == [0] * 5
@@ -53,8 +64,11 @@ def test_emergency_overtakes_routine_backlog(make_config, start_hub, recording_s
     # routine transfers not yet started now that the emergency is queued: all must come after it
     waiting = {uid for uid, t in _transfers(hub).items() if uid in routine_uids and t.started_at is None}
 
-    wait_until(lambda: all(t.state == "delivered" for t in _transfers(hub).values()) and len(_transfers(hub)) == 21,
-               timeout=120, message="every transfer delivered")
+    wait_until(
+        lambda: all(t.state == "delivered" for t in _transfers(hub).values()) and len(_transfers(hub)) == 21,
+        timeout=120,
+        message="every transfer delivered",
+    )
     order = dest.studies_in_order()
     assert len(order) == 21 and set(order) == routine_uids | {emergency_uid}
     position = order.index(emergency_uid)

@@ -1,5 +1,6 @@
 """Named recipients (set by the sender in the portal, required by some institutions, told directly, first
 on their dashboard) and escalation of emergency transfers that are not delivered in time."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -21,8 +22,11 @@ def _transfer(hub) -> Transfer:  # type: ignore[no-untyped-def]
 
 def _events(hub, transfer_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     with hub.db.session() as s:
-        return list(s.scalars(select(TransferEvent.event).where(TransferEvent.transfer_id == transfer_id)
-                              .order_by(TransferEvent.id)))
+        return list(
+            s.scalars(
+                select(TransferEvent.event).where(TransferEvent.transfer_id == transfer_id).order_by(TransferEvent.id)
+            )
+        )
 
 
 def test_required_recipient_named_by_the_sender_releases_and_notifies(make_config, start_hub, storescp, tmp_path):
@@ -56,8 +60,9 @@ def test_required_recipient_named_by_the_sender_releases_and_notifies(make_confi
     assert sender.post(url, json={"recipient_user_id": colleague_id}).status_code == 422  # not at the destination
     assert sender.post(url, json={"priority": "whenever"}).status_code == 422
 
-    done = sender.post(url, json={"priority": "urgent", "recipient": "Neuroradiology on call",
-                                  "recipient_user_id": rad_id})
+    done = sender.post(
+        url, json={"priority": "urgent", "recipient": "Neuroradiology on call", "recipient_user_id": rad_id}
+    )
     assert done.status_code == 200, done.text
     assert done.json()["priority_name"] == "urgent" and done.json()["recipient"] == "Neuroradiology on call"
     assert len(dest.wait_for(3)) == 3
@@ -92,8 +97,9 @@ def test_overdue_emergency_escalates_once_and_shows_red(make_config, start_hub, 
     files = make_study(tmp_path / "t", instances_per_series=2, description="TRAUMA CT")
 
     assert peers.storescu(files, hub.listener.port, "IMEX").statuses == [0, 0]
-    wait_until(lambda: _transfer(hub) and "escalated" in _events(hub, _transfer(hub).id), timeout=30,
-               message="escalation")
+    wait_until(
+        lambda: _transfer(hub) and "escalated" in _events(hub, _transfer(hub).id), timeout=30, message="escalation"
+    )
     t = _transfer(hub)
     wait_until(lambda: _events(hub, t.id).count("retry-scheduled") >= 3, message="more failed attempts")
     assert _events(hub, t.id).count("escalated") == 1  # once only

@@ -1,4 +1,5 @@
 """Push with dcmtk storescu, deliver to dcmtk storescp: the router's main path with real peers."""
+
 from __future__ import annotations
 
 from pathlib import Path

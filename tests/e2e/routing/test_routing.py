@@ -1,5 +1,6 @@
 """How the router picks destinations (alias, header code, rules), quarantine, and follow-up instances,
 with dcmtk storescu as the sending PACS and storescp as the receiving one."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -57,14 +58,18 @@ def test_static_rule_by_source_and_modality(make_config, start_hub, storescp, tm
     dest = storescp("RYJPACS")
     rules = [
         {"name": "MR to nowhere", "modality": ["MR"], "to": ["NOPE"]},
-        {"name": "King's CT to Imperial", "source": ["KINGS_PACS"], "modality": ["CT"],
-         "match": {"StudyDescription": "*HEAD*"}, "to": ["RYJ"]},
+        {
+            "name": "King's CT to Imperial",
+            "source": ["KINGS_PACS"],
+            "modality": ["CT"],
+            "match": {"StudyDescription": "*HEAD*"},
+            "to": ["RYJ"],
+        },
     ]
     hub = start_hub(make_config(rules=rules))
     register_hospitals(hub, dest_port=dest.port)
     head = make_study(tmp_path / "head", instances_per_series=3, description="CT HEAD")
-    chest = make_study(tmp_path / "chest", instances_per_series=2, description="CT CHEST",
-                       patient_id="OTHER1")
+    chest = make_study(tmp_path / "chest", instances_per_series=2, description="CT CHEST", patient_id="OTHER1")
 
     assert peers.storescu(head, hub.listener.port, "IMEX", "STORESCU").statuses == [0] * 3
     assert peers.storescu(chest, hub.listener.port, "IMEX", "STORESCU").statuses == [0] * 2

@@ -8,6 +8,7 @@ dcmtk's storescu byte for byte, and holds nothing from the bad input. Every conn
 hostile clients bind other loopback source addresses (127.0.0.2, ...) when the hub must tell them apart
 from the registered node, which is at 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +82,7 @@ def assert_still_serving(hub, tmp_path: Path, stored_before: int) -> None:
         key, syntax = row.blob_key, row.transfer_syntax_uid
     stored, sent = hub.store.path(key).read_bytes(), path.read_bytes()
     assert syntax == ExplicitVRLittleEndian
-    assert stored[dataset_offset(stored):] == sent[dataset_offset(sent):], "stored bytes differ from those sent"
+    assert stored[dataset_offset(stored) :] == sent[dataset_offset(sent) :], "stored bytes differ from those sent"
     wait_until(lambda: temporary_files(hub) == [], timeout=5, message="no temporary file left")
 
 
@@ -97,16 +98,22 @@ def _uid(uid: str) -> bytes:
     return data + b"\x00" * (len(data) % 2)
 
 
-def associate_rq(calling: bytes = NODE_AET.encode(), called: bytes = HUB_AET.encode(),
-                 syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian,), max_pdu: int = 65536,
-                 abstract: str = CTImageStorage) -> bytes:
+def associate_rq(
+    calling: bytes = NODE_AET.encode(),
+    called: bytes = HUB_AET.encode(),
+    syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian,),
+    max_pdu: int = 65536,
+    abstract: str = CTImageStorage,
+) -> bytes:
     """An A-ASSOCIATE-RQ (PS3.8 9.3.2) proposing one storage context and Verification."""
     body = struct.pack(">HH", 1, 0) + called.ljust(16) + calling.ljust(16) + bytes(32)
     body += _item(0x10, b"1.2.840.10008.3.1.1.1")
-    body += _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, _uid(abstract))
-                  + b"".join(_item(0x40, _uid(ts)) for ts in syntaxes))
-    body += _item(0x20, bytes([3, 0, 0, 0]) + _item(0x30, _uid("1.2.840.10008.1.1"))
-                  + _item(0x40, _uid(ImplicitVRLittleEndian)))
+    body += _item(
+        0x20, bytes([1, 0, 0, 0]) + _item(0x30, _uid(abstract)) + b"".join(_item(0x40, _uid(ts)) for ts in syntaxes)
+    )
+    body += _item(
+        0x20, bytes([3, 0, 0, 0]) + _item(0x30, _uid("1.2.840.10008.1.1")) + _item(0x40, _uid(ImplicitVRLittleEndian))
+    )
     body += _item(0x50, _item(0x51, struct.pack(">L", max_pdu)) + _item(0x52, _uid("1.2.826.0.1.3680043.9.7133.1.1")))
     return struct.pack(">BBL", ASSOCIATE_RQ, 0, len(body)) + body
 
@@ -118,8 +125,16 @@ def pdata(data: bytes, *, command: bool, last: bool, context: int = 1) -> bytes:
 
 
 def store_command(sop_uid: str, sop_class: str = CTImageStorage) -> bytes:
-    return encode_command(Command(AffectedSOPClassUID=sop_class, CommandField=0x0001, MessageID=1, Priority=0,
-                                  CommandDataSetType=0x0000, AffectedSOPInstanceUID=sop_uid))
+    return encode_command(
+        Command(
+            AffectedSOPClassUID=sop_class,
+            CommandField=0x0001,
+            MessageID=1,
+            Priority=0,
+            CommandDataSetType=0x0000,
+            AffectedSOPInstanceUID=sop_uid,
+        )
+    )
 
 
 def connect(port: int, source: str = "127.0.0.1", timeout: float = 10) -> socket.socket:
@@ -175,7 +190,7 @@ def store_status(sock: socket.socket) -> tuple[int, str]:
         kind, body = read_pdu(sock)
         assert kind == P_DATA, f"expected P-DATA-TF, got PDU type {kind}"
         (length,) = struct.unpack_from(">L", body, 0)
-        command += body[6:4 + length]
+        command += body[6 : 4 + length]
         if body[5] & 0x02:
             rsp = decode_command(command)
             return int(rsp.Status), str(rsp.get("ErrorComment", ""))
@@ -216,7 +231,7 @@ def test_slow_loris_does_not_stop_receiving(make_config, start_hub, tmp_path):
         while not stop.is_set():
             for n, sock in enumerate(attackers):
                 try:
-                    sock.send(request[sent[n]:sent[n] + 1])
+                    sock.send(request[sent[n] : sent[n] + 1])
                     sent[n] += 1
                 except OSError:
                     pass
@@ -253,7 +268,7 @@ def test_association_request_has_one_deadline_however_it_trickles(make_config, s
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not closed_by_hub(sock):
             try:
-                sock.send(request[sent:sent + 1])
+                sock.send(request[sent : sent + 1])
             except OSError:
                 break
             sent += 1
@@ -268,8 +283,9 @@ def test_association_request_has_one_deadline_however_it_trickles(make_config, s
 def test_negotiating_connections_are_capped_per_address_and_in_all(make_config, start_hub, tmp_path):
     """Idle connections (no byte sent) are capped per source address and in all; the longest-waiting one
     makes room. 300 of them cost no thread, and a registered node still gets through."""
-    hub = start_hub(make_config(dicom__acse_timeout=30.0, dicom__max_negotiating=6,
-                                dicom__max_negotiating_per_address=3))
+    hub = start_hub(
+        make_config(dicom__acse_timeout=30.0, dicom__max_negotiating=6, dicom__max_negotiating_per_address=3)
+    )
     register_hospitals(hub, dest_port=peers.free_port())
     port = hub.listener.port
     threads_before = threading.active_count()
@@ -277,10 +293,14 @@ def test_negotiating_connections_are_capped_per_address_and_in_all(make_config, 
     for _ in range(5):
         first.append(connect(port, source="127.0.0.2"))
         time.sleep(0.05)  # accepted in this order
-    wait_until(lambda: [closed_by_hub(s) for s in first] == [True, True, False, False, False], timeout=5,
-               message="the two oldest connections from 127.0.0.2 to be dropped")
+    wait_until(
+        lambda: [closed_by_hub(s) for s in first] == [True, True, False, False, False],
+        timeout=5,
+        message="the two oldest connections from 127.0.0.2 to be dropped",
+    )
     idle = [connect(port, source=f"127.0.0.{10 + n % 60}") for n in range(300)]
     try:
+
         def still_open() -> list[socket.socket]:
             return [s for s in first[2:] + idle if not closed_by_hub(s)]
 
@@ -434,12 +454,16 @@ def test_datasets_are_streamed_to_disk_not_held_in_memory(hub, tmp_path):
         for _ in range(48 * 16):  # 48 MiB each, interleaved
             for sock in sockets:
                 sock.sendall(chunk)
+
         def written() -> int:
             return sum(p.stat().st_size for p in temporary_files(hub))
 
         # until the hub has taken in (nearly) all of it, one way or the other
-        wait_until(lambda: written() >= 4 * 47 << 20 or rss_bytes() - before >= 64 << 20, timeout=20,
-                   message="the hub to take in the datasets")
+        wait_until(
+            lambda: written() >= 4 * 47 << 20 or rss_bytes() - before >= 64 << 20,
+            timeout=20,
+            message="the hub to take in the datasets",
+        )
         grown = rss_bytes() - before
         assert grown < 64 << 20, f"memory grew by {grown >> 20} MiB for 192 MiB of datasets"
         assert written() >= 4 * 47 << 20, "the datasets are not in the blob store's tmp folder"
@@ -451,7 +475,9 @@ def test_datasets_are_streamed_to_disk_not_held_in_memory(hub, tmp_path):
 
     big = valid_dataset(tmp_path, rows=1024, columns=1024)  # 2 MiB of pixels: 8 PDUs of 256 KiB
     dataset = encode_dataset(big)
-    requestor = Requestor(NODE_AET, HUB_AET, "127.0.0.1", hub.listener.port, [(CTImageStorage, [ExplicitVRLittleEndian])])
+    requestor = Requestor(
+        NODE_AET, HUB_AET, "127.0.0.1", hub.listener.port, [(CTImageStorage, [ExplicitVRLittleEndian])]
+    )
     try:
         status = requestor.c_store(next(iter(requestor.accepted.values())), str(big.SOPInstanceUID), dataset)
     finally:
@@ -460,7 +486,7 @@ def test_datasets_are_streamed_to_disk_not_held_in_memory(hub, tmp_path):
     with hub.db.session() as s:
         key = s.scalars(sql_select(Instance.blob_key).where(Instance.sop_uid == str(big.SOPInstanceUID))).one()
     stored = hub.store.path(key).read_bytes()
-    assert stored[dataset_offset(stored):] == dataset
+    assert stored[dataset_offset(stored) :] == dataset
     assert_still_serving(hub, tmp_path, 1)
 
 
@@ -512,8 +538,11 @@ def _send(hub, ts: str, dataset: bytes, sop_uid: str) -> tuple[int, str]:
         sock.close()
 
 
-@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
-                                DeflatedExplicitVRLittleEndian], ids=lambda ts: ts.name)
+@pytest.mark.parametrize(
+    "ts",
+    [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian],
+    ids=lambda ts: ts.name,
+)
 @pytest.mark.parametrize("frames", [1, 3])
 def test_native_pixel_data_shorter_than_the_image_is_refused(hub, tmp_path, ts, frames):
     ds = valid_dataset(tmp_path)  # 16 x 16, 16 bits allocated, 1 sample: 512 bytes a frame
@@ -538,9 +567,13 @@ def test_encapsulated_pixel_data_is_not_measured_against_the_image(hub, tmp_path
     ds = valid_dataset(tmp_path)
     del ds.PixelData
     fragment = b"\xff\xd8not-a-real-jpeg\xff\xd9"
-    encapsulated = (struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF) + struct.pack("<HHL", 0xFFFE, 0xE000, 0)
-                    + struct.pack("<HHL", 0xFFFE, 0xE000, len(fragment)) + fragment
-                    + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0))
+    encapsulated = (
+        struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+        + struct.pack("<HHL", 0xFFFE, 0xE000, 0)
+        + struct.pack("<HHL", 0xFFFE, 0xE000, len(fragment))
+        + fragment
+        + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    )
     status, comment = _send(hub, JPEGBaseline8Bit, encode_dataset(ds) + encapsulated, str(ds.SOPInstanceUID))
     assert status == 0x0000, comment
     assert_still_serving(hub, tmp_path, 1)
@@ -550,7 +583,9 @@ def test_pixel_data_shorter_than_its_rows_say_is_refused(hub, tmp_path):
     """Rows changed, pixels not: refused as well, as another node sending with the hub's requestor sees it."""
     ds = valid_dataset(tmp_path)
     ds.Rows = 64  # the pixel data stay those of 16 rows
-    requestor = Requestor(NODE_AET, HUB_AET, "127.0.0.1", hub.listener.port, [(CTImageStorage, [ExplicitVRLittleEndian])])
+    requestor = Requestor(
+        NODE_AET, HUB_AET, "127.0.0.1", hub.listener.port, [(CTImageStorage, [ExplicitVRLittleEndian])]
+    )
     try:
         status = requestor.c_store(next(iter(requestor.accepted.values())), str(ds.SOPInstanceUID), encode_dataset(ds))
     except UpperLayerError as exc:

@@ -1,6 +1,7 @@
 """Bounded fuzzing (hypothesis) of what arrives from the network: raw and structured DICOM PDUs, C-STOREs
 of mutated datasets, and HL7 messages. The hub never crashes, no listener thread is left hanging, it
 answers normally afterwards, and nothing from a rejected input is stored."""
+
 from __future__ import annotations
 
 import socket
@@ -23,8 +24,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -52,12 +58,21 @@ def _send_raw(port: int, data: bytes) -> None:
 
 def _associate_rq(calling: bytes = b"STORESCU", called: bytes = b"IMEX") -> bytes:
     """A minimal A-ASSOCIATE-RQ proposing CT storage in explicit VR little endian."""
+
     def item(kind: int, body: bytes) -> bytes:
         return struct.pack(">BBH", kind, 0, len(body)) + body
+
     context = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, CT.encode()) + item(0x40, ExplicitVRLittleEndian.encode()))
     user = item(0x50, item(0x51, struct.pack(">L", 16384)))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16) + calling.ljust(16) + bytes(32)
-            + item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
+    body = (
+        struct.pack(">HH", 1, 0)
+        + called.ljust(16)
+        + calling.ljust(16)
+        + bytes(32)
+        + item(0x10, b"1.2.840.10008.3.1.1.1")
+        + context
+        + user
+    )
     return struct.pack(">BBL", 1, 0, len(body)) + body
 
 
@@ -69,11 +84,17 @@ pdu_bodies = st.one_of(
     st.binary(max_size=600),
     st.builds(lambda t, b: _pdu(t, b), st.integers(0, 255), st.binary(max_size=300)),
     # an association, then P-DATA with random PDVs (context id, control header, fragment)
-    st.builds(lambda pdvs: _associate_rq() + b"".join(
-        _pdu(4, struct.pack(">LBB", len(f) + 2, cx, ctl) + f) for cx, ctl, f in pdvs),
-        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.binary(max_size=200)), max_size=4)),
-    st.builds(lambda calling, called: _associate_rq(calling, called), st.binary(min_size=0, max_size=20),
-              st.binary(min_size=0, max_size=20)),
+    st.builds(
+        lambda pdvs: (
+            _associate_rq() + b"".join(_pdu(4, struct.pack(">LBB", len(f) + 2, cx, ctl) + f) for cx, ctl, f in pdvs)
+        ),
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.binary(max_size=200)), max_size=4),
+    ),
+    st.builds(
+        lambda calling, called: _associate_rq(calling, called),
+        st.binary(min_size=0, max_size=20),
+        st.binary(min_size=0, max_size=20),
+    ),
     st.builds(lambda head, cut: _associate_rq()[:cut] + head, st.binary(max_size=50), st.integers(0, 80)),
 )
 
@@ -104,7 +125,7 @@ def test_cstore_of_mutated_datasets_stores_only_what_it_accepts(make_config, sta
     hub = _hub(make_config, start_hub)
     source = make_study(tmp_path / "ct", instances_per_series=1, modality="CT", rows=8, columns=8)[0]
     data = source.read_bytes()
-    dataset = data[dataset_offset(data):]
+    dataset = data[dataset_offset(data) :]
     counts = {"accepted": 0, "refused": 0}
     real_uid = str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
 
@@ -112,8 +133,11 @@ def test_cstore_of_mutated_datasets_stores_only_what_it_accepts(make_config, sta
     @example([], len(dataset), real_uid)  # untouched: stored
     @example([(len(dataset) - 1, 0x55)], len(dataset), real_uid)  # a pixel changed: still a valid instance
     @example([], len(dataset), "1.2.3")  # the command names another instance: refused
-    @given(st.lists(st.tuples(st.integers(0, len(dataset) - 1), st.integers(0, 255)), max_size=6),
-           st.integers(1, len(dataset)), st.sampled_from([real_uid, real_uid, "1.2.3", ""]))
+    @given(
+        st.lists(st.tuples(st.integers(0, len(dataset) - 1), st.integers(0, 255)), max_size=6),
+        st.integers(1, len(dataset)),
+        st.sampled_from([real_uid, real_uid, "1.2.3", ""]),
+    )
     def store(flips: list[tuple[int, int]], cut: int, uid: str) -> None:
         mutated = bytearray(dataset[:cut])
         for pos, value in flips:
@@ -121,8 +145,9 @@ def test_cstore_of_mutated_datasets_stores_only_what_it_accepts(make_config, sta
                 mutated[pos] = value
         before = _instances(hub)
         try:
-            requestor = Requestor("STORESCU", "IMEX", "127.0.0.1", hub.listener.port,
-                                  [(CT, [ExplicitVRLittleEndian])], timeout=10)
+            requestor = Requestor(
+                "STORESCU", "IMEX", "127.0.0.1", hub.listener.port, [(CT, [ExplicitVRLittleEndian])], timeout=10
+            )
         except UpperLayerError as exc:
             raise AssertionError(f"the hub refused a well-formed association: {exc}") from None
         cx = next(iter(requestor.accepted.values()))
@@ -156,9 +181,14 @@ hl7_messages = st.one_of(
     st.binary(max_size=400),
     st.builds(_message, st.lists(hl7_text, max_size=12), st.lists(hl7_text, max_size=5)),
     # a real report with one segment replaced or cut
-    st.builds(lambda i, seg, cut: (lambda parts: b"\r".join(parts[:i] + [seg.encode("utf-8", "replace")]
-                                                            + parts[i + 1:])[:cut])(
-        sample("oru_v23_final.hl7").split(b"\r")), st.integers(0, 8), hl7_text, st.integers(10, 3000)),
+    st.builds(
+        lambda i, seg, cut: (
+            lambda parts: b"\r".join(parts[:i] + [seg.encode("utf-8", "replace")] + parts[i + 1 :])[:cut]
+        )(sample("oru_v23_final.hl7").split(b"\r")),
+        st.integers(0, 8),
+        hl7_text,
+        st.integers(10, 3000),
+    ),
 )
 
 

@@ -3,6 +3,7 @@ slow request heads are cut at a deadline and a flood of them does not starve hon
 pages (500 and 503 included) carry the security headers; X-Forwarded-For is believed only from a
 configured proxy; /healthz says when the store refuses arrivals; /metrics is not open to everyone; and a
 STOW-RS request is stored part by part as it arrives, never held whole."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -84,6 +85,7 @@ def multipart_body(files: list[Path], boundary: str) -> list[bytes]:
 
 # -- no body before the caller is known -------------------------------------------------------------------
 
+
 def test_a_body_is_never_read_before_the_caller_is_known(hub) -> None:  # type: ignore[no-untyped-def]
     add_user(hub, "sender", "RJZ", ["sender"])
     with hub.db.sessions() as s:  # an account with a one-time password: signed in only part way
@@ -91,8 +93,12 @@ def test_a_body_is_never_read_before_the_caller_is_known(hub) -> None:  # type: 
         s.commit()
     partial = httpx.Client(base_url=base_url(hub), follow_redirects=False)
     form = partial.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
-    assert partial.post("/login", data={"username": "sender", "password": temporary,
-                                        "csrf_token": form}).headers["location"] == "/login/password"
+    assert (
+        partial.post("/login", data={"username": "sender", "password": temporary, "csrf_token": form}).headers[
+            "location"
+        ]
+        == "/login/password"
+    )
     partial_cookie = f"imex_session={partial.cookies['imex_session']}"
 
     gib = 1 << 30
@@ -107,9 +113,12 @@ def test_a_body_is_never_read_before_the_caller_is_known(hub) -> None:  # type: 
     ]
     for line, content_type, extra, length, status in cases:
         sock = connect(hub)
-        head = (f"{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
-                + (f"{extra}\r\n" if extra else "") + "\r\n")
-        sock.sendall(head.encode() + b"--x\r\nContent-Disposition: form-data; name=\"file\"\r\n")  # and no more
+        head = (
+            f"{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+            + (f"{extra}\r\n" if extra else "")
+            + "\r\n"
+        )
+        sock.sendall(head.encode() + b'--x\r\nContent-Disposition: form-data; name="file"\r\n')  # and no more
         answered, headers = read_head(sock)  # comes while the body is still owed
         assert answered == status, (line, extra, answered)
         assert headers["connection"] == "close" and closed_by_server(sock), line
@@ -127,6 +136,7 @@ def test_a_body_is_never_read_before_the_caller_is_known(hub) -> None:  # type: 
 
 
 # -- error pages and their headers ------------------------------------------------------------------------
+
 
 def test_error_pages_carry_the_security_headers(hub, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from imex.web.views import account as account_views
@@ -147,15 +157,18 @@ def test_error_pages_carry_the_security_headers(hub, monkeypatch) -> None:  # ty
     api = client.get("/api/v1/dashboard")
     assert api.status_code == 500 and api.json()["status"] == 500
     assert_security_headers(api.headers)
-    for answer in (client.get("/no/such/page", headers={"Accept": "text/html"}),
-                   httpx.get(f"{base_url(hub)}/api/v1/me"),
-                   httpx.post(f"{base_url(hub)}/api/v1/auth/token", content=b"{",
-                              headers={"Content-Type": "application/json"})):
+    for answer in (
+        client.get("/no/such/page", headers={"Accept": "text/html"}),
+        httpx.get(f"{base_url(hub)}/api/v1/me"),
+        httpx.post(f"{base_url(hub)}/api/v1/auth/token", content=b"{", headers={"Content-Type": "application/json"}),
+    ):
         assert answer.status_code in (401, 404, 422), answer.status_code
         assert_security_headers(answer.headers)
     # a request head larger than http.max_header_bytes, whole in one piece (431) or still incomplete (400)
-    for head, status in ((b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
-                         (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000, 400)):
+    for head, status in (
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000, 400),
+    ):
         sock = connect(hub)
         sock.sendall(head)
         answered, headers = read_head(sock)
@@ -167,31 +180,54 @@ def test_error_pages_carry_the_security_headers(hub, monkeypatch) -> None:  # ty
 def test_the_study_page_shows_its_hl7_report(hub, tmp_path) -> None:  # type: ignore[no-untyped-def]
     add_user(hub, "sender", "RJZ", ["sender"])
     [path] = make_study(tmp_path / "s", series=1, instances_per_series=1, modality="MR", accession="ACCREP1")
-    stow = httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"".join(multipart_body([path], "b0")),
-                      headers={"Authorization": f"Bearer {token(hub, 'sender')}",
-                               "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0'})
+    stow = httpx.post(
+        f"{base_url(hub)}/dicomweb/studies",
+        content=b"".join(multipart_body([path], "b0")),
+        headers={
+            "Authorization": f"Bearer {token(hub, 'sender')}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0',
+        },
+    )
     assert stow.status_code == 200, stow.text
     with hub.db.sessions() as s:
         study = s.scalar(select(Study))
-        s.add(Report(institution_id=study.institution_id, study_id=study.id, control_id="MSG1", status="final",
-                     accession_number="ACCREP1", clinician="DR^REPORTER", observed_at=dt.datetime(2024, 5, 6, 7, 8, 9),
-                     text="No acute abnormality.", raw="MSH|...", sop_instance_uid="1.2.826.0.1.3680043.10.1"))
+        s.add(
+            Report(
+                institution_id=study.institution_id,
+                study_id=study.id,
+                control_id="MSG1",
+                status="final",
+                accession_number="ACCREP1",
+                clinician="DR^REPORTER",
+                observed_at=dt.datetime(2024, 5, 6, 7, 8, 9),
+                text="No acute abnormality.",
+                raw="MSH|...",
+                sop_instance_uid="1.2.826.0.1.3680043.10.1",
+            )
+        )
         s.commit()
         study_id = study.id
     page = browser(hub, "sender").get(f"/studies/{study_id}")
     assert page.status_code == 200, page.text[:2000]
-    assert "No acute abnormality." in page.text and '<time datetime="2024-05-06T07:08:09Z">2024-05-06 07:08' in page.text
+    assert (
+        "No acute abnormality." in page.text and '<time datetime="2024-05-06T07:08:09Z">2024-05-06 07:08' in page.text
+    )
 
 
 # -- proxies, health, metrics ------------------------------------------------------------------------------
 
+
 def _failed_signin_address(hub: Any, forwarded: str) -> str:
-    answer = httpx.post(f"{base_url(hub)}/api/v1/auth/token", json={"username": "nobody", "password": "x"},
-                        headers={"X-Forwarded-For": forwarded})
+    answer = httpx.post(
+        f"{base_url(hub)}/api/v1/auth/token",
+        json={"username": "nobody", "password": "x"},
+        headers={"X-Forwarded-For": forwarded},
+    )
     assert answer.status_code == 401
     with hub.db.sessions() as s:
-        return s.scalar(select(AuditEvent.ip).where(AuditEvent.action == "auth.login_failed")
-                        .order_by(AuditEvent.id.desc()))  # type: ignore[no-any-return]
+        return s.scalar(
+            select(AuditEvent.ip).where(AuditEvent.action == "auth.login_failed").order_by(AuditEvent.id.desc())
+        )  # type: ignore[no-any-return]
 
 
 def test_forwarded_addresses_are_believed_only_from_a_configured_proxy(make_config, start_hub) -> None:  # type: ignore[no-untyped-def]
@@ -227,6 +263,7 @@ def test_metrics_need_their_token_or_a_local_caller(make_config, start_hub) -> N
 
 
 # -- slow clients ---------------------------------------------------------------------------------------------
+
 
 def test_a_trickled_request_head_is_cut_at_the_deadline(make_config, start_hub) -> None:  # type: ignore[no-untyped-def]
     hub = start_hub(make_config(http__header_timeout=2.0))
@@ -293,9 +330,11 @@ def test_beyond_max_connections_the_503_carries_the_security_headers(make_config
     add_user(hub, "sender", "RJZ", ["sender"])
     bearer_token = token(hub, "sender")
     busy = connect(hub)  # a STOW-RS whose body is slow: the only connection allowed is busy
-    busy.sendall(f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer_token}\r\n"
-                 "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b0\r\n"
-                 "Content-Length: 100000\r\n\r\n--b0\r\n".encode())
+    busy.sendall(
+        f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer_token}\r\n"
+        'Content-Type: multipart/related; type="application/dicom"; boundary=b0\r\n'
+        "Content-Length: 100000\r\n\r\n--b0\r\n".encode()
+    )
     time.sleep(1.0)
     refused = httpx.get(f"{base_url(hub)}/healthz")
     assert refused.status_code == 503 and refused.json()["status"] == 503
@@ -306,15 +345,20 @@ def test_beyond_max_connections_the_503_carries_the_security_headers(make_config
 
 # -- STOW-RS streamed --------------------------------------------------------------------------------------
 
+
 def test_stow_stores_each_part_as_it_arrives(hub, tmp_path) -> None:  # type: ignore[no-untyped-def]
     add_user(hub, "sender", "RJZ", ["sender"])
     files = make_study(tmp_path / "s", series=1, instances_per_series=2, modality="MR", rows=256, columns=256)
     pieces = multipart_body(files, "b0und")
     body = b"".join(pieces)
     sock = connect(hub, timeout=60)
-    sock.sendall(f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token(hub, 'sender')}\r\n"
-                 "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b0und\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + pieces[0] + pieces[1])
+    sock.sendall(
+        f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token(hub, 'sender')}\r\n"
+        'Content-Type: multipart/related; type="application/dicom"; boundary=b0und\r\n'
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + pieces[0]
+        + pieces[1]
+    )
 
     def indexed() -> int:
         with hub.db.sessions() as s:
@@ -330,8 +374,13 @@ def test_stow_stores_each_part_as_it_arrives(hub, tmp_path) -> None:  # type: ig
     # a body cut short: what arrived whole is kept, the rest refused, and no file is left
     more = make_study(tmp_path / "t", series=1, instances_per_series=2, modality="MR")
     pieces = multipart_body(more, "b0und")
-    cut = httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"".join(pieces[:2]) + b"DICM half a part",
-                     headers={"Authorization": f"Bearer {token(hub, 'sender')}",
-                              "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0und'})
+    cut = httpx.post(
+        f"{base_url(hub)}/dicomweb/studies",
+        content=b"".join(pieces[:2]) + b"DICM half a part",
+        headers={
+            "Authorization": f"Bearer {token(hub, 'sender')}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0und',
+        },
+    )
     assert cut.status_code == 400 and "closing boundary" in cut.json()["detail"]
     assert indexed() == 3 and list(Path(hub.store.tmp).glob("in-*")) == []

@@ -1,5 +1,6 @@
 """Limits that keep the hub serving under abuse (per-address sign-in limit, per-node association limit)
 and the certificate lifecycle around them (`imex tls list`, expiry alerts to admins, CRL renewal)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,12 @@ def test_an_address_that_keeps_failing_is_refused_429(make_config, start_hub):
     register_hospitals(other, dest_port=11112)
     add_user(other, "rad", "RJZ", ["viewer"])
     for _ in range(5):
-        assert httpx.post(f"{base_url(other)}/api/v1/auth/token",
-                          json={"username": "rad", "password": PASSWORD}).status_code == 201
+        assert (
+            httpx.post(
+                f"{base_url(other)}/api/v1/auth/token", json={"username": "rad", "password": PASSWORD}
+            ).status_code
+            == 201
+        )
 
 
 def test_limiter_forgets_failures_after_the_window(monkeypatch):
@@ -107,8 +112,13 @@ def test_crl_is_renewed_before_it_lapses(tmp_path, make_config):
 
 
 def test_serve_stops_with_a_clear_message_when_tls_files_are_missing(tmp_path):
-    env = {"IMEX_DATA_DIR": str(tmp_path / "data"), "IMEX_DICOM_TLS_PORT": "2762", "IMEX_HTTP_PORT": "0",
-           "IMEX_HL7_PORT": "0", "IMEX_DICOM_PORT": "0"}
+    env = {
+        "IMEX_DATA_DIR": str(tmp_path / "data"),
+        "IMEX_DICOM_TLS_PORT": "2762",
+        "IMEX_HTTP_PORT": "0",
+        "IMEX_HL7_PORT": "0",
+        "IMEX_DICOM_PORT": "0",
+    }
     result = CliRunner().invoke(main, ["serve"], env=env)
     assert result.exit_code == 1
     assert "does not exist" in result.output and "imex tls init" in result.output, result.output

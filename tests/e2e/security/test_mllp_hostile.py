@@ -3,6 +3,7 @@ connections are capped overall and per address, a message trickled byte by byte 
 deadline, and hl7.max_message_bytes is exact. After each, the listener still answers a valid message and
 nothing of the hostile input is stored. Clients use other loopback addresses (127.0.0.2, 127.0.0.3) as
 their source to be other peers."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,15 @@ STRANGER = "127.0.0.3"  # nobody registered this address
 
 @pytest.fixture
 def hub(make_config, start_hub):
-    hub = start_hub(make_config(hl7__max_message_bytes=MAX, hl7__message_timeout=2.0, hl7__idle_timeout=300.0,
-                                hl7__max_connections=3, hl7__max_connections_per_address=2))
+    hub = start_hub(
+        make_config(
+            hl7__max_message_bytes=MAX,
+            hl7__message_timeout=2.0,
+            hl7__idle_timeout=300.0,
+            hl7__max_connections=3,
+            hl7__max_connections_per_address=2,
+        )
+    )
     register_hospitals(hub, dest_port=11112)
     register_ris(hub)  # King's RIS: facility RJZ from 127.0.0.1
     add_ris(hub.db, "KINGS_RIS_2", "RJZ", facilities=["RJZ2"], peer_host=OTHER_RIS)
@@ -115,8 +123,10 @@ def test_an_unknown_address_is_closed_at_connect(hub, warnings):
     before = _count(hub)
     assert _send(port, _message("STRANGER1"), STRANGER) == b""
     assert _count(hub) == before and "STRANGER1" not in _controls(hub)
-    assert any("127.0.0.3" in r.getMessage() and "not the address of a registered RIS" in r.getMessage()
-               for r in warnings.records)
+    assert any(
+        "127.0.0.3" in r.getMessage() and "not the address of a registered RIS" in r.getMessage()
+        for r in warnings.records
+    )
     _still_serves(hub)
     _still_serves(hub, OTHER_RIS, "RJZ2")
 
@@ -165,7 +175,7 @@ def test_a_trickled_message_is_cut_off_at_its_deadline(hub, warnings):
         position = 40
         while time.monotonic() < stop and position < len(message) - 2:
             try:
-                sock.sendall(message[position:position + 1])
+                sock.sendall(message[position : position + 1])
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break

@@ -2,6 +2,7 @@
 seal second-factor secrets and key pseudonyms, the CA and hub private keys, a user's TOTP secret and
 password), none of them appears in any log line, audit row, queued e-mail, CLI output or HTTP response,
 including error pages and failed sign-ins."""
+
 from __future__ import annotations
 
 import logging
@@ -71,32 +72,47 @@ def test_no_secret_in_logs_audit_mail_or_responses(make_config, start_hub, store
     secrets = dict(SECRETS)
     db_url = ""
     if os.environ.get("IMEX_TEST_POSTGRES"):  # a fresh database; trust authentication accepts any password
-        db_url = make_url(request.getfixturevalue("postgres_url")).set(password=DB_PASSWORD) \
+        db_url = (
+            make_url(request.getfixturevalue("postgres_url"))
+            .set(password=DB_PASSWORD)
             .render_as_string(hide_password=False)
+        )
         secrets["database password"] = DB_PASSWORD
     ca = make_ca(tmp_path / "ca")
     ca.issue("KINGS_PACS", ["127.0.0.1"])
     responses: list[str] = []
     dest = storescp("RYJPACS")
     smtp_port = peers.free_port()  # nothing listens: sending fails, and its error is logged
-    config = make_config(**tls_overrides(ca), http__tls=True, hl7__tls=True, smtp__host="127.0.0.1",
-                         smtp__port=smtp_port, smtp__username="imex", smtp__password=secrets["smtp password"],
-                         auth__secret_key=secrets["auth secret key"],
-                         harmonisation__secret_key=secrets["pseudonym key"], log_level="DEBUG",
-                         **({"database__url": db_url} if db_url else {}))
+    config = make_config(
+        **tls_overrides(ca),
+        http__tls=True,
+        hl7__tls=True,
+        smtp__host="127.0.0.1",
+        smtp__port=smtp_port,
+        smtp__username="imex",
+        smtp__password=secrets["smtp password"],
+        auth__secret_key=secrets["auth secret key"],
+        harmonisation__secret_key=secrets["pseudonym key"],
+        log_level="DEBUG",
+        **({"database__url": db_url} if db_url else {}),
+    )
     hub = start_hub(config)
     register_hospitals(hub, dest_port=dest.port)
     add_user(hub, "admin", "RJZ", ["system_admin"], email="admin@kings.test", totp_secret=TOTP)
     add_user(hub, "clerk", "RYJ", ["viewer"], email="clerk@imperial.test")
-    for name, path in (("CA key", ca.ca_key_path), ("hub key", ca.key_path("hub")),
-                       ("node key", ca.key_path("KINGS_PACS"))):
+    for name, path in (
+        ("CA key", ca.ca_key_path),
+        ("hub key", ca.key_path("hub")),
+        ("node key", ca.key_path("KINGS_PACS")),
+    ):
         for i, line in enumerate(_key_lines(path)):
             secrets[f"{name} line {i}"] = line
 
     # DICOM over TLS and plain, delivery, and a TLS connection that fails
     files = make_study(tmp_path / "ct", instances_per_series=2, modality="CT")
-    assert peers.storescu(files, hub.listener.tls_port, "RYJ", "STORESCU",
-                          extra_args=dcmtk_tls(ca, "KINGS_PACS")).statuses == [0, 0]
+    assert peers.storescu(
+        files, hub.listener.tls_port, "RYJ", "STORESCU", extra_args=dcmtk_tls(ca, "KINGS_PACS")
+    ).statuses == [0, 0]
     wait_until(lambda: transfer_states(hub) == [("delivered", 2, 2)], message="delivery")
     peers.storescu(files, hub.listener.tls_port, "RYJ", "STORESCU")  # plain TCP on the TLS port
     # HTTPS: sign-ins that work and fail, error pages, the API
@@ -114,27 +130,49 @@ def test_no_secret_in_logs_audit_mail_or_responses(make_config, start_hub, store
         for code in ("000000", pyotp.TOTP(TOTP).now()):
             answer = client.post("/login/second-factor", data={"code": code, "csrf_token": csrf})
             responses.append(str(answer.headers) + answer.text)
-        for path in ("/", "/admin", "/no-such-page", "/api/v1/me", "/api/v1/nodes", "/api/v1/audit",
-                     "/api/v1/transfers/999999999", "/api/v1/studies?limit=abc"):
+        for path in (
+            "/",
+            "/admin",
+            "/no-such-page",
+            "/api/v1/me",
+            "/api/v1/nodes",
+            "/api/v1/audit",
+            "/api/v1/transfers/999999999",
+            "/api/v1/studies?limit=abc",
+        ):
             answer = client.get(path)
             responses.append(str(answer.headers) + answer.text)
         answer = client.post("/api/v1/auth/token", json={"username": "admin", "password": "nope"})
         responses.append(answer.text)
-        answer = client.post("/api/v1/auth/token", content=b"x" * (2 << 20),
-                             headers={"content-type": "application/json"})
+        answer = client.post(
+            "/api/v1/auth/token", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+        )
         responses.append(answer.text)
         answer = client.post("/api/v1/auth/token", json={"username": "clerk", "password": PASSWORD})
         assert answer.status_code == 201, answer.text
         responses.append(answer.text)
-    wait_until(lambda: hub.db.engine.connect().execute(text(
-        "SELECT count(*) FROM emails WHERE attempts > 0")).scalar(), message="an e-mail attempt")
+    wait_until(
+        lambda: hub.db.engine.connect().execute(text("SELECT count(*) FROM emails WHERE attempts > 0")).scalar(),
+        message="an e-mail attempt",
+    )
     # the CLI: settings, certificates
-    env = {"IMEX_TLS_CA_DIR": str(ca.folder), "IMEX_DATABASE_URL": hub.config.database_url,
-           "IMEX_SMTP_PASSWORD": secrets["smtp password"], "IMEX_AUTH_SECRET_KEY": secrets["auth secret key"],
-           "IMEX_HARMONISATION_SECRET_KEY": secrets["pseudonym key"], "IMEX_DATA_DIR": str(hub.config.data_dir)}
-    cli = [CliRunner().invoke(main, args, env=env).output
-           for args in (["config", "show"], ["tls", "list"], ["tls", "issue", "NEW_NODE", "--host", "127.0.0.1"],
-                        ["tls", "revoke", "NEW_NODE"])]
+    env = {
+        "IMEX_TLS_CA_DIR": str(ca.folder),
+        "IMEX_DATABASE_URL": hub.config.database_url,
+        "IMEX_SMTP_PASSWORD": secrets["smtp password"],
+        "IMEX_AUTH_SECRET_KEY": secrets["auth secret key"],
+        "IMEX_HARMONISATION_SECRET_KEY": secrets["pseudonym key"],
+        "IMEX_DATA_DIR": str(hub.config.data_dir),
+    }
+    cli = [
+        CliRunner().invoke(main, args, env=env).output
+        for args in (
+            ["config", "show"],
+            ["tls", "list"],
+            ["tls", "issue", "NEW_NODE", "--host", "127.0.0.1"],
+            ["tls", "revoke", "NEW_NODE"],
+        )
+    ]
     assert "NEW_NODE" in cli[2]
 
     with hub.db.engine.connect() as conn:

@@ -1,6 +1,7 @@
 """Sign-in hardening (OWASP ASVS 2.2.1, 2.1.x): a one-time password buys nothing but its own change (no
 API token, and tokens stop while a change is forced); wrong passwords throttle password sign-in per
 account and per address, but never cut the account's working API tokens and sessions off."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,23 +18,33 @@ from portaltools import PASSWORD, add_user, base_url, bearer, browser
 
 @pytest.fixture
 def hub(make_config, start_hub):  # type: ignore[no-untyped-def]
-    hub = start_hub(make_config(auth__max_failed_logins=5, auth__lockout_minutes=10,
-                                auth__signin_failures_per_ip=50, http__trusted_proxies="127.0.0.1"))
+    hub = start_hub(
+        make_config(
+            auth__max_failed_logins=5,
+            auth__lockout_minutes=10,
+            auth__signin_failures_per_ip=50,
+            http__trusted_proxies="127.0.0.1",
+        )
+    )
     add_institution(hub.db, "RJZ", "King's College Hospital")
     return hub
 
 
 def ask_token(hub: Any, username: str, password: str, address: str = "192.0.2.10") -> httpx.Response:
     """POST /api/v1/auth/token as a caller at `address` (the hub believes X-Forwarded-For from 127.0.0.1)."""
-    return httpx.post(f"{base_url(hub)}/api/v1/auth/token", json={"username": username, "password": password},
-                      headers={"X-Forwarded-For": address})
+    return httpx.post(
+        f"{base_url(hub)}/api/v1/auth/token",
+        json={"username": username, "password": password},
+        headers={"X-Forwarded-For": address},
+    )
 
 
 def tokens_of(hub: Any, username: str) -> int:
     with hub.db.sessions() as s:
         user_id = s.scalar(select(User.id).where(User.username == username))
-        return len(s.scalars(select(WebSession.id).where(WebSession.user_id == user_id,
-                                                         WebSession.kind == "token")).all())
+        return len(
+            s.scalars(select(WebSession.id).where(WebSession.user_id == user_id, WebSession.kind == "token")).all()
+        )
 
 
 def test_a_one_time_password_buys_no_api_token(hub) -> None:  # type: ignore[no-untyped-def]
@@ -87,8 +98,9 @@ def test_wrong_passwords_lock_sign_in_but_not_working_tokens_and_sessions(hub) -
 
 
 def test_guessing_is_throttled_per_address_as_well_as_per_account(make_config, start_hub) -> None:  # type: ignore[no-untyped-def]
-    hub = start_hub(make_config(auth__max_failed_logins=5, auth__signin_failures_per_ip=4,
-                                http__trusted_proxies="127.0.0.1"))
+    hub = start_hub(
+        make_config(auth__max_failed_logins=5, auth__signin_failures_per_ip=4, http__trusted_proxies="127.0.0.1")
+    )
     add_institution(hub.db, "RJZ", "King's College Hospital")
     for name in ("alice", "bob"):
         add_user(hub, name, "RJZ", ["viewer"])

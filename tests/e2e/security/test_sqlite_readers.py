@@ -1,6 +1,7 @@
 """On SQLite, reading does not wait for the write lock: while another connection holds it (BEGIN
 IMMEDIATE, kept), a C-ECHO is answered (the node cache is loaded during association negotiation),
 /healthz answers, and portal GETs (pages and API, signed in by cookie or token) answer 200."""
+
 from __future__ import annotations
 
 import sqlite3

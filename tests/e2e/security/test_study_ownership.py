@@ -2,6 +2,7 @@
 A -> B -> C: King's (RJZ) sends a study to Imperial (RYJ); Imperial may send it on to Royal Brompton (RRV),
 but Brompton's node cannot add to it, replace its instances or take over its UIDs. Real storescu and
 storescp on both sides; the refusals are DICOM 0x0124 (Not Authorized)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,16 +36,21 @@ def _transfers(hub) -> dict[str, tuple[str, int, int]]:  # type: ignore[no-untyp
     from imex.db.models import Node
 
     with hub.db.session() as s:
-        rows = s.execute(select(Node.name, Transfer.state, Transfer.instances_sent, Transfer.instances_total)
-                         .join(Node, Node.id == Transfer.destination_node_id)).all()
+        rows = s.execute(
+            select(Node.name, Transfer.state, Transfer.instances_sent, Transfer.instances_total).join(
+                Node, Node.id == Transfer.destination_node_id
+            )
+        ).all()
     return {r.name: (r.state, r.instances_sent, r.instances_total) for r in rows}
 
 
 def _index(hub) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
     """(study UID, owning institution's id as text, instances) of every study."""
     with hub.db.session() as s:
-        return [(r.study_uid, str(r.institution_id), r.num_instances)
-                for r in s.execute(select(Study.study_uid, Study.institution_id, Study.num_instances))]
+        return [
+            (r.study_uid, str(r.institution_id), r.num_instances)
+            for r in s.execute(select(Study.study_uid, Study.institution_id, Study.num_instances))
+        ]
 
 
 def _blobs(hub) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -84,11 +90,21 @@ def test_another_institution_cannot_add_replace_or_move(kings_to_imperial, tmp_p
     study_uid = str(dcmread(files[0]).StudyInstanceUID)
     hostile = [
         # an instance of its own, inside King's study
-        _copy(files[0], tmp_path / "h" / "add.dcm", SOPInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
-              PatientID="BROMPTON1"),
+        _copy(
+            files[0],
+            tmp_path / "h" / "add.dcm",
+            SOPInstanceUID=generate_uid(),
+            SeriesInstanceUID=generate_uid(),
+            PatientID="BROMPTON1",
+        ),
         # King's instance, other bytes, in a study of its own
-        _copy(files[1], tmp_path / "h" / "move.dcm", StudyInstanceUID=generate_uid(),
-              SeriesInstanceUID=generate_uid(), PatientID="BROMPTON1"),
+        _copy(
+            files[1],
+            tmp_path / "h" / "move.dcm",
+            StudyInstanceUID=generate_uid(),
+            SeriesInstanceUID=generate_uid(),
+            PatientID="BROMPTON1",
+        ),
         # King's instance, other bytes, same study: a replacement
         _copy(files[2], tmp_path / "h" / "replace.dcm", PatientName="HOSTILE^REPLACEMENT"),
         # King's exact bytes: Brompton never received the study, so it cannot send it on either
@@ -142,8 +158,14 @@ def test_first_sender_keeps_a_uid_and_the_other_is_told(make_config, start_hub, 
     _hospitals(hub, imperial.port, brompton.port)
     files = make_study(tmp_path / "kings", instances_per_series=2, patient_id="K123")
     # Brompton's node sends one instance carrying King's study UID before King's does
-    squatter = _copy(files[0], tmp_path / "sq.dcm", SOPInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
-                     PatientID="BROMPTON1", PatientName="OTHER^PATIENT")
+    squatter = _copy(
+        files[0],
+        tmp_path / "sq.dcm",
+        SOPInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        PatientID="BROMPTON1",
+        PatientName="OTHER^PATIENT",
+    )
     assert peers.storescu([squatter], hub.listener.port, "RYJ", "RRVPACS").statuses == [0]
     result = peers.storescu(files, hub.listener.port, "RYJ", "KINGSPACS")
     assert result.statuses == [NOT_AUTHORIZED, NOT_AUTHORIZED]

@@ -1,6 +1,7 @@
 """DICOM over TLS with dcmtk on both sides: nodes store into the hub's TLS port with a certificate from
 `imex tls`; no certificate, a revoked one, another CA's or another node's is refused; the hub delivers
 over TLS to storescp +tls and checks its name."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,9 @@ def test_nodes_store_over_tls_only_with_their_certificate(make_config, start_hub
     ca.issue("KINGS_PACS", ["127.0.0.1"])
     files = make_study(tmp_path / "ct", instances_per_series=2, modality="CT")
 
-    echo = peers.run_dcmtk("echoscu", ["-v", "-aet", "STORESCU", "-aec", "IMEX", *dcmtk_tls(ca, "KINGS_PACS"),
-                                       "127.0.0.1", str(port)])
+    echo = peers.run_dcmtk(
+        "echoscu", ["-v", "-aet", "STORESCU", "-aec", "IMEX", *dcmtk_tls(ca, "KINGS_PACS"), "127.0.0.1", str(port)]
+    )
     assert echo.returncode == 0, echo.stdout + echo.stderr
     sent = peers.storescu(files[:1], port, "RYJ", "STORESCU", extra_args=dcmtk_tls(ca, "KINGS_PACS"))
     assert sent.statuses == [0], sent.output[-2000:]
@@ -49,8 +51,13 @@ def test_nodes_store_over_tls_only_with_their_certificate(make_config, start_hub
     # the same node name from another CA
     foreign = make_ca(tmp_path / "other-ca")
     foreign.issue("KINGS_PACS", ["127.0.0.1"])
-    stranger = peers.storescu(files[1:2], port, "RYJ", "STORESCU",
-                              extra_args=[*dcmtk_tls(foreign, "KINGS_PACS")[:3], "+cf", str(ca.ca_cert_path)])
+    stranger = peers.storescu(
+        files[1:2],
+        port,
+        "RYJ",
+        "STORESCU",
+        extra_args=[*dcmtk_tls(foreign, "KINGS_PACS")[:3], "+cf", str(ca.ca_cert_path)],
+    )
     assert stranger.statuses == []
     # revoked (with `imex tls revoke`, while the hub runs): refused from the next connection on
     env = {"IMEX_TLS_CA_DIR": str(ca.folder), "IMEX_DATABASE_URL": hub.config.database_url}
@@ -59,8 +66,9 @@ def test_nodes_store_over_tls_only_with_their_certificate(make_config, start_hub
     revoked = peers.storescu(files[1:2], port, "RYJ", "STORESCU", extra_args=dcmtk_tls(ca, "KINGS_PACS"))
     assert revoked.statuses == []
     assert _instances(hub) == 1  # nothing from a refused connection was stored
-    echo = peers.run_dcmtk("echoscu", ["-aet", "STORESCU", "-aec", "IMEX", *dcmtk_tls(ca, "KINGS_PACS"),
-                                       "127.0.0.1", str(port)])
+    echo = peers.run_dcmtk(
+        "echoscu", ["-aet", "STORESCU", "-aec", "IMEX", *dcmtk_tls(ca, "KINGS_PACS"), "127.0.0.1", str(port)]
+    )
     assert echo.returncode != 0
     # a renewed certificate works again
     ca.issue("KINGS_PACS", ["127.0.0.1"])
@@ -99,8 +107,7 @@ def test_hub_delivers_over_tls_to_storescp(make_config, start_hub, storescp, tmp
     assert "TLS" in dest.log() or "tls" in dest.log().lower()
 
 
-def test_hub_refuses_a_destination_whose_certificate_names_another_host(make_config, start_hub, storescp,
-                                                                       tmp_path):
+def test_hub_refuses_a_destination_whose_certificate_names_another_host(make_config, start_hub, storescp, tmp_path):
     ca = make_ca(tmp_path / "ca")
     ca.issue("IMPERIAL_PACS", ["pacs.imperial.test"])  # not the address the hub dials
     dest = storescp("RYJPACS", extra_args=dcmtk_tls(ca, "IMPERIAL_PACS"))

@@ -1,6 +1,7 @@
 """`openssl s_client` against the hub's DICOM, MLLP and HTTPS ports: TLS 1.2 and 1.3 are accepted with
 forward-secret AEAD suites only; TLS 1.0/1.1 and weak suites (static RSA, CBC, RC4, 3DES, NULL) are
 refused. HTTPS sends HSTS."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,15 +17,29 @@ from imex.tls.profile import BCP195_CIPHERS
 from sectools import make_ca, tls_overrides
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-WEAK = ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256", "DES-CBC3-SHA",
-        "RC4-SHA", "NULL-SHA256", "ECDHE-ECDSA-NULL-SHA", "ADH-AES128-GCM-SHA256"]
+WEAK = [
+    "AES128-SHA",
+    "AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES128-SHA256",
+    "DES-CBC3-SHA",
+    "RC4-SHA",
+    "NULL-SHA256",
+    "ECDHE-ECDSA-NULL-SHA",
+    "ADH-AES128-GCM-SHA256",
+]
 
 
 def s_client(port: int, *args: str) -> tuple[bool, str]:
     """(handshake completed, output) of openssl s_client; SECLEVEL 0 so the client offers what the hub
     must refuse itself."""
-    run = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                          *args], input="", capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", *args],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     out = run.stdout + run.stderr
     cipher = next((line.split("Cipher is", 1)[1].strip() for line in out.splitlines() if "Cipher is" in line), "")
     ok = run.returncode == 0 and "(NONE)" not in out and cipher not in ("", "0000")
@@ -68,7 +83,9 @@ def test_dicom_mllp_and_https_ports_speak_tls12_plus_with_strong_suites_only(mak
     assert "max-age=" in answer.headers["strict-transport-security"]
     assert "server" not in answer.headers
     with pytest.raises(httpx.ConnectError):  # and the certificate is checked by clients
-        httpx.get(f"{base}/healthz", verify=ssl.create_default_context(cafile=str(make_ca(tmp_path / "other").ca_cert_path)))
+        httpx.get(
+            f"{base}/healthz", verify=ssl.create_default_context(cafile=str(make_ca(tmp_path / "other").ca_cert_path))
+        )
 
 
 def test_mllp_can_require_a_client_certificate(make_config, start_hub, tmp_path):
@@ -81,9 +98,23 @@ def test_mllp_can_require_a_client_certificate(make_config, start_hub, tmp_path)
     ok, _ = s_client(hub.reports.port, "-tls1_2", "-CAfile", str(ca.ca_cert_path))
     assert not ok
     ca.issue("kings-ris", ["127.0.0.1"])
-    ok, out = s_client(hub.reports.port, "-tls1_2", "-CAfile", str(ca.ca_cert_path),
-                       "-cert", str(ca.cert_path("kings-ris")), "-key", str(ca.key_path("kings-ris")))
+    ok, out = s_client(
+        hub.reports.port,
+        "-tls1_2",
+        "-CAfile",
+        str(ca.ca_cert_path),
+        "-cert",
+        str(ca.cert_path("kings-ris")),
+        "-key",
+        str(ca.key_path("kings-ris")),
+    )
     assert ok, out[-2000:]
     with pytest.raises(client.MllpError):
-        client.send("localhost", hub.reports.port, b"MSH|^~\\&|RIS|RJZ|IMEX|HUB|20261125||ORU^R01|1|P|2.3\r", tls=True, ca_file=str(ca.ca_cert_path),
-                    timeout=5)
+        client.send(
+            "localhost",
+            hub.reports.port,
+            b"MSH|^~\\&|RIS|RJZ|IMEX|HUB|20261125||ORU^R01|1|P|2.3\r",
+            tls=True,
+            ca_file=str(ca.ca_cert_path),
+            timeout=5,
+        )

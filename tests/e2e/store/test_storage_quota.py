@@ -1,5 +1,6 @@
 """Storage accounting and quotas: over its institution's quota an instance gets DICOM status A700 and
 nothing of it is stored; the contact is alerted; admins see what each institution and folder holds."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select

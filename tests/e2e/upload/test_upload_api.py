@@ -1,6 +1,7 @@
 """Uploads through the API: a zip and a patient's CD (a folder with its DICOMDIR made by pydicom's
 FileSet) are reviewed, sent to Imperial, and arrive at its PACS (dcmtk storescp) byte for byte; a staged
 upload survives a restart and expires."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,15 +35,25 @@ def hub(make_config, start_hub, dest):
 
 
 def _sent(api, upload_id: int) -> dict:
-    return wait_until(lambda: (r := api.get(f"/api/v1/uploads/{upload_id}").json())["state"] in ("sent", "failed")
-                      and r, message="upload stored")
+    return wait_until(
+        lambda: (r := api.get(f"/api/v1/uploads/{upload_id}").json())["state"] in ("sent", "failed") and r,
+        message="upload stored",
+    )
 
 
 def test_zip_is_reviewed_sent_and_arrives_byte_identical(hub, dest, tmp_path):
-    files = make_study(tmp_path / "study", series=2, instances_per_series=3, patient_name="ZIP^ZOE",
-                       patient_id="Z1", description="CT CHEST")
-    archive = zip_of({f"export/{p.parent.name}/{p.name}": p.read_bytes() for p in files}
-                     | {"export/README.TXT": b"Burnt by the CD writer\n"})
+    files = make_study(
+        tmp_path / "study",
+        series=2,
+        instances_per_series=3,
+        patient_name="ZIP^ZOE",
+        patient_id="Z1",
+        description="CT CHEST",
+    )
+    archive = zip_of(
+        {f"export/{p.parent.name}/{p.name}": p.read_bytes() for p in files}
+        | {"export/README.TXT": b"Burnt by the CD writer\n"}
+    )
     api = bearer(hub, "kings")
     upload_id = new_upload(api)
     answer = put_file(api, upload_id, "cd-export.zip", archive, chunk=4096)  # many chunks
@@ -55,11 +66,14 @@ def test_zip_is_reviewed_sent_and_arrives_byte_identical(hub, dest, tmp_path):
     assert (patient["name"], patient["patient_id"]) == ("ZIP, Zoe", "Z1")
     [study] = patient["studies"]
     assert (study["description"], study["modalities"], study["series"], study["instances"]) == ("CT CHEST", "CT", 2, 6)
-    assert review["skipped"] == [{"path": "cd-export.zip/export/README.TXT",
-                                  "reason": "not a DICOM file (no DICM prefix at byte 128)"}]
+    assert review["skipped"] == [
+        {"path": "cd-export.zip/export/README.TXT", "reason": "not a DICOM file (no DICM prefix at byte 128)"}
+    ]
 
-    sent = api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ", "priority": "urgent",
-                                                              "recipient": "Dr Who", "message": "For the MDT"})
+    sent = api.post(
+        f"/api/v1/uploads/{upload_id}/send",
+        json={"destination": "RYJ", "priority": "urgent", "recipient": "Dr Who", "message": "For the MDT"},
+    )
     assert sent.status_code == 202, sent.text
     assert _sent(api, upload_id)["instances_stored"] == 6
     received = dest.wait_for(6)
@@ -74,14 +88,22 @@ def test_zip_is_reviewed_sent_and_arrives_byte_identical(hub, dest, tmp_path):
 
         tx = s.get(ExchangeTransaction, upload.transaction_id)
         assert (tx.kind, tx.recipient, tx.priority) == ("upload", "Dr Who", 50)
-        assert s.scalar(select(TransactionMessage.body).where(TransactionMessage.transaction_id == tx.id)) == "For the MDT"
+        assert (
+            s.scalar(select(TransactionMessage.body).where(TransactionMessage.transaction_id == tx.id)) == "For the MDT"
+        )
     assert api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ"}).status_code == 409
 
 
 def _cd(tmp_path, name: str) -> tuple:
     """A CD as hospitals burn them: DICOMDIR at the root, instances under DICOM/ with 8-character names."""
-    files = make_study(tmp_path / f"{name}-src", instances_per_series=4, patient_name="CD^CARL", patient_id="C9",
-                       modality="MR", description="MR KNEE")
+    files = make_study(
+        tmp_path / f"{name}-src",
+        instances_per_series=4,
+        patient_name="CD^CARL",
+        patient_id="C9",
+        modality="MR",
+        description="MR KNEE",
+    )
     fs = FileSet()
     for f in files:
         fs.add(dcmread(f))
@@ -93,8 +115,15 @@ def _cd(tmp_path, name: str) -> tuple:
 def test_cd_with_dicomdir(hub, dest, tmp_path):
     files, cd = _cd(tmp_path, "cd")
     (cd / "AUTORUN.INF").write_text("[autorun]\nopen=viewer.exe\n")
-    extra = make_study(tmp_path / "extra", instances_per_series=1, patient_name="CD^CARL", patient_id="C9",
-                       modality="MR", description="MR KNEE", study_uid=str(dcmread(files[0]).StudyInstanceUID))
+    extra = make_study(
+        tmp_path / "extra",
+        instances_per_series=1,
+        patient_name="CD^CARL",
+        patient_id="C9",
+        modality="MR",
+        description="MR KNEE",
+        study_uid=str(dcmread(files[0]).StudyInstanceUID),
+    )
     shutil.copy(extra[0], cd / "EXTRA001")  # not in the DICOMDIR: accepted all the same
     api = bearer(hub, "kings")
     upload_id = upload_folder(api, cd, prefix="CD/")

@@ -2,6 +2,7 @@
 DICOM), watches it upload, reviews 47 instances and 3 skipped files, sends it to Imperial, and the 47
 instances arrive at Imperial's PACS (dcmtk storescp) byte for byte. A zip bomb picked on the page is
 refused there with the reason."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -22,10 +23,23 @@ def test_folder_upload_review_and_send_through_the_page(make_config, start_hub, 
     register_hospitals(hub, dest_port=dest.port)
     add_user(hub, "kings_rad", "RJZ", ["sender"])
     cd = tmp_path / "PATIENT_CD"
-    files = make_study(cd / "DICOM", series=2, instances_per_series=23, patient_name="BROWSER^BEA",
-                       patient_id="B47", modality="CT", description="CT ABDOMEN")
-    files += make_study(cd / "DICOM2", instances_per_series=1, patient_name="BROWSER^BEA", patient_id="B47",
-                        modality="CR", description="CHEST XR")
+    files = make_study(
+        cd / "DICOM",
+        series=2,
+        instances_per_series=23,
+        patient_name="BROWSER^BEA",
+        patient_id="B47",
+        modality="CT",
+        description="CT ABDOMEN",
+    )
+    files += make_study(
+        cd / "DICOM2",
+        instances_per_series=1,
+        patient_name="BROWSER^BEA",
+        patient_id="B47",
+        modality="CR",
+        description="CHEST XR",
+    )
     assert len(files) == 47
     (cd / "README.TXT").write_text("Images of BROWSER^BEA. Open VIEWER/viewer.exe to look at them.\n")
     (cd / "AUTORUN.INF").write_text("[autorun]\nopen=VIEWER\\viewer.exe\n")

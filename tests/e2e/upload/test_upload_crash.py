@@ -1,5 +1,6 @@
 """`kill -9` of the hub while it stores a sent upload: after the restart the next worker takes the upload
 over when the lease runs out, stores the rest, and every instance reaches Imperial's PACS once."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -18,10 +19,23 @@ from uploadtools import upload_folder
 def test_kill_9_while_storing_an_upload(make_config, hub_process, storescp, tmp_path):
     dest = storescp("RYJPACS")
     config = make_config(delivery__lease_seconds=2.0)
-    toml = write_toml(tmp_path / "imex.toml", config, institutions=[
-        {"ods": "RJZ", "name": "King's College Hospital"}, {"ods": "RYJ", "name": "Imperial College Healthcare"}],
-        nodes=[{"name": "IMPERIAL_PACS", "ae_title": "RYJPACS", "host": "127.0.0.1", "port": dest.port,
-                "institution": "RYJ"}])
+    toml = write_toml(
+        tmp_path / "imex.toml",
+        config,
+        institutions=[
+            {"ods": "RJZ", "name": "King's College Hospital"},
+            {"ods": "RYJ", "name": "Imperial College Healthcare"},
+        ],
+        nodes=[
+            {
+                "name": "IMPERIAL_PACS",
+                "ae_title": "RYJPACS",
+                "host": "127.0.0.1",
+                "port": dest.port,
+                "institution": "RYJ",
+            }
+        ],
+    )
     files = make_study(tmp_path / "cd", series=4, instances_per_series=60, rows=256, columns=256)
     proc = hub_process(toml)
     wait_port(config["http.port"], timeout=30)
@@ -47,6 +61,7 @@ def test_kill_9_while_storing_an_upload(make_config, hub_process, storescp, tmp_
     def state() -> str:
         with db.engine.connect() as conn:
             return conn.execute(select(Upload.state).where(Upload.id == upload_id)).scalar_one()
+
     wait_until(lambda: state() == "sent", timeout=120, message="the upload stored after the restart")
     assert stored() == len(files)
     received = dest.wait_for(len(files), timeout=120)

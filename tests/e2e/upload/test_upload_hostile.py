@@ -1,6 +1,7 @@
 """Hostile uploads: zip bombs, names that climb out of the folder, symbolic links, files and requests over
 the limits, truncated DICOM, another user's upload, changes without the CSRF token. Each is refused with
 a clear problem, nothing reaches the index or the blob store, and nothing is written outside staging."""
+
 from __future__ import annotations
 
 import socket
@@ -20,8 +21,9 @@ MiB = 1 << 20
 
 @pytest.fixture
 def hub(make_config, start_hub):
-    hub = start_hub(make_config(upload__max_staged_bytes=20 * MiB, upload__max_file_bytes=8 * MiB,
-                                http__max_upload_bytes=10 * MiB))
+    hub = start_hub(
+        make_config(upload__max_staged_bytes=20 * MiB, upload__max_file_bytes=8 * MiB, http__max_upload_bytes=10 * MiB)
+    )
     register_hospitals(hub, dest_port=1)
     add_user(hub, "kings", "RJZ", ["sender"])
     add_user(hub, "kings2", "RJZ", ["sender"])
@@ -73,8 +75,15 @@ def test_zip_expanding_past_the_upload_limit_is_refused(make_config, start_hub):
     _nothing_stored(hub)
 
 
-@pytest.mark.parametrize("name, words", [("../../x", "climbs out"), ("/etc/passwd", "absolute path"),
-                                         ("C:\\evil", "absolute path"), ("a/../../x", "climbs out")])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("../../x", "climbs out"),
+        ("/etc/passwd", "absolute path"),
+        ("C:\\evil", "absolute path"),
+        ("a/../../x", "climbs out"),
+    ],
+)
 def test_zip_entry_names_that_leave_the_folder(hub, tmp_path, name, words):
     api = bearer(hub, "kings")
     upload_id = new_upload(api)
@@ -110,8 +119,15 @@ def test_nested_zip_is_listed_not_opened(hub):
     assert skipped["path"] == "outer.zip/inner.zip" and "zip inside a zip" in skipped["reason"]
 
 
-@pytest.mark.parametrize("path, words", [("../../etc/passwd", "climbs out"), ("/etc/passwd", "absolute"),
-                                         ("D:/x", "absolute"), ("a\x00b", "control characters")])
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("../../etc/passwd", "climbs out"),
+        ("/etc/passwd", "absolute"),
+        ("D:/x", "absolute"),
+        ("a\x00b", "control characters"),
+    ],
+)
 def test_file_paths_that_leave_the_folder(hub, tmp_path, path, words):
     api = bearer(hub, "kings")
     upload_id = new_upload(api)
@@ -125,10 +141,14 @@ def test_declared_content_length_over_the_request_limit(hub):
     upload_id = new_upload(api)
     port = hub.config["http.port"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall((f"PUT /api/v1/uploads/{upload_id}/files?path=big.zip&size=2147483648&offset=0 HTTP/1.1\r\n"
-                      f"Host: 127.0.0.1:{port}\r\nContent-Type: application/octet-stream\r\n"
-                      f"Content-Length: 2147483648\r\nX-CSRF-Token: {api.headers['X-CSRF-Token']}\r\n"
-                      f"Cookie: {'; '.join(f'{k}={v}' for k, v in api.cookies.items())}\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"PUT /api/v1/uploads/{upload_id}/files?path=big.zip&size=2147483648&offset=0 HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: 2147483648\r\nX-CSRF-Token: {api.headers['X-CSRF-Token']}\r\n"
+                f"Cookie: {'; '.join(f'{k}={v}' for k, v in api.cookies.items())}\r\n\r\n"
+            ).encode()
+        )
         received = b""
         while b"larger than this hub accepts" not in received:  # the head and the body may come apart
             chunk = sock.recv(65536)
@@ -144,21 +164,30 @@ def test_declared_content_length_over_the_request_limit(hub):
 def test_declared_file_size_over_the_limits(hub):
     api = bearer(hub, "kings")
     upload_id = new_upload(api)
-    answer = api.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "big.zip", "size": 2**31, "offset": 0},
-                     content=b"PK\x03\x04")
+    answer = api.put(
+        f"/api/v1/uploads/{upload_id}/files",
+        params={"path": "big.zip", "size": 2**31, "offset": 0},
+        content=b"PK\x03\x04",
+    )
     _refused(answer, 413, "upload.max_file_bytes")
     for n in range(2):  # 2 x 8 MiB declared fits in 20 MiB; the third would not
-        answer = api.put(f"/api/v1/uploads/{upload_id}/files",
-                         params={"path": f"part{n}", "size": 8 * MiB, "offset": 0}, content=b"x")
+        answer = api.put(
+            f"/api/v1/uploads/{upload_id}/files",
+            params={"path": f"part{n}", "size": 8 * MiB, "offset": 0},
+            content=b"x",
+        )
         assert answer.status_code == 200, answer.text
-    answer = api.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "part2", "size": 8 * MiB, "offset": 0},
-                     content=b"x")
+    answer = api.put(
+        f"/api/v1/uploads/{upload_id}/files", params={"path": "part2", "size": 8 * MiB, "offset": 0}, content=b"x"
+    )
     _refused(answer, 413, "past a limit")
-    answer = api.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "part0", "size": 8 * MiB, "offset": 0},
-                     content=b"x")
+    answer = api.put(
+        f"/api/v1/uploads/{upload_id}/files", params={"path": "part0", "size": 8 * MiB, "offset": 0}, content=b"x"
+    )
     _refused(answer, 409, "send from offset 1")
-    answer = api.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "tiny", "size": 2, "offset": 0},
-                     content=b"three")
+    answer = api.put(
+        f"/api/v1/uploads/{upload_id}/files", params={"path": "tiny", "size": 2, "offset": 0}, content=b"three"
+    )
     _refused(answer, 413, "more bytes arrived than tiny declared")
 
 
@@ -168,11 +197,18 @@ def test_user_limit_counts_every_open_upload(make_config, start_hub):
     add_user(hub, "kings", "RJZ", ["sender"])
     api = bearer(hub, "kings")
     first, second = new_upload(api), new_upload(api)
-    assert api.put(f"/api/v1/uploads/{first}/files", params={"path": "a", "size": 2 * MiB}, content=b"x").status_code == 200
-    _refused(api.put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x"),
-             413, "per user")
+    assert (
+        api.put(f"/api/v1/uploads/{first}/files", params={"path": "a", "size": 2 * MiB}, content=b"x").status_code
+        == 200
+    )
+    _refused(
+        api.put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x"), 413, "per user"
+    )
     assert api.delete(f"/api/v1/uploads/{first}").status_code == 200  # discarding frees the room
-    assert api.put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x").status_code == 200
+    assert (
+        api.put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x").status_code
+        == 200
+    )
 
 
 def test_institution_limit_counts_every_users_uploads(make_config, start_hub):
@@ -182,12 +218,25 @@ def test_institution_limit_counts_every_users_uploads(make_config, start_hub):
         add_user(hub, name, "RJZ", ["sender"])
     add_user(hub, "imperial", "RYJ", ["sender"])
     first, second, third = (new_upload(bearer(hub, n)) for n in ("kings", "kings2", "imperial"))
-    assert bearer(hub, "kings").put(f"/api/v1/uploads/{first}/files", params={"path": "a", "size": 2 * MiB},
-                                    content=b"x").status_code == 200
-    _refused(bearer(hub, "kings2").put(f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB},
-                                       content=b"x"), 413, "per institution")
-    assert bearer(hub, "imperial").put(f"/api/v1/uploads/{third}/files", params={"path": "c", "size": 2 * MiB},
-                                       content=b"x").status_code == 200  # another institution's own room
+    assert (
+        bearer(hub, "kings")
+        .put(f"/api/v1/uploads/{first}/files", params={"path": "a", "size": 2 * MiB}, content=b"x")
+        .status_code
+        == 200
+    )
+    _refused(
+        bearer(hub, "kings2").put(
+            f"/api/v1/uploads/{second}/files", params={"path": "b", "size": 2 * MiB}, content=b"x"
+        ),
+        413,
+        "per institution",
+    )
+    assert (
+        bearer(hub, "imperial")
+        .put(f"/api/v1/uploads/{third}/files", params={"path": "c", "size": 2 * MiB}, content=b"x")
+        .status_code
+        == 200
+    )  # another institution's own room
 
 
 def test_truncated_dicom_is_skipped_and_nothing_to_send(hub, tmp_path):
@@ -211,10 +260,12 @@ def test_another_users_upload_is_not_found(hub, tmp_path):
     assert put_file(owner, upload_id, "IM1", files[0].read_bytes()).status_code == 200
     for name in ("kings2", "imperial"):  # a colleague; another institution's admin
         other = bearer(hub, name)
-        for answer in (other.get(f"/api/v1/uploads/{upload_id}"),
-                       other.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "x", "size": 1}, content=b"x"),
-                       other.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ"}),
-                       other.delete(f"/api/v1/uploads/{upload_id}")):
+        for answer in (
+            other.get(f"/api/v1/uploads/{upload_id}"),
+            other.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "x", "size": 1}, content=b"x"),
+            other.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ"}),
+            other.delete(f"/api/v1/uploads/{upload_id}"),
+        ):
             _refused(answer, 404, f"no upload {upload_id}")
         assert other.get("/api/v1/uploads").json() == []
         assert browser(hub, name).get(f"/upload/{upload_id}").status_code == 404
@@ -235,12 +286,16 @@ def test_changes_without_csrf_token_are_refused(hub, tmp_path):
     forged = browser(hub, "kings")
     del forged.headers["X-CSRF-Token"]
     _refused(forged.post("/api/v1/uploads"), 403, "security token")
-    _refused(forged.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "a", "size": 1}, content=b"x"),
-             403, "security token")
+    _refused(
+        forged.put(f"/api/v1/uploads/{upload_id}/files", params={"path": "a", "size": 1}, content=b"x"),
+        403,
+        "security token",
+    )
     _refused(forged.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ"}), 403, "security token")
     _refused(forged.delete(f"/api/v1/uploads/{upload_id}"), 403, "security token")
-    cross = forged.post("/api/v1/uploads", headers={"X-CSRF-Token": api.headers["X-CSRF-Token"],
-                                                    "Origin": "https://evil.example"})
+    cross = forged.post(
+        "/api/v1/uploads", headers={"X-CSRF-Token": api.headers["X-CSRF-Token"], "Origin": "https://evil.example"}
+    )
     _refused(cross, 403, "another site")
     assert [u["id"] for u in api.get("/api/v1/uploads").json()] == [upload_id]
     assert api.get(f"/api/v1/uploads/{upload_id}").json()["staged_bytes"] == 0
@@ -253,9 +308,15 @@ def test_bad_send_choices(hub, tmp_path):
     assert put_file(api, upload_id, "IM1", files[0].read_bytes()).status_code == 200
     _refused(api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "NOPE"}), 422, "no institution")
     _refused(api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RJZ"}), 422, "another institution")
-    _refused(api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ", "node_id": 1}), 422,
-             "not an enabled destination")
-    assert api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ", "priority": "soon"}).status_code == 422
+    _refused(
+        api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ", "node_id": 1}),
+        422,
+        "not an enabled destination",
+    )
+    assert (
+        api.post(f"/api/v1/uploads/{upload_id}/send", json={"destination": "RYJ", "priority": "soon"}).status_code
+        == 422
+    )
     assert api.get(f"/api/v1/uploads/{upload_id}").json()["state"] == "open"
     assert base_url(hub)  # the hub still answers
     _nothing_stored(hub)

@@ -1,5 +1,6 @@
 """Uploads on PostgreSQL: a zip unpacked (its bytes released with GREATEST), limits summed across uploads,
 sent and delivered to Imperial's PACS."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """What institution admins and auditors do through the API (the same calls the pages make): users and
 roles, nodes with a real C-ECHO, quarantine, worklists, notifications after a real delivery, and the
 audit trail with its CSV and DICOM audit exports."""
+
 from __future__ import annotations
 
 import csv
@@ -29,9 +30,16 @@ def hub(make_config, start_hub, storescp):
 def test_institution_admin_manages_own_users_and_roles(hub):
     add_user(hub, "kings_admin", "RJZ", ["institution_admin"])
     admin = browser(hub, "kings_admin")
-    made = admin.post("/api/v1/users", json={"username": "radiographer1", "full_name": "Ann Example",
-                                             "email": "ann@kings.test", "password": "a first passphrase",
-                                             "roles": ["sender"]})
+    made = admin.post(
+        "/api/v1/users",
+        json={
+            "username": "radiographer1",
+            "full_name": "Ann Example",
+            "email": "ann@kings.test",
+            "password": "a first passphrase",
+            "roles": ["sender"],
+        },
+    )
     assert made.status_code == 201 and made.json()["roles"] == ["sender"]
     new_id = made.json()["id"]
     assert user_row(hub, "radiographer1").must_change_password is True
@@ -39,14 +47,17 @@ def test_institution_admin_manages_own_users_and_roles(hub):
     assert weak.status_code == 422 and "at least" in weak.json()["detail"]
     taken = admin.post("/api/v1/users", json={"username": "radiographer1", "password": "a first passphrase"})
     assert taken.status_code == 409
-    elsewhere = admin.post("/api/v1/users", json={"username": "spy", "password": "a first passphrase",
-                                                  "institution": "RYJ"})
+    elsewhere = admin.post(
+        "/api/v1/users", json={"username": "spy", "password": "a first passphrase", "institution": "RYJ"}
+    )
     assert elsewhere.status_code == 403 and user_row(hub, "spy") is None
     escalate = admin.post(f"/api/v1/users/{new_id}/roles", json={"role": "system_admin"})
     assert escalate.status_code == 403
 
-    role = admin.post("/api/v1/roles", json={"name": "mdt coordinator", "description": "MDT lists",
-                                             "permissions": ["transfers.view", "studies.view"]})
+    role = admin.post(
+        "/api/v1/roles",
+        json={"name": "mdt coordinator", "description": "MDT lists", "permissions": ["transfers.view", "studies.view"]},
+    )
     assert role.status_code == 201
     bad = admin.post("/api/v1/roles", json={"name": "x", "permissions": ["make.coffee"]})
     assert bad.status_code == 422 and "make.coffee" in bad.json()["detail"]
@@ -68,8 +79,16 @@ def test_nodes_are_added_tested_with_c_echo_and_removed(hub):
     admin = browser(hub, "kings_admin")
     echo_target = peers.StoreSCP(hub.config.data_dir / "echo", aet="KINGSWS").start()
     try:
-        made = admin.post("/api/v1/nodes", json={"name": "KINGS_WS", "ae_title": "KINGSWS", "host": "127.0.0.1",
-                                                 "port": echo_target.port, "destination": True})
+        made = admin.post(
+            "/api/v1/nodes",
+            json={
+                "name": "KINGS_WS",
+                "ae_title": "KINGSWS",
+                "host": "127.0.0.1",
+                "port": echo_target.port,
+                "destination": True,
+            },
+        )
         assert made.status_code == 201 and made.json()["institution"] == "RJZ"
         node_id = made.json()["id"]
         echo = admin.post(f"/api/v1/nodes/{node_id}/echo").json()
@@ -150,7 +169,7 @@ def test_audit_trail_filters_and_exports(hub, tmp_path):
     add_user(hub, "kings_admin", "RJZ", ["institution_admin"])
     add_user(hub, "barts_like", "RYJ", ["auditor"])
     admin = browser(hub, "kings_admin")
-    admin.post("/api/v1/worklists", json={"name": "=HYPERLINK(\"http://x\")", "modalities": "CT"})
+    admin.post("/api/v1/worklists", json={"name": '=HYPERLINK("http://x")', "modalities": "CT"})
     browser(hub, "ig_lead")
     ig = bearer(hub, "ig_lead")
     everything = ig.get("/api/v1/audit").json()
@@ -163,7 +182,7 @@ def test_audit_trail_filters_and_exports(hub, tmp_path):
     assert "kings_admin" not in {e["username"] for e in other["items"]}  # another institution's trail
 
     exported = ig.get("/api/v1/audit/export", params={"format": "csv"})
-    assert exported.headers["content-disposition"].startswith("attachment; filename=\"imex-audit-")
+    assert exported.headers["content-disposition"].startswith('attachment; filename="imex-audit-')
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert {r["action"] for r in rows} >= {"auth.login", "worklist.add"}
     cell = next(r["object_id"] for r in rows if r["action"] == "worklist.add")
@@ -197,7 +216,9 @@ def test_users_choose_the_worklists_they_hear_about(hub, tmp_path):
     mr = admin.post("/api/v1/worklists", json={"name": "MR", "modalities": "MR"}).json()["id"]
     ct_rad, mr_rad = browser(hub, "ct_rad"), browser(hub, "mr_rad")
     assert ct_rad.put("/api/v1/me/preferences", json={"email_events": [], "worklists": [ct]}).json() == {
-        "email_events": [], "notify_worklists": [ct]}
+        "email_events": [],
+        "notify_worklists": [ct],
+    }
     mr_rad.put("/api/v1/me/preferences", json={"email_events": [], "worklists": [mr]})
     add_user(hub, "kings_admin", "RJZ", ["institution_admin"])
     other = browser(hub, "kings_admin").post("/api/v1/worklists", json={"name": "K", "modalities": "CT"}).json()["id"]
@@ -220,8 +241,9 @@ def test_failed_transfers_are_retried_in_bulk_and_the_worklist_exported(make_con
     hub = start_hub(make_config(delivery__max_attempts=1))
     register_hospitals(hub, dest_port=down.port)
     for n in range(2):
-        files = make_study(tmp_path / f"s{n}", instances_per_series=1, patient_name=f"BULK^N{n}", patient_id=f"B{n}",
-                           modality="CT")
+        files = make_study(
+            tmp_path / f"s{n}", instances_per_series=1, patient_name=f"BULK^N{n}", patient_id=f"B{n}", modality="CT"
+        )
         assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
     wait_until(lambda: [s for s, _, _ in transfer_states(hub)] == ["failed", "failed"], message="both failed")
     add_user(hub, "kings_admin", "RJZ", ["institution_admin"])

@@ -1,6 +1,7 @@
 """Bounded fuzzing of the JSON API with schemathesis (a client that is not ours): generated and mutated
 requests against a running hub with real data, as a system admin. No request may make the hub answer
 5xx, and the hub keeps serving afterwards."""
+
 from __future__ import annotations
 
 import re
@@ -32,13 +33,41 @@ def test_api_never_answers_5xx_to_generated_requests(make_config, start_hub, sto
     token = bearer(hub, "fuzzer").headers["Authorization"]
     report = tmp_path / "schemathesis"
     run = subprocess.run(
-        [str(ST), "run", f"{base_url(hub)}/api/v1/openapi.json", "-H", f"Authorization: {token}",
-         "--checks", "not_a_server_error", "--max-examples", "8", "--max-time", "90", "--workers", "1",
-         "--seed", "20261125", "--request-timeout", "20", "--report", "junit", "--report-dir", str(report),
-         # the calls that would lock the fuzzer itself out (then everything is 401 and little is tested)
-         "--exclude-path", "/api/v1/me/password", "--exclude-path-regex", r"/users/\{user_id\}/(disable|reset)$",
-         "--exclude-path", "/api/v1/auth/tokens/{token_id}"],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        [
+            str(ST),
+            "run",
+            f"{base_url(hub)}/api/v1/openapi.json",
+            "-H",
+            f"Authorization: {token}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "8",
+            "--max-time",
+            "90",
+            "--workers",
+            "1",
+            "--seed",
+            "20261125",
+            "--request-timeout",
+            "20",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(report),
+            # the calls that would lock the fuzzer itself out (then everything is 401 and little is tested)
+            "--exclude-path",
+            "/api/v1/me/password",
+            "--exclude-path-regex",
+            r"/users/\{user_id\}/(disable|reset)$",
+            "--exclude-path",
+            "/api/v1/auth/tokens/{token_id}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
     assert counts and int(counts.group(1)) == int(counts.group(2)) > 500, run.stdout[-3000:]

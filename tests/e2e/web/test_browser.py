@@ -1,6 +1,7 @@
 """The portal in a real browser (Debian's chromium driven by Playwright): sign in, the dashboard, a
 worklist that updates by itself when a study arrives, a transfer's page with its actions, adding a user
 from the admin page, and the audit trail; screenshots land next to the test's files."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -31,8 +32,14 @@ def test_worklist_updates_live_and_actions_work(make_config, start_hub, storescp
     page.wait_for_selector("#worklist")
     assert page.locator("#worklist tbody tr.empty").count() == 1
     # a study arrives while the page is open: it appears without a reload
-    files = make_study(tmp_path / "ct", instances_per_series=3, patient_name="BROWSER^BETTY", patient_id="B1",
-                       modality="CT", description="CT CHEST")
+    files = make_study(
+        tmp_path / "ct",
+        instances_per_series=3,
+        patient_name="BROWSER^BETTY",
+        patient_id="B1",
+        modality="CT",
+        description="CT CHEST",
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 3
     wait_until(lambda: transfer_states(hub) == [("delivered", 3, 3)], message="delivery")
     row = page.locator("#worklist tbody tr[data-id]")
@@ -46,8 +53,14 @@ def test_worklist_updates_live_and_actions_work(make_config, start_hub, storescp
     # a hostile patient name arrives: shown as text by the live update and by the server page, never run
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    hostile = make_study(tmp_path / "evil", instances_per_series=1, patient_name="<i>EVIL</i>^<b>X</b>",
-                         patient_id="E1", modality="CT", description="<script>alert(2)</script>")
+    hostile = make_study(
+        tmp_path / "evil",
+        instances_per_series=1,
+        patient_name="<i>EVIL</i>^<b>X</b>",
+        patient_id="E1",
+        modality="CT",
+        description="<script>alert(2)</script>",
+    )
     assert peers.storescu(hostile, hub.listener.port, "RYJ", "STORESCU").statuses == [0]
     expect(page.locator("#total")).to_have_text("2", timeout=20000)
     expect(page.locator("#worklist tbody")).to_contain_text("<script>alert(2)</script>")
@@ -128,8 +141,9 @@ def test_totp_sign_in_retry_a_failed_transfer_and_every_main_page(make_config, s
     register_hospitals(hub, dest_port=dest.port)
     secret = pyotp.random_base32()
     add_user(hub, "kings_admin", "RJZ", ["institution_admin", "auditor"], totp_secret=secret)
-    files = make_study(tmp_path / "ct", instances_per_series=2, patient_name="RETRY^ROSE", modality="CT",
-                       description="CT HEAD")
+    files = make_study(
+        tmp_path / "ct", instances_per_series=2, patient_name="RETRY^ROSE", modality="CT", description="CT HEAD"
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0, 0]
     wait_until(lambda: transfer_states(hub) == [("failed", 0, 2)], message="failed for good")
 
@@ -160,14 +174,21 @@ def test_totp_sign_in_retry_a_failed_transfer_and_every_main_page(make_config, s
     page.screenshot(path=str(tmp_path / "transfer.png"), full_page=True)
     dest.stop()
 
-    for path, heading in (("/worklist?direction=outgoing", "Worklist"), ("/admin/nodes", "DICOM nodes"),
-                          ("/admin/users", "Users"), ("/admin/roles", "Roles"), ("/admin/quarantine", "Quarantine"),
-                          ("/admin/rules", "Routing rules"), ("/admin/worklists", "Worklists"),
-                          ("/audit", "Audit trail"), ("/account", "My account"), ("/notifications", "Notifications")):
+    for path, heading in (
+        ("/worklist?direction=outgoing", "Worklist"),
+        ("/admin/nodes", "DICOM nodes"),
+        ("/admin/users", "Users"),
+        ("/admin/roles", "Roles"),
+        ("/admin/quarantine", "Quarantine"),
+        ("/admin/rules", "Routing rules"),
+        ("/admin/worklists", "Worklists"),
+        ("/audit", "Audit trail"),
+        ("/account", "My account"),
+        ("/notifications", "Notifications"),
+    ):
         page.goto(base_url(hub) + path)
         expect(page.locator("h1")).to_have_text(heading)
-        page.screenshot(path=str(tmp_path / f"{path.strip('/').split('?')[0].replace('/', '-')}.png"),
-                        full_page=True)
+        page.screenshot(path=str(tmp_path / f"{path.strip('/').split('?')[0].replace('/', '-')}.png"), full_page=True)
     audit = page.locator("#audit tbody")
     page.goto(base_url(hub) + "/audit")
     expect(audit).to_contain_text("transfer.retry")

@@ -1,6 +1,7 @@
 """Who may use DICOMweb: another institution's study by UID is 404 in every route (as if it did not
 exist, and the attempt audited), a user without a viewing permission gets 403, and an expired or revoked
 bearer token, or none, gets 401. A browser session works too, with the portal's CSRF check on STOW."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,13 +30,22 @@ def sent(make_config, start_hub, storescp, tmp_path):
 def dicomweb_routes() -> list[tuple[str, str]]:
     from imex.web.dicomweb import qido, stow, wado
 
-    return [(m, route.path) for module in (qido, wado, stow) for route in module.router.routes
-            for m in sorted(route.methods)]  # type: ignore[attr-defined]
+    return [
+        (m, route.path)
+        for module in (qido, wado, stow)
+        for route in module.router.routes
+        for m in sorted(route.methods)
+    ]  # type: ignore[attr-defined]
 
 
 def _fill(path: str, ds) -> str:  # type: ignore[no-untyped-def]
-    return (path.replace("{study_uid}", ds.StudyInstanceUID).replace("{series_uid}", ds.SeriesInstanceUID)
-            .replace("{sop_uid}", ds.SOPInstanceUID).replace("{frames}", "1").replace("{frame}", "1"))
+    return (
+        path.replace("{study_uid}", ds.StudyInstanceUID)
+        .replace("{series_uid}", ds.SeriesInstanceUID)
+        .replace("{sop_uid}", ds.SOPInstanceUID)
+        .replace("{frames}", "1")
+        .replace("{frame}", "1")
+    )
 
 
 def _post_body(ds_path) -> tuple[bytes, dict[str, str]]:  # type: ignore[no-untyped-def]
@@ -52,14 +62,18 @@ def test_every_route_is_scoped(sent):
     mine = httpx.Client(base_url=base_url(sent), headers={"Authorization": f"Bearer {token(sent, 'imperial_viewer')}"})
     barts = httpx.Client(base_url=base_url(sent), headers={"Authorization": f"Bearer {token(sent, 'barts_sender')}"})
     with sent.db.sessions() as s:
-        denied_before = s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "access.denied"))
+        denied_before = s.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "access.denied")
+        )
     for method, path in with_uid:
         url = _fill(path, ds)
         if method == "GET":
             assert mine.get(url).status_code == 200, url
             answer = barts.get(url)
         else:
-            answer = barts.post(url, content=_post_body(sent.test_files[0])[0], headers=_post_body(sent.test_files[0])[1])
+            answer = barts.post(
+                url, content=_post_body(sent.test_files[0])[0], headers=_post_body(sent.test_files[0])[1]
+            )
         assert answer.status_code == 404, (method, url, answer.status_code)
         assert ds.PatientID not in answer.text
     with sent.db.sessions() as s:
@@ -89,8 +103,7 @@ def test_tokens_expired_revoked_missing_and_permissions(sent):
     headers = {"Authorization": f"Bearer {expired}"}
     assert httpx.get(url, headers=headers).status_code == 200
     with sent.db.sessions() as s:
-        s.execute(update(WebSession).where(WebSession.kind == "token").values(
-            expires_at=dt.datetime(2000, 1, 1)))
+        s.execute(update(WebSession).where(WebSession.kind == "token").values(expires_at=dt.datetime(2000, 1, 1)))
         s.commit()
     assert httpx.get(url, headers=headers).status_code == 401
 

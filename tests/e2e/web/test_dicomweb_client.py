@@ -1,6 +1,7 @@
 """DICOMweb conformance with a client that is not ours (dicomweb-client): QIDO-RS searches with the
 standard's matching, WADO-RS instances (byte for byte), metadata, frames, rendered and thumbnails, and
 STOW-RS storing a new study that is then routed to another hospital like a DICOM arrival."""
+
 from __future__ import annotations
 
 import io
@@ -18,16 +19,30 @@ from hubtools import wait_until
 from imex.db.models import AuditEvent, Instance, Institution, Study
 from imex.samples import make_study
 
-ROUTE_MR = [{"name": "MR from King's by DICOMweb go to Imperial", "source_institution": ["RJZ"],
-             "modality": ["MR"], "to": ["RYJ"]}]
+ROUTE_MR = [
+    {
+        "name": "MR from King's by DICOMweb go to Imperial",
+        "source_institution": ["RJZ"],
+        "modality": ["MR"],
+        "to": ["RYJ"],
+    }
+]
 
 
 @pytest.fixture
 def sent(make_config, start_hub, storescp, tmp_path):
     dest = storescp("RYJPACS")
     hub = start_hub(make_config(rules=ROUTE_MR, http__max_body_bytes=BIG_BODY))
-    files = make_study(tmp_path / "ct", series=2, instances_per_series=3, patient_name="EXCHANGE^ALICE",
-                       patient_id="K123", accession="ACC1", modality="CT", description="CT CHEST")
+    files = make_study(
+        tmp_path / "ct",
+        series=2,
+        instances_per_series=3,
+        patient_name="EXCHANGE^ALICE",
+        patient_id="K123",
+        accession="ACC1",
+        modality="CT",
+        description="CT CHEST",
+    )
     exchange(hub, dest.port, files)
     hub.test_files = files  # type: ignore[attr-defined]
     hub.test_dest = dest  # type: ignore[attr-defined]
@@ -54,8 +69,8 @@ def test_qido_matching(sent):
     def count(**filters) -> int:  # type: ignore[no-untyped-def]
         return len(web.search_for_studies(search_filters=filters, fuzzymatching=filters.pop("_fuzzy", None)))
 
-    assert count(PatientID="K123") == 1 and count(PatientID="K12") == 0          # exact
-    assert count(PatientID="K1*") == 1 and count(PatientID="K?23") == 1          # wildcards
+    assert count(PatientID="K123") == 1 and count(PatientID="K12") == 0  # exact
+    assert count(PatientID="K1*") == 1 and count(PatientID="K?23") == 1  # wildcards
     assert count(PatientName="EXCHANGE^ALICE") == 1 and count(PatientName="exchange*") == 1
     assert count(PatientName="ALICE") == 0 and count(PatientName="ALICE", _fuzzy=True) == 1
     assert count(PatientName="ali", _fuzzy=True) == 1 and count(PatientName="bob", _fuzzy=True) == 0
@@ -80,13 +95,17 @@ def test_qido_matching(sent):
     page = web.search_for_instances(study_uid, limit=2, offset=3)
     assert [_value(i, "00080018") for i in page] == [_value(i, "00080018") for i in instances[3:5]]
     first = instances[0]
-    with_rows = web.search_for_instances(study_uid, _value(first, "0020000E"), fields=["Rows", "PixelSpacing"],
-                                         search_filters={"InstanceNumber": "1"})
+    with_rows = web.search_for_instances(
+        study_uid, _value(first, "0020000E"), fields=["Rows", "PixelSpacing"], search_filters={"InstanceNumber": "1"}
+    )
     assert len(with_rows) == 1 and _value(with_rows[0], "00280010") == 64
     assert "00280030" in with_rows[0]
 
-    bad = httpx.get(f"{base_url(sent)}/dicomweb/studies", params={"NoSuchKey": "1"},
-                    headers={"Authorization": f"Bearer {token(sent, 'imperial_viewer')}"})
+    bad = httpx.get(
+        f"{base_url(sent)}/dicomweb/studies",
+        params={"NoSuchKey": "1"},
+        headers={"Authorization": f"Bearer {token(sent, 'imperial_viewer')}"},
+    )
     assert bad.status_code == 400
 
 
@@ -103,7 +122,8 @@ def test_wado_instances_metadata_frames_rendered(sent):
 
     series = web.retrieve_series(study_uid, series_uid)
     assert sorted(d.SOPInstanceUID for d in series) == sorted(
-        pydicom.dcmread(f).SOPInstanceUID for f in sent.test_files[:3])
+        pydicom.dcmread(f).SOPInstanceUID for f in sent.test_files[:3]
+    )
     assert len(web.retrieve_study(study_uid)) == 6
 
     meta = web.retrieve_instance_metadata(study_uid, series_uid, sop_uid)
@@ -115,33 +135,58 @@ def test_wado_instances_metadata_frames_rendered(sent):
     frames = web.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[1])
     assert frames[0] == original.PixelData
 
-    png = web.retrieve_instance_rendered(study_uid, series_uid, sop_uid, media_types=("image/png",),
-                                         params={"window": "1000,2000", "viewport": "32,32"})
+    png = web.retrieve_instance_rendered(
+        study_uid, series_uid, sop_uid, media_types=("image/png",), params={"window": "1000,2000", "viewport": "32,32"}
+    )
     picture = Image.open(io.BytesIO(png))
     assert picture.format == "PNG" and picture.size == (32, 32)
     jpeg = web.retrieve_instance_rendered(study_uid, series_uid, sop_uid)
     assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
-    thumb = web.retrieve_series_thumbnail(study_uid, series_uid, media_types=("image/png",)) \
-        if hasattr(web, "retrieve_series_thumbnail") else None
-    with httpx.Client(base_url=f"{base_url(sent)}/dicomweb",
-                      headers={"Authorization": f"Bearer {token(sent, 'imperial_viewer')}"}) as raw:
-        for path in (f"/studies/{study_uid}/thumbnail", f"/studies/{study_uid}/series/{series_uid}/thumbnail",
-                     f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail"):
+    thumb = (
+        web.retrieve_series_thumbnail(study_uid, series_uid, media_types=("image/png",))
+        if hasattr(web, "retrieve_series_thumbnail")
+        else None
+    )
+    with httpx.Client(
+        base_url=f"{base_url(sent)}/dicomweb", headers={"Authorization": f"Bearer {token(sent, 'imperial_viewer')}"}
+    ) as raw:
+        for path in (
+            f"/studies/{study_uid}/thumbnail",
+            f"/studies/{study_uid}/series/{series_uid}/thumbnail",
+            f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+        ):
             answer = raw.get(path, headers={"Accept": "image/png"})
             assert answer.status_code == 200 and Image.open(io.BytesIO(answer.content)).size == (128, 128)
         assert raw.get(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/2").status_code == 404
-        assert raw.get(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
-                       params={"window": "1,0"}).status_code == 400
-        assert raw.get(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-                       headers={"Accept": 'multipart/related; type="application/dicom"; '
-                                          'transfer-syntax=1.2.840.10008.1.2.4.50'}).status_code == 406
+        assert (
+            raw.get(
+                f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered", params={"window": "1,0"}
+            ).status_code
+            == 400
+        )
+        assert (
+            raw.get(
+                f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+                headers={
+                    "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+                },
+            ).status_code
+            == 406
+        )
     if thumb is not None:
         assert Image.open(io.BytesIO(thumb)).format == "PNG"
 
 
 def test_stow_stores_byte_for_byte_and_routes(sent, tmp_path):
-    files = make_study(tmp_path / "mr", series=1, instances_per_series=4, patient_name="STOWED^CAROL",
-                       patient_id="K777", accession="ACC7", modality="MR")
+    files = make_study(
+        tmp_path / "mr",
+        series=1,
+        instances_per_series=4,
+        patient_name="STOWED^CAROL",
+        patient_id="K777",
+        accession="ACC7",
+        modality="MR",
+    )
     datasets = [pydicom.dcmread(f) for f in files]
     web = client(sent, "kings_sender")
     answer = web.store_instances(datasets)
@@ -151,8 +196,7 @@ def test_stow_stores_byte_for_byte_and_routes(sent, tmp_path):
         study = s.scalar(select(Study).where(Study.study_uid == study_uid))
         assert study.num_instances == 4
         assert s.scalar(select(Institution.ods_code).where(Institution.id == study.institution_id)) == "RJZ"
-        assert s.scalar(select(AuditEvent.detail).where(AuditEvent.action == "study.store")) == \
-            "STOW-RS: 4 instance(s)"
+        assert s.scalar(select(AuditEvent.detail).where(AuditEvent.action == "study.store")) == "STOW-RS: 4 instance(s)"
         keys = s.scalars(select(Instance.blob_key).where(Instance.study_id == study.id)).all()
     # what dicomweb-client posted (pydicom's encoding) is what the store holds and what WADO-RS returns
     posted = {}
@@ -163,10 +207,14 @@ def test_stow_stores_byte_for_byte_and_routes(sent, tmp_path):
     assert sorted(sent.store.read(k) for k in keys) == sorted(posted.values())
     bearer_token = token(sent, "kings_sender")
     for ds in datasets:
-        raw = httpx.get(f"{base_url(sent)}/dicomweb/studies/{study_uid}/series/{ds.SeriesInstanceUID}/instances/"
-                        f"{ds.SOPInstanceUID}", headers={"Authorization": f"Bearer {bearer_token}",
-                                                          "Accept": 'multipart/related; type="application/dicom"; '
-                                                                    'transfer-syntax=*'})
+        raw = httpx.get(
+            f"{base_url(sent)}/dicomweb/studies/{study_uid}/series/{ds.SeriesInstanceUID}/instances/"
+            f"{ds.SOPInstanceUID}",
+            headers={
+                "Authorization": f"Bearer {bearer_token}",
+                "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+            },
+        )
         assert raw.status_code == 200
         assert posted[ds.SOPInstanceUID] in raw.content
         again = web.retrieve_instance(study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
@@ -198,9 +246,14 @@ def test_stow_refusals(sent, tmp_path):
     with pytest.raises(HTTPError) as mismatch:  # posted to one study, belongs to another
         client(sent, "kings_sender").store_instances([ds], study_instance_uid=theirs.StudyInstanceUID)
     assert mismatch.value.response.status_code == 409
-    bad = httpx.post(f"{base_url(sent)}/dicomweb/studies", content=b"--b\r\n\r\nnot dicom\r\n--b--\r\n",
-                     headers={"Authorization": f"Bearer {token(sent, 'kings_sender')}",
-                              "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+    bad = httpx.post(
+        f"{base_url(sent)}/dicomweb/studies",
+        content=b"--b\r\n\r\nnot dicom\r\n--b--\r\n",
+        headers={
+            "Authorization": f"Bearer {token(sent, 'kings_sender')}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b',
+        },
+    )
     assert bad.status_code == 409 and bad.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
     with sent.db.sessions() as s:
         assert s.scalar(select(Study).where(Study.study_uid == ds.StudyInstanceUID)) is None

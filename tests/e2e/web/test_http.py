@@ -1,4 +1,5 @@
 """GET /healthz and GET /metrics on a running hub, after real traffic."""
+
 from __future__ import annotations
 
 import httpx
@@ -22,8 +23,10 @@ def test_health_and_metrics_reflect_traffic(make_config, start_hub, storescp, tm
 
     def scrape() -> dict[str, float]:
         text = httpx.get(f"{base}/metrics").text
-        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                         if line and not line.startswith("#"))}
+        return {
+            k: float(v)
+            for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        }
 
     before = scrape()  # counters are per process: other tests in this process count too
     files = make_study(tmp_path / "s", instances_per_series=3)

@@ -1,6 +1,7 @@
 """The queues page and API on a running hub: a transfer to a destination that is down is given up, shows
 as the delivery queue's dead letter (to system administrators only), and its retry from the page's API
 sends it once the destination is back."""
+
 from __future__ import annotations
 
 import peers

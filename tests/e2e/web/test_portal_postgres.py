@@ -1,5 +1,6 @@
 """The portal on PostgreSQL: sign-in, scoped worklists after a real delivery, and the database refusing
 to change the audit trail (its trigger, not the application, enforces append-only)."""
+
 from __future__ import annotations
 
 import pytest

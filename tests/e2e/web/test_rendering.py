@@ -2,6 +2,7 @@
 transfer syntaxes: JPEG baseline/extended, JPEG-LS, JPEG 2000, RLE, big endian, implicit VR) stored with
 STOW-RS and fetched as rendered PNG from WADO-RS match pydicom's own decoded pixel array after the same
 Modality LUT and windowing (pydicom's apply_windowing), within 1 grey level."""
+
 from __future__ import annotations
 
 import copy
@@ -21,12 +22,32 @@ from dwtools import BIG_BODY, add_user, base_url, token
 from hubtools import register_hospitals
 from imex.render import decode, image
 
-GREY = ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
-        "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "JPEG2000.dcm",
-        "JPGExtended.dcm", "liver_1frame.dcm", "693_J2KI.dcm"]
-COLOUR = ["SC_rgb_small_odd.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_jpeg_app14_dcmd.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "SC_rgb_rle_16bit.dcm",
-          "SC_ybr_full_422_uncompressed.dcm", "examples_ybr_color.dcm", "SC_rgb_jpeg_gdcm.dcm",
-          "SC_rgb_rle_2frame.dcm", "examples_palette.dcm"]
+GREY = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+    "JPEG2000.dcm",
+    "JPGExtended.dcm",
+    "liver_1frame.dcm",
+    "693_J2KI.dcm",
+]
+COLOUR = [
+    "SC_rgb_small_odd.dcm",
+    "SC_rgb_dcmtk_+eb+cy+np.dcm",
+    "SC_rgb_jpeg_app14_dcmd.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "SC_rgb_rle.dcm",
+    "SC_rgb_rle_16bit.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
+    "examples_ybr_color.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "examples_palette.dcm",
+]
 
 
 def expected_grey(ds, index: int, window: image.Window) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -85,14 +106,21 @@ def hub(make_config, start_hub):
 
 def _stow(web: httpx.Client, data: bytes) -> None:
     body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--b--\r\n"
-    answer = web.post("/dicomweb/studies", content=body,
-                      headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+    answer = web.post(
+        "/dicomweb/studies",
+        content=body,
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+    )
     assert answer.status_code == 200, answer.text
 
 
 def _png(web: httpx.Client, ds, frame: int, **params: str) -> np.ndarray:  # type: ignore[no-untyped-def]
-    answer = web.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
-                     f"{ds.SOPInstanceUID}/frames/{frame + 1}/rendered", params=params, headers={"Accept": "image/png"})
+    answer = web.get(
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+        f"{ds.SOPInstanceUID}/frames/{frame + 1}/rendered",
+        params=params,
+        headers={"Accept": "image/png"},
+    )
     assert answer.status_code == 200, answer.text
     picture = Image.open(io.BytesIO(answer.content))
     assert picture.format == "PNG"
@@ -100,8 +128,9 @@ def _png(web: httpx.Client, ds, frame: int, **params: str) -> np.ndarray:  # typ
 
 
 def test_rendered_png_matches_pydicom(hub):
-    web = httpx.Client(base_url=base_url(hub), headers={"Authorization": f"Bearer {token(hub, 'kings_sender')}"},
-                       timeout=60)
+    web = httpx.Client(
+        base_url=base_url(hub), headers={"Authorization": f"Bearer {token(hub, 'kings_sender')}"}, timeout=60
+    )
     cases = [(name, pydicom.dcmread(get_testdata_file(name))) for name in GREY + COLOUR]
     cases.append(("MONOCHROME1", _monochrome1()))
     files = {name: Path(get_testdata_file(name)).read_bytes() for name in GREY + COLOUR}

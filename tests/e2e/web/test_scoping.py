@@ -1,5 +1,6 @@
 """Nothing shown to someone who may not see it: real studies routed between two hospitals, users at a
 third, and every API route walked (from the OpenAPI schema) with IDs that belong to other institutions."""
+
 from __future__ import annotations
 
 import re
@@ -27,22 +28,41 @@ def exchange(make_config, start_hub, storescp, tmp_path):
 
     add_node(hub.db, "BARTS_PACS", "BARTSPACS", "127.0.0.1", 104, "RRV")
     hub.nodes.invalidate()
-    files = make_study(tmp_path / "ct", instances_per_series=3, patient_name="EXCHANGE^ALICE",
-                       patient_id="K123", accession="ACC1", modality="CT")
+    files = make_study(
+        tmp_path / "ct",
+        instances_per_series=3,
+        patient_name="EXCHANGE^ALICE",
+        patient_id="K123",
+        accession="ACC1",
+        modality="CT",
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * 3
     wait_until(lambda: transfer_states(hub) == [("delivered", 3, 3)], message="delivery")
-    lost = make_study(tmp_path / "mr", instances_per_series=2, patient_name="NOWHERE^BOB", patient_id="K999",
-                      accession="ACC2", modality="MR")
+    lost = make_study(
+        tmp_path / "mr",
+        instances_per_series=2,
+        patient_name="NOWHERE^BOB",
+        patient_id="K999",
+        accession="ACC2",
+        modality="MR",
+    )
     assert peers.storescu(lost, hub.listener.port, "IMEX", "STORESCU").statuses == [0] * 2
     wait_until(lambda: _count(hub, Study, Study.route_state == "quarantined") == 1, message="quarantine")
-    for name, ods, roles in (("kings_admin", "RJZ", ["institution_admin", "auditor"]),
-                             ("imperial_viewer", "RYJ", ["viewer"]),
-                             ("barts_admin", "RRV", ["institution_admin", "auditor"]),
-                             ("operator", "RJZ", ["system_admin"])):
+    for name, ods, roles in (
+        ("kings_admin", "RJZ", ["institution_admin", "auditor"]),
+        ("imperial_viewer", "RYJ", ["viewer"]),
+        ("barts_admin", "RRV", ["institution_admin", "auditor"]),
+        ("operator", "RJZ", ["system_admin"]),
+    ):
         add_user(hub, name, ods, roles)
     with hub.db.sessions() as s:
-        s.add(Worklist(institution_id=s.scalar(select(Node.institution_id).where(Node.name == "IMPERIAL_PACS")),
-                       name="CT only", modalities="CT"))
+        s.add(
+            Worklist(
+                institution_id=s.scalar(select(Node.institution_id).where(Node.name == "IMPERIAL_PACS")),
+                name="CT only",
+                modalities="CT",
+            )
+        )
         s.commit()
     return hub
 
@@ -96,8 +116,16 @@ def test_viewer_cannot_manage_and_the_refusal_is_audited(exchange):
     answer = ryj.post(f"/api/v1/transfers/{ids['transfer_id']}/cancel", json={"reason": "x"})
     assert answer.status_code == 403 and "transfers.manage" in answer.json()["detail"]
     assert _count(exchange, Transfer, Transfer.state == "delivered") == 1
-    assert _count(exchange, AuditEvent, AuditEvent.username == "imperial_viewer", AuditEvent.outcome == "denied",
-                  AuditEvent.object_id == "transfers.manage") == 1
+    assert (
+        _count(
+            exchange,
+            AuditEvent,
+            AuditEvent.username == "imperial_viewer",
+            AuditEvent.outcome == "denied",
+            AuditEvent.object_id == "transfers.manage",
+        )
+        == 1
+    )
 
 
 def _example(schema: dict, components: dict):  # type: ignore[no-untyped-def]
@@ -129,11 +157,21 @@ def _exchange_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-a
     with hub.db.engine.begin() as conn:
         ryj = conn.execute(select(Institution.id).where(Institution.ods_code == "RYJ")).scalar_one()
         uid = conn.execute(select(Study.study_uid).where(Study.id == ids["delivered_study"])).scalar_one()
-        tid = open_transaction(conn, kind="push", source_institution_id=ids["institution_id"],
-                               destination_institution_id=ryj, sender_user_id=None, sender_name="kings_admin",
-                               study_uids=[uid], message="EXCHANGE note")
-    doc = bearer(hub, "kings_admin").post("/api/v1/attachments", data={"transaction_id": str(tid)},
-                                         files={"file": ("note.txt", b"EXCHANGE K123 note", "text/plain")})
+        tid = open_transaction(
+            conn,
+            kind="push",
+            source_institution_id=ids["institution_id"],
+            destination_institution_id=ryj,
+            sender_user_id=None,
+            sender_name="kings_admin",
+            study_uids=[uid],
+            message="EXCHANGE note",
+        )
+    doc = bearer(hub, "kings_admin").post(
+        "/api/v1/attachments",
+        data={"transaction_id": str(tid)},
+        files={"file": ("note.txt", b"EXCHANGE K123 note", "text/plain")},
+    )
     assert doc.status_code == 201, doc.text
     return {"transaction_id": tid, "attachment_id": doc.json()["id"], "study_uid": uid}
 
@@ -143,8 +181,17 @@ def _locator_ids(hub, ids: dict) -> dict:  # type: ignore[no-untyped-def,type-ar
     from imex.locator.entries import Holding, upsert
 
     with hub.db.engine.begin() as conn:
-        upsert(conn, Holding(institution_id=ids["institution_id"], nhs_number="9434765919", study_uid="1.2.3.4.5",
-                             source="hl7", birth_date="19700101", description="EXCHANGE locator"))
+        upsert(
+            conn,
+            Holding(
+                institution_id=ids["institution_id"],
+                nhs_number="9434765919",
+                study_uid="1.2.3.4.5",
+                source="hl7",
+                birth_date="19700101",
+                description="EXCHANGE locator",
+            ),
+        )
         entry = conn.execute(select(LocatorEntry.id).where(LocatorEntry.study_uid == "1.2.3.4.5")).scalar_one()
     return {"entry_id": entry, "name": "Kings network"}
 
@@ -157,12 +204,30 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
     from imex.folders.manage import add_folder
 
     folder = add_folder(exchange.db, "Kings and Imperial", "elective", institutions_ods=["RJZ", "RYJ"], owner_ods="RJZ")
-    link = bearer(exchange, "kings_admin").post("/api/v1/links", json={
-        "study_id": ids["delivered_study"], "email": "patient@outside.example", "mode": "view", "send_email": False})
+    link = bearer(exchange, "kings_admin").post(
+        "/api/v1/links",
+        json={
+            "study_id": ids["delivered_study"],
+            "email": "patient@outside.example",
+            "mode": "view",
+            "send_email": False,
+        },
+    )
     assert link.status_code == 201, link.text
     values = {**ids, "token_id": kings_token, "role": "sender", "folder_id": folder, "link_id": link.json()["id"]}
-    values["request_id"] = bearer(exchange, "kings_admin").post("/api/v1/requests", json={  # an image request
-        "source": "RYJ", "patient_name": "EXCHANGE^ALICE", "birth_date": "19700101", "reason": "comparison"}).json()["id"]
+    values["request_id"] = (
+        bearer(exchange, "kings_admin")
+        .post(
+            "/api/v1/requests",
+            json={  # an image request
+                "source": "RYJ",
+                "patient_name": "EXCHANGE^ALICE",
+                "birth_date": "19700101",
+                "reason": "comparison",
+            },
+        )
+        .json()["id"]
+    )
     values.update(_exchange_ids(exchange, ids))  # an exchange of King's to Imperial, with a document
     values.update(_locator_ids(exchange, ids))  # a study King's holds, in the locator, discoverable by nobody
     values["upload_id"] = bearer(exchange, "kings_admin").post("/api/v1/uploads").json()["id"]  # King's upload
@@ -179,8 +244,11 @@ def test_every_route_answers_404_for_another_institutions_ids(exchange):
         for method, op in operations.items():
             url = path
             for name in params:
-                value = values["study_id"] if name == "study_id" and "quarantine" in path else values[
-                    "delivered_study" if name == "study_id" else name]
+                value = (
+                    values["study_id"]
+                    if name == "study_id" and "quarantine" in path
+                    else values["delivered_study" if name == "study_id" else name]
+                )
                 url = url.replace("{" + name + "}", str(value))
             body = None
             content = op.get("requestBody", {}).get("content", {}).get("application/json")
@@ -213,5 +281,6 @@ def test_pages_are_scoped_like_the_api(exchange):
     assert "EXCHANGE, Alice" in worklist.text and "NOWHERE" not in worklist.text
     study = imperial.get(f"/studies/{ids['delivered_study']}")
     assert study.status_code == 200 and "ACC1" in study.text
-    assert _count(exchange, AuditEvent, AuditEvent.username == "imperial_viewer",
-                  AuditEvent.action == "study.view") == 1
+    assert (
+        _count(exchange, AuditEvent, AuditEvent.username == "imperial_viewer", AuditEvent.action == "study.view") == 1
+    )

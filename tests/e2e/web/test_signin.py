@@ -1,5 +1,6 @@
 """Signing in and staying safe: passwords, lock-out, the second factor, forced password change, session
 expiry, CSRF, cross-site requests, security headers and request size limits, against a running hub."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,13 +28,16 @@ def hub(make_config, start_hub):
 
 def audit_actions(hub, username: str) -> list[tuple[str, str]]:
     with hub.db.sessions() as s:
-        return [(e.action, e.outcome) for e in s.scalars(
-            select(AuditEvent).where(AuditEvent.username == username).order_by(AuditEvent.id))]
+        return [
+            (e.action, e.outcome)
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.username == username).order_by(AuditEvent.id))
+        ]
 
 
 def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
-    return client.post("/login", data={"username": username, "password": password,
-                                       "csrf_token": login_form_token(client)})
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": login_form_token(client)}
+    )
 
 
 def test_sign_in_shows_the_dashboard_and_sign_out_ends_the_session(hub):
@@ -74,7 +78,9 @@ def test_wrong_passwords_lock_the_account_and_are_audited(hub):
 
 def test_institution_can_require_a_second_factor_enrolled_with_a_qr_code(hub):
     with hub.db.sessions() as s:
-        s.execute(Institution.__table__.update().where(Institution.ods_code == "RYJ").values(require_second_factor=True))
+        s.execute(
+            Institution.__table__.update().where(Institution.ods_code == "RYJ").values(require_second_factor=True)
+        )
         s.commit()
     add_user(hub, "rad", "RYJ", ["viewer"])
     client = httpx.Client(base_url=base_url(hub))
@@ -124,11 +130,14 @@ def test_reset_password_must_be_changed_at_next_sign_in(hub):
     assert client.get("/api/v1/me").status_code == 401  # nothing until the password is changed
     page = client.get("/login/password")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    weak = client.post("/login/password", data={"current_password": temporary, "new_password": "password",
-                                                 "csrf_token": csrf})
+    weak = client.post(
+        "/login/password", data={"current_password": temporary, "new_password": "password", "csrf_token": csrf}
+    )
     assert weak.status_code == 422 and "at least" in weak.text
-    good = client.post("/login/password", data={"current_password": temporary,
-                                                "new_password": "a brand new passphrase", "csrf_token": csrf})
+    good = client.post(
+        "/login/password",
+        data={"current_password": temporary, "new_password": "a brand new passphrase", "csrf_token": csrf},
+    )
     assert good.status_code == 303 and client.get("/api/v1/me").json()["username"] == "jsmith"
 
 
@@ -155,8 +164,9 @@ def test_changes_need_the_csrf_token_and_the_same_origin(hub):
     assert missing.status_code == 403 and missing.json()["title"] == "CSRF check failed"
     forged = client.post("/api/v1/worklists", json=body, headers={"X-CSRF-Token": "forged"})
     assert forged.status_code == 403
-    cross = client.post("/api/v1/worklists", json=body,
-                        headers={"X-CSRF-Token": token, "Origin": "https://evil.example"})
+    cross = client.post(
+        "/api/v1/worklists", json=body, headers={"X-CSRF-Token": token, "Origin": "https://evil.example"}
+    )
     assert cross.status_code == 403 and "another site" in cross.json()["detail"]
     ok = client.post("/api/v1/worklists", json=body, headers={"X-CSRF-Token": token})
     assert ok.status_code == 201
@@ -174,19 +184,23 @@ def test_security_headers_and_size_limit(make_config, start_hub):
     assert headers["referrer-policy"] == "no-referrer" and headers["cache-control"] == "no-store"
     assert "<script>" not in page.text  # no inline script anywhere (the CSP would block it)
 
-    big = httpx.post(f"{base_url(hub)}/api/v1/auth/token", content=b"{" + b" " * 20_000 + b"}",
-                     headers={"Content-Type": "application/json"})
+    big = httpx.post(
+        f"{base_url(hub)}/api/v1/auth/token",
+        content=b"{" + b" " * 20_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["status"] == 413
 
     def chunks():
         for _ in range(30):
             yield b" " * 1000
 
-    streamed = httpx.post(f"{base_url(hub)}/api/v1/auth/token", content=chunks(),
-                          headers={"Content-Type": "application/json"})
+    streamed = httpx.post(
+        f"{base_url(hub)}/api/v1/auth/token", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert streamed.status_code == 413
     # STOW-RS uploads have their own, larger limit
-    stow = {"Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b"}
+    stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
     assert httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"x" * 20_000, headers=stow).status_code == 401
     assert httpx.post(f"{base_url(hub)}/dicomweb/studies", content=b"x" * 60_000, headers=stow).status_code == 413
     assert httpx.get(f"{base_url(hub)}/healthz").status_code == 200  # still serving
@@ -194,8 +208,10 @@ def test_security_headers_and_size_limit(make_config, start_hub):
 
 def test_bearer_tokens_for_scripts_can_be_revoked(hub):
     add_user(hub, "script", "RJZ", ["viewer"])
-    made = httpx.post(f"{base_url(hub)}/api/v1/auth/token", json={"username": "script", "password": PASSWORD,
-                                                                  "name": "nightly report", "days": 2})
+    made = httpx.post(
+        f"{base_url(hub)}/api/v1/auth/token",
+        json={"username": "script", "password": PASSWORD, "name": "nightly report", "days": 2},
+    )
     assert made.status_code == 201
     token = made.json()["token"]
     api = httpx.Client(base_url=base_url(hub), headers={"Authorization": f"Bearer {token}"})

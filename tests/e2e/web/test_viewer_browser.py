@@ -1,6 +1,7 @@
 """The 2D viewer in headless chromium (Playwright): a 300-slice CT opened from its study page, scrolled to
 slice 150 with the wheel, keys and slider, the lung preset, zoom, a length measured with Pixel Spacing,
 invert and two series side by side; the opening is audited. Screenshots land in the test's folder."""
+
 from __future__ import annotations
 
 import pydicom
@@ -24,12 +25,30 @@ def ct(make_config, start_hub, storescp, tmp_path):
     dest = storescp("RYJPACS")
     hub = start_hub(make_config())
     register_hospitals(hub, dest_port=dest.port)
-    files = make_study(tmp_path / "ct", series=1, instances_per_series=300, rows=256, columns=256,
-                       patient_name="VIEWER^VERA", patient_id="K300", accession="ACC300", description="CT CHEST")
+    files = make_study(
+        tmp_path / "ct",
+        series=1,
+        instances_per_series=300,
+        rows=256,
+        columns=256,
+        patient_name="VIEWER^VERA",
+        patient_id="K300",
+        accession="ACC300",
+        description="CT CHEST",
+    )
     study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
-    files += make_study(tmp_path / "scout", series=1, instances_per_series=3, rows=256, columns=256,
-                        patient_name="VIEWER^VERA", patient_id="K300", accession="ACC300", study_uid=study_uid,
-                        extra={"SeriesNumber": 2, "SeriesDescription": "SCOUT"})
+    files += make_study(
+        tmp_path / "scout",
+        series=1,
+        instances_per_series=3,
+        rows=256,
+        columns=256,
+        patient_name="VIEWER^VERA",
+        patient_id="K300",
+        accession="ACC300",
+        study_uid=study_uid,
+        extra={"SeriesNumber": 2, "SeriesDescription": "SCOUT"},
+    )
     assert peers.storescu(files, hub.listener.port, "RYJ", "STORESCU").statuses == [0] * len(files)
     wait_until(lambda: transfer_states(hub) == [("delivered", 303, 303)], timeout=60, message="delivery")
     add_user(hub, "imperial_rad", "RYJ", ["viewer"])
@@ -66,23 +85,26 @@ def test_scroll_preset_zoom_measure_compare(ct, page, tmp_path):
     assert page.locator(".thumb").count() == 2
     page.screenshot(path=str(tmp_path / "viewer-open.png"))
     with ct.db.sessions() as s:
-        details = s.scalars(select(AuditEvent.detail).where(AuditEvent.action == "study.view",
-                                                            AuditEvent.study_uid == study.study_uid)).all()
+        details = s.scalars(
+            select(AuditEvent.detail).where(AuditEvent.action == "study.view", AuditEvent.study_uid == study.study_uid)
+        ).all()
         assert details.count("opened in the viewer") == 1  # the study page records its own view too
 
     box = page.locator(".viewport canvas").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    for _ in range(10):                       # the wheel: slices 2..11
+    for _ in range(10):  # the wheel: slices 2..11
         page.mouse.wheel(0, 100)
     page.wait_for_function("() => document.querySelector('.viewport canvas').dataset.index === '11'")
     page.locator(".viewport canvas").focus()
-    for _ in range(13):                       # PageDown: 10 slices each, to 141
+    for _ in range(13):  # PageDown: 10 slices each, to 141
         page.keyboard.press("PageDown")
-    for _ in range(9):                        # arrow keys, to 150
+    for _ in range(9):  # arrow keys, to 150
         page.keyboard.press("ArrowDown")
     page.wait_for_function("() => document.querySelector('.viewport canvas').dataset.index === '150'")
-    page.wait_for_function("() => { const c = document.querySelector('.viewport canvas');"
-                           " return (c.dataset.loaded || '').split('/')[0] !== '' && c.dataset.index === '150'; }")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('.viewport canvas');"
+        " return (c.dataset.loaded || '').split('/')[0] !== '' && c.dataset.index === '150'; }"
+    )
     sop150 = pydicom.dcmread(ct.test_files[149]).SOPInstanceUID
     page.wait_for_function(f"() => document.querySelector('.viewport canvas').dataset.loaded === '{sop150}/1/'")
     assert "Im 150 / 300" in _state(page)["bl"]
@@ -96,7 +118,9 @@ def test_scroll_preset_zoom_measure_compare(ct, page, tmp_path):
     page.screenshot(path=str(tmp_path / "viewer-slice150.png"))
 
     page.click("button[data-preset=lung]")
-    page.wait_for_function(f"() => document.querySelector('.viewport canvas').dataset.loaded === '{sop150}/1/-600,1500'")
+    page.wait_for_function(
+        f"() => document.querySelector('.viewport canvas').dataset.loaded === '{sop150}/1/-600,1500'"
+    )
     assert "W 1500  L -600" in _state(page)["br"]
     assert any(sop150 in url and "window=-600%2C1500" in url for url in requests)
     page.screenshot(path=str(tmp_path / "viewer-lung.png"))

@@ -1,4 +1,5 @@
 """Alembic environment: imex passes its own connection in (see Database.migrate)."""
+
 from alembic import context
 
 from imex.db.models import Base

@@ -1,4 +1,5 @@
 """Portal accounts: users, roles and the grants between them, and signed-in sessions and API tokens."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """The audit trail: who did what, when, to which patient and study. Append-only."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -4,6 +4,7 @@ Core table.
 
 Times are naive UTC (`utcnow()`), the same on SQLite and PostgreSQL.
 """
+
 from __future__ import annotations
 
 import datetime as dt

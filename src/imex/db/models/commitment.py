@@ -1,6 +1,7 @@
 """Confirmed delivery: one row per time the hub asks a destination whether it holds a transfer's instances
 (a Storage Commitment request, or a C-FIND count). Durable, so a hub killed while waiting asks again after
 restart, and an answer arriving on a new association (to any process) finds what it answers."""
+
 from __future__ import annotations
 
 import datetime as dt

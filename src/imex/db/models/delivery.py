@@ -1,5 +1,6 @@
 """The durable delivery queue: one transfer per (study, destination node), its instances and its history.
 It lives in the database so that nothing depends on one process's memory."""
+
 from __future__ import annotations
 
 import datetime as dt

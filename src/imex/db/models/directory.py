@@ -1,5 +1,6 @@
 """Who takes part: institutions (hospitals, by ODS code), their DICOM nodes, their RIS endpoints (HL7 v2
 over MLLP) and their worklists (virtual nodes over their transfers)."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,6 +1,7 @@
 """The exchange workflows: requests for a patient's images, transactions (one or more studies sent from one
 institution to another, with a message thread and attached documents) and retrievals (C-MOVEs the hub asks
 of an institution's PACS, durable so that a restart resumes them)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,10 +27,10 @@ class ExchangeTransaction(Base):
     subject: Mapped[str] = mapped_column(String(200), default="")
     sender_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     sender_name: Mapped[str] = mapped_column(String(200), default="")
-    source_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"),
-                                                       index=True)
-    destination_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"),
-                                                            index=True)
+    source_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"), index=True)
+    destination_institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id", ondelete="CASCADE"), index=True
+    )
     # a node of the destination institution, when the sender chose one; otherwise its destination nodes
     destination_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -47,8 +48,7 @@ class TransactionStudy(Base):
     __tablename__ = "transaction_studies"
     __table_args__ = (UniqueConstraint("transaction_id", "study_uid"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"),
-                                                index=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"), index=True)
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -62,8 +62,7 @@ class TransactionMessage(Base):
 
     __tablename__ = "transaction_messages"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"),
-                                                index=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"), index=True)
     author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     author_name: Mapped[str] = mapped_column(String(200), default="")
     institution_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id", ondelete="SET NULL"))
@@ -80,8 +79,7 @@ class TransactionAttachment(Base):
 
     __tablename__ = "transaction_attachments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"),
-                                                index=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"), index=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("transaction_messages.id", ondelete="SET NULL"))
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(100))
@@ -107,8 +105,9 @@ class ImageRequest(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     requester_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     requester_name: Mapped[str] = mapped_column(String(200), default="")
-    requesting_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"),
-                                                           index=True)
+    requesting_institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id", ondelete="CASCADE"), index=True
+    )
     source_institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"))
     # the patient: an NHS number, and/or name and date of birth; the source's own IDs when known
     nhs_number: Mapped[str] = mapped_column(String(16), default="", index=True)
@@ -164,8 +163,9 @@ class Retrieval(Base):
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     purpose: Mapped[str] = mapped_column(String(16), default="transfer")
-    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("exchange_transactions.id", ondelete="CASCADE"),
-                                                       index=True)
+    transaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("exchange_transactions.id", ondelete="CASCADE"), index=True
+    )
     request_id: Mapped[int | None] = mapped_column(ForeignKey("image_requests.id", ondelete="SET NULL"))
     requested_by: Mapped[str] = mapped_column(String(200), default="")
     # the institution on whose behalf: for `view`, whose users may open the cached study

@@ -1,5 +1,6 @@
 """Header harmonisation: transfers held for reconciliation until a user supplies the identifiers their
 destination requires."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,6 @@
 """The index of what the hub holds: patient, study, series, instance. A study also carries the counters
 the router uses to see when it is stable, and its retention."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,8 +59,10 @@ class Study(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     extended_by: Mapped[str | None] = mapped_column(String(64))
     retention_hours: Mapped[int | None] = mapped_column(Integer)  # set by the routing rule that routed it
-    __table_args__ = (Index("ix_studies_routing", "route_state", "last_received_at"),
-                      Index("ix_studies_expires_at", "expires_at"))
+    __table_args__ = (
+        Index("ix_studies_routing", "route_state", "last_received_at"),
+        Index("ix_studies_expires_at", "expires_at"),
+    )
 
 
 studies = core_table(Study)

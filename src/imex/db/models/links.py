@@ -1,6 +1,7 @@
 """Links to one study for a recipient outside the network (a patient, a solicitor, a clinician elsewhere):
 the link (only its token's hash is kept), the one-time codes sent to its e-mail address, and the short
 sessions a correct code opens."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,6 @@
 """The patient imaging locator: which institution holds which study for an NHS number, how each
 institution's PACS is swept, and who may discover an institution's holdings."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,10 @@ class LocatorEntry(Base):
     the hub, a sweep or a RIS tells of the study again; `seen_at` says how fresh it is."""
 
     __tablename__ = "locator_entries"
-    __table_args__ = (UniqueConstraint("institution_id", "study_uid"),
-                      Index("ix_locator_entries_nhs", "nhs_number", "institution_id"))
+    __table_args__ = (
+        UniqueConstraint("institution_id", "study_uid"),
+        Index("ix_locator_entries_nhs", "nhs_number", "institution_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"))
     # the node the study can be retrieved from (C-MOVE), when known

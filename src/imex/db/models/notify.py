@@ -1,4 +1,5 @@
 """Telling people: the e-mail outbox and in-app notifications."""
+
 from __future__ import annotations
 
 import datetime as dt

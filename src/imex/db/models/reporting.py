@@ -1,5 +1,6 @@
 """Radiology reports from a RIS (HL7 v2): each version received, its delivery outbox and the queries that
 ask a RIS for a missing report."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,8 +16,10 @@ class Report(Base):
     A later version of the same accession marks the earlier ones superseded."""
 
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("institution_id", "control_id"),
-                      Index("ix_reports_match", "institution_id", "accession_number"))
+    __table_args__ = (
+        UniqueConstraint("institution_id", "control_id"),
+        Index("ix_reports_match", "institution_id", "accession_number"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="RESTRICT"))
     ris_endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("ris_endpoints.id", ondelete="SET NULL"))
@@ -53,8 +56,10 @@ class ReportDelivery(Base):
     transaction as the transfer's delivery or the report's arrival, sent and retried by the hub."""
 
     __tablename__ = "report_deliveries"
-    __table_args__ = (UniqueConstraint("report_id", "destination_node_id", "kind"),
-                      Index("ix_report_deliveries_queue", "state", "next_attempt_at"))
+    __table_args__ = (
+        UniqueConstraint("report_id", "destination_node_id", "kind"),
+        Index("ix_report_deliveries_queue", "state", "next_attempt_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
     destination_node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)

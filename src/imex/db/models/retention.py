@@ -1,4 +1,5 @@
 """Retention: what was deleted, when and why, kept after the study itself is gone."""
+
 from __future__ import annotations
 
 import datetime as dt

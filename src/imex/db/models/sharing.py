@@ -1,4 +1,5 @@
 """Sharing folders (emergency and elective), who takes part in them and the studies they hold until when."""
+
 from __future__ import annotations
 
 import datetime as dt

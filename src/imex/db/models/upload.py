@@ -2,6 +2,7 @@
 files under names the hub chooses, never the names the browser sent. Each file that arrived (or was
 unpacked from a zip) is an UploadFile row saying what it is: an instance (with the attributes the review
 shows), a DICOMDIR, a zip, or a file skipped with the reason."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,8 +32,7 @@ class Upload(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     # what the sender chose (set when sent)
-    destination_institution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("institutions.id", ondelete="SET NULL"))
+    destination_institution_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id", ondelete="SET NULL"))
     destination_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     recipient: Mapped[str | None] = mapped_column(String(200))

@@ -1,5 +1,6 @@
 """The caller's own account: who am I, password, second factor, API tokens, notifications, dashboard;
 and signing in from a script (a bearer token in exchange for user name, password and code)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,13 +37,25 @@ class PasswordChange(BaseModel):
 
 
 @router.post("/me/password", summary="Change your password (ends your other sessions)")
-def post_password(body: PasswordChange, request: Request, p: Principal = Depends(signed_in),
-                  pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, str]:
+def post_password(
+    body: PasswordChange,
+    request: Request,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, str]:
     user = s.get(User, p.user_id)
     assert user is not None
     try:
-        change_password(s, user, body.current_password, body.new_password, pt.policy, ip=client_ip(request),
-                        keep_session=p.session_id)
+        change_password(
+            s,
+            user,
+            body.current_password,
+            body.new_password,
+            pt.policy,
+            ip=client_ip(request),
+            keep_session=p.session_id,
+        )
     except WrongPassword as exc:
         raise refused(exc) from None  # the failed attempt stays in the audit trail
     s.commit()
@@ -51,12 +64,17 @@ def post_password(body: PasswordChange, request: Request, p: Principal = Depends
 
 class Preferences(BaseModel):
     email_events: list[str] = Field(default_factory=list, max_length=10)
-    worklists: list[int] | None = Field(None, max_length=50, description="Only notify me of arrivals on these "
-                                        "worklists (empty list: all arrivals; omitted: unchanged)")
+    worklists: list[int] | None = Field(
+        None,
+        max_length=50,
+        description="Only notify me of arrivals on these worklists (empty list: all arrivals; omitted: unchanged)",
+    )
 
 
 @router.put("/me/preferences", summary="Which events reach you by e-mail")
-def put_preferences(body: Preferences, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def put_preferences(
+    body: Preferences, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     unknown = [e for e in body.email_events if e not in EMAIL_EVENTS]
     if unknown:
         raise Problem(422, f"unknown event(s) {', '.join(unknown)[:200]}; choose from {', '.join(EMAIL_EVENTS)}")
@@ -65,17 +83,21 @@ def put_preferences(body: Preferences, p: Principal = Depends(signed_in), s: Ses
     user.email_events = " ".join(dict.fromkeys(body.email_events))
     if body.worklists is not None:
         for worklist_id in body.worklists:
-            visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
-                            "worklist", worklist_id)
+            visible_or_deny(
+                s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)), "worklist", worklist_id
+            )
         user.notify_worklists = " ".join(str(w) for w in dict.fromkeys(body.worklists))
     s.commit()
-    return {"email_events": user.email_events.split(),
-            "notify_worklists": [int(w) for w in user.notify_worklists.split()]}
+    return {
+        "email_events": user.email_events.split(),
+        "notify_worklists": [int(w) for w in user.notify_worklists.split()],
+    }
 
 
 @router.post("/me/second-factor", summary="Start enrolling a second factor: returns the QR code to scan")
-def start_second_factor(p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                        s: Session = Depends(db_session)) -> dict[str, str]:
+def start_second_factor(
+    p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, str]:
     user = s.get(User, p.user_id)
     assert user is not None
     if user.totp_enabled:
@@ -91,8 +113,9 @@ class Code(BaseModel):
 
 
 @router.post("/me/second-factor/confirm", summary="Confirm the second factor with a code from the app")
-def confirm_second_factor(body: Code, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                          s: Session = Depends(db_session)) -> dict[str, bool]:
+def confirm_second_factor(
+    body: Code, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, bool]:
     user = s.get(User, p.user_id)
     assert user is not None
     if not accounts.confirm_enrolment(user, body.code, pt.box):
@@ -104,6 +127,7 @@ def confirm_second_factor(body: Code, p: Principal = Depends(signed_in), pt: Por
 
 # -- API tokens ----------------------------------------------------------------------------------------
 
+
 class TokenRequest(BaseModel):
     username: str = Field(..., max_length=64)
     password: str = Field(..., max_length=256)
@@ -113,8 +137,9 @@ class TokenRequest(BaseModel):
 
 
 @router.post("/auth/token", status_code=201, summary="Sign in from a script: a bearer token")
-def post_token(body: TokenRequest, request: Request, pt: Portal = Depends(portal),
-               s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_token(
+    body: TokenRequest, request: Request, pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     ip = client_ip(request)
     if refusal := signin_limit.for_portal(pt).refusal(ip):
         raise Refused(429, refusal)
@@ -129,16 +154,37 @@ def post_token(body: TokenRequest, request: Request, pt: Portal = Depends(portal
         if not accounts.verify_second_factor(s, user, body.code, pt.box, ip):
             raise Refused(401, "the second-factor code is wrong or was already used")
     if user.must_change_password:  # a one-time password (new account, reset) buys nothing but its change
-        audit.record(s, "auth.token", outcome="denied", user_id=user.id, username=user.username,
-                     institution_id=user.institution_id, ip=ip, object_type="token",
-                     detail="refused: the password is a one-time password that must be changed first")
-        raise Refused(403, "this account's password is a one-time password: sign in to the portal, choose a "
-                           "new password, then ask for an API token")
+        audit.record(
+            s,
+            "auth.token",
+            outcome="denied",
+            user_id=user.id,
+            username=user.username,
+            institution_id=user.institution_id,
+            ip=ip,
+            object_type="token",
+            detail="refused: the password is a one-time password that must be changed first",
+        )
+        raise Refused(
+            403,
+            "this account's password is a one-time password: sign in to the portal, choose a "
+            "new password, then ask for an API token",
+        )
     lifetime = dt.timedelta(days=body.days or pt.config["http.token_days"])
-    token, row = sessions.create(s, user, kind="token", ip=ip, lifetime=lifetime, name=body.name,
-                                 second_factor_done=True)
-    audit.record(s, "auth.token", user_id=user.id, username=user.username, institution_id=user.institution_id,
-                 ip=ip, object_type="token", object_id=row.id, detail=body.name)
+    token, row = sessions.create(
+        s, user, kind="token", ip=ip, lifetime=lifetime, name=body.name, second_factor_done=True
+    )
+    audit.record(
+        s,
+        "auth.token",
+        user_id=user.id,
+        username=user.username,
+        institution_id=user.institution_id,
+        ip=ip,
+        object_type="token",
+        object_id=row.id,
+        detail=body.name,
+    )
     s.commit()
     return {"token": token, "id": row.id, "expires_at": iso(row.expires_at)}
 
@@ -149,9 +195,12 @@ def get_tokens(p: Principal = Depends(signed_in), s: Session = Depends(db_sessio
 
 
 @router.delete("/auth/tokens/{token_id}", summary="Revoke one of your API tokens")
-def delete_token(token_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, int]:
-    row = s.scalar(select(WebSession).where(WebSession.id == token_id, WebSession.user_id == p.user_id,
-                                            WebSession.kind == "token"))
+def delete_token(
+    token_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, int]:
+    row = s.scalar(
+        select(WebSession).where(WebSession.id == token_id, WebSession.user_id == p.user_id, WebSession.kind == "token")
+    )
     if row is None:
         raise Problem(404, f"you have no token {token_id}")
     row.revoked = True
@@ -162,17 +211,24 @@ def delete_token(token_id: ObjectId, p: Principal = Depends(signed_in), s: Sessi
 
 # -- notifications and dashboard ---------------------------------------------------------------------
 
+
 @router.get("/notifications", summary="Your in-app notifications, newest first")
-def get_notifications(unread: bool = False, p: Principal = Depends(signed_in),
-                      s: Session = Depends(db_session)) -> dict[str, Any]:
+def get_notifications(
+    unread: bool = False, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     return notifications(s, p, unread)
 
 
 @router.post("/notifications/read", summary="Mark all your notifications read")
 def read_notifications(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, int]:
-    done = cast(CursorResult[Any], s.execute(
-        update(Notification).where(Notification.user_id == p.user_id, Notification.read_at.is_(None))
-        .values(read_at=utcnow()))).rowcount
+    done = cast(
+        CursorResult[Any],
+        s.execute(
+            update(Notification)
+            .where(Notification.user_id == p.user_id, Notification.read_at.is_(None))
+            .values(read_at=utcnow())
+        ),
+    ).rowcount
     s.commit()
     return {"marked": done or 0}
 

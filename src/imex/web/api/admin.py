@@ -1,5 +1,6 @@
 """Administration: the institution's nodes (with a C-ECHO test), contacts, routing rules, users, roles and
 worklists. Institution admins manage their own institution; system admins every one."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -27,6 +28,7 @@ _ODS = Field(..., min_length=1, max_length=16)
 
 # -- institutions ---------------------------------------------------------------------------------------
 
+
 @router.get("/institutions", summary="Institutions you administer (all of them for system admins)")
 def get_institutions(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
     return admin_views.institutions(s, p)
@@ -40,18 +42,32 @@ def get_directory(p: Principal = Depends(signed_in), s: Session = Depends(db_ses
 class InstitutionChange(BaseModel):
     contact_email: str | None = Field(None, max_length=320)
     require_second_factor: bool | None = None
-    retention_hours: int | None = Field(None, ge=0, le=24 * 3650, description="Hours studies are kept after "
-                                        "they were last sent (0: until deleted); the institution's own choice")
+    retention_hours: int | None = Field(
+        None,
+        ge=0,
+        le=24 * 3650,
+        description="Hours studies are kept after they were last sent (0: until deleted); the institution's own choice",
+    )
     quota_bytes: int | None = Field(None, ge=0, le=2**62, description="Storage quota (system admins only; 0: none)")
     require_recipient: bool | None = Field(None, description="Transfers sent here must name a recipient")
 
 
 @router.patch("/institutions/{institution_id}", summary="Change an institution's contact or sign-in policy")
-def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Principal = Depends(signed_in),
-                      pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+def patch_institution(
+    institution_id: ObjectId,
+    body: InstitutionChange,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     p.require("users.manage")
-    inst = visible_or_deny(s, p, s.scalar(scope.institutions_query(p).where(Institution.id == institution_id)),
-                           "institution", institution_id)
+    inst = visible_or_deny(
+        s,
+        p,
+        s.scalar(scope.institutions_query(p).where(Institution.id == institution_id)),
+        "institution",
+        institution_id,
+    )
     changes = []
     if body.contact_email is not None:
         inst.contact_email = body.contact_email.strip() or None
@@ -71,15 +87,28 @@ def patch_institution(institution_id: ObjectId, body: InstitutionChange, p: Prin
         changes.append(f"quota {body.quota_bytes or 'none'} bytes")
         if pt.hub is not None:
             pt.hub.quota.invalidate()
-    audit.record(s, "institution.change", object_type="institution", object_id=inst.ods_code,
-                 detail=", ".join(changes), **p.audit_fields())
+    audit.record(
+        s,
+        "institution.change",
+        object_type="institution",
+        object_id=inst.ods_code,
+        detail=", ".join(changes),
+        **p.audit_fields(),
+    )
     s.commit()
-    return {"id": inst.id, "ods": inst.ods_code, "contact_email": inst.contact_email,
-            "require_second_factor": inst.require_second_factor, "retention_hours": inst.retention_hours,
-            "quota_bytes": inst.quota_bytes, "require_recipient": inst.require_recipient}
+    return {
+        "id": inst.id,
+        "ods": inst.ods_code,
+        "contact_email": inst.contact_email,
+        "require_second_factor": inst.require_second_factor,
+        "retention_hours": inst.retention_hours,
+        "quota_bytes": inst.quota_bytes,
+        "require_recipient": inst.require_recipient,
+    }
 
 
 # -- nodes ------------------------------------------------------------------------------------------------
+
 
 @router.get("/nodes", summary="DICOM nodes of your institution")
 def get_nodes(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
@@ -89,8 +118,9 @@ def get_nodes(p: Principal = Depends(signed_in), s: Session = Depends(db_session
 class NodeIn(BaseModel):
     name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     ae_title: str = Field(..., min_length=1, max_length=16)
-    host: str = Field(..., min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:\-]+$",
-                      description="Host name or IP address")
+    host: str = Field(
+        ..., min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:\-]+$", description="Host name or IP address"
+    )
     port: int = Field(..., ge=1, le=65535)
     institution: str | None = Field(None, max_length=16, description="ODS code; default: your institution")
     alias: str | None = Field(None, max_length=16)
@@ -98,9 +128,13 @@ class NodeIn(BaseModel):
     destination: bool = True
     max_associations: int | None = Field(None, ge=1, le=64)
     confirm: Literal["none", "commitment", "count"] = Field(
-        "none", description="How delivery is confirmed: Storage Commitment, a C-FIND count, or not at all")
-    query_retrieve: bool = Field(False, description="The hub may search (C-FIND) and retrieve (C-MOVE) from it "
-                                 "for exchanges; it must know the hub's AE title as a move destination")
+        "none", description="How delivery is confirmed: Storage Commitment, a C-FIND count, or not at all"
+    )
+    query_retrieve: bool = Field(
+        False,
+        description="The hub may search (C-FIND) and retrieve (C-MOVE) from it "
+        "for exchanges; it must know the hub's AE title as a move destination",
+    )
 
 
 def _visible_node(s: Session, p: Principal, node_id: int) -> Node:
@@ -114,30 +148,57 @@ def _save_node(s: Session, p: Principal, pt: Portal, body: NodeIn, update: bool)
     if not p.is_system_admin and ods != p.institution_ods:
         raise Problem(403, "you can only manage your own institution's nodes")
     s.commit()
-    directory.add_node(pt.db, body.name, body.ae_title, body.host, body.port, ods, alias=body.alias or None,
-                       contact_email=body.contact_email or None, destination=body.destination,
-                       max_associations=body.max_associations, update=update, confirm=body.confirm,
-                       query_retrieve=body.query_retrieve)
+    directory.add_node(
+        pt.db,
+        body.name,
+        body.ae_title,
+        body.host,
+        body.port,
+        ods,
+        alias=body.alias or None,
+        contact_email=body.contact_email or None,
+        destination=body.destination,
+        max_associations=body.max_associations,
+        update=update,
+        confirm=body.confirm,
+        query_retrieve=body.query_retrieve,
+    )
     if pt.hub is not None:
         pt.hub.nodes.invalidate()
-    audit.record(s, "node.change" if update else "node.add", object_type="node", object_id=body.name,
-                 detail=f"{body.ae_title}@{body.host}:{body.port} ({ods})", **p.audit_fields())
+    audit.record(
+        s,
+        "node.change" if update else "node.add",
+        object_type="node",
+        object_id=body.name,
+        detail=f"{body.ae_title}@{body.host}:{body.port} ({ods})",
+        **p.audit_fields(),
+    )
     s.commit()
-    node, inst = s.execute(select(Node, Institution).join(Institution).where(Node.name == body.name)
-                           .execution_options(populate_existing=True)).one()  # changed by add_node's session
+    node, inst = s.execute(
+        select(Node, Institution)
+        .join(Institution)
+        .where(Node.name == body.name)
+        .execution_options(populate_existing=True)
+    ).one()  # changed by add_node's session
     return node_row(node, inst)
 
 
 @router.post("/nodes", status_code=201, summary="Register a DICOM node")
-def post_node(body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-              s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_node(
+    body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("nodes.manage")
     return _save_node(s, p, pt, body, update=False)
 
 
 @router.put("/nodes/{node_id}", summary="Change a DICOM node")
-def put_node(node_id: ObjectId, body: NodeIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-             s: Session = Depends(db_session)) -> dict[str, Any]:
+def put_node(
+    node_id: ObjectId,
+    body: NodeIn,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     node = _visible_node(s, p, node_id)
     if node.name != body.name:
         raise Problem(422, "a node's name cannot be changed; add a new node instead")
@@ -145,8 +206,9 @@ def put_node(node_id: ObjectId, body: NodeIn, p: Principal = Depends(signed_in),
 
 
 @router.delete("/nodes/{node_id}", summary="Remove a node (disabled instead when transfers refer to it)")
-def delete_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def delete_node(
+    node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     node = _visible_node(s, p, node_id)
     name = node.name
     s.commit()
@@ -159,19 +221,28 @@ def delete_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal
 
 
 @router.post("/nodes/{node_id}/echo", summary="Test a node with C-ECHO from the hub")
-def echo_node(node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-              s: Session = Depends(db_session)) -> dict[str, Any]:
+def echo_node(
+    node_id: ObjectId, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     node = _visible_node(s, p, node_id)
     name, ae, host, port = node.name, node.ae_title, node.host, node.port
     s.commit()
     result = echo(pt.config["dicom.ae_title"], name, ae, host, port, timeout=5.0)
-    audit.record(s, "node.echo", outcome="success" if result.ok else "failure", object_type="node",
-                 object_id=name, detail=result.message, **p.audit_fields())
+    audit.record(
+        s,
+        "node.echo",
+        outcome="success" if result.ok else "failure",
+        object_type="node",
+        object_id=name,
+        detail=result.message,
+        **p.audit_fields(),
+    )
     s.commit()
     return {"ok": result.ok, "message": result.message}
 
 
 # -- routing rules -------------------------------------------------------------------------------------
+
 
 @router.get("/rules", summary="The routing rules in force (declared in imex.toml)")
 def get_rules(p: Principal = Depends(signed_in), pt: Portal = Depends(portal)) -> list[dict[str, Any]]:
@@ -179,6 +250,7 @@ def get_rules(p: Principal = Depends(signed_in), pt: Portal = Depends(portal)) -
 
 
 # -- users and roles ------------------------------------------------------------------------------------
+
 
 def _visible_user(s: Session, p: Principal, user_id: int) -> User:
     p.require("users.manage")
@@ -211,25 +283,42 @@ def _check_grantable(p: Principal, role_names: list[str]) -> None:
 
 
 @router.post("/users", status_code=201, summary="Add a user (they choose a new password at first sign-in)")
-def post_user(body: UserIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-              s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_user(
+    body: UserIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("users.manage")
     ods = (body.institution or p.institution_ods).upper()
     if not p.is_system_admin and ods != p.institution_ods:
         raise Problem(403, "you can only add users to your own institution")
     _check_grantable(p, body.roles)
     inst = accounts.institution_by_ods(s, ods)
-    user = accounts.add_user(s, username=body.username, institution=inst, password=body.password,
-                             full_name=body.full_name, email=body.email, roles=body.roles, policy=pt.policy,
-                             must_change_password=True)
-    audit.record(s, "user.add", object_type="user", object_id=user.username,
-                 detail=f"roles: {', '.join(body.roles) or 'none'}", **p.audit_fields())
+    user = accounts.add_user(
+        s,
+        username=body.username,
+        institution=inst,
+        password=body.password,
+        full_name=body.full_name,
+        email=body.email,
+        roles=body.roles,
+        policy=pt.policy,
+        must_change_password=True,
+    )
+    audit.record(
+        s,
+        "user.add",
+        object_type="user",
+        object_id=user.username,
+        detail=f"roles: {', '.join(body.roles) or 'none'}",
+        **p.audit_fields(),
+    )
     s.commit()
     return _user_view(s, user)
 
 
 @router.post("/users/{user_id}/disable", summary="Disable a user and end their sessions")
-def disable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def disable_user(
+    user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     if user.id == p.user_id:
         raise Problem(409, "you cannot disable your own account")
@@ -239,7 +328,9 @@ def disable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Sessio
 
 
 @router.post("/users/{user_id}/enable", summary="Enable a disabled user")
-def enable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def enable_user(
+    user_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     accounts.enable_user(s, user, **p.audit_fields())
     s.commit()
@@ -247,8 +338,12 @@ def enable_user(user_id: ObjectId, p: Principal = Depends(signed_in), s: Session
 
 
 @router.post("/users/{user_id}/reset", summary="Give a user a one-time password, unlock them, end their sessions")
-def reset_user(user_id: ObjectId, remove_second_factor: bool = False, p: Principal = Depends(signed_in),
-               s: Session = Depends(db_session)) -> dict[str, Any]:
+def reset_user(
+    user_id: ObjectId,
+    remove_second_factor: bool = False,
+    p: Principal = Depends(signed_in),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     temporary = accounts.reset_user(s, user, remove_second_factor=remove_second_factor, **p.audit_fields())
     s.commit()
@@ -260,8 +355,9 @@ class RoleGrantIn(BaseModel):
 
 
 @router.post("/users/{user_id}/roles", summary="Grant a role")
-def grant_role(user_id: ObjectId, body: RoleGrantIn, p: Principal = Depends(signed_in),
-               s: Session = Depends(db_session)) -> dict[str, Any]:
+def grant_role(
+    user_id: ObjectId, body: RoleGrantIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [body.role])
     accounts.grant_role(s, user, body.role)
@@ -271,8 +367,9 @@ def grant_role(user_id: ObjectId, body: RoleGrantIn, p: Principal = Depends(sign
 
 
 @router.delete("/users/{user_id}/roles/{role}", summary="Take a role away")
-def revoke_role(user_id: ObjectId, role: str, p: Principal = Depends(signed_in),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def revoke_role(
+    user_id: ObjectId, role: str, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     user = _visible_user(s, p, user_id)
     _check_grantable(p, [role])
     accounts.revoke_role(s, user, role[:64])
@@ -301,13 +398,15 @@ class RoleIn(BaseModel):
 def post_role(body: RoleIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
     p.require("roles.manage")
     role = accounts.define_role(s, p.institution_id, body.name, body.permissions, body.description)
-    audit.record(s, "role.add", object_type="role", object_id=role.name, detail=" ".join(body.permissions),
-                 **p.audit_fields())
+    audit.record(
+        s, "role.add", object_type="role", object_id=role.name, detail=" ".join(body.permissions), **p.audit_fields()
+    )
     s.commit()
     return {"id": role.id, "name": role.name, "permissions": role.permissions.split()}
 
 
 # -- worklists (virtual nodes) -----------------------------------------------------------------------------
+
 
 class WorklistIn(BaseModel):
     name: str = Field(..., min_length=1, max_length=64)
@@ -322,13 +421,24 @@ def get_worklists(p: Principal = Depends(signed_in), s: Session = Depends(db_ses
 
 
 @router.post("/worklists", status_code=201, summary="Add a worklist: incoming studies matching its conditions")
-def post_worklist(body: WorklistIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_worklist(
+    body: WorklistIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("nodes.manage")
-    if s.scalar(select(Worklist.id).where(Worklist.institution_id == p.institution_id,
-                                          Worklist.name == body.name.strip())) is not None:
+    if (
+        s.scalar(
+            select(Worklist.id).where(Worklist.institution_id == p.institution_id, Worklist.name == body.name.strip())
+        )
+        is not None
+    ):
         raise Problem(409, f"your institution already has a worklist named {body.name.strip()!r}")
-    w = Worklist(institution_id=p.institution_id, name=body.name.strip(), modalities=body.modalities.upper().strip(),
-                 description_pattern=body.description_pattern.strip(), source_ods=body.source_ods.upper().strip())
+    w = Worklist(
+        institution_id=p.institution_id,
+        name=body.name.strip(),
+        modalities=body.modalities.upper().strip(),
+        description_pattern=body.description_pattern.strip(),
+        source_ods=body.source_ods.upper().strip(),
+    )
     s.add(w)
     s.flush()
     audit.record(s, "worklist.add", object_type="worklist", object_id=w.name, **p.audit_fields())
@@ -337,10 +447,13 @@ def post_worklist(body: WorklistIn, p: Principal = Depends(signed_in), s: Sessio
 
 
 @router.delete("/worklists/{worklist_id}", summary="Remove a worklist")
-def delete_worklist(worklist_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def delete_worklist(
+    worklist_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("nodes.manage")
-    w = visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
-                        "worklist", worklist_id)
+    w = visible_or_deny(
+        s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)), "worklist", worklist_id
+    )
     s.delete(w)
     audit.record(s, "worklist.remove", object_type="worklist", object_id=w.name, **p.audit_fields())
     s.commit()

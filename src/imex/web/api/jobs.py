@@ -1,5 +1,6 @@
 """The hub's durable queues for its operators (system administrators only: the queues hold every
 institution's work): how each stands, the jobs it gave up, and their retry. Mirrors `imex jobs`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,20 +30,37 @@ def get_dead(queue: str, p: Principal = Depends(signed_in), pt: Portal = Depends
 
 
 @router.post("/jobs/{queue}/{job_id}/retry", summary="Retry one dead job now, attempts from zero")
-def retry_job(queue: str, job_id: int, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-              s: Session = Depends(db_session)) -> dict[str, Any]:
+def retry_job(
+    queue: str,
+    job_id: int,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     p.require("system.admin")
     operate.retry(pt.db, queue, job_id)
-    audit.record(s.connection(), "jobs.retry", object_type=queue, object_id=job_id,
-                 detail=f"{queue} job {job_id} retried", **p.audit_fields())
+    audit.record(
+        s.connection(),
+        "jobs.retry",
+        object_type=queue,
+        object_id=job_id,
+        detail=f"{queue} job {job_id} retried",
+        **p.audit_fields(),
+    )
     return {"queue": queue, "id": job_id, "retried": True}
 
 
 @router.post("/jobs/{queue}/retry-dead", summary="Retry every dead job of a queue")
-def retry_all(queue: str, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-              s: Session = Depends(db_session)) -> dict[str, Any]:
+def retry_all(
+    queue: str, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("system.admin")
     count = operate.retry_all(pt.db, queue)
-    audit.record(s.connection(), "jobs.retry", object_type=queue, detail=f"{count} dead {queue} job(s) retried",
-                 **p.audit_fields())
+    audit.record(
+        s.connection(),
+        "jobs.retry",
+        object_type=queue,
+        detail=f"{count} dead {queue} job(s) retried",
+        **p.audit_fields(),
+    )
     return {"queue": queue, "retried": count}

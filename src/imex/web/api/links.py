@@ -1,6 +1,7 @@
 """Links to a study for recipients outside the network (/api/v1/links): a user with `links.manage` makes
 one for a study they can see (another institution's study is 404, audited), lists the links of a study
 with their state and uses, and revokes them. Links belong to the creator's institution."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -35,24 +36,36 @@ def link_url(request: Request, pt: Portal, token: str) -> str:
 
 
 @router.post("/links", status_code=201, summary="Make a link to a study for one outside e-mail address")
-def create_link(body: LinkIn, request: Request, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def create_link(
+    body: LinkIn,
+    request: Request,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     p.require("links.manage")
     study, patient, source = visible_study(s, p, body.study_id)
     made = manage.create(s, p, study, patient, pt.config, email=body.email, mode=body.mode, days=body.days)
     url = link_url(request, pt, made.token)
     if body.send_email:
-        queue_email(s.connection(), [made.link.email], f"[imex] {source.name} has shared images with you",
-                    f"{source.name} has shared medical images with you through imex.\n\nOpen them here:\n{url}\n\n"
-                    "You will be asked for a one-time code, which is sent to this address. The link works until "
-                    f"{made.link.expires_at:%Y-%m-%d %H:%M} UTC.\n")
+        queue_email(
+            s.connection(),
+            [made.link.email],
+            f"[imex] {source.name} has shared images with you",
+            f"{source.name} has shared medical images with you through imex.\n\nOpen them here:\n{url}\n\n"
+            "You will be asked for a one-time code, which is sent to this address. The link works until "
+            f"{made.link.expires_at:%Y-%m-%d %H:%M} UTC.\n",
+        )
     s.commit()
     return {**manage.summary(made.link), "url": url}
 
 
 @router.get("/links", summary="The links of a study (or all the institution's links)")
-def list_links(study_id: int | None = Query(None, ge=1, le=2**31 - 1), p: Principal = Depends(signed_in),
-               s: Session = Depends(db_session)) -> list[dict[str, Any]]:
+def list_links(
+    study_id: int | None = Query(None, ge=1, le=2**31 - 1),
+    p: Principal = Depends(signed_in),
+    s: Session = Depends(db_session),
+) -> list[dict[str, Any]]:
     p.require("links.manage")
     stmt = links_query(p)
     if study_id is not None:
@@ -72,7 +85,9 @@ def get_link(link_id: ObjectId, p: Principal = Depends(signed_in), s: Session = 
 
 
 @router.post("/links/{link_id}/revoke", summary="End a link and every session opened with it")
-def revoke_link(link_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def revoke_link(
+    link_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("links.manage")
     link = _visible_link(s, p, link_id)
     manage.revoke(s, p, link, s.get(Study, link.study_id))  # type: ignore[arg-type]

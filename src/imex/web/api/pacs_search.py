@@ -2,6 +2,7 @@
 what was found as a pre-authorised transfer (exchanges.from_pacs: one transaction, a retrieval per study;
 the router hook sends each study on when it arrives). Only nodes of the user's institution with
 query/retrieve on may be searched (another's is 404, audited); every search is audited."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,50 +35,114 @@ def _address(node: Node) -> NodeAddress:
 
 
 @router.get("/{node_id}/studies", summary="Search a PACS of your institution (C-FIND, study level)")
-def search_studies(node_id: ObjectId, fields: SearchFields = Depends(), p: Principal = Depends(signed_in),
-                   pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+def search_studies(
+    node_id: ObjectId,
+    fields: SearchFields = Depends(),
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     node = searchable_node(s, p, node_id)
     if fields.query.is_empty():
-        raise Problem(422, "say what to search for: a patient ID or NHS number, name, date of birth, accession "
-                           "number, modality or dates")
+        raise Problem(
+            422,
+            "say what to search for: a patient ID or NHS number, name, date of birth, accession "
+            "number, modality or dates",
+        )
     address = _address(node)
     s.commit()
     try:
-        found = find_studies(pt.config["dicom.ae_title"], address, fields.query,
-                             timeout=pt.config["exchange.search_timeout_seconds"], limit=200)
+        found = find_studies(
+            pt.config["dicom.ae_title"],
+            address,
+            fields.query,
+            timeout=pt.config["exchange.search_timeout_seconds"],
+            limit=200,
+        )
     except FindFailed as exc:
-        audit.record(s, "pacs.search", outcome="failure", object_type="node", object_id=node.id,
-                     detail=f"{fields.describe()}: {exc}"[:4000], **p.audit_fields())
+        audit.record(
+            s,
+            "pacs.search",
+            outcome="failure",
+            object_type="node",
+            object_id=node.id,
+            detail=f"{fields.describe()}: {exc}"[:4000],
+            **p.audit_fields(),
+        )
         s.commit()
         raise Problem(502, f"the search of {node.name} failed: {exc}") from None
-    audit.record(s, "pacs.search", object_type="node", object_id=node.id,
-                 patient_id=fields.query.patient_id, detail=f"{fields.describe()}: {len(found)} studies",
-                 **p.audit_fields())
-    return {"node": node.name, "items": [
-        {"study_uid": m.study_uid, "patient_id": m.patient_id, "patient_name": m.patient_name,
-         "birth_date": m.birth_date, "sex": m.sex, "accession": m.accession, "study_date": m.study_date,
-         "description": m.description, "modalities": list(m.modalities), "series": m.series_count,
-         "images": m.instance_count} for m in found]}
+    audit.record(
+        s,
+        "pacs.search",
+        object_type="node",
+        object_id=node.id,
+        patient_id=fields.query.patient_id,
+        detail=f"{fields.describe()}: {len(found)} studies",
+        **p.audit_fields(),
+    )
+    return {
+        "node": node.name,
+        "items": [
+            {
+                "study_uid": m.study_uid,
+                "patient_id": m.patient_id,
+                "patient_name": m.patient_name,
+                "birth_date": m.birth_date,
+                "sex": m.sex,
+                "accession": m.accession,
+                "study_date": m.study_date,
+                "description": m.description,
+                "modalities": list(m.modalities),
+                "series": m.series_count,
+                "images": m.instance_count,
+            }
+            for m in found
+        ],
+    }
 
 
 @router.get("/{node_id}/studies/{study_uid}/series", summary="The series of one study on a PACS of your institution")
-def search_series(node_id: ObjectId, study_uid: str, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                  s: Session = Depends(db_session)) -> dict[str, Any]:
+def search_series(
+    node_id: ObjectId,
+    study_uid: str,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     node = searchable_node(s, p, node_id)
     if not STUDY_UID.match(study_uid):
         raise Problem(422, "a study instance UID is digits and dots, at most 64 characters")
     address = _address(node)
     s.commit()
     try:
-        found = find_series(pt.config["dicom.ae_title"], address, study_uid,
-                            timeout=pt.config["exchange.search_timeout_seconds"])
+        found = find_series(
+            pt.config["dicom.ae_title"], address, study_uid, timeout=pt.config["exchange.search_timeout_seconds"]
+        )
     except FindFailed as exc:
         raise Problem(502, f"the search of {node.name} failed: {exc}") from None
-    audit.record(s, "pacs.search", object_type="node", object_id=node.id, study_uid=study_uid,
-                 detail=f"series of study: {len(found)} series", **p.audit_fields())
-    return {"study_uid": study_uid, "items": [
-        {"series_uid": x.series_uid, "modality": x.modality, "number": x.number, "description": x.description,
-         "body_part": x.body_part, "images": x.instance_count} for x in found]}
+    audit.record(
+        s,
+        "pacs.search",
+        object_type="node",
+        object_id=node.id,
+        study_uid=study_uid,
+        detail=f"series of study: {len(found)} series",
+        **p.audit_fields(),
+    )
+    return {
+        "study_uid": study_uid,
+        "items": [
+            {
+                "series_uid": x.series_uid,
+                "modality": x.modality,
+                "number": x.number,
+                "description": x.description,
+                "body_part": x.body_part,
+                "images": x.instance_count,
+            }
+            for x in found
+        ],
+    }
 
 
 class SendIn(BaseModel):
@@ -90,12 +155,25 @@ class SendIn(BaseModel):
     message: str = Field("", max_length=messages.MAX_BODY)
 
 
-@router.post("/{node_id}/send", status_code=201,
-             summary="Send studies from a PACS of your institution: one pre-authorised exchange, retrieved by C-MOVE")
-def send_studies(node_id: ObjectId, body: SendIn, p: Principal = Depends(signed_in),
-                 s: Session = Depends(db_session)) -> dict[str, Any]:
+@router.post(
+    "/{node_id}/send",
+    status_code=201,
+    summary="Send studies from a PACS of your institution: one pre-authorised exchange, retrieved by C-MOVE",
+)
+def send_studies(
+    node_id: ObjectId, body: SendIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     node = searchable_node(s, p, node_id)
-    sent = send_from_pacs(s, node.id, body.study_uids, body.destination, p, priority=body.priority,
-                          recipient=body.recipient, recipient_user=body.recipient_user, subject=body.subject,
-                          message=body.message)
+    sent = send_from_pacs(
+        s,
+        node.id,
+        body.study_uids,
+        body.destination,
+        p,
+        priority=body.priority,
+        recipient=body.recipient,
+        recipient_user=body.recipient_user,
+        subject=body.subject,
+        message=body.message,
+    )
     return {"id": sent.transaction_id, "href": f"/exchanges/{sent.transaction_id}", "studies": sent.studies}

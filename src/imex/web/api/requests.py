@@ -5,6 +5,7 @@ A request is visible to the two institutions only (scope.requests_query); any ot
 audited. Acting for the wrong side (the requester accepting their own request) is 403, audited. The
 reads shared with the pages are in web/views/requests.py; the changes are requests.lifecycle's.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,11 +46,13 @@ def get_partners(p: Principal = Depends(signed_in), s: Session = Depends(db_sess
 
 
 @router.get("/requests", summary="Image requests to and from your institution, newest first")
-def get_requests(direction: Literal["incoming", "outgoing", "all"] = "all",
-                 state: Literal["open", "accepted", "fulfilled", "declined", "expired", "cancelled",
-                                "active", ""] = "",
-                 limit: int = Query(100, ge=1, le=500),
-                 p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def get_requests(
+    direction: Literal["incoming", "outgoing", "all"] = "all",
+    state: Literal["open", "accepted", "fulfilled", "declined", "expired", "cancelled", "active", ""] = "",
+    limit: int = Query(100, ge=1, le=500),
+    p: Principal = Depends(signed_in),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     return list_requests(s, p, direction, state, limit)
 
 
@@ -69,32 +72,55 @@ class RequestIn(BaseModel):
 
 
 @router.post("/requests", status_code=201, summary="Ask another institution for a patient's images")
-def post_request(body: RequestIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal),
-                 s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_request(
+    body: RequestIn, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     p.require("requests.create")
-    form = RequestForm(source_ods=body.source, nhs_number=body.nhs_number, patient_name=body.patient_name,
-                       birth_date=dates(body.birth_date), accession=body.accession, modality=body.modality,
-                       date_from=dates(body.date_from), date_to=dates(body.date_to), reason=body.reason,
-                       urgency=body.urgency, recipient=body.recipient, recipient_user_id=body.recipient_user_id)
+    form = RequestForm(
+        source_ods=body.source,
+        nhs_number=body.nhs_number,
+        patient_name=body.patient_name,
+        birth_date=dates(body.birth_date),
+        accession=body.accession,
+        modality=body.modality,
+        date_from=dates(body.date_from),
+        date_to=dates(body.date_to),
+        reason=body.reason,
+        urgency=body.urgency,
+        recipient=body.recipient,
+        recipient_user_id=body.recipient_user_id,
+    )
     try:
-        request_id = requests_core.create(s.connection(), actor(p), form,
-                                          expiry_days=pt.config["requests.expiry_days"])
+        request_id = requests_core.create(s.connection(), actor(p), form, expiry_days=pt.config["requests.expiry_days"])
     except RequestError as exc:  # audited: the refused request stays in the trail
         s.rollback()
-        audit.record(s, "request.create", outcome="failure", object_type="image_request",
-                     detail=str(exc)[:500], **p.audit_fields())
+        audit.record(
+            s,
+            "request.create",
+            outcome="failure",
+            object_type="image_request",
+            detail=str(exc)[:500],
+            **p.audit_fields(),
+        )
         raise refused(exc) from None
     s.commit()
     return request_view(s, p, s.get_one(ImageRequest, request_id), history=True)
 
 
 @router.get("/requests/{request_id}", summary="A request with its history")
-def get_request(request_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> dict[str, Any]:
+def get_request(
+    request_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     return request_detail(s, p, request_id)
 
 
-def _act(s: Session, p: Principal, request_id: int, side: Callable[..., None],
-         change: Callable[[Connection, int, Actor], object]) -> dict[str, Any]:
+def _act(
+    s: Session,
+    p: Principal,
+    request_id: int,
+    side: Callable[..., None],
+    change: Callable[[Connection, int, Actor], object],
+) -> dict[str, Any]:
     """A change of state by one side of a request: scoped, checked, applied, answered with the history."""
     r = visible_request(s, p, request_id)
     side(s, p, r)
@@ -105,8 +131,9 @@ def _act(s: Session, p: Principal, request_id: int, side: Callable[..., None],
 
 
 @router.post("/requests/{request_id}/accept", summary="Accept a request made to your institution")
-def post_accept(request_id: ObjectId, p: Principal = Depends(signed_in),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_accept(
+    request_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     return _act(s, p, request_id, source_side, requests_core.accept)
 
 
@@ -115,15 +142,18 @@ class DeclineIn(BaseModel):
 
 
 @router.post("/requests/{request_id}/decline", summary="Decline a request made to your institution (say why)")
-def post_decline(request_id: ObjectId, body: DeclineIn, p: Principal = Depends(signed_in),
-                 s: Session = Depends(db_session)) -> dict[str, Any]:
-    return _act(s, p, request_id, source_side,
-                lambda conn, rid, who: requests_core.decline(conn, rid, who, body.reason))
+def post_decline(
+    request_id: ObjectId, body: DeclineIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
+    return _act(
+        s, p, request_id, source_side, lambda conn, rid, who: requests_core.decline(conn, rid, who, body.reason)
+    )
 
 
 @router.post("/requests/{request_id}/cancel", summary="Cancel your institution's request")
-def post_cancel(request_id: ObjectId, p: Principal = Depends(signed_in),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+def post_cancel(
+    request_id: ObjectId, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     return _act(s, p, request_id, requester_side, requests_core.cancel)
 
 
@@ -139,10 +169,17 @@ class SearchIn(BaseModel):
     date_to: str | None = Field(None, max_length=10)
 
 
-@router.post("/requests/{request_id}/search-source",
-             summary="Search your own PACS with the request's data (C-FIND), to choose what to send")
-def post_search_source(request_id: ObjectId, body: SearchIn | None = None, p: Principal = Depends(signed_in),
-                       pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> dict[str, Any]:
+@router.post(
+    "/requests/{request_id}/search-source",
+    summary="Search your own PACS with the request's data (C-FIND), to choose what to send",
+)
+def post_search_source(
+    request_id: ObjectId,
+    body: SearchIn | None = None,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
     return search_source(s, p, pt.config, request_id, body.model_dump(exclude_none=True) if body else None)
 
 
@@ -150,10 +187,13 @@ class FulfilIn(BaseModel):
     study_uids: list[str] = Field(..., min_length=1, max_length=50)
 
 
-@router.post("/requests/{request_id}/fulfil",
-             summary="Send the chosen studies from your PACS: the hub retrieves them and delivers them to the requester")
-def post_fulfil(request_id: ObjectId, body: FulfilIn, p: Principal = Depends(signed_in),
-                s: Session = Depends(db_session)) -> dict[str, Any]:
+@router.post(
+    "/requests/{request_id}/fulfil",
+    summary="Send the chosen studies from your PACS: the hub retrieves them and delivers them to the requester",
+)
+def post_fulfil(
+    request_id: ObjectId, body: FulfilIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
     r = visible_request(s, p, request_id)
     source_side(s, p, r)
     tid = requests_core.grant(s.connection(), r.id, actor(p), body.study_uids)

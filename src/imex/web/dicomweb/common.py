@@ -2,6 +2,7 @@
 expects (401, 403, 404, 406, ...), the caller (the portal's bearer token or browser session, through
 `signed_in`, so scoping and CSRF are the portal's), and scoped look-ups of a study, series or instance by
 UID: anything the caller may not see is 404, audited, exactly as if it did not exist."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
@@ -27,8 +28,12 @@ PREFIX = "/dicomweb"
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "status": status, "detail": detail}, status_code=status,
-                        media_type="application/problem+json", headers=headers)
+    return JSONResponse(
+        {"type": "about:blank", "status": status, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
 
 
 class DicomWebRoute(APIRoute):
@@ -88,13 +93,18 @@ def study_row(s: Session, p: Principal, study_uid: str) -> Row:
 
 
 def series_row(s: Session, p: Principal, study_uid: str, series_uid: str) -> Row:
-    found = s.execute(scope.series_query(p).where(Study.study_uid == study_uid, Series.series_uid == series_uid)).first()
+    found = s.execute(
+        scope.series_query(p).where(Study.study_uid == study_uid, Series.series_uid == series_uid)
+    ).first()
     return visible_or_deny(s, p, found, "series", series_uid)
 
 
 def instance_row(s: Session, p: Principal, study_uid: str, series_uid: str, sop_uid: str) -> Row:
-    found = s.execute(scope.instances_query(p).where(
-        Study.study_uid == study_uid, Series.series_uid == series_uid, Instance.sop_uid == sop_uid)).first()
+    found = s.execute(
+        scope.instances_query(p).where(
+            Study.study_uid == study_uid, Series.series_uid == series_uid, Instance.sop_uid == sop_uid
+        )
+    ).first()
     return visible_or_deny(s, p, found, "instance", sop_uid)
 
 

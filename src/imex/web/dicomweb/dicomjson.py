@@ -1,4 +1,5 @@
 """DICOM JSON (PS3.18 F.2): index rows as QIDO-RS answers, stored instances as WADO-RS metadata."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,25 +51,42 @@ def _attributes(pairs: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def study_attributes(study: Study, patient: Patient) -> dict[str, Any]:
     return {
-        "SpecificCharacterSet": "ISO_IR 192", "StudyInstanceUID": study.study_uid, "StudyDate": study.study_date,
-        "StudyTime": study.study_time, "AccessionNumber": study.accession_number,
+        "SpecificCharacterSet": "ISO_IR 192",
+        "StudyInstanceUID": study.study_uid,
+        "StudyDate": study.study_date,
+        "StudyTime": study.study_time,
+        "AccessionNumber": study.accession_number,
         "ModalitiesInStudy": [m for m in study.modalities.split("\\") if m],
-        "ReferringPhysicianName": study.referring_physician, "StudyDescription": study.description,
-        "PatientName": patient.name, "PatientID": patient.patient_id, "IssuerOfPatientID": patient.issuer,
-        "PatientBirthDate": patient.birth_date, "PatientSex": patient.sex,
-        "NumberOfStudyRelatedSeries": study.num_series, "NumberOfStudyRelatedInstances": study.num_instances,
+        "ReferringPhysicianName": study.referring_physician,
+        "StudyDescription": study.description,
+        "PatientName": patient.name,
+        "PatientID": patient.patient_id,
+        "IssuerOfPatientID": patient.issuer,
+        "PatientBirthDate": patient.birth_date,
+        "PatientSex": patient.sex,
+        "NumberOfStudyRelatedSeries": study.num_series,
+        "NumberOfStudyRelatedInstances": study.num_instances,
     }
 
 
 def series_attributes(series: Series) -> dict[str, Any]:
-    return {"SeriesInstanceUID": series.series_uid, "Modality": series.modality,
-            "SeriesDescription": series.description, "SeriesNumber": series.number,
-            "BodyPartExamined": series.body_part, "NumberOfSeriesRelatedInstances": series.num_instances}
+    return {
+        "SeriesInstanceUID": series.series_uid,
+        "Modality": series.modality,
+        "SeriesDescription": series.description,
+        "SeriesNumber": series.number,
+        "BodyPartExamined": series.body_part,
+        "NumberOfSeriesRelatedInstances": series.num_instances,
+    }
 
 
 def instance_attributes(instance: Instance) -> dict[str, Any]:
-    return {"SOPInstanceUID": instance.sop_uid, "SOPClassUID": instance.sop_class_uid,
-            "InstanceNumber": instance.number, "AvailableTransferSyntaxUID": instance.transfer_syntax_uid}
+    return {
+        "SOPInstanceUID": instance.sop_uid,
+        "SOPClassUID": instance.sop_class_uid,
+        "InstanceNumber": instance.number,
+        "AvailableTransferSyntaxUID": instance.transfer_syntax_uid,
+    }
 
 
 def answer(pairs: dict[str, Any], retrieve_url: str, extra: dict[str, dict[str, Any]] | None = None) -> dict:
@@ -85,8 +103,11 @@ def metadata(ds: Dataset) -> dict[str, Any]:
     for elem in ds:
         if elem.tag.group != 0x7FE0:
             kept.add(elem)
-    result = _strip(kept.to_json_dict(bulk_data_threshold=INLINE_LIMIT, bulk_data_element_handler=lambda _e: _BULK,
-                                      suppress_invalid_tags=True))
+    result = _strip(
+        kept.to_json_dict(
+            bulk_data_threshold=INLINE_LIMIT, bulk_data_element_handler=lambda _e: _BULK, suppress_invalid_tags=True
+        )
+    )
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax:
         result["00020010"] = {"vr": "UI", "Value": [str(syntax)]}

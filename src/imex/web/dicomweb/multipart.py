@@ -1,6 +1,7 @@
 """multipart/related (RFC 2387) as DICOMweb uses it: answers streamed part by part, requests split into
 their parts as they arrive (each written to a file, never held in memory), and the Accept header read
 into (media type, transfer syntax) choices."""
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,9 @@ def accepted(header: str | None, default: Choice) -> list[Choice]:
         except ValueError:
             q = 1.0
         if base in ("*/*", "multipart/*", "multipart/related") and "type" not in params:
-            choices.append(Choice(default.multipart, default.media_type, params.get("transfer-syntax",
-                                                                                     default.transfer_syntax), q))
+            choices.append(
+                Choice(default.multipart, default.media_type, params.get("transfer-syntax", default.transfer_syntax), q)
+            )
         elif base == "multipart/related":
             choices.append(Choice(True, params["type"].lower(), params.get("transfer-syntax"), q))
         else:
@@ -76,7 +78,7 @@ def boundary() -> str:
 
 
 def content_type(part_type: str, bound: str, transfer_syntax: str | None = None) -> str:
-    syntax = f'; transfer-syntax={transfer_syntax}' if transfer_syntax else ""
+    syntax = f"; transfer-syntax={transfer_syntax}" if transfer_syntax else ""
     return f'multipart/related; type="{part_type}"{syntax}; boundary={bound}'
 
 
@@ -106,7 +108,7 @@ def related(content_type_header: str) -> tuple[str, str]:
     """(the request's type parameter, its boundary); Problem 400/415 when it is not multipart/related."""
     base = content_type_header.split(";", 1)[0].strip().lower()
     if base != "multipart/related":
-        raise Problem(415, "STOW-RS takes multipart/related; type=\"application/dicom\"")
+        raise Problem(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     params = _params(content_type_header)
     bound = params.get("boundary")
     if not bound:
@@ -126,11 +128,20 @@ class PartSpooler:
 
     def __init__(self, boundary: str, folder: str | os.PathLike[str]) -> None:
         self.folder = os.fspath(folder)
-        self.parser = MultipartParser(boundary.encode("latin-1"), {
-            "on_part_begin": self._begin, "on_header_field": self._field, "on_header_value": self._value,
-            "on_header_end": self._header_end, "on_part_data": self._data, "on_part_end": self._end,
-            "on_end": self._finished,
-        }, max_header_count=self.MAX_HEADERS, max_header_size=self.MAX_HEADER_BYTES)
+        self.parser = MultipartParser(
+            boundary.encode("latin-1"),
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._field,
+                "on_header_value": self._value,
+                "on_header_end": self._header_end,
+                "on_part_data": self._data,
+                "on_part_end": self._end,
+                "on_end": self._finished,
+            },
+            max_header_count=self.MAX_HEADERS,
+            max_header_size=self.MAX_HEADER_BYTES,
+        )
         self.done: list[SpooledPart] = []
         self.ended = False
         self.parts = 0

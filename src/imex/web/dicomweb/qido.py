@@ -4,6 +4,7 @@ Matching as the standard describes it: single value (exact), a list of UIDs, wil
 and time ranges (A-B, A-, -B), universal (empty) matching, person names case-insensitively and, with
 fuzzymatching=true, by the start of any name component. limit/offset page the answer; includefield=all or
 named attributes (at instance level, attributes beyond the index are read from the instance itself)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,20 +35,29 @@ class Key:
 
 
 STUDY_KEYS = {
-    "StudyInstanceUID": Key(Study.study_uid, "uid"), "StudyDate": Key(Study.study_date, "date"),
-    "StudyTime": Key(Study.study_time, "time"), "AccessionNumber": Key(Study.accession_number, "text"),
-    "ModalitiesInStudy": Key(Study.modalities, "list"), "ReferringPhysicianName": Key(Study.referring_physician, "name"),
-    "StudyDescription": Key(Study.description, "text"), "PatientName": Key(Patient.name, "name"),
-    "PatientID": Key(Patient.patient_id, "text"), "PatientBirthDate": Key(Patient.birth_date, "date"),
-    "PatientSex": Key(Patient.sex, "text"), "IssuerOfPatientID": Key(Patient.issuer, "text"),
+    "StudyInstanceUID": Key(Study.study_uid, "uid"),
+    "StudyDate": Key(Study.study_date, "date"),
+    "StudyTime": Key(Study.study_time, "time"),
+    "AccessionNumber": Key(Study.accession_number, "text"),
+    "ModalitiesInStudy": Key(Study.modalities, "list"),
+    "ReferringPhysicianName": Key(Study.referring_physician, "name"),
+    "StudyDescription": Key(Study.description, "text"),
+    "PatientName": Key(Patient.name, "name"),
+    "PatientID": Key(Patient.patient_id, "text"),
+    "PatientBirthDate": Key(Patient.birth_date, "date"),
+    "PatientSex": Key(Patient.sex, "text"),
+    "IssuerOfPatientID": Key(Patient.issuer, "text"),
 }
 SERIES_KEYS = {
-    "SeriesInstanceUID": Key(Series.series_uid, "uid"), "Modality": Key(Series.modality, "text"),
-    "SeriesNumber": Key(Series.number, "number"), "SeriesDescription": Key(Series.description, "text"),
+    "SeriesInstanceUID": Key(Series.series_uid, "uid"),
+    "Modality": Key(Series.modality, "text"),
+    "SeriesNumber": Key(Series.number, "number"),
+    "SeriesDescription": Key(Series.description, "text"),
     "BodyPartExamined": Key(Series.body_part, "text"),
 }
 INSTANCE_KEYS = {
-    "SOPInstanceUID": Key(Instance.sop_uid, "uid"), "SOPClassUID": Key(Instance.sop_class_uid, "uid"),
+    "SOPInstanceUID": Key(Instance.sop_uid, "uid"),
+    "SOPClassUID": Key(Instance.sop_class_uid, "uid"),
     "InstanceNumber": Key(Instance.number, "number"),
 }
 CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
@@ -85,16 +95,31 @@ def condition(key: Key, value: str, fuzzy: bool):
     if key.kind in ("date", "time") and "-" in value:
         return _range(key.column, value)
     if key.kind == "list":  # one of the study's modalities
-        return or_(*(or_(key.column == v, key.column.like(f"{_like(v)}\\\\%", escape="\\"),
-                         key.column.like(f"%\\\\{_like(v)}", escape="\\"),
-                         key.column.like(f"%\\\\{_like(v)}\\\\%", escape="\\"))
-                     for v in value.replace(",", "\\").split("\\") if v))
+        return or_(
+            *(
+                or_(
+                    key.column == v,
+                    key.column.like(f"{_like(v)}\\\\%", escape="\\"),
+                    key.column.like(f"%\\\\{_like(v)}", escape="\\"),
+                    key.column.like(f"%\\\\{_like(v)}\\\\%", escape="\\"),
+                )
+                for v in value.replace(",", "\\").split("\\")
+                if v
+            )
+        )
     if key.kind == "name":
         if fuzzy:
             words = [w for w in value.replace("^", " ").replace(",", " ").split() if w]
-            return and_(*(or_(key.column.ilike(f"{_like(w)}%", escape="\\"),
-                              key.column.ilike(f"%^{_like(w)}%", escape="\\"),
-                              key.column.ilike(f"% {_like(w)}%", escape="\\")) for w in words))
+            return and_(
+                *(
+                    or_(
+                        key.column.ilike(f"{_like(w)}%", escape="\\"),
+                        key.column.ilike(f"%^{_like(w)}%", escape="\\"),
+                        key.column.ilike(f"% {_like(w)}%", escape="\\"),
+                    )
+                    for w in words
+                )
+            )
         return key.column.ilike(_like(value), escape="\\")
     if "*" in value or "?" in value:
         return key.column.like(_like(value), escape="\\")
@@ -130,8 +155,11 @@ def parse_query(request: Request, level: str) -> Query:
         tag = dicomjson.tag_of(name)
         keyword = dicomjson.keyword(tag) if tag is not None else None
         if keyword not in keys:
-            raise Problem(400, f"{name} is not a matching key this hub supports at {level} level "
-                               f"(supported: {', '.join(sorted(keys))})")
+            raise Problem(
+                400,
+                f"{name} is not a matching key this hub supports at {level} level "
+                f"(supported: {', '.join(sorted(keys))})",
+            )
         clause = condition(keys[keyword], value, fuzzy)
         if clause is not None:
             filters.append(clause)
@@ -169,8 +197,12 @@ def _studies(request: Request, s: Session, p: Principal, extra=()) -> Response:
     q = parse_query(request, "studies")
     stmt = scope.studies_query(p).where(*extra).order_by(desc(Study.study_date), desc(Study.id))
     root = base_url(request)
-    return _json([dicomjson.answer(dicomjson.study_attributes(st, pa), f"{root}/studies/{st.study_uid}")
-                  for st, pa, _src in s.execute(_page(stmt, q)).all()])
+    return _json(
+        [
+            dicomjson.answer(dicomjson.study_attributes(st, pa), f"{root}/studies/{st.study_uid}")
+            for st, pa, _src in s.execute(_page(stmt, q)).all()
+        ]
+    )
 
 
 @router.get("/studies")
@@ -201,25 +233,35 @@ def search_all_series(request: Request, p: Principal = Depends(viewer), s: Sessi
 
 
 @router.get("/studies/{study_uid}/series")
-def search_study_series(study_uid: str, request: Request, p: Principal = Depends(viewer),
-                        s: Session = Session_) -> Response:
+def search_study_series(
+    study_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     study_row(s, p, study_uid)
     return _series(request, s, p, (Study.study_uid == study_uid,))
 
 
 def _instances(request: Request, s: Session, p: Principal, extra=()) -> Response:
     q = parse_query(request, "instances")
-    stmt = scope.instances_query(p).where(*extra).order_by(Study.id, Series.number, Series.id, Instance.number,
-                                                           Instance.id)
+    stmt = (
+        scope.instances_query(p)
+        .where(*extra)
+        .order_by(Study.id, Series.number, Series.id, Instance.number, Instance.id)
+    )
     root = base_url(request)
     beyond = {k for k in q.include if k not in STUDY_KEYS and k not in SERIES_KEYS and k not in INSTANCE_KEYS}
     out = []
     for st, pa, _src, se, inst in s.execute(_page(stmt, q)).all():
-        pairs = {**_wanted(dicomjson.study_attributes(st, pa), q), **dicomjson.series_attributes(se),
-                 **dicomjson.instance_attributes(inst)}
+        pairs = {
+            **_wanted(dicomjson.study_attributes(st, pa), q),
+            **dicomjson.series_attributes(se),
+            **dicomjson.instance_attributes(inst),
+        }
         extra_json = _from_instance(request, inst, beyond) if beyond else None
-        out.append(dicomjson.answer(pairs, f"{root}/studies/{st.study_uid}/series/{se.series_uid}/instances/"
-                                           f"{inst.sop_uid}", extra_json))
+        out.append(
+            dicomjson.answer(
+                pairs, f"{root}/studies/{st.study_uid}/series/{se.series_uid}/instances/{inst.sop_uid}", extra_json
+            )
+        )
     return _json(out)
 
 
@@ -239,14 +281,16 @@ def search_all_instances(request: Request, p: Principal = Depends(viewer), s: Se
 
 
 @router.get("/studies/{study_uid}/instances")
-def search_study_instances(study_uid: str, request: Request, p: Principal = Depends(viewer),
-                           s: Session = Session_) -> Response:
+def search_study_instances(
+    study_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     study_row(s, p, study_uid)
     return _instances(request, s, p, (Study.study_uid == study_uid,))
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances")
-def search_series_instances(study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer),
-                            s: Session = Session_) -> Response:
+def search_series_instances(
+    study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     series_row(s, p, study_uid, series_uid)
     return _instances(request, s, p, (Study.study_uid == study_uid, Series.series_uid == series_uid))

@@ -6,6 +6,7 @@ study or instance another institution sent.
 The request is never held in memory: its body is split as it arrives and each part written to a file in
 the store's tmp folder (multipart.PartSpooler); each part, once whole, is checked as a stream
 (InstanceReader) and copied into the store through the ingest path's Receiving, then its file removed."""
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,9 @@ def _check(fh: BinaryIO, size: int, code_tag: int | None) -> tuple[bytes, dict[i
     return header, meta, reader.finish()
 
 
-def _store_one(request: Request, s: Session, p: Principal, part: multipart.SpooledPart,
-               study_uid: str | None) -> Outcome:
+def _store_one(
+    request: Request, s: Session, p: Principal, part: multipart.SpooledPart, study_uid: str | None
+) -> Outcome:
     hub = portal(request).hub
     assert hub is not None
     with open(part.path, "rb") as fh:
@@ -93,8 +95,11 @@ def _store_one(request: Request, s: Session, p: Principal, part: multipart.Spool
             out.failure, out.reason = STUDY_MISMATCH, "the instance belongs to another study than the one posted to"
             return out
         foreign = s.scalar(select(Study.id).where(Study.study_uid == fields.study_uid, scope.foreign_study_clause(p)))
-        foreign = foreign or s.scalar(select(Instance.id).join(Study, Study.id == Instance.study_id).where(
-            Instance.sop_uid == fields.sop_uid, scope.foreign_study_clause(p)))
+        foreign = foreign or s.scalar(
+            select(Instance.id)
+            .join(Study, Study.id == Instance.study_id)
+            .where(Instance.sop_uid == fields.sop_uid, scope.foreign_study_clause(p))
+        )
         if foreign:
             out.failure, out.reason = NOT_PERMITTED, "another institution's study or instance cannot be added to"
             return out
@@ -114,8 +119,9 @@ def _store_one(request: Request, s: Session, p: Principal, part: multipart.Spool
             try:
                 for chunk in _dataset_chunks(fh, offset):
                     receiving.write(chunk)
-                stored = hub.ingest.store_received(receiving, syntax, fields, Source(
-                    p.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"]))
+                stored = hub.ingest.store_received(
+                    receiving, syntax, fields, Source(p.institution_id, None, CALLING_AET, hub.config["dicom.ae_title"])
+                )
             except BaseException:
                 receiving.discard()
                 raise
@@ -137,18 +143,33 @@ def _answer(request: Request, outcomes: list[Outcome]) -> dict:
     stored = [o for o in outcomes if o.failure is None]
     failed = [o for o in outcomes if o.failure is not None]
     if stored:
-        body["00081199"] = {"vr": "SQ", "Value": [{
-            "00081150": _element("UI", o.sop_class), "00081155": _element("UI", o.sop_uid),
-            "00081190": _element("UR", f"{root}/studies/{o.study_uid}/series/{o.series_uid}/instances/{o.sop_uid}"),
-        } for o in stored]}
+        body["00081199"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": _element("UI", o.sop_class),
+                    "00081155": _element("UI", o.sop_uid),
+                    "00081190": _element(
+                        "UR", f"{root}/studies/{o.study_uid}/series/{o.series_uid}/instances/{o.sop_uid}"
+                    ),
+                }
+                for o in stored
+            ],
+        }
         if len({o.study_uid for o in stored}) == 1:
             body["00081190"] = _element("UR", f"{root}/studies/{stored[0].study_uid}")
     if failed:
-        body["00081198"] = {"vr": "SQ", "Value": [{
-            **({"00081150": _element("UI", o.sop_class)} if o.sop_class else {}),
-            **({"00081155": _element("UI", o.sop_uid)} if o.sop_uid else {}),
-            "00081197": _element("US", o.failure),
-        } for o in failed]}
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    **({"00081150": _element("UI", o.sop_class)} if o.sop_class else {}),
+                    **({"00081155": _element("UI", o.sop_uid)} if o.sop_uid else {}),
+                    "00081197": _element("US", o.failure),
+                }
+                for o in failed
+            ],
+        }
     return body
 
 
@@ -174,12 +195,27 @@ def _part(request: Request, s: Session, p: Principal, part: multipart.SpooledPar
 def _audit(s: Session, p: Principal, outcomes: list[Outcome]) -> None:
     stored = [o for o in outcomes if o.failure is None]
     for uid in sorted({o.study_uid for o in stored}):
-        audit.record(s, "study.store", study_uid=uid, object_type="study", object_id=uid,
-                     detail=f"STOW-RS: {sum(o.study_uid == uid for o in stored)} instance(s)", **p.audit_fields())
+        audit.record(
+            s,
+            "study.store",
+            study_uid=uid,
+            object_type="study",
+            object_id=uid,
+            detail=f"STOW-RS: {sum(o.study_uid == uid for o in stored)} instance(s)",
+            **p.audit_fields(),
+        )
     for o in outcomes:
         if o.failure is not None:
-            audit.record(s, "study.store", outcome="failure", study_uid=o.study_uid, object_type="instance",
-                         object_id=o.sop_uid, detail=f"STOW-RS refused: {o.reason}", **p.audit_fields())
+            audit.record(
+                s,
+                "study.store",
+                outcome="failure",
+                study_uid=o.study_uid,
+                object_type="instance",
+                object_id=o.sop_uid,
+                detail=f"STOW-RS refused: {o.reason}",
+                **p.audit_fields(),
+            )
     s.commit()
 
 
@@ -216,6 +252,7 @@ async def store_instances(request: Request, p: Principal = Depends(signed_in), s
 
 
 @router.post("/studies/{study_uid}")
-async def store_study_instances(study_uid: str, request: Request, p: Principal = Depends(signed_in),
-                                s: Session = Session_) -> Response:
+async def store_study_instances(
+    study_uid: str, request: Request, p: Principal = Depends(signed_in), s: Session = Session_
+) -> Response:
     return await _store(request, s, p, study_uid)

@@ -2,6 +2,7 @@
 application/dicom; metadata as DICOM JSON; frames (native, or as stored when compressed); rendered
 frames (JPEG or PNG, with window, viewport and quality) and thumbnails. Scoped like the portal: a UID
 the caller may not see is 404."""
+
 from __future__ import annotations
 
 import copy
@@ -40,15 +41,20 @@ DICOM = multipart.Choice(True, "application/dicom", None)
 OCTETS = multipart.Choice(True, "application/octet-stream", None)
 # the media type of a compressed frame, by transfer syntax (PS3.18 8.7.3.3.2)
 FRAME_TYPES = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 
 
 # -- instances ---------------------------------------------------------------------------------------------
+
 
 def _as_explicit_little(request: Request, inst: Instance) -> bytes:
     """The instance in Explicit VR Little Endian, decompressed when stored compressed."""
@@ -71,8 +77,11 @@ def _instance_syntax(request: Request, stored: str) -> str:
             return stored
         if wanted == ExplicitVRLittleEndian:
             return wanted
-    raise Problem(406, "this hub answers instances as application/dicom, as stored (transfer-syntax=*) or in "
-                       f"Explicit VR Little Endian ({ExplicitVRLittleEndian})")
+    raise Problem(
+        406,
+        "this hub answers instances as application/dicom, as stored (transfer-syntax=*) or in "
+        f"Explicit VR Little Endian ({ExplicitVRLittleEndian})",
+    )
 
 
 def _instances_answer(request: Request, s: Session, stmt: Select) -> Response:
@@ -86,12 +95,16 @@ def _instances_answer(request: Request, s: Session, stmt: Select) -> Response:
     def parts() -> Iterator[tuple[str, bytes]]:
         for inst in rows:
             syntax = syntaxes[inst.id]
-            data = store.read(inst.blob_key) if syntax == inst.transfer_syntax_uid else _as_explicit_little(request, inst)
+            data = (
+                store.read(inst.blob_key) if syntax == inst.transfer_syntax_uid else _as_explicit_little(request, inst)
+            )
             yield f"application/dicom; transfer-syntax={syntax}", data
 
     single = {*syntaxes.values()}
-    return StreamingResponse(multipart.stream(parts(), bound), media_type=multipart.content_type(
-        "application/dicom", bound, single.pop() if len(single) == 1 else None))
+    return StreamingResponse(
+        multipart.stream(parts(), bound),
+        media_type=multipart.content_type("application/dicom", bound, single.pop() if len(single) == 1 else None),
+    )
 
 
 @router.get("/studies/{study_uid}")
@@ -101,22 +114,36 @@ def retrieve_study(study_uid: str, request: Request, p: Principal = Depends(view
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}")
-def retrieve_series(study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer),
-                    s: Session = Session_) -> Response:
+def retrieve_series(
+    study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     series_row(s, p, study_uid, series_uid)
-    return _instances_answer(request, s, scope.instances_query(p).where(Study.study_uid == study_uid,
-                                                                        Series.series_uid == series_uid))
+    return _instances_answer(
+        request, s, scope.instances_query(p).where(Study.study_uid == study_uid, Series.series_uid == series_uid)
+    )
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
-def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request,
-                      p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def retrieve_instance(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     instance_row(s, p, study_uid, series_uid, sop_uid)
-    return _instances_answer(request, s, scope.instances_query(p).where(
-        Study.study_uid == study_uid, Series.series_uid == series_uid, Instance.sop_uid == sop_uid))
+    return _instances_answer(
+        request,
+        s,
+        scope.instances_query(p).where(
+            Study.study_uid == study_uid, Series.series_uid == series_uid, Instance.sop_uid == sop_uid
+        ),
+    )
 
 
 # -- metadata ----------------------------------------------------------------------------------------------
+
 
 def _metadata_answer(request: Request, s: Session, stmt: Select) -> Response:
     rows = [row[-1] for row in s.execute(stmt.order_by(Series.number, Series.id, Instance.number, Instance.id))]
@@ -130,24 +157,33 @@ def study_metadata(study_uid: str, request: Request, p: Principal = Depends(view
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
-def series_metadata(study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer),
-                    s: Session = Session_) -> Response:
+def series_metadata(
+    study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     series_row(s, p, study_uid, series_uid)
-    return _metadata_answer(request, s, scope.instances_query(p).where(Study.study_uid == study_uid,
-                                                                       Series.series_uid == series_uid))
+    return _metadata_answer(
+        request, s, scope.instances_query(p).where(Study.study_uid == study_uid, Series.series_uid == series_uid)
+    )
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
-def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
-                      p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def instance_metadata(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     inst = instance_row(s, p, study_uid, series_uid, sop_uid)[-1]
     return JSONResponse([metadata(request, inst.blob_key)], media_type="application/dicom+json")
 
 
 # -- frames ------------------------------------------------------------------------------------------------
 
+
 def frame_numbers(text: str, count: int) -> list[int]:
-    """"1,3,5" as 0-based indices; 404 for a frame the instance does not have, 400 for nonsense."""
+    """ "1,3,5" as 0-based indices; 404 for a frame the instance does not have, 400 for nonsense."""
     try:
         numbers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -162,16 +198,26 @@ def frame_numbers(text: str, count: int) -> list[int]:
 
 def native_frame(ds, index: int) -> bytes:
     """A frame's pixel values as uncompressed little-endian bytes (PS3.18 8.7.3.3.1)."""
-    if not UID(ds.file_meta.TransferSyntaxUID).is_compressed and ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2":
+    if (
+        not UID(ds.file_meta.TransferSyntaxUID).is_compressed
+        and ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2"
+    ):
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-        return bytes(ds.PixelData[index * size:(index + 1) * size])
+        return bytes(ds.PixelData[index * size : (index + 1) * size])
     raw = pixel_array(ds, index=index if decode.frame_count(ds) > 1 else None, raw=True)
     return raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}")
-def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frames: str, request: Request,
-                    p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def retrieve_frames(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frames: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     inst = instance_row(s, p, study_uid, series_uid, sop_uid)[-1]
     ds = renderer(request).dataset(inst.blob_key)
     if not decode.has_pixels(ds):
@@ -182,22 +228,31 @@ def retrieve_frames(study_uid: str, series_uid: str, sop_uid: str, frames: str, 
     as_stored = FRAME_TYPES.get(stored)
     for choice in multipart.accepted(request.headers.get("accept"), OCTETS):
         if choice.media_type == "application/octet-stream" or (choice.media_type == "*/*" and not as_stored):
-            bodies = [("application/octet-stream; transfer-syntax=" + ExplicitVRLittleEndian, native_frame(ds, i))
-                      for i in indices]
+            bodies = [
+                ("application/octet-stream; transfer-syntax=" + ExplicitVRLittleEndian, native_frame(ds, i))
+                for i in indices
+            ]
             break
         if as_stored and choice.media_type in (as_stored, "*/*") and choice.transfer_syntax in (None, "*", stored):
-            bodies = [(f"{as_stored}; transfer-syntax={stored}", get_frame(ds.PixelData, i, number_of_frames=count))
-                      for i in indices]
+            bodies = [
+                (f"{as_stored}; transfer-syntax={stored}", get_frame(ds.PixelData, i, number_of_frames=count))
+                for i in indices
+            ]
             break
     else:
-        raise Problem(406, "frames are answered as application/octet-stream (uncompressed)"
-                           + (f" or {as_stored} (as stored)" if as_stored else ""))
+        raise Problem(
+            406,
+            "frames are answered as application/octet-stream (uncompressed)"
+            + (f" or {as_stored} (as stored)" if as_stored else ""),
+        )
     bound = multipart.boundary()
-    return Response(b"".join(multipart.stream(bodies, bound)),
-                    media_type=multipart.content_type(bodies[0][0].split(";")[0], bound))
+    return Response(
+        b"".join(multipart.stream(bodies, bound)), media_type=multipart.content_type(bodies[0][0].split(";")[0], bound)
+    )
 
 
 # -- rendered and thumbnails -------------------------------------------------------------------------------
+
 
 def render_options(request: Request, thumbnail: bool = False) -> Options:
     """window=center,width[,function], viewport=vw,vh[,sx,sy,sw,sh], quality=1..100, Accept or accept=."""
@@ -226,8 +281,11 @@ def render_options(request: Request, thumbnail: bool = False) -> Options:
         if not 1 <= quality <= 100:
             raise ValueError
     except ValueError:
-        raise Problem(400, "window is center,width[,linear|linear-exact|sigmoid] (width > 0), viewport is "
-                           "vw,vh[,sx,sy,sw,sh], quality is 1 to 100") from None
+        raise Problem(
+            400,
+            "window is center,width[,linear|linear-exact|sigmoid] (width > 0), viewport is "
+            "vw,vh[,sx,sy,sw,sh], quality is 1 to 100",
+        ) from None
     return Options(window=window, viewport=viewport, media_type=media, quality=quality)
 
 
@@ -243,15 +301,28 @@ def _rendered(request: Request, inst: Instance, index: int, options: Options) ->
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
-def rendered_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request,
-                      p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def rendered_instance(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     inst = instance_row(s, p, study_uid, series_uid, sop_uid)[-1]
     return _rendered(request, inst, 0, render_options(request))
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered")
-def rendered_frame(study_uid: str, series_uid: str, sop_uid: str, frame: str, request: Request,
-                   p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def rendered_frame(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     inst = instance_row(s, p, study_uid, series_uid, sop_uid)[-1]
     if not frame.isdigit() or not 1 <= int(frame) <= 100_000:
         raise Problem(400, "rendered frames are asked for one at a time, by number")
@@ -266,10 +337,13 @@ def _middle(s: Session, stmt: Select) -> Instance:
 
 
 @router.get("/studies/{study_uid}/thumbnail")
-def study_thumbnail(study_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def study_thumbnail(
+    study_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     study_row(s, p, study_uid)
-    first_series = s.execute(scope.series_query(p).where(Study.study_uid == study_uid)
-                             .order_by(Series.number, Series.id)).first()
+    first_series = s.execute(
+        scope.series_query(p).where(Study.study_uid == study_uid).order_by(Series.number, Series.id)
+    ).first()
     if first_series is None:
         raise scope.NotVisible("no series")
     inst = _middle(s, scope.instances_query(p).where(Series.id == first_series[-1].id))
@@ -277,15 +351,22 @@ def study_thumbnail(study_uid: str, request: Request, p: Principal = Depends(vie
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/thumbnail")
-def series_thumbnail(study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer),
-                     s: Session = Session_) -> Response:
+def series_thumbnail(
+    study_uid: str, series_uid: str, request: Request, p: Principal = Depends(viewer), s: Session = Session_
+) -> Response:
     series_row(s, p, study_uid, series_uid)
     inst = _middle(s, scope.instances_query(p).where(Study.study_uid == study_uid, Series.series_uid == series_uid))
     return _rendered(request, inst, 0, render_options(request, thumbnail=True))
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail")
-def instance_thumbnail(study_uid: str, series_uid: str, sop_uid: str, request: Request,
-                       p: Principal = Depends(viewer), s: Session = Session_) -> Response:
+def instance_thumbnail(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    request: Request,
+    p: Principal = Depends(viewer),
+    s: Session = Session_,
+) -> Response:
     inst = instance_row(s, p, study_uid, series_uid, sop_uid)[-1]
     return _rendered(request, inst, 0, render_options(request, thumbnail=True))

@@ -1,6 +1,7 @@
 """The account pages: signing in and out (classic forms, protected by a double-submit token and the
 same-origin check: password, second factor, enrolment, forced password change), the dashboard, the
 account page and notifications. Mirrors web/api/account.py."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,8 +28,15 @@ LOGIN_CSRF = "imex_login_csrf"
 
 
 def _set_session_cookie(request: Request, response: Response, token: str, max_age: dt.timedelta) -> None:
-    response.set_cookie(sessions.COOKIE, token, max_age=int(max_age.total_seconds()), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        sessions.COOKIE,
+        token,
+        max_age=int(max_age.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 def _safe_next(target: str | None) -> str:
@@ -40,11 +48,19 @@ def _safe_next(target: str | None) -> str:
 
 # -- signing in and out --------------------------------------------------------------------------------
 
+
 def _login_page(request: Request, status: int = 200, error: str = "", next_url: str = "/") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, error=error, login_csrf=token, next_url=next_url)
-    response.set_cookie(LOGIN_CSRF, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
-                        path="/login", max_age=3600)
+    response.set_cookie(
+        LOGIN_CSRF,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/login",
+        max_age=3600,
+    )
     return response
 
 
@@ -54,9 +70,15 @@ def login_form(request: Request, next: str = Query("/", max_length=500)) -> HTML
 
 
 @router.post("/login")
-def login(request: Request, username: str = Form(..., max_length=64), password: str = Form(..., max_length=256),
-          csrf_token: str = Form("", max_length=100), next: str = Form("/", max_length=500),
-          pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> Response:
+def login(
+    request: Request,
+    username: str = Form(..., max_length=64),
+    password: str = Form(..., max_length=256),
+    csrf_token: str = Form("", max_length=100),
+    next: str = Form("/", max_length=500),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     check_same_origin(request)
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not secrets.compare_digest(cookie, csrf_token):
@@ -71,12 +93,20 @@ def login(request: Request, username: str = Form(..., max_length=64), password: 
         signin_limit.for_portal(pt).failed(ip)
         return _login_page(request, 401, exc.public, _safe_next(next))
     needs_second = accounts.second_factor_required(s, user)
-    token, row = sessions.create(s, user, kind="browser", ip=ip, lifetime=pt.session_max,
-                                 second_factor_done=not needs_second)
+    token, row = sessions.create(
+        s, user, kind="browser", ip=ip, lifetime=pt.session_max, second_factor_done=not needs_second
+    )
     if needs_second:
         target = "/login/second-factor" if user.totp_enabled else "/login/enrol"
-        audit.record(s, "auth.password_ok", user_id=user.id, username=user.username,
-                     institution_id=user.institution_id, ip=ip, detail="second factor next")
+        audit.record(
+            s,
+            "auth.password_ok",
+            user_id=user.id,
+            username=user.username,
+            institution_id=user.institution_id,
+            ip=ip,
+            detail="second factor next",
+        )
     else:
         target = "/login/password" if user.must_change_password else _safe_next(next)
         _signed_in(s, user, ip)
@@ -99,9 +129,14 @@ def second_factor_form(request: Request, partial=Depends(partly_signed_in)) -> H
 
 
 @router.post("/login/second-factor")
-def second_factor(request: Request, code: str = Form(..., max_length=10), csrf_token: str = Form("", max_length=100),
-                  partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
-                  s: Session = Depends(db_session)) -> Response:
+def second_factor(
+    request: Request,
+    code: str = Form(..., max_length=10),
+    csrf_token: str = Form("", max_length=100),
+    partial=Depends(partly_signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)
     ip = client_ip(request)
@@ -110,14 +145,26 @@ def second_factor(request: Request, code: str = Form(..., max_length=10), csrf_t
             user.locked_until = accounts.utcnow() + pt.policy.lockout
             user.failed_logins = 0
             sessions.revoke(s, row.id)
-            audit.record(s, "auth.locked", outcome="denied", user_id=user.id, username=user.username,
-                         institution_id=user.institution_id, ip=ip, detail="too many wrong second-factor codes")
+            audit.record(
+                s,
+                "auth.locked",
+                outcome="denied",
+                user_id=user.id,
+                username=user.username,
+                institution_id=user.institution_id,
+                ip=ip,
+                detail="too many wrong second-factor codes",
+            )
             s.commit()
             return _login_page(request, 401, "Too many wrong codes: this account is locked for a while.")
         s.commit()
         request.state.csrf = row.csrf_token
-        return render(request, "second_factor.html", status=401, error="That code is not right. Enter the "
-                                                                       "current code from your authenticator app.")
+        return render(
+            request,
+            "second_factor.html",
+            status=401,
+            error="That code is not right. Enter the current code from your authenticator app.",
+        )
     row.second_factor_done = True
     _signed_in(s, user, ip)
     s.commit()
@@ -125,8 +172,9 @@ def second_factor(request: Request, code: str = Form(..., max_length=10), csrf_t
 
 
 @router.get("/login/enrol")
-def enrol_form(request: Request, partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
-               s: Session = Depends(db_session)) -> HTMLResponse:
+def enrol_form(
+    request: Request, partial=Depends(partly_signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> HTMLResponse:
     row, user = partial
     if user.totp_enabled:
         return RedirectResponse("/login/second-factor", status_code=303)  # type: ignore[return-value]
@@ -138,21 +186,37 @@ def enrol_form(request: Request, partial=Depends(partly_signed_in), pt: Portal =
 
 
 @router.post("/login/enrol")
-def enrol(request: Request, code: str = Form(..., max_length=10), csrf_token: str = Form("", max_length=100),
-          partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
-          s: Session = Depends(db_session)) -> Response:
+def enrol(
+    request: Request,
+    code: str = Form(..., max_length=10),
+    csrf_token: str = Form("", max_length=100),
+    partial=Depends(partly_signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)
     if not accounts.confirm_enrolment(user, code, pt.box):
         request.state.csrf = row.csrf_token
         secret = pt.box.open(user.totp_secret) if user.totp_secret else accounts.start_enrolment(user, pt.box)
         s.commit()
-        return render(request, "enrol.html", status=422, secret=secret,
-                      qr_svg=totp.qr_svg(totp.provisioning_uri(secret, user.username)),
-                      error="That code is not right. Scan the code again and enter the current one.")
+        return render(
+            request,
+            "enrol.html",
+            status=422,
+            secret=secret,
+            qr_svg=totp.qr_svg(totp.provisioning_uri(secret, user.username)),
+            error="That code is not right. Scan the code again and enter the current one.",
+        )
     row.second_factor_done = True
-    audit.record(s, "user.second_factor", user_id=user.id, username=user.username,
-                 institution_id=user.institution_id, ip=client_ip(request))
+    audit.record(
+        s,
+        "user.second_factor",
+        user_id=user.id,
+        username=user.username,
+        institution_id=user.institution_id,
+        ip=client_ip(request),
+    )
     _signed_in(s, user, client_ip(request))
     s.commit()
     return RedirectResponse("/login/password" if user.must_change_password else "/", status_code=303)
@@ -165,17 +229,21 @@ def password_form(request: Request, partial=Depends(partly_signed_in)) -> HTMLRe
 
 
 @router.post("/login/password")
-def password_change(request: Request, current_password: str = Form(..., max_length=256),
-                    new_password: str = Form(..., max_length=256), csrf_token: str = Form("", max_length=100),
-                    partial=Depends(partly_signed_in), pt: Portal = Depends(portal),
-                    s: Session = Depends(db_session)) -> Response:
+def password_change(
+    request: Request,
+    current_password: str = Form(..., max_length=256),
+    new_password: str = Form(..., max_length=256),
+    csrf_token: str = Form("", max_length=100),
+    partial=Depends(partly_signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     row, user = partial
     check_csrf(request, row.csrf_token, csrf_token)
     if not row.second_factor_done and accounts.second_factor_required(s, user):
         return RedirectResponse("/login/second-factor", status_code=303)
     try:
-        change_password(s, user, current_password, new_password, pt.policy, ip=client_ip(request),
-                        keep_session=row.id)
+        change_password(s, user, current_password, new_password, pt.policy, ip=client_ip(request), keep_session=row.id)
     except (WrongPassword, accounts.AccountError) as exc:  # its audit event is kept; the form says why
         s.commit()
         request.state.csrf = row.csrf_token
@@ -185,16 +253,26 @@ def password_change(request: Request, current_password: str = Form(..., max_leng
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: str = Form("", max_length=100), pt: Portal = Depends(portal),
-           s: Session = Depends(db_session)) -> Response:
+def logout(
+    request: Request,
+    csrf_token: str = Form("", max_length=100),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     cookie = request.cookies.get(sessions.COOKIE, "")
     found = sessions.resolve(s, cookie, kind="browser", idle=None) if cookie else None
     if found is not None:
         row, user = found
         check_csrf(request, row.csrf_token, csrf_token)
         sessions.revoke(s, row.id)
-        audit.record(s, "auth.logout", user_id=user.id, username=user.username, institution_id=user.institution_id,
-                     ip=client_ip(request))
+        audit.record(
+            s,
+            "auth.logout",
+            user_id=user.id,
+            username=user.username,
+            institution_id=user.institution_id,
+            ip=client_ip(request),
+        )
         s.commit()
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/")
@@ -203,18 +281,28 @@ def logout(request: Request, csrf_token: str = Form("", max_length=100), pt: Por
 
 # -- pages for signed-in people ------------------------------------------------------------------------
 
+
 @router.get("/")
-def dashboard_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
+def dashboard_page(
+    request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> HTMLResponse:
     return render(request, "dashboard.html", board=account_views.dashboard(s, p))
 
 
 @router.get("/account")
 def account_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
-    return render(request, "account.html", account=account_views.me(s, p), tokens=account_views.tokens(s, p),
-                  email_events=account_views.EMAIL_EVENTS,
-                  worklists=[worklist_row(w) for w in s.scalars(scope.worklists_query(p))])
+    return render(
+        request,
+        "account.html",
+        account=account_views.me(s, p),
+        tokens=account_views.tokens(s, p),
+        email_events=account_views.EMAIL_EVENTS,
+        worklists=[worklist_row(w) for w in s.scalars(scope.worklists_query(p))],
+    )
 
 
 @router.get("/notifications")
-def notifications_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
+def notifications_page(
+    request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> HTMLResponse:
     return render(request, "notifications.html", notes=account_views.notifications(s, p, unread=False))

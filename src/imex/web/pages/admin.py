@@ -1,5 +1,6 @@
 """Administration pages (mirrors web/api/admin.py): nodes, users, roles, routing rules and worklists. They
 render the same reads as the API; their actions are API calls made by static/imex.js."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -17,14 +18,20 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/admin/nodes")
 def nodes_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
-    return render(request, "admin_nodes.html", nodes=admin_views.nodes(s, p),
-                  institutions=admin_views.institutions(s, p))
+    return render(
+        request, "admin_nodes.html", nodes=admin_views.nodes(s, p), institutions=admin_views.institutions(s, p)
+    )
 
 
 @router.get("/admin/users")
 def users_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
-    return render(request, "admin_users.html", users=admin_views.users(s, p), roles=admin_views.roles(s, p),
-                  institutions=admin_views.institutions(s, p))
+    return render(
+        request,
+        "admin_users.html",
+        users=admin_views.users(s, p),
+        roles=admin_views.roles(s, p),
+        institutions=admin_views.institutions(s, p),
+    )
 
 
 @router.get("/admin/roles")
@@ -39,6 +46,8 @@ def rules_page(request: Request, p: Principal = Depends(signed_in), pt: Portal =
 
 
 @router.get("/admin/worklists")
-def worklists_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
+def worklists_page(
+    request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> HTMLResponse:
     p.require("nodes.manage")
     return render(request, "admin_worklists.html", worklists=admin_views.worklists(s, p))

@@ -1,5 +1,6 @@
 """The audit trail page (mirrors web/api/audit_trail.py): a shell whose script searches and exports
 through the API."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request

@@ -1,4 +1,5 @@
 """The queues page (mirrors web/api/jobs.py): every durable queue at a glance, and the jobs each gave up."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request

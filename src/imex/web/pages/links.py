@@ -6,6 +6,7 @@ opens a link session (its own HttpOnly, SameSite=Strict cookie on /link, with a 
 /link that session sees ONE study: the 2D viewer (the same viewer.js, reading the link-scoped DICOMweb
 subset below instead of /dicomweb) and, for view-and-download links, the zip. Any other study's, series'
 or instance's UID is 404, audited. An expired, revoked or locked link shows a page saying so."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,9 +38,11 @@ reads = APIRouter(prefix="/link/dicomweb", route_class=DicomWebRoute, include_in
 
 SESSION_COOKIE = "imex_link"
 FORM_COOKIE = "imex_link_form"
-GONE = {"expired": "This link has expired.",
-        "revoked": "This link has been withdrawn by the people who shared it.",
-        "locked": "This link is locked because a wrong code was entered too many times."}
+GONE = {
+    "expired": "This link has expired.",
+    "revoked": "This link has been withdrawn by the people who shared it.",
+    "locked": "This link is locked because a wrong code was entered too many times.",
+}
 
 
 def _idle(pt: Portal) -> dt.timedelta:
@@ -55,15 +58,32 @@ def _gone(request: Request, s: Session, link: StudyLink | None, status: str) -> 
     return render(request, "link_gone.html", status=404 if link is None else 410, message=message, state=status)
 
 
-def _form_page(request: Request, link: StudyLink, token: str, *, sent: bool = False, error: str = "",
-               status: int = 200) -> HTMLResponse:
+def _form_page(
+    request: Request, link: StudyLink, token: str, *, sent: bool = False, error: str = "", status: int = 200
+) -> HTMLResponse:
     """The code page, with a fresh double-submit token for its forms."""
     form_token = secrets.token_urlsafe(24)
     name, _, domain = link.email.partition("@")
-    response = render(request, "link_open.html", status=status, token=token, sent=sent, error=error,
-                      form_token=form_token, masked=f"{name[:1]}***@{domain}", mode=link.mode)
-    response.set_cookie(FORM_COOKIE, form_token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/l", max_age=3600)
+    response = render(
+        request,
+        "link_open.html",
+        status=status,
+        token=token,
+        sent=sent,
+        error=error,
+        form_token=form_token,
+        masked=f"{name[:1]}***@{domain}",
+        mode=link.mode,
+    )
+    response.set_cookie(
+        FORM_COOKIE,
+        form_token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/l",
+        max_age=3600,
+    )
     return response
 
 
@@ -71,8 +91,9 @@ def _check_form(request: Request, submitted: str) -> None:
     check_same_origin(request)
     expected = request.cookies.get(FORM_COOKIE, "")
     if not expected or not submitted or not hmac.compare_digest(expected, submitted):
-        raise Problem(403, "The form's security token is missing or out of date; open the link again.",
-                      title="CSRF check failed")
+        raise Problem(
+            403, "The form's security token is missing or out of date; open the link again.", title="CSRF check failed"
+        )
 
 
 def _usable(request: Request, s: Session, token: str) -> tuple[StudyLink | None, Response | None]:
@@ -97,8 +118,13 @@ def open_link(token: str, request: Request, s: Session = Depends(db_session)) ->
 
 
 @router.post("/l/{token}/code")
-def ask_code(token: str, request: Request, csrf_token: str = Form("", max_length=100),
-             pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> Response:
+def ask_code(
+    token: str,
+    request: Request,
+    csrf_token: str = Form("", max_length=100),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     _check_form(request, csrf_token)
     link, gone = _usable(request, s, token)
     if gone is not None:
@@ -108,17 +134,28 @@ def ask_code(token: str, request: Request, csrf_token: str = Form("", max_length
         access.send_code(s, link, pt.config, ip=client_ip(request))
     except access.TooManyCodes:
         s.commit()
-        return _form_page(request, link, token, sent=True, status=429,
-                          error="Too many codes were asked for this link in the last hour. Use the last code "
-                                "you received, or try again later.")
+        return _form_page(
+            request,
+            link,
+            token,
+            sent=True,
+            status=429,
+            error="Too many codes were asked for this link in the last hour. Use the last code "
+            "you received, or try again later.",
+        )
     s.commit()
     return _form_page(request, link, token, sent=True)
 
 
 @router.post("/l/{token}/session")
-def enter_code(token: str, request: Request, code: str = Form(..., max_length=20),
-               csrf_token: str = Form("", max_length=100), pt: Portal = Depends(portal),
-               s: Session = Depends(db_session)) -> Response:
+def enter_code(
+    token: str,
+    request: Request,
+    code: str = Form(..., max_length=20),
+    csrf_token: str = Form("", max_length=100),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     _check_form(request, csrf_token)
     link, gone = _usable(request, s, token)
     if gone is not None:
@@ -130,17 +167,25 @@ def enter_code(token: str, request: Request, code: str = Form(..., max_length=20
         if link.locked_at is not None:
             return _gone(request, s, link, "locked")
         left = int(pt.config["links.max_wrong_codes"]) - link.failed_codes
-        return _form_page(request, link, token, sent=True, status=400,
-                          error=f"That code is wrong or has expired. {left} more tries before the link locks.")
+        return _form_page(
+            request,
+            link,
+            token,
+            sent=True,
+            status=400,
+            error=f"That code is wrong or has expired. {left} more tries before the link locks.",
+        )
     cookie = access.open_session(s, link, ip=ip)
     s.commit()
     response = RedirectResponse("/link/study", status_code=303)
-    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/link")
+    response.set_cookie(
+        SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/link"
+    )
     return response
 
 
 # -- inside a link session: one study -------------------------------------------------------------------------
+
 
 def _link_session(request: Request, s: Session, pt: Portal) -> StudyLink | None:
     found = access.resolve(s, request.cookies.get(SESSION_COOKIE, ""), _idle(pt))
@@ -148,9 +193,13 @@ def _link_session(request: Request, s: Session, pt: Portal) -> StudyLink | None:
 
 
 def _ended(request: Request) -> HTMLResponse:
-    return render(request, "link_gone.html", status=401, state="ended",
-                  message="Your session on this link has ended. Open the link from your e-mail again and ask "
-                          "for a new code.")
+    return render(
+        request,
+        "link_gone.html",
+        status=401,
+        state="ended",
+        message="Your session on this link has ended. Open the link from your e-mail again and ask for a new code.",
+    )
 
 
 @router.get("/link/study")
@@ -158,8 +207,9 @@ def link_study(request: Request, pt: Portal = Depends(portal), s: Session = Depe
     link = _link_session(request, s, pt)
     if link is None:
         return _ended(request)
-    study, patient = s.execute(select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
-                               .where(Study.id == link.study_id)).one()
+    study, patient = s.execute(
+        select(Study, Patient).join(Patient, Patient.id == Study.patient_pk).where(Study.id == link.study_id)
+    ).one()
     source = s.get(Institution, study.institution_id)
     access.record(s, "link.view", link, ip=client_ip(request), detail="opened the study in the viewer")
     s.commit()
@@ -174,16 +224,24 @@ def link_download(request: Request, pt: Portal = Depends(portal), s: Session = D
     if link.mode != "download":
         access.record(s, "link.download", link, outcome="denied", ip=client_ip(request), detail="view-only link")
         s.commit()
-        return render(request, "link_gone.html", status=403, state="view-only",
-                      message="This link lets you view the images, not download them.")
+        return render(
+            request,
+            "link_gone.html",
+            status=403,
+            state="view-only",
+            message="This link lets you view the images, not download them.",
+        )
     members = study_members(s, pt.hub.store, link.study_id)  # type: ignore[union-attr]
     response = zip_response(members, "imex-images.zip")
-    access.record(s, "link.download", link, ip=client_ip(request), detail=f"zip with DICOMDIR, {len(members)} instances")
+    access.record(
+        s, "link.download", link, ip=client_ip(request), detail=f"zip with DICOMDIR, {len(members)} instances"
+    )
     s.commit()
     return response
 
 
 # -- the viewer's reads, scoped to the link's study ------------------------------------------------------------
+
 
 def _reader(request: Request, s: Session, pt: Portal, study_uid: str) -> StudyLink:
     """The link of the session, when `study_uid` is its study; otherwise 401 (no session) or 404, audited."""
@@ -192,8 +250,14 @@ def _reader(request: Request, s: Session, pt: Portal, study_uid: str) -> StudyLi
         raise Problem(401, "no open link session; open the link and enter the code again")
     own = s.scalar(select(Study.study_uid).where(Study.id == link.study_id))
     if study_uid != own:
-        access.record(s, "link.access_denied", link, outcome="denied", ip=client_ip(request),
-                      detail=f"study {study_uid[:64]} is not the link's")
+        access.record(
+            s,
+            "link.access_denied",
+            link,
+            outcome="denied",
+            ip=client_ip(request),
+            detail=f"study {study_uid[:64]} is not the link's",
+        )
         raise scope.NotVisible(f"no study {study_uid[:64]}")
     return link
 
@@ -201,31 +265,42 @@ def _reader(request: Request, s: Session, pt: Portal, study_uid: str) -> StudyLi
 def _series(s: Session, link: StudyLink, series_uid: str, request: Request) -> Series:
     found = s.scalar(select(Series).where(Series.study_id == link.study_id, Series.series_uid == series_uid))
     if found is None:
-        access.record(s, "link.access_denied", link, outcome="denied", ip=client_ip(request),
-                      detail=f"series {series_uid[:64]} is not in the link's study")
+        access.record(
+            s,
+            "link.access_denied",
+            link,
+            outcome="denied",
+            ip=client_ip(request),
+            detail=f"series {series_uid[:64]} is not in the link's study",
+        )
         raise scope.NotVisible(f"no series {series_uid[:64]}")
     return found
 
 
 def _instances(s: Session, series: Series) -> list[Instance]:
-    return list(s.scalars(select(Instance).where(Instance.series_id == series.id)
-                          .order_by(Instance.number, Instance.id)))
+    return list(
+        s.scalars(select(Instance).where(Instance.series_id == series.id).order_by(Instance.number, Instance.id))
+    )
 
 
 @reads.get("/studies/{study_uid}/series")
-def link_series(study_uid: str, request: Request, pt: Portal = Depends(portal),
-                s: Session = Depends(db_session)) -> Response:
+def link_series(
+    study_uid: str, request: Request, pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> Response:
     link = _reader(request, s, pt, study_uid)
     rows = s.scalars(select(Series).where(Series.study_id == link.study_id).order_by(Series.number, Series.id))
-    items = [dicomjson.answer(dicomjson.series_attributes(x), f"/link/dicomweb/studies/{study_uid}/series/{x.series_uid}")
-             for x in rows]
+    items = [
+        dicomjson.answer(dicomjson.series_attributes(x), f"/link/dicomweb/studies/{study_uid}/series/{x.series_uid}")
+        for x in rows
+    ]
     s.commit()
     return JSONResponse(items, media_type="application/dicom+json")
 
 
 @reads.get("/studies/{study_uid}/series/{series_uid}/metadata")
-def link_metadata(study_uid: str, series_uid: str, request: Request, pt: Portal = Depends(portal),
-                  s: Session = Depends(db_session)) -> Response:
+def link_metadata(
+    study_uid: str, series_uid: str, request: Request, pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> Response:
     link = _reader(request, s, pt, study_uid)
     keys = [inst.blob_key for inst in _instances(s, _series(s, link, series_uid, request))]
     s.commit()
@@ -245,8 +320,9 @@ def _render(request: Request, blob_key: str, index: int, thumbnail: bool = False
 
 
 @reads.get("/studies/{study_uid}/series/{series_uid}/thumbnail")
-def link_thumbnail(study_uid: str, series_uid: str, request: Request, pt: Portal = Depends(portal),
-                   s: Session = Depends(db_session)) -> Response:
+def link_thumbnail(
+    study_uid: str, series_uid: str, request: Request, pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> Response:
     link = _reader(request, s, pt, study_uid)
     instances = _instances(s, _series(s, link, series_uid, request))
     s.commit()
@@ -256,14 +332,27 @@ def link_thumbnail(study_uid: str, series_uid: str, request: Request, pt: Portal
 
 
 @reads.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered")
-def link_frame(study_uid: str, series_uid: str, sop_uid: str, frame: str, request: Request,
-               pt: Portal = Depends(portal), s: Session = Depends(db_session)) -> Response:
+def link_frame(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: str,
+    request: Request,
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> Response:
     link = _reader(request, s, pt, study_uid)
     series = _series(s, link, series_uid, request)
     inst = s.scalar(select(Instance).where(Instance.series_id == series.id, Instance.sop_uid == sop_uid))
     if inst is None:
-        access.record(s, "link.access_denied", link, outcome="denied", ip=client_ip(request),
-                      detail=f"instance {sop_uid[:64]} is not in the link's study")
+        access.record(
+            s,
+            "link.access_denied",
+            link,
+            outcome="denied",
+            ip=client_ip(request),
+            detail=f"instance {sop_uid[:64]} is not in the link's study",
+        )
         raise scope.NotVisible(f"no instance {sop_uid[:64]}")
     s.commit()
     if not frame.isdigit() or not 1 <= int(frame) <= 100_000:

@@ -2,6 +2,7 @@
 viewer while it arrives ("view it", with "source it"), and the institution's discoverability and sweeps
 for its admins. The pages are shells; src/imex/web/static/locator.js calls the JSON API
 (imex.web.api.locator)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -30,25 +31,43 @@ def locator_page(request: Request, p: Principal = Depends(signed_in), pt: Portal
 
 
 @router.get("/locator/view/{entry_id}")
-def locator_view_page(entry_id: ObjectId, request: Request, p: Principal = Depends(signed_in),
-                      s: Session = Depends(db_session)) -> HTMLResponse:
+def locator_view_page(
+    entry_id: ObjectId, request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> HTMLResponse:
     entry, inst = visible_entry(s, p, entry_id)
     p.require("studies.view")
-    audit.record(s, "study.view", study_uid=entry.study_uid, patient_id=entry.nhs_number, object_type="locator_entry",
-                 object_id=entry.id, detail=f"held by {inst.ods_code}: opened in the viewer from the locator",
-                 **p.audit_fields())
+    audit.record(
+        s,
+        "study.view",
+        study_uid=entry.study_uid,
+        patient_id=entry.nhs_number,
+        object_type="locator_entry",
+        object_id=entry.id,
+        detail=f"held by {inst.ods_code}: opened in the viewer from the locator",
+        **p.audit_fields(),
+    )
     s.commit()
-    return render(request, "locator_view.html", entry=entry, holder=inst,
-                  may_source=entry.institution_id != p.institution_id)
+    return render(
+        request, "locator_view.html", entry=entry, holder=inst, may_source=entry.institution_id != p.institution_id
+    )
 
 
 @router.get("/admin/locator")
-def locator_admin_page(request: Request, p: Principal = Depends(signed_in),
-                       s: Session = Depends(db_session)) -> HTMLResponse:
+def locator_admin_page(
+    request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> HTMLResponse:
     p.require("nodes.manage")
     nodes = [n for n, _ in s.execute(scope.nodes_query(p).where(Node.query_retrieve.is_(True)).order_by(Node.name))]
     mine = policy.get(s, p.institution_id)
-    others = s.scalars(select(Institution.ods_code).where(Institution.id != p.institution_id)
-                       .order_by(Institution.ods_code)).all()
-    return render(request, "locator_admin.html", policy=mine, institutions=others, networks=policy.networks(s),
-                  sweeps=sweeps(s, p), nodes=nodes)
+    others = s.scalars(
+        select(Institution.ods_code).where(Institution.id != p.institution_id).order_by(Institution.ods_code)
+    ).all()
+    return render(
+        request,
+        "locator_admin.html",
+        policy=mine,
+        institutions=others,
+        networks=policy.networks(s),
+        sweeps=sweeps(s, p),
+        nodes=nodes,
+    )

@@ -1,6 +1,7 @@
 """The page to search one's own PACS and send what was found to another institution (mirrors
 web/api/pacs_search.py: a pre-authorised transfer). The search and the sending are API calls made by
 static/exchange.js; the page is pre-filled from its URL's query."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,9 +18,19 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/exchanges/send")
-def send_page(request: Request, node: int | None = Query(None, ge=1, le=2**31 - 1),
-              fields: SearchFields = Depends(), p: Principal = Depends(signed_in),
-              s: Session = Depends(db_session)) -> HTMLResponse:
+def send_page(
+    request: Request,
+    node: int | None = Query(None, ge=1, le=2**31 - 1),
+    fields: SearchFields = Depends(),
+    p: Principal = Depends(signed_in),
+    s: Session = Depends(db_session),
+) -> HTMLResponse:
     nodes = searchable_nodes(s, p)
-    return render(request, "pacs_search.html", nodes=nodes, node=node, q=vars(fields.query),
-                  destinations=destination_choices(s, p))
+    return render(
+        request,
+        "pacs_search.html",
+        nodes=nodes,
+        node=node,
+        q=vars(fields.query),
+        destinations=destination_choices(s, p),
+    )

@@ -1,5 +1,6 @@
 """Rendering a page: the templates, the context every page gets (who is signed in, the CSRF token, unread
 notifications, retention warnings), and the error page the error handlers (web/errors.py) are given."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,11 +27,17 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     if principal is not None:
         with pt.db.reader() as conn:  # the route's own session may hold SQLite's write lock
             unread = views.unread_count(conn, principal.user_id)
-    base = {"request": request, "me": principal, "csrf": getattr(request.state, "csrf", ""), "version": __version__,
-            "refresh": pt.config["http.worklist_refresh_seconds"], "unread": unread,
-            # studies expiring before this (ISO, compared as text with the rows' expires_at) are flagged
-            "warn_hours": pt.config["retention.warn_hours"],
-            "warn_before": views.iso(accounts.utcnow() + dt.timedelta(hours=pt.config["retention.warn_hours"]))}
+    base = {
+        "request": request,
+        "me": principal,
+        "csrf": getattr(request.state, "csrf", ""),
+        "version": __version__,
+        "refresh": pt.config["http.worklist_refresh_seconds"],
+        "unread": unread,
+        # studies expiring before this (ISO, compared as text with the rows' expires_at) are flagged
+        "warn_hours": pt.config["retention.warn_hours"],
+        "warn_before": views.iso(accounts.utcnow() + dt.timedelta(hours=pt.config["retention.warn_hours"])),
+    }
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
 

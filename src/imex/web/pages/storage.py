@@ -1,5 +1,6 @@
 """The storage page for administrators (mirrors web/api/storage.py): bytes held per institution and
 folder, against quotas."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request

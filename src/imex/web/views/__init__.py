@@ -3,6 +3,7 @@ page never shows what the API would not. The modules of this package (named like
 hold the scoped reads both of them render: an API handler and its page call the same function.
 
 This module imports nothing of imex.web, so the error pages can use it without an import cycle."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,7 +63,8 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "priority_name": priority_name(transfer.priority),
         "recipient": transfer.recipient,
         "recipient_user_id": transfer.recipient_user_id,
-        "escalated": transfer.escalated_at is not None and transfer.state not in ("delivered", "confirmed", "cancelled"),
+        "escalated": transfer.escalated_at is not None
+        and transfer.state not in ("delivered", "confirmed", "cancelled"),
     }
 
 
@@ -90,32 +92,73 @@ def study_row(study, patient, source_inst) -> dict[str, Any]:
 
 
 def node_row(node, inst) -> dict[str, Any]:
-    return {"id": node.id, "name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
-            "institution": inst.ods_code, "alias": node.alias, "contact_email": node.contact_email,
-            "destination": node.destination, "max_associations": node.max_associations, "enabled": node.enabled,
-            "confirm": node.confirm, "query_retrieve": node.query_retrieve}
+    return {
+        "id": node.id,
+        "name": node.name,
+        "ae_title": node.ae_title,
+        "host": node.host,
+        "port": node.port,
+        "institution": inst.ods_code,
+        "alias": node.alias,
+        "contact_email": node.contact_email,
+        "destination": node.destination,
+        "max_associations": node.max_associations,
+        "enabled": node.enabled,
+        "confirm": node.confirm,
+        "query_retrieve": node.query_retrieve,
+    }
 
 
 def user_row(user, inst, roles: list[str]) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "full_name": user.full_name, "email": user.email,
-            "institution": inst.ods_code, "roles": roles, "disabled": user.disabled,
-            "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
-            "second_factor": user.totp_enabled, "last_login_at": iso(user.last_login_at),
-            "created_at": iso(user.created_at)}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "full_name": user.full_name,
+        "email": user.email,
+        "institution": inst.ods_code,
+        "roles": roles,
+        "disabled": user.disabled,
+        "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
+        "second_factor": user.totp_enabled,
+        "last_login_at": iso(user.last_login_at),
+        "created_at": iso(user.created_at),
+    }
 
 
 def audit_row(e) -> dict[str, Any]:
-    return {"id": e.id, "at": iso(e.at), "action": e.action, "outcome": e.outcome, "username": e.username,
-            "institution_id": e.institution_id, "ip": e.ip, "study_uid": e.study_uid, "patient_id": e.patient_id,
-            "object_type": e.object_type, "object_id": e.object_id, "detail": e.detail}
+    return {
+        "id": e.id,
+        "at": iso(e.at),
+        "action": e.action,
+        "outcome": e.outcome,
+        "username": e.username,
+        "institution_id": e.institution_id,
+        "ip": e.ip,
+        "study_uid": e.study_uid,
+        "patient_id": e.patient_id,
+        "object_type": e.object_type,
+        "object_id": e.object_id,
+        "detail": e.detail,
+    }
 
 
 def worklist_row(w) -> dict[str, Any]:
-    return {"id": w.id, "name": w.name, "modalities": w.modalities, "description_pattern": w.description_pattern,
-            "source_ods": w.source_ods}
+    return {
+        "id": w.id,
+        "name": w.name,
+        "modalities": w.modalities,
+        "description_pattern": w.description_pattern,
+        "source_ods": w.source_ods,
+    }
 
 
 def unread_count(s: Session | Connection, user_id: int) -> int:
     """The user's unread notifications (every page's header shows the number)."""
-    return s.scalar(select(func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        )
+        or 0
+    )

@@ -1,5 +1,6 @@
 """A study's file-set as a zip download, shared by the download API (web/api/download.py) and an outside
 recipient's link (web/pages/links.py)."""
+
 from __future__ import annotations
 
 from fastapi.responses import StreamingResponse
@@ -17,5 +18,8 @@ def zip_response(members: list[Member], filename: str) -> StreamingResponse:
         plan = build_dicomdir(members)
     except (ValueError, OSError) as exc:  # e.g. an instance of a class no DICOMDIR record fits
         raise Problem(409, f"this study cannot be written as a DICOM file-set: {exc}"[:500]) from exc
-    return StreamingResponse(stream_zip(members, plan), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(
+        stream_zip(members, plan),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,6 +1,7 @@
 """Reads of transfers, studies and quarantine that the JSON API (web/api/transfers.py, priority.py) and the
 pages (web/pages/transfers.py) both show: the worklist with its filters, a transfer with its history, a
 study with its series, transfers and reports, the quarantine list, and who may be named a recipient."""
+
 from __future__ import annotations
 
 import re
@@ -42,23 +43,41 @@ def _like(text: str) -> str:
 
 
 def worklist_of(s: Session, p: Principal, worklist_id: int) -> Worklist:
-    wl = visible_or_deny(s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)),
-                         "worklist", worklist_id)
+    wl = visible_or_deny(
+        s, p, s.scalar(scope.worklists_query(p).where(Worklist.id == worklist_id)), "worklist", worklist_id
+    )
     return wl
 
 
-def list_transfers(s: Session, p: Principal, *, direction: str = "all", state: str | None = None, q: str = "",
-                   modality: str = "", date_from: str = "", date_to: str = "", worklist: int | None = None,
-                   sort: str = "received", order: str = "desc", limit: int = 50, offset: int = 0) -> TransferPage:
+def list_transfers(
+    s: Session,
+    p: Principal,
+    *,
+    direction: str = "all",
+    state: str | None = None,
+    q: str = "",
+    modality: str = "",
+    date_from: str = "",
+    date_to: str = "",
+    worklist: int | None = None,
+    sort: str = "received",
+    order: str = "desc",
+    limit: int = 50,
+    offset: int = 0,
+) -> TransferPage:
     stmt = scope.transfers_query(p).where(scope.direction_clause(p, direction))
     if state:
         stmt = stmt.where(Transfer.state == state)
     if q.strip():
         pattern = _like(q.strip())
-        stmt = stmt.where(or_(scope.Patient.name.ilike(pattern, escape="\\"),
-                              scope.Patient.patient_id.ilike(pattern, escape="\\"),
-                              Study.accession_number.ilike(pattern, escape="\\"),
-                              Study.description.ilike(pattern, escape="\\")))
+        stmt = stmt.where(
+            or_(
+                scope.Patient.name.ilike(pattern, escape="\\"),
+                scope.Patient.patient_id.ilike(pattern, escape="\\"),
+                Study.accession_number.ilike(pattern, escape="\\"),
+                Study.description.ilike(pattern, escape="\\"),
+            )
+        )
     if modality.strip():
         stmt = stmt.where(Study.modalities.ilike(_like(modality.strip().upper()), escape="\\"))
     for value, name in ((date_from, "date_from"), (date_to, "date_to")):
@@ -92,21 +111,30 @@ class TransferFilters:
         sort: Literal["received", "delivered", "updated", "study_date", "state", "images", "id"] = "received",
         order: Literal["asc", "desc"] = "desc",
     ) -> None:
-        self.values = dict(direction=direction, state=state, q=q, modality=modality, date_from=date_from,
-                           date_to=date_to, worklist=worklist, sort=sort, order=order)
+        self.values = dict(
+            direction=direction,
+            state=state,
+            q=q,
+            modality=modality,
+            date_from=date_from,
+            date_to=date_to,
+            worklist=worklist,
+            sort=sort,
+            order=order,
+        )
 
     def page(self, s: Session, p: Principal, limit: int, offset: int) -> TransferPage:
         found = list_transfers(s, p, **self.values, limit=limit, offset=offset)  # type: ignore[arg-type]
         q = str(self.values["q"]).strip()
         if q:
-            audit.record(s, "search", detail=f"worklist search {q[:64]!r}: {found.total} result(s)",
-                         **p.audit_fields())
+            audit.record(s, "search", detail=f"worklist search {q[:64]!r}: {found.total} result(s)", **p.audit_fields())
         return found
 
 
 def visible_transfer(s: Session, p: Principal, transfer_id: int) -> dict[str, Any]:
-    row = visible_or_deny(s, p, s.execute(scope.transfers_query(p).where(Transfer.id == transfer_id)).first(),
-                          "transfer", transfer_id)
+    row = visible_or_deny(
+        s, p, s.execute(scope.transfers_query(p).where(Transfer.id == transfer_id)).first(), "transfer", transfer_id
+    )
     return transfer_row(p, *row)
 
 
@@ -114,17 +142,30 @@ def transfer_detail(s: Session, p: Principal, transfer_id: int) -> dict[str, Any
     """A transfer with its history and per-instance errors; the viewing is audited."""
     p.require("transfers.view")
     detail = visible_transfer(s, p, transfer_id)
-    events = s.execute(select(TransferEvent).where(TransferEvent.transfer_id == transfer_id)
-                       .order_by(TransferEvent.id)).scalars().all()
-    failures = s.execute(select(TransferItem.error, TransferItem.status, Instance.sop_uid)
-                         .join(Instance, Instance.id == TransferItem.instance_id)
-                         .where(TransferItem.transfer_id == transfer_id, TransferItem.error.is_not(None))
-                         .limit(100)).all()
+    events = (
+        s.execute(select(TransferEvent).where(TransferEvent.transfer_id == transfer_id).order_by(TransferEvent.id))
+        .scalars()
+        .all()
+    )
+    failures = s.execute(
+        select(TransferItem.error, TransferItem.status, Instance.sop_uid)
+        .join(Instance, Instance.id == TransferItem.instance_id)
+        .where(TransferItem.transfer_id == transfer_id, TransferItem.error.is_not(None))
+        .limit(100)
+    ).all()
     detail["events"] = [{"at": iso(e.at), "event": e.event, "detail": e.detail} for e in events]
-    detail["instance_errors"] = [{"sop_instance_uid": f.sop_uid, "status": f.status, "error": f.error}
-                                 for f in failures]
-    audit.record(s, "transfer.view", study_uid=detail["study_uid"], patient_id=detail["patient_id"],
-                 object_type="transfer", object_id=transfer_id, **p.audit_fields())
+    detail["instance_errors"] = [
+        {"sop_instance_uid": f.sop_uid, "status": f.status, "error": f.error} for f in failures
+    ]
+    audit.record(
+        s,
+        "transfer.view",
+        study_uid=detail["study_uid"],
+        patient_id=detail["patient_id"],
+        object_type="transfer",
+        object_id=transfer_id,
+        **p.audit_fields(),
+    )
     return detail
 
 
@@ -138,19 +179,27 @@ def recipient_choices(s: Session, p: Principal, transfer_id: int) -> list[dict[s
     """Users of the transfer's destination institution who can be named as its recipient."""
     may_change_priority(p)
     visible_transfer(s, p, transfer_id)
-    inst = s.scalar(select(Node.institution_id).join(Transfer, Transfer.destination_node_id == Node.id)
-                    .where(Transfer.id == transfer_id))
-    users = s.scalars(select(User).where(User.institution_id == inst, User.disabled.is_(False))
-                      .order_by(User.full_name, User.username)).all()
+    inst = s.scalar(
+        select(Node.institution_id)
+        .join(Transfer, Transfer.destination_node_id == Node.id)
+        .where(Transfer.id == transfer_id)
+    )
+    users = s.scalars(
+        select(User)
+        .where(User.institution_id == inst, User.disabled.is_(False))
+        .order_by(User.full_name, User.username)
+    ).all()
     return [{"id": u.id, "username": u.username, "full_name": u.full_name} for u in users]
 
 
 # -- studies ------------------------------------------------------------------------------------------
 
+
 def visible_study(s: Session, p: Principal, study_id: int):
     """(study, patient, source institution) when `p` may see the study; otherwise 404, audited."""
-    row = visible_or_deny(s, p, s.execute(scope.studies_query(p).where(Study.id == study_id)).first(),
-                          "study", study_id)
+    row = visible_or_deny(
+        s, p, s.execute(scope.studies_query(p).where(Study.id == study_id)).first(), "study", study_id
+    )
     return row
 
 
@@ -168,21 +217,36 @@ def study_detail(s: Session, p: Principal, study_id: int) -> dict[str, Any]:
     study, patient, source = visible_study(s, p, study_id)
     detail = study_row(study, patient, source)
     series = s.execute(select(Series).where(Series.study_id == study_id).order_by(Series.number, Series.id)).scalars()
-    detail["series_list"] = [{"series_uid": x.series_uid, "number": x.number, "modality": x.modality,
-                              "description": x.description, "body_part": x.body_part, "images": x.num_instances}
-                             for x in series]
-    transfers = s.execute(scope.transfers_query(p).where(Transfer.study_id == study_id)
-                          .order_by(Transfer.id)).all()
+    detail["series_list"] = [
+        {
+            "series_uid": x.series_uid,
+            "number": x.number,
+            "modality": x.modality,
+            "description": x.description,
+            "body_part": x.body_part,
+            "images": x.num_instances,
+        }
+        for x in series
+    ]
+    transfers = s.execute(scope.transfers_query(p).where(Transfer.study_id == study_id).order_by(Transfer.id)).all()
     detail["transfers"] = [transfer_row(p, *row) for row in transfers]
     detail["reports"] = _reports(s, study_id)
     detail["expires_at"] = iso(study.expires_at)
     detail["extended_by"] = study.extended_by
-    audit.record(s, "study.view", study_uid=study.study_uid, patient_id=patient.patient_id, object_type="study",
-                 object_id=study_id, **p.audit_fields())
+    audit.record(
+        s,
+        "study.view",
+        study_uid=study.study_uid,
+        patient_id=patient.patient_id,
+        object_type="study",
+        object_id=study_id,
+        **p.audit_fields(),
+    )
     return detail
 
 
 # -- quarantine ----------------------------------------------------------------------------------------
+
 
 def quarantine(s: Session, p: Principal, limit: int, offset: int) -> dict[str, Any]:
     """Studies that matched no route, newest first, with the reason."""
@@ -196,6 +260,12 @@ def quarantine(s: Session, p: Principal, limit: int, offset: int) -> dict[str, A
 def quarantined(s: Session, p: Principal, study_id: int):
     """(study, patient, source institution) of a quarantined study `p` may manage; otherwise 404, audited."""
     p.require("quarantine.manage")
-    row = visible_or_deny(s, p, s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first(),
-                          "study", study_id, label="quarantined study")
+    row = visible_or_deny(
+        s,
+        p,
+        s.execute(scope.quarantine_query(p).where(Study.id == study_id)).first(),
+        "study",
+        study_id,
+        label="quarantined study",
+    )
     return row
