@@ -29,7 +29,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, SCP_SCU_RoleSelectionNegotiat
 from pynetdicom.presentation import PresentationContext
 
 from imex.dicom.gate import Gate, Tally
-from imex.dicom.net import printable
+from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
 from imex.dicom.upper_layer import (
     ABORT,
     APPLICATION_CONTEXT,

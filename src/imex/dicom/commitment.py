@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from imex.dicom.net import printable
+from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
 
 log = logging.getLogger("imex.dicom.commitment")
 

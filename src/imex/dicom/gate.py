@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from imex.dicom.net import printable
+from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
 from imex.dicom.upper_layer import ABORT
 
 log = logging.getLogger("imex.dicom.acceptor")

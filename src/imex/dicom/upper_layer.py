@@ -25,7 +25,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from imex.dicom.net import printable
+from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
 from imex.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 
 log = logging.getLogger("imex.dicom.upper_layer")

@@ -28,7 +28,7 @@ from imex.dicom.acceptor import (
     Acceptor,
     Request,
 )
-from imex.dicom.net import printable
+from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
 from imex.dicom.parse import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_NOT_AUTHORIZED,

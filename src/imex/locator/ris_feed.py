@@ -18,6 +18,7 @@ from imex.db.models import reports, studies
 from imex.hl7.build import Outcome
 from imex.hl7.parse import SUPPORTED_VERSIONS, HL7Reject, Reader, decode, normalise_segments, parse_time, read_header
 from imex.locator.entries import Holding, nhs_number_of, upsert
+from imex.logsafe import printable
 from imex.reports.endpoints import find_sender
 
 log = logging.getLogger("imex.locator.ris_feed")
@@ -112,7 +113,7 @@ def receive(db: Database, data: bytes, peer: str) -> Outcome:
                 description=r.first(obr, 4, 1) or r.first(obr, 4),
             ),
         )
-    log.info("locator: %s notified study %s", header.sending_facility, study_uid or accession)
+    log.info("locator: %s notified study %s", printable(header.sending_facility), printable(study_uid or accession))
     return Outcome("AA", "indexed", header=header)
 
 

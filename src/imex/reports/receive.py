@@ -25,6 +25,7 @@ from imex.db.models import (
 )
 from imex.hl7.build import Outcome, ack
 from imex.hl7.parse import HL7Error, HL7Reject, Report, parse_oru, read_header
+from imex.logsafe import printable
 from imex.reports.endpoints import endpoint_for_institution, find_sender
 
 log = logging.getLogger("imex.hl7")
@@ -74,9 +75,9 @@ def receive(
     log.info(
         "report %s (%s, accession %s) received from %s",
         report_id,
-        report.status,
-        report.accession_number,
-        header.sending_facility,
+        printable(report.status),
+        printable(report.accession_number),
+        printable(header.sending_facility),
     )
     return Outcome("AA", "", header=header, report_id=report_id)
 
@@ -165,7 +166,7 @@ def find_study(conn: Connection, report_id: int) -> int | None:
             "report %s: accession %s matches study %s, but its patient ID is not among the report's "
             "identifiers; not attached",
             report_id,
-            r.accession_number,
+            printable(r.accession_number),
             row.id,
         )
     return None
@@ -298,7 +299,7 @@ def handler(db: Database, on_report: Callable[[], None] | None = None) -> Callab
             return ack(other.header, other.code, other.text, other.error_code)
         outcome = receive(db, data, peer)
         if outcome.code != "AA":
-            log.warning("HL7 message from %s answered %s: %s", peer, outcome.code, outcome.text)
+            log.warning("HL7 message from %s answered %s: %s", peer, outcome.code, printable(outcome.text))
         else:
             if outcome.report_id is not None:
                 with db.engine.begin() as conn:
