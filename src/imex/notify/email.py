@@ -14,6 +14,7 @@ import logging
 import smtplib
 import threading
 from email.message import EmailMessage
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -65,8 +66,9 @@ def queue_email(conn: Connection, recipients: list[str], subject: str, body: str
         )
 
 
-def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool) -> None:
-    """Tell the destination that a study arrived, or the source that one could not be delivered."""
+def transfer_parties(conn: Connection, transfer_id: int) -> tuple[Any, Any, Any, Any]:
+    """(transfer, study, destination node with its institution, source institution) of a transfer: what
+    every alert about a transfer names."""
     t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
     study = conn.execute(select(studies).where(studies.c.id == t.study_id)).one()
     dest = conn.execute(
@@ -74,6 +76,7 @@ def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool)
             nodes.c.name,
             nodes.c.ae_title,
             nodes.c.contact_email,
+            nodes.c.institution_id,
             institutions.c.name.label("inst"),
             institutions.c.ods_code,
             institutions.c.contact_email.label("inst_email"),
@@ -86,6 +89,12 @@ def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool)
             institutions.c.id == study.institution_id
         )
     ).one()
+    return t, study, dest, source
+
+
+def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool) -> None:
+    """Tell the destination that a study arrived, or the source that one could not be delivered."""
+    t, study, dest, source = transfer_parties(conn, transfer_id)
     what = (
         f"study of {study.study_date or 'unknown date'}, {study.modalities or 'unknown modality'}, "
         f"accession {study.accession_number or '(none)'}, {study.num_instances} images"

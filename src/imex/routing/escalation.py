@@ -10,8 +10,8 @@ import logging
 from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
-from imex.db.models import institutions, nodes, role_grants, roles, studies, transfers, users
-from imex.notify.email import queue_email
+from imex.db.models import role_grants, roles, transfers, users
+from imex.notify.email import queue_email, transfer_parties
 from imex.notify.inbox import notify_users, users_with_permission
 from imex.routing.priority import EMERGENCY
 from imex.routing.queue import record
@@ -34,25 +34,7 @@ def _admins(conn: Connection) -> list:
 
 
 def _alert(conn: Connection, transfer_id: int, waited: float) -> None:
-    t = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).one()
-    study = conn.execute(select(studies).where(studies.c.id == t.study_id)).one()
-    dest = conn.execute(
-        select(
-            nodes.c.name,
-            nodes.c.contact_email,
-            nodes.c.institution_id,
-            institutions.c.name.label("inst"),
-            institutions.c.ods_code,
-            institutions.c.contact_email.label("inst_email"),
-        )
-        .join(institutions)
-        .where(nodes.c.id == t.destination_node_id)
-    ).one()
-    source = conn.execute(
-        select(institutions.c.name, institutions.c.ods_code, institutions.c.contact_email).where(
-            institutions.c.id == study.institution_id
-        )
-    ).one()
+    t, study, dest, source = transfer_parties(conn, transfer_id)
     title = (
         f"EMERGENCY transfer {t.id} from {source.ods_code} to {dest.ods_code} not delivered after "
         f"{waited / 60:.0f} min ({t.state})"
