@@ -283,6 +283,18 @@ SETTINGS: tuple[Setting, ...] = (
         "from it drops its longest-waiting one. 0: only dicom.max_negotiating applies.",
     ),
     Setting(
+        "dicom.find_limit",
+        1000,
+        "Most matches one C-FIND from a node may return; a query matching more is refused "
+        "(0xA700, 'narrow the query') rather than answered in part.",
+    ),
+    Setting(
+        "dicom.move_wait_seconds",
+        600.0,
+        "How long a C-MOVE to a node waits for its transfer to be delivered before it answers with what "
+        "is still outstanding (the transfer goes on by itself).",
+    ),
+    Setting(
         "dicom.max_associations_per_node",
         0,
         "Most simultaneous inbound associations from one node (a "

@@ -46,6 +46,10 @@ class NodeInfo:
     contact_email: str | None
     enabled: bool
     tls: bool = False  # DICOM over TLS only, with a certificate issued to this node
+    # which Query/Retrieve services it may use on the hub's listener (C-FIND, C-MOVE, C-GET)
+    allow_find: bool = True
+    allow_move: bool = True
+    allow_get: bool = True
 
 
 def check_ae_title(value: str) -> str:
@@ -123,8 +127,12 @@ def add_node(
     tls: bool | None = None,
     confirm: str | None = None,
     query_retrieve: bool | None = None,
+    allow_find: bool | None = None,
+    allow_move: bool | None = None,
+    allow_get: bool | None = None,
 ) -> Node:
-    """Register a DICOM node of an institution (create, or with update=True, change)."""
+    """Register a DICOM node of an institution (create, or with update=True, change). The tls, confirm,
+    query_retrieve and allow_* settings are left as they are when None (a new node gets their defaults)."""
     ae = check_ae_title(ae_title)
     if not 0 < int(port) < 65536:
         raise DirectoryError(f"port {port} must be between 1 and 65535")
@@ -158,6 +166,13 @@ def add_node(
             node.confirm = confirm
         if query_retrieve is not None:  # the hub may C-FIND/C-MOVE it (exchanges)
             node.query_retrieve = query_retrieve
+        # which Query/Retrieve services it may use on the hub's listener
+        if allow_find is not None:
+            node.allow_find = allow_find
+        if allow_move is not None:
+            node.allow_move = allow_move
+        if allow_get is not None:
+            node.allow_get = allow_get
         s.flush()
         return node
 
@@ -217,6 +232,9 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
                 tls=bool(item["tls"]) if "tls" in item else None,
                 confirm=str(item["confirm"]) if "confirm" in item else None,
                 query_retrieve=bool(item["query_retrieve"]) if "query_retrieve" in item else None,
+                allow_find=bool(item["allow_find"]) if "allow_find" in item else None,
+                allow_move=bool(item["allow_move"]) if "allow_move" in item else None,
+                allow_get=bool(item["allow_get"]) if "allow_get" in item else None,
             )
         except KeyError as exc:
             raise DirectoryError(f"[[nodes]] entry {item} lacks {exc}") from None
@@ -240,6 +258,9 @@ def _node_infos(db: Database, *where: ColumnElement[bool]) -> list[NodeInfo]:
                 n.contact_email,
                 n.enabled,
                 bool(n.tls),
+                allow_find=bool(n.allow_find),
+                allow_move=bool(n.allow_move),
+                allow_get=bool(n.allow_get),
             )
             for n, ods in rows
         ]

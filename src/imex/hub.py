@@ -60,6 +60,9 @@ class Hub:
             config, self.db, f"{socket.gethostname()}:{os.getpid()}/confirm", self.harmoniser, self.store
         )
         self.listener.commitment_reports = self.confirmer.reports
+        from imex.qr.service import QueryRetrieve  # registered nodes search and retrieve from the hub
+
+        self.listener.query_handler = QueryRetrieve(config, self.db, self.store, self.nodes, self.harmoniser)
         self.router = Router(
             self.db,
             self.rules,

@@ -34,6 +34,27 @@ def node() -> None:
 @click.option(
     "--query-retrieve", is_flag=True, help="The hub may search (C-FIND) and retrieve (C-MOVE) from it for exchanges."
 )
+@click.option(
+    "--allow-find/--no-find",
+    "allow_find",
+    default=None,
+    help="Whether it may search the hub (C-FIND), seeing what its institution may see (default: allowed; "
+    "with --update: unchanged).",
+)
+@click.option(
+    "--allow-move/--no-move",
+    "allow_move",
+    default=None,
+    help="Whether it may retrieve from the hub (C-MOVE) to its institution's nodes (default: allowed; "
+    "with --update: unchanged).",
+)
+@click.option(
+    "--allow-get/--no-get",
+    "allow_get",
+    default=None,
+    help="Whether it may retrieve from the hub over its own association (C-GET) (default: allowed; "
+    "with --update: unchanged).",
+)
 @click.option("--update", is_flag=True, help="Change an existing node.")
 @click.pass_context
 def node_add(
@@ -49,6 +70,9 @@ def node_add(
     max_associations: int | None,
     confirm: str | None,
     query_retrieve: bool,
+    allow_find: bool | None,
+    allow_move: bool | None,
+    allow_get: bool | None,
     update: bool,
 ) -> None:
     """Register a node, e.g. `imex node add KINGS_PACS --ae KINGSPACS --host 10.1.2.3 --port 104
@@ -67,6 +91,9 @@ def node_add(
         update=update,
         confirm=confirm,
         query_retrieve=query_retrieve or None,
+        allow_find=allow_find,
+        allow_move=allow_move,
+        allow_get=allow_get,
     )
     click.echo(
         f"{'updated' if update else 'added'} node {n.name}: {n.ae_title}@{n.host}:{n.port}"
@@ -77,11 +104,14 @@ def node_add(
 @node.command("list")
 @click.pass_context
 def node_list(ctx: click.Context) -> None:
-    click.echo(f"{'NAME':<20} {'AE TITLE':<16} {'ADDRESS':<24} {'ODS':<6} {'ALIAS':<12} ROLE")
+    """The nodes; Q/R BY NODE is what each may use on the hub's listener (find, move, get, or none)."""
+    click.echo(f"{'NAME':<20} {'AE TITLE':<16} {'ADDRESS':<24} {'ODS':<6} {'ALIAS':<12} {'Q/R BY NODE':<14} ROLE")
     for n in all_nodes(database(ctx)):
         role = ("destination" if n.destination else "source only") + ("" if n.enabled else ", disabled")
+        qr = ",".join(s for s, on in (("find", n.allow_find), ("move", n.allow_move), ("get", n.allow_get)) if on)
         click.echo(
-            f"{n.name:<20} {n.ae_title:<16} {n.host + ':' + str(n.port):<24} {n.ods_code:<6} {n.alias or '':<12} {role}"
+            f"{n.name:<20} {n.ae_title:<16} {n.host + ':' + str(n.port):<24} {n.ods_code:<6} {n.alias or '':<12} "
+            f"{qr or 'none':<14} {role}"
         )
 
 

@@ -30,6 +30,16 @@ from pynetdicom.presentation import PresentationContext
 
 from imex.dicom.gate import Gate, Tally
 from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
+from imex.dicom.responder import (
+    C_CANCEL,
+    MAX_IDENTIFIER,
+    QUERY_RETRIEVE,
+    SERVICES,
+    UNABLE_TO_PROCESS,
+    Final,
+    QueryRequest,
+    Responder,
+)
 from imex.dicom.upper_layer import (
     ABORT,
     APPLICATION_CONTEXT,
@@ -99,6 +109,8 @@ LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # rejected-transient by the service p
 # the peer's certificate (SSLSocket.getpeercert()) comes fourth
 Policy = Callable[..., "tuple[int, int, int] | None"]
 StoreHandler = Callable[[Request], "tuple[int, str]"]
+# answers a C-FIND, C-MOVE or C-GET: pending responses through the Responder, the final one returned
+QueryHandler = Callable[[QueryRequest, Responder], Final]
 OpenStore = Callable[[Request], DatasetSink]
 
 
@@ -122,17 +134,25 @@ class Acceptor:
         tls: Callable[[], ssl.SSLContext] | None = None,
         per_caller_limit: Callable[[str], int] | None = None,
         on_event_report: StoreHandler | None = None,
+        on_query: QueryHandler | None = None,
         max_negotiating: int = 64,
         max_negotiating_per_address: int = 16,
     ) -> None:
         self.policy = policy
         # Storage Commitment results a destination sends on a new association, proposing the SCP role
         self.on_event_report = on_event_report
+        # Query/Retrieve (C-FIND, C-MOVE, C-GET) by registered nodes; None: the models are not offered
+        self.on_query = on_query
         self.per_caller_limit = per_caller_limit  # most associations at once per calling AE title (0: any)
         self._callers: dict[str, int] = {}
         self.open_store = open_store
         self.on_store = on_store
         self.supported = dict(storage_syntaxes)
+        # the SOP classes the hub stores, and so sends back as C-GET sub-operations
+        self.storage_classes = frozenset(storage_syntaxes) - {VERIFICATION, STORAGE_COMMITMENT}
+        if on_query is not None:
+            for model in QUERY_RETRIEVE:
+                self.supported[model] = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
         self.max_associations = max_associations
         self.network_timeout = network_timeout
         self.max_pdu = max_pdu if max_pdu else OWN_MAX_PDU * 64
@@ -248,6 +268,8 @@ class _Association:
         self.admitted = False
         self.sink: DatasetSink | None = None  # the C-STORE dataset now arriving goes here
         self.held: list[memoryview] | None = None  # or here, for a dataset kept in memory
+        self.held_limit = MAX_HELD_DATASET
+        self.scp_roles: set[str] = set()  # storage SOP classes the caller is SCP for (C-GET sub-operations)
 
     def _reject(self, result: int, source: int, reason: int) -> None:
         self.stream.send(struct.pack(">BBLBBBB", ASSOCIATE_RJ, 0, 4, 0, result, source, reason))
@@ -324,9 +346,9 @@ class _Association:
                             return
                         self.sink.write(fragment)
                     elif self.held is not None:
-                        if data_size > MAX_HELD_DATASET:
+                        if data_size > self.held_limit:
                             self._refuse(
-                                f"a {int(command.CommandField):#06x} dataset longer than {MAX_HELD_DATASET} bytes"
+                                f"a {int(command.CommandField):#06x} dataset longer than {self.held_limit} bytes"
                             )
                             return
                         self.held.append(fragment)
@@ -343,7 +365,9 @@ class _Association:
         if field == 0x0001 and abstract != VERIFICATION:
             self.sink = self.acceptor.open_store(Request(self.calling, self.called, self.peer, abstract, ts, command))
         elif field == 0x0100 and abstract == STORAGE_COMMITMENT and self.acceptor.on_event_report is not None:
-            self.held = []
+            self.held, self.held_limit = [], MAX_HELD_DATASET
+        elif field in SERVICES and abstract in QUERY_RETRIEVE and self.acceptor.on_query is not None:
+            self.held, self.held_limit = [], MAX_IDENTIFIER
 
     def _associate(self, pdu: bytes) -> bool:
         try:
@@ -413,9 +437,7 @@ class _Association:
             result.transfer_syntax = [chosen or (proposed[0] if proposed else "1.2.840.10008.1.2")]
             results.append(result)
         ac = A_ASSOCIATE()
-        user_info = user_information(self.acceptor.max_pdu)
-        if self.acceptor.on_event_report is not None:
-            user_info += self._roles(primitive.user_information)
+        user_info = user_information(self.acceptor.max_pdu) + self._roles(primitive.user_information)
         ac.application_context_name = APPLICATION_CONTEXT
         ac.calling_ae_title = primitive.calling_ae_title
         ac.called_ae_title = primitive.called_ae_title
@@ -429,20 +451,40 @@ class _Association:
 
     def _roles(self, proposed: list) -> list:
         """Accept the SCP role a destination proposes for Storage Commitment (PS3.4 J.3.3: it opens the
-        association to send the N-EVENT-REPORT as SCP); other role proposals get the default roles."""
+        association to send the N-EVENT-REPORT as SCP), and the SCP role a C-GET caller proposes for the
+        storage SOP classes it wants sent back (PS3.4 C.4.3.1); other role proposals get the default roles."""
         replies = []
         for item in proposed:
-            if (
-                isinstance(item, SCP_SCU_RoleSelectionNegotiation)
-                and str(item.sop_class_uid) == STORAGE_COMMITMENT
-                and STORAGE_COMMITMENT in self.acceptor.supported
-            ):
+            if not isinstance(item, SCP_SCU_RoleSelectionNegotiation):
+                continue
+            sop_class = str(item.sop_class_uid)
+            commitment = sop_class == STORAGE_COMMITMENT and self.acceptor.on_event_report is not None
+            retrieve = (
+                sop_class in self.acceptor.storage_classes and self.acceptor.on_query is not None and item.scp_role
+            )
+            if commitment or retrieve:
+                if retrieve:
+                    self.scp_roles.add(sop_class)
                 reply = SCP_SCU_RoleSelectionNegotiation()
                 reply.sop_class_uid = item.sop_class_uid
                 reply.scu_role = bool(item.scu_role)
                 reply.scp_role = bool(item.scp_role)
                 replies.append(reply)
         return replies
+
+    def _query(self, context_id: int, command: Command, abstract: str, ts: str, identifier: bytes) -> None:
+        """Hand a C-FIND, C-MOVE or C-GET to the handler; its pending responses go out as it finds them."""
+        assert self.acceptor.on_query is not None
+        request = QueryRequest(self.calling, self.called, self.peer, abstract, ts, command, identifier)
+        responder = Responder(self.stream, context_id, request, self.peer_max, self.contexts, self.scp_roles)
+        try:
+            final = self.acceptor.on_query(request, responder)
+        except UpperLayerError:
+            raise  # the association is gone: nothing more to send
+        except Exception:
+            log.exception("query/retrieve from %s failed", printable(self.calling))
+            final = Final(UNABLE_TO_PROCESS, "the hub could not process the request")
+        responder.final(final)
 
     def _respond(self, context_id: int, command: Command, field: int, status: int, comment: str = "") -> None:
         rsp = Command(
@@ -468,6 +510,14 @@ class _Association:
         self.held = None
         if field == 0x0030:  # C-ECHO-RQ
             self._respond(context_id, command, 0x8030, 0x0000)
+        elif field == C_CANCEL:
+            pass  # for a request already answered (PS3.7 9.3.2.3): nothing to stop, no response
+        elif (
+            field in SERVICES
+            and self.acceptor.on_query is not None
+            and QUERY_RETRIEVE.get(abstract, ("", ""))[1] == SERVICES[field][0]
+        ):
+            self._query(context_id, command, abstract, ts, dataset)
         elif field == 0x0001 and abstract != VERIFICATION:  # C-STORE-RQ
             request = Request(self.calling, self.called, self.peer, abstract, ts, command)
             sink = self.sink if self.sink is not None else self.acceptor.open_store(request)  # no dataset came

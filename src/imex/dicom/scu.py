@@ -77,6 +77,37 @@ def plan_contexts(kinds: Iterable[tuple[str, str]]) -> list[list[tuple[str, list
     return groups
 
 
+def encoded_for(item: Outgoing, ts: str, called: str) -> tuple[bytes | memoryview, str]:
+    """The dataset of a stored instance as it goes out in transfer syntax `ts`, and its SOP Instance UID:
+    the stored bytes from the file when nothing changes; otherwise decoded, changed by `item.coerce`,
+    decompressed when `ts` asks, and encoded again. NoAcceptableContext when it cannot be decompressed."""
+    if item.coerce is None and ts == item.transfer_syntax_uid:
+        data = item.path.read_bytes()
+        return memoryview(data)[dataset_offset(data) :], item.sop_instance_uid
+    try:
+        ds = dcmread(item.path)
+    except Exception as exc:  # a damaged file: this instance cannot go, the others can
+        raise NoAcceptableContext(f"the stored instance {item.sop_instance_uid} cannot be read: {exc}") from None
+    if item.coerce is not None:
+        item.coerce(ds)
+    if ts != item.transfer_syntax_uid and UID(item.transfer_syntax_uid).is_compressed:
+        try:  # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # no decoder for it, or corrupt compressed data
+            raise NoAcceptableContext(
+                f"{called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
+                f"decompressed: {exc}"
+            ) from None
+    uid = UID(ts)
+    encoded = encode_dataset(ds, implicit=uid.is_implicit_VR, little=uid.is_little_endian)
+    if uid == DeflatedExplicitVRLittleEndian:
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        encoded = packer.compress(encoded) + packer.flush()
+        if len(encoded) % 2:  # PS3.5 A.5: the deflated stream is padded to an even length (dcmtk insists)
+            encoded += b"\x00"
+    return encoded, str(ds.SOPInstanceUID)
+
+
 class Sender:
     """One association to a destination, used to send many instances in turn (see upper_layer for why
     this does not go through pynetdicom's association machinery)."""
@@ -106,44 +137,6 @@ class Sender:
                 return cx
         return None
 
-    def _converted(self, item: Outgoing, ts: str) -> bytes:
-        """The instance decoded and re-encoded in an uncompressed transfer syntax the destination accepts."""
-        try:
-            ds = dcmread(item.path)
-            if UID(item.transfer_syntax_uid).is_compressed:
-                # pydicom's handlers (pylibjpeg, numpy RLE) decode it; the instance keeps its SOP Instance UID
-                ds.decompress(generate_instance_uid=False)
-            return encode_dataset(ds, implicit=UID(ts).is_implicit_VR)
-        except Exception as exc:  # no decoder for it, or corrupt compressed data
-            raise NoAcceptableContext(
-                f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
-                f"decompressed: {exc}"
-            ) from None
-
-    def _coerced(self, item: Outgoing, ts: str) -> tuple[bytes, str]:
-        """A copy of the stored instance with its header changed by `item.coerce`, encoded in `ts`;
-        pixel data keep their bytes unless the destination needs them decompressed."""
-        ds = dcmread(item.path)
-        assert item.coerce is not None
-        item.coerce(ds)
-        if ts != item.transfer_syntax_uid:
-            try:
-                if UID(item.transfer_syntax_uid).is_compressed:
-                    ds.decompress(generate_instance_uid=False)
-            except Exception as exc:
-                raise NoAcceptableContext(
-                    f"{self.called} refuses {syntax_name(item.transfer_syntax_uid)} and the instance cannot be "
-                    f"decompressed: {exc}"
-                ) from None
-        uid = UID(ts)
-        encoded = encode_dataset(ds, implicit=uid.is_implicit_VR, little=uid.is_little_endian)
-        if uid == DeflatedExplicitVRLittleEndian:
-            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-            encoded = packer.compress(encoded) + packer.flush()
-            if len(encoded) % 2:  # PS3.5 A.5: the deflated stream is padded to an even length (dcmtk insists)
-                encoded += b"\x00"
-        return encoded, str(ds.SOPInstanceUID)
-
     def send(self, item: Outgoing) -> tuple[int, str]:
         """Send one instance; returns (DICOM status, error comment). Raises AssociationFailed when the
         association is lost and NoAcceptableContext when no context fits."""
@@ -153,15 +146,7 @@ class Sender:
                 f"{self.called} accepts neither {syntax_name(item.transfer_syntax_uid)} nor uncompressed "
                 f"transfer syntaxes for SOP class {UID(item.sop_class_uid).name or item.sop_class_uid}"
             )
-        sop_instance_uid = item.sop_instance_uid
-        dataset: bytes | memoryview
-        if item.coerce is not None:
-            dataset, sop_instance_uid = self._coerced(item, cx.transfer_syntax)
-        elif cx.transfer_syntax == item.transfer_syntax_uid:
-            data = item.path.read_bytes()
-            dataset = memoryview(data)[dataset_offset(data) :]
-        else:
-            dataset = self._converted(item, cx.transfer_syntax)
+        dataset, sop_instance_uid = encoded_for(item, cx.transfer_syntax, self.called)
         try:
             status = self.requestor.c_store(cx, sop_instance_uid, dataset)
         except UpperLayerError as exc:

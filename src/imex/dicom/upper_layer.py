@@ -180,6 +180,7 @@ _COMMAND_ELEMENTS = {
     "CommandField": (0x0100, "US"),
     "MessageID": (0x0110, "US"),
     "MessageIDBeingRespondedTo": (0x0120, "US"),
+    "MoveDestination": (0x0600, "AE"),
     "Priority": (0x0700, "US"),
     "CommandDataSetType": (0x0800, "US"),
     "Status": (0x0900, "US"),
@@ -187,6 +188,10 @@ _COMMAND_ELEMENTS = {
     "ErrorID": (0x0903, "US"),
     "AffectedSOPInstanceUID": (0x1000, "UI"),
     "EventTypeID": (0x1002, "US"),
+    "NumberOfRemainingSuboperations": (0x1020, "US"),
+    "NumberOfCompletedSuboperations": (0x1021, "US"),
+    "NumberOfFailedSuboperations": (0x1022, "US"),
+    "NumberOfWarningSuboperations": (0x1023, "US"),
     "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
     "MoveOriginatorMessageID": (0x1031, "US"),
 }

@@ -1,4 +1,5 @@
-"""The hub's DICOM listener: C-ECHO and C-STORE for every storage SOP class.
+"""The hub's DICOM listener: C-ECHO and C-STORE for every storage SOP class, and C-FIND, C-MOVE and C-GET
+handed to the Query/Retrieve handler the hub sets (imex.qr).
 
 The C-STORE handler keeps to the essentials: check the encoded dataset and write its bytes exactly as
 received while they arrive (never holding them whole, never reading them back), index it, answer. The
@@ -26,6 +27,7 @@ from imex.dicom.acceptor import (
     STORAGE_COMMITMENT,
     VERIFICATION,
     Acceptor,
+    QueryHandler,
     Request,
 )
 from imex.dicom.net import printable  # (importing it escapes pynetdicom's log records too)
@@ -214,6 +216,8 @@ class DicomListener:
         self.tls_server: Acceptor | None = None
         # Storage Commitment results (routing/confirm.py sets it): None refuses the SOP class
         self.commitment_reports: ReportHandler | None = None
+        # C-FIND, C-MOVE and C-GET by registered nodes (imex.qr sets it): None leaves the models unoffered
+        self.query_handler: QueryHandler | None = None
 
     def _on_event_report(self, request: Request) -> tuple[int, str]:
         from imex.dicom.commitment import answer_event_report
@@ -313,6 +317,7 @@ class DicomListener:
             storage_syntaxes=syntaxes,
             per_caller_limit=self._caller_limit,
             on_event_report=reports,
+            on_query=self.query_handler,
             **limits,
         )
         log.info("DICOM listener %s on %s:%s", self.ae_title, *address)
@@ -329,6 +334,7 @@ class DicomListener:
                 tls=context.get,
                 per_caller_limit=self._caller_limit,
                 on_event_report=reports,
+                on_query=self.query_handler,
                 **limits,
             )
             log.info("DICOM over TLS listener %s on %s:%s", self.ae_title, self.config["dicom.host"], self.tls_port)

@@ -179,12 +179,17 @@ def test_node_add_list_remove_and_errors(setup):
         "--no-destination",
         "--alias",
         "KINGSCT",
+        "--no-move",
+        "--no-get",
     )
 
     listing = cli("node", "list").output.splitlines()
     rows = {line.split()[0]: line for line in listing[1:]}
     assert set(rows) == {"KINGS_PACS", "KINGS_CT"}
     assert rows["KINGS_PACS"].split()[1:4] == ["KINGSPACS", "127.0.0.1:104", "RJZ"]
+    # query/retrieve by the node on the hub: C-FIND, C-MOVE and C-GET allowed unless turned off
+    assert "Q/R BY NODE" in listing[0]
+    assert rows["KINGS_PACS"].split()[4] == "find,move,get" and rows["KINGS_CT"].split()[5] == "find"
     assert rows["KINGS_PACS"].endswith("destination") and "source only" not in rows["KINGS_PACS"]
     assert "source only" in rows["KINGS_CT"] and "KINGSCT " in rows["KINGS_CT"]
 
@@ -228,6 +233,23 @@ def test_node_add_list_remove_and_errors(setup):
     # the failed commands changed nothing
     assert len(cli("node", "list").output.splitlines()) == 3
 
+    cli(
+        "node",
+        "add",
+        "KINGS_PACS",
+        "--ae",
+        "KINGSPACS",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        104,
+        "--institution",
+        "RJZ",
+        "--update",
+        "--no-find",
+        "--no-move",
+        "--no-get",
+    )
     out = cli(
         "node",
         "add",
@@ -244,6 +266,25 @@ def test_node_add_list_remove_and_errors(setup):
     ).output
     assert "updated node KINGS_PACS: KINGSPACS@10.0.0.9:4242" in out
     assert "10.0.0.9:4242" in cli("node", "list").output
+    pacs_row = [line for line in cli("node", "list").output.splitlines() if line.startswith("KINGS_PACS")]
+    assert pacs_row[0].split()[4] == "none"  # an --update without the flags leaves them as they were
+    cli(
+        "node",
+        "add",
+        "KINGS_PACS",
+        "--ae",
+        "KINGSPACS",
+        "--host",
+        "10.0.0.9",
+        "--port",
+        4242,
+        "--institution",
+        "RJZ",
+        "--update",
+        "--allow-get",
+    )
+    pacs_row = [line for line in cli("node", "list").output.splitlines() if line.startswith("KINGS_PACS")]
+    assert pacs_row[0].split()[4] == "get"
 
     assert "removed node KINGS_CT" in cli("node", "remove", "KINGS_CT").output
     listing = cli("node", "list").output

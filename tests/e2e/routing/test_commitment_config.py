@@ -11,7 +11,7 @@ import peers
 from hubtools import register_hospitals, wait_until, write_toml
 from imex.cli import main
 from imex.db.models import Node, Transfer
-from imex.directory import DirectoryError, add_node, load_from_config
+from imex.directory import DirectoryError, add_node, find_node, load_from_config
 from imex.samples import make_study
 from portaltools import add_user, browser
 
@@ -76,10 +76,13 @@ def test_cli_and_toml_set_the_confirm_method(make_config, start_hub, tmp_path):
                 "port": 104,
                 "institution": "RYJ",
                 "confirm": "commitment",
+                "allow_get": False,
             }
         ],
     )
     assert _confirm_of(hub, "IMP") == "commitment"
+    imp = find_node(hub.db, "IMP")
+    assert imp is not None and (imp.allow_find, imp.allow_move, imp.allow_get) == (True, True, False)
     with pytest.raises(DirectoryError, match="confirm must be one of none, commitment, count"):
         load_from_config(
             hub.db,
@@ -107,9 +110,19 @@ def test_admin_api_and_page_set_the_confirm_method(make_config, start_hub, tmp_p
     assert admin.post("/api/v1/nodes", json={**node, "confirm": "always"}).status_code == 422
     made = admin.post("/api/v1/nodes", json={**node, "confirm": "commitment"})
     assert made.status_code == 201 and made.json()["confirm"] == "commitment"
-    changed = admin.put(f"/api/v1/nodes/{made.json()['id']}", json={**node, "confirm": "count"})
+    qr = ("allow_find", "allow_move", "allow_get")  # query/retrieve by the node on the hub: allowed by default
+    assert [made.json()[k] for k in qr] == [True, True, True]
+    changed = admin.put(
+        f"/api/v1/nodes/{made.json()['id']}",
+        json={**node, "confirm": "count", "allow_move": False, "allow_get": False},
+    )
     assert changed.status_code == 200 and changed.json()["confirm"] == "count"
+    assert [changed.json()[k] for k in qr] == [True, False, False]
     assert _confirm_of(hub, "KINGS_WS") == "count"
+    ws = find_node(hub.db, "KINGS_WS")
+    assert ws is not None and (ws.allow_find, ws.allow_move, ws.allow_get) == (True, False, False)
+    listed = {n["name"]: n for n in admin.get("/api/v1/nodes").json()}
+    assert listed["KINGS_WS"]["allow_find"] is True and listed["KINGS_WS"]["allow_get"] is False
     # another institution's node cannot be changed through the API: not visible, 404
     with hub.db.session() as s:
         imperial = s.scalar(select(Node.id).where(Node.name == "IMPERIAL_PACS"))
@@ -117,6 +130,8 @@ def test_admin_api_and_page_set_the_confirm_method(make_config, start_hub, tmp_p
     assert admin.put(f"/api/v1/nodes/{imperial}", json=other).status_code == 404
     page = admin.get("/admin/nodes")
     assert page.status_code == 200 and '<select name="confirm">' in page.text and "<td>count</td>" in page.text
+    assert "<th>Q/R by node</th>" in page.text and "<td>find</td>" in page.text
+    assert '<input name="allow_get" type="checkbox" checked>' in page.text
 
 
 def test_confirmed_transfers_in_the_worklist_filter_and_csv(make_config, start_hub, commitment_peer, tmp_path):

@@ -90,6 +90,7 @@ def test_nodes_are_added_tested_with_c_echo_and_removed(hub):
             },
         )
         assert made.status_code == 201 and made.json()["institution"] == "RJZ"
+        assert made.json()["allow_find"] and made.json()["allow_move"] and made.json()["allow_get"]
         node_id = made.json()["id"]
         echo = admin.post(f"/api/v1/nodes/{node_id}/echo").json()
         assert echo["ok"] is True

@@ -62,6 +62,10 @@ class Node(Base):
     # confirmed delivery (0010): none | commitment (Storage Commitment Push Model) | count (C-FIND of what
     # the node holds); see routing/confirm.py
     confirm: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    # query/retrieve from the hub (0015): which of C-FIND, C-MOVE and C-GET this node may use on the hub's listener; what it sees is its institution's scope
+    allow_find: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    allow_move: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    allow_get: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 nodes = core_table(Node)

@@ -135,6 +135,9 @@ class NodeIn(BaseModel):
         description="The hub may search (C-FIND) and retrieve (C-MOVE) from it "
         "for exchanges; it must know the hub's AE title as a move destination",
     )
+    allow_find: bool = Field(True, description="It may search the hub (C-FIND); it sees what its institution may see")
+    allow_move: bool = Field(True, description="It may retrieve from the hub (C-MOVE) to its institution's nodes")
+    allow_get: bool = Field(True, description="It may retrieve from the hub over its own association (C-GET)")
 
 
 def _visible_node(s: Session, p: Principal, node_id: int) -> Node:
@@ -162,6 +165,9 @@ def _save_node(s: Session, p: Principal, pt: Portal, body: NodeIn, update: bool)
         update=update,
         confirm=body.confirm,
         query_retrieve=body.query_retrieve,
+        allow_find=body.allow_find,
+        allow_move=body.allow_move,
+        allow_get=body.allow_get,
     )
     if pt.hub is not None:
         pt.hub.nodes.invalidate()

@@ -106,6 +106,9 @@ def node_row(node, inst) -> dict[str, Any]:
         "enabled": node.enabled,
         "confirm": node.confirm,
         "query_retrieve": node.query_retrieve,
+        "allow_find": node.allow_find,
+        "allow_move": node.allow_move,
+        "allow_get": node.allow_get,
     }
 
 
