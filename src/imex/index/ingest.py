@@ -155,8 +155,10 @@ class Ingest:
         self._forwards: set[tuple[int, int, str]] = set()
 
     def _insert_ignore(self, conn: Connection, table: Table, values: dict) -> bool:
-        """Insert unless another transaction already did; True when this one did."""
-        return conn.execute(self._dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+        """Insert unless another transaction already did; True when this one did. (RETURNING, not rowcount:
+        on PostgreSQL a one-row insert reports rowcount -1.)"""
+        statement = self._dialect_insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+        return conn.execute(statement).first() is not None
 
     def store_instance(
         self, chunks: tuple[bytes, ...], transfer_syntax: str, fields: IndexFields, source: Source

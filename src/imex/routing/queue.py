@@ -37,7 +37,8 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
     if not rows:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing()).rowcount or 0
+    # the rows RETURNING gives, not rowcount: on PostgreSQL a one-row insert reports rowcount -1
+    return len(conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.id)).all())
 
 
 def queue_study(
