@@ -7,6 +7,8 @@ King's node; bad identifiers get the standard's failure statuses, and every quer
 
 from __future__ import annotations
 
+import time
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -21,11 +23,12 @@ from pynetdicom.sop_class import (
 from sqlalchemy import select
 
 import peers
-from hubtools import register_hospitals, wait_until
-from imex.db.models import AuditEvent, Transfer, TransferEvent
+from hubtools import register_hospitals, transfer_states, wait_until
+from imex.db.models import AuditEvent, Node, Transfer, TransferEvent
 from imex.dicom.part10 import dataset_offset, encode_dataset
 from imex.dicom.upper_layer import Requestor, decode_command, encode_command, pdvs
 from imex.directory import add_node
+from imex.folders.manage import add_folder
 from imex.samples import make_study
 
 pytestmark = pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk is not installed")
@@ -311,3 +314,111 @@ def test_bad_queries_get_the_standards_failure_statuses(shared, tmp_path):
     with hub.db.session() as s:
         outcomes = [e.outcome for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "dicom.find"))]
     assert outcomes.count("failure") >= 5 and outcomes[-1] == "denied"
+
+
+@pytest.mark.skipif(not peers.have_orthanc(), reason="Orthanc is not installed")
+def test_orthanc_as_a_hospital_pacs_queries_and_retrieves_through_its_rest_api(make_config, start_hub, tmp_path):
+    """Orthanc is Imperial's PACS: it receives S1 from King's, loses it, finds it on the hub with
+    /modalities/{id}/query and pulls it back with C-MOVE to itself; S2 stays invisible."""
+    config = make_config()
+    orthanc = peers.Orthanc(
+        tmp_path / "orthanc", aet="RYJORTHANC", modalities={"hub": ("IMEX", "127.0.0.1", config["dicom.port"])}
+    ).start()
+    try:
+        hub = start_hub(config)
+        register_hospitals(hub, dest_port=orthanc.dicom_port, dest_aet="RYJORTHANC")
+        s1 = make_study(tmp_path / "s1", instances_per_series=4, patient_name="JONES^ALAN", patient_id="P1")
+        s2 = make_study(tmp_path / "s2", instances_per_series=2, patient_name="JONES^ANN", patient_id="P2")
+        assert peers.storescu(s1, hub.listener.port, "RYJ").statuses == [0] * 4
+        assert peers.storescu(s2, hub.listener.port, "IMEX").statuses == [0] * 2
+        wait_until(lambda: len(orthanc.instances()) == 4, message="S1 in Orthanc")
+        for study in orthanc.study_ids():
+            orthanc.request("DELETE", f"/studies/{study}")
+        assert orthanc.instances() == []
+
+        query = orthanc.post("/modalities/hub/query", {"Level": "Study", "Query": {"PatientName": "JONES*"}})
+        answers = orthanc.get(f"/queries/{query['ID']}/answers?expand&simplify")
+        s1_uid = str(dcmread(s1[0]).StudyInstanceUID)
+        assert [a["StudyInstanceUID"] for a in answers] == [s1_uid]
+        assert answers[0]["PatientName"] == "JONES^ALAN"
+
+        orthanc.post(f"/queries/{query['ID']}/retrieve", {"TargetAet": "RYJORTHANC", "Synchronous": True})
+        wait_until(lambda: len(orthanc.instances()) == 4, message="S1 retrieved into Orthanc")
+        sent = {str(dcmread(p).SOPInstanceUID): _dataset_bytes(p) for p in s1}
+        got = {}
+        for instance in orthanc.instances():
+            data = orthanc.get_file(instance)
+            got[str(dcmread(BytesIO(data)).SOPInstanceUID)] = data[dataset_offset(data) :]
+        assert got == sent
+
+        s2_uid = str(dcmread(s2[0]).StudyInstanceUID)
+        none = orthanc.post("/modalities/hub/query", {"Level": "Study", "Query": {"StudyInstanceUID": s2_uid}})
+        assert orthanc.get(f"/queries/{none['ID']}/answers") == []
+    finally:
+        orthanc.stop()
+
+
+def _move(port: int, study_uid: str, destination: str):  # type: ignore[no-untyped-def]
+    ae = AE(ae_title=PACS)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", port, ae_title="IMEX")
+    assert assoc.is_established
+    try:
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.StudyInstanceUID = study_uid
+        return [
+            status for status, _ in assoc.send_c_move(ident, destination, StudyRootQueryRetrieveInformationModelMove)
+        ]
+    finally:
+        assoc.release()
+
+
+def test_held_studies_folder_imports_and_a_destination_that_is_down(make_config, start_hub, storescp, tmp_path):
+    pacs = storescp(aet=PACS)
+    config = make_config()
+    config.harmonise = [{"name": "Imperial files by NHS number", "destination": ["RYJ"], "nhs_number": "require"}]
+    hub = start_hub(config)
+    register_hospitals(hub, dest_port=pacs.port, dest_aet=PACS)
+    add_folder(hub.db, "Emergency", "emergency", alias="EMERGENCY", institutions_ods=["RJZ", "RYJ"])
+    hub.nodes.invalidate()
+
+    # sent to Imperial under a local ID only: held for reconciliation, so not retrievable yet
+    held = make_study(tmp_path / "held", instances_per_series=2, patient_id="LOCAL77")
+    assert peers.storescu(held, hub.listener.port, "RYJ").statuses == [0, 0]
+    wait_until(lambda: [s for s, _, _ in transfer_states(hub)] == ["held"], message="held")
+    held_uid = str(dcmread(held[0]).StudyInstanceUID)
+    final = _move(hub.listener.port, held_uid, PACS)[-1]
+    assert final.Status == 0xC000 and "reconciliation" in final.ErrorComment
+
+    # a study shared in the emergency folder: Imperial's PACS pulls it, which imports it (a transfer)
+    shared = make_study(tmp_path / "shared", instances_per_series=3, patient_id="9434765919")
+    assert peers.storescu(shared, hub.listener.port, "EMERGENCY").statuses == [0] * 3
+    shared_uid = str(dcmread(shared[0]).StudyInstanceUID)
+    wait_until(
+        lambda: _findscu(
+            hub, tmp_path / f"q{time.monotonic_ns()}", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={shared_uid}"
+        ),
+        message="the folder study is visible",
+    )
+    statuses = _move(hub.listener.port, shared_uid, PACS)
+    assert statuses[-1].Status == 0x0000 and statuses[-1].NumberOfCompletedSuboperations == 3
+    assert {str(dcmread(p).SOPInstanceUID) for p in pacs.wait_for(3)} == {
+        str(dcmread(p).SOPInstanceUID) for p in shared
+    }
+    with hub.db.session() as s:
+        imported = s.scalars(select(Transfer).where(Transfer.reason.like("retrieved by IMPERIAL_PACS%"))).all()
+        assert [(t.state, t.instances_sent) for t in imported] == [("delivered", 3)]
+
+    # a workstation of Imperial that is down: the move answers with what failed and why; the hub keeps
+    # the transfer and retries by itself
+    add_node(hub.db, "IMPERIAL_WS", "RYJWS", "127.0.0.1", peers.free_port(), "RYJ", destination=False)
+    hub.nodes.invalidate()
+    final = _move(hub.listener.port, shared_uid, "RYJWS")[-1]
+    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 3
+    assert final.ErrorComment
+    with hub.db.session() as s:
+        ws = s.scalar(
+            select(Transfer).join(Node, Node.id == Transfer.destination_node_id).where(Node.ae_title == "RYJWS")
+        )
+        assert ws.state == "pending" and ws.attempts >= 1 and ws.last_error
