@@ -9,14 +9,16 @@ import struct
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import func, select
 
+import peers
 from hl7tools import register_ris, sample
 from hubtools import register_hospitals, wait_until
 from imex.db.models import Instance, reports
-from imex.dicom.part10 import dataset_offset
-from imex.dicom.upper_layer import Requestor, UpperLayerError
+from imex.dicom.part10 import dataset_offset, encode_dataset
+from imex.dicom.upper_layer import Requestor, UpperLayerError, decode_command, encode_command, pdvs
 from imex.hl7 import client
 from imex.samples import make_study
 
@@ -32,6 +34,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 CT = "1.2.840.10008.5.1.4.1.1.2"
+IMPLICIT = str(ImplicitVRLittleEndian)
 
 
 def _hub(make_config, start_hub):  # type: ignore[no-untyped-def]
@@ -167,6 +170,77 @@ def test_cstore_of_mutated_datasets_stores_only_what_it_accepts(make_config, sta
 
     store()
     assert counts["refused"] > 0 and counts["accepted"] > 0, counts
+    wait_until(lambda: not hub.listener.server.active_associations, timeout=15, message="no hanging association")
+
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def _find_statuses(requestor: Requestor, cx: int, identifier: bytes) -> list[tuple[int, str]]:
+    """Send a C-FIND-RQ with this identifier as it is; (status, comment) of each response to the last."""
+    command = dict(
+        AffectedSOPClassUID=STUDY_ROOT_FIND, CommandField=0x0020, MessageID=1, Priority=0, CommandDataSetType=0
+    )
+    requestor.stream.send_message(cx, encode_command(command), True, requestor.peer_max_pdu)
+    requestor.stream.send_message(cx, identifier, False, requestor.peer_max_pdu)
+    answers: list[tuple[int, str]] = []
+    parts: list[bytes] = []
+    while True:
+        kind, pdu = requestor.stream.read_pdu(1 << 20)
+        assert kind == 4, f"expected P-DATA-TF, got PDU type {kind}"
+        for _cx, control, fragment in pdvs(pdu):
+            if control & 0x01:
+                parts.append(bytes(fragment))
+                if control & 0x02:
+                    rsp = decode_command(b"".join(parts))
+                    parts = []
+                    answers.append((int(rsp["Status"]), str(rsp.get("ErrorComment", ""))))
+                    if answers[-1][0] not in (0xFF00, 0xFF01):
+                        return answers
+
+
+def test_cfind_of_mutated_identifiers_is_answered_in_dicom_terms(make_config, start_hub, tmp_path):
+    """Identifiers cut and changed at random: every query ends with Success (its matches first), 0xA900
+    with the reason, or 0xA700; never an internal error, and the same association goes on serving."""
+    hub = _hub(make_config, start_hub)
+    study = make_study(tmp_path / "ct", instances_per_series=2, rows=8, columns=8)
+    assert peers.storescu(study, hub.listener.port, "IMEX").statuses == [0, 0]
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.PatientName = "TEST*"
+    query.StudyDate = "19000101-20991231"
+    query.StudyInstanceUID = str(dcmread(study[0]).StudyInstanceUID)
+    query.SOPInstanceUID = ""
+    query.ModalitiesInStudy = "CT"
+    identifier = encode_dataset(query, implicit=True)
+    requestor = Requestor("STORESCU", "IMEX", "127.0.0.1", hub.listener.port, [(STUDY_ROOT_FIND, [IMPLICIT])])
+    cx = requestor.accepted[(STUDY_ROOT_FIND, IMPLICIT)].context_id
+    seen: set[int] = set()
+
+    @settings(FUZZ, max_examples=60)
+    @example([], len(identifier))  # untouched: two matches
+    @given(
+        st.lists(st.tuples(st.integers(0, len(identifier) - 1), st.integers(0, 255)), max_size=4),
+        st.integers(0, len(identifier)),
+    )
+    def find(flips: list[tuple[int, int]], cut: int) -> None:
+        mutated = bytearray(identifier[:cut])
+        for pos, value in flips:
+            if pos < len(mutated):
+                mutated[pos] = value
+        answers = _find_statuses(requestor, cx, bytes(mutated))
+        final, comment = answers[-1]
+        assert final in (0x0000, 0xA900, 0xA700), (final, comment)
+        assert all(status == 0xFF00 for status, _ in answers[:-1])
+        if final == 0xA900:
+            assert comment
+        seen.add(final)
+
+    try:
+        find()
+    finally:
+        requestor.release()
+    assert {0x0000, 0xA900} <= seen
     wait_until(lambda: not hub.listener.server.active_associations, timeout=15, message="no hanging association")
 
 
