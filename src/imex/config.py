@@ -571,6 +571,9 @@ class Config:
     path: Path | None = None
     harmonise: list[dict[str, Any]] = field(default_factory=list)
     ris: list[dict[str, Any]] = field(default_factory=list)
+    # single sign-on: OpenID Connect providers ([[oidc]]) and SCIM directories ([[scim]]); see README
+    oidc: list[dict[str, Any]] = field(default_factory=list)
+    scim: list[dict[str, Any]] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -591,6 +594,8 @@ class Config:
             self.path,
             list(self.harmonise),
             list(self.ris),
+            list(self.oidc),
+            list(self.scim),
         )
 
     @property
@@ -617,7 +622,7 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-STRUCTURED = ("institutions", "nodes", "rules", "harmonise", "ris")
+STRUCTURED = ("institutions", "nodes", "rules", "harmonise", "ris", "oidc", "scim")
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -657,6 +662,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
         file_path,
         structured["harmonise"],
         structured["ris"],
+        structured["oidc"],
+        structured["scim"],
     )
 
 

@@ -13,7 +13,18 @@ re-exported table would shadow the submodule as an attribute of this package.
 
 from __future__ import annotations
 
-from imex.db.models.accounts import Role, RoleGrant, User, WebSession, role_grants, roles, users, web_sessions
+from imex.db.models.accounts import (
+    Role,
+    RoleGrant,
+    SsoLogin,
+    User,
+    WebSession,
+    role_grants,
+    roles,
+    sso_logins,
+    users,
+    web_sessions,
+)
 from imex.db.models.audit import AuditEvent, audit_events
 from imex.db.models.base import Base, core_table, utcnow
 from imex.db.models.commitment import CommitmentRequest, commitment_requests
@@ -111,6 +122,8 @@ __all__ = [
     "RoleGrant",
     "role_grants",
     "WebSession",
+    "SsoLogin",
+    "sso_logins",
     "web_sessions",
     "Transfer",
     "transfers",

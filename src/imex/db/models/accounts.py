@@ -14,6 +14,7 @@ class User(Base):
     """A person who signs in to the portal; belongs to one institution, which scopes what they see."""
 
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("identity_provider", "subject"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     full_name: Mapped[str] = mapped_column(String(200), default="")
@@ -36,6 +37,14 @@ class User(Base):
     notify_worklists: Mapped[str] = mapped_column(String(400), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # single sign-on (0016): the OpenID Connect provider or SCIM directory that manages this account (its
+    # [[oidc]]/[[scim]] name) and the person's identifier there (OIDC `sub`, SCIM externalId); NULL for
+    # accounts managed in imex
+    identity_provider: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    # certificate sign-in (0016): the client certificate subject (RFC 4514) or e-mail SAN that identifies
+    # this user on the HTTPS port
+    certificate_subject: Mapped[str | None] = mapped_column(String(400), unique=True)
 
 
 users = core_table(User)
@@ -89,3 +98,22 @@ class WebSession(Base):
 
 
 web_sessions = core_table(WebSession)
+
+
+class SsoLogin(Base):
+    """One OpenID Connect sign-in under way: the state, nonce and PKCE verifier sent to the provider,
+    kept in the database (any process may take the callback) and used at most once (a replayed state
+    is refused)."""
+
+    __tablename__ = "sso_logins"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(128), unique=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    return_to: Mapped[str] = mapped_column(String(400), default="/")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+sso_logins = core_table(SsoLogin)

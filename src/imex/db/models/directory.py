@@ -30,6 +30,10 @@ class Institution(Base):
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # transfers sent here must name a recipient (person or team); without one they are held
     require_recipient: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # single sign-on (0016): whether its users may sign in with an imex password (off: only through its
+    # identity provider or a certificate), and whether a client certificate is required to sign in
+    local_passwords: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    require_certificate: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 institutions = core_table(Institution)
