@@ -287,16 +287,7 @@ class Responder:
         cx_id, ts = chosen
         dataset, sop_uid = encoded_for(item, ts, self.request.calling_aet)
         self._message_id = (self._message_id % 0xFFFF) + 1
-        command = Command(
-            AffectedSOPClassUID=item.sop_class_uid,
-            CommandField=0x0001,
-            MessageID=self._message_id,
-            Priority=0x0000,
-            CommandDataSetType=0x0000,
-            AffectedSOPInstanceUID=sop_uid,
-        )
-        self.stream.send_message(cx_id, encode_command(command), True, self.peer_max)
-        self.stream.send_message(cx_id, dataset, False, self.peer_max)
+        self.stream.send_store(cx_id, item.sop_class_uid, self._message_id, sop_uid, dataset, self.peer_max)
         while True:
             response = self._read_one(expect_store_response=True)
             if response is not None:

@@ -144,6 +144,21 @@ class PduStream:
             if offset >= total:
                 break
 
+    def send_store(
+        self, context_id: int, sop_class: str, message_id: int, sop_uid: str, dataset: memoryview | bytes, peer_max: int
+    ) -> None:
+        """A C-STORE-RQ and its dataset: from the hub's sender, and for C-GET's sub-operations."""
+        command = Command(
+            AffectedSOPClassUID=sop_class,
+            CommandField=0x0001,
+            MessageID=message_id,
+            Priority=0x0000,
+            CommandDataSetType=0x0000,
+            AffectedSOPInstanceUID=sop_uid,
+        )
+        self.send_message(context_id, encode_command(command), True, peer_max)
+        self.send_message(context_id, dataset, False, peer_max)
+
     def abort(self, source: int = 0x00, reason: int = 0x00) -> None:
         try:
             self.sock.sendall(struct.pack(">BBLBBBB", ABORT, 0, 4, 0, 0, source, reason))
@@ -347,16 +362,9 @@ class Requestor:
         if not self.open:
             raise UpperLayerError(f"association with {self.peer} is closed")
         self.message_id = (self.message_id % 0xFFFF) + 1
-        command = Command(
-            AffectedSOPClassUID=cx.abstract_syntax,
-            CommandField=0x0001,
-            MessageID=self.message_id,
-            Priority=0x0000,
-            CommandDataSetType=0x0000,
-            AffectedSOPInstanceUID=sop_instance_uid,
+        self.stream.send_store(
+            cx.context_id, cx.abstract_syntax, self.message_id, sop_instance_uid, dataset, self.peer_max_pdu
         )
-        self.stream.send_message(cx.context_id, encode_command(command), True, self.peer_max_pdu)
-        self.stream.send_message(cx.context_id, dataset, False, self.peer_max_pdu)
         return self._read_response()
 
     def _read_response(self) -> Command:

@@ -19,7 +19,7 @@ from imex.auth import scope
 from imex.auth.permissions import Principal
 from imex.db.models import Instance, Patient, Series, Study
 from imex.directory import NodeInfo
-from imex.qr.keys import ANSWERED, UNIQUE_KEY, InvalidQuery, Query, vr_of
+from imex.qr.keys import UNIQUE_KEY, InvalidQuery, Query, vr_of
 
 
 def node_principal(node: NodeInfo) -> Principal:
@@ -124,10 +124,8 @@ def _answer(query: Query, values: dict[str, Any], hub_aet: str) -> Dataset:
         if UNIQUE_KEY[level] not in keywords:
             keywords.append(UNIQUE_KEY[level])
     for keyword in keywords:
-        if keyword in ("SpecificCharacterSet",):
-            continue
-        if keyword == "QueryRetrieveLevel":
-            continue
+        if keyword in ("SpecificCharacterSet", "QueryRetrieveLevel"):
+            continue  # set below, once
         if keyword == "RetrieveAETitle":
             ds.RetrieveAETitle = hub_aet
         elif keyword == "InstanceAvailability":
@@ -154,12 +152,9 @@ def instances_to_retrieve(s: Session, p: Principal, query: Query) -> list[tuple[
     unique = UNIQUE_KEY[query.level]
     if not any(c is not None for c in query.conditions) or unique not in query.requested:
         raise InvalidQuery(f"a {query.level} level retrieve needs {unique}")
-    if query.level == "PATIENT":
-        statement = scope.instances_query(p).where(*query.conditions)
-    else:
-        statement = scope.instances_query(p).where(*query.conditions)
+    statement = scope.instances_query(p).where(*query.conditions)  # every level: its instances
     rows = s.execute(statement.order_by(Study.id, Series.number, Series.id, Instance.number, Instance.id)).all()
     return [(row[0], row[4]) for row in rows]
 
 
-__all__ = ["ANSWERED", "count_matches", "instances_to_retrieve", "matches", "node_principal"]
+__all__ = ["count_matches", "instances_to_retrieve", "matches", "node_principal"]

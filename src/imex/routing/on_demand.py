@@ -16,33 +16,14 @@ from imex import events
 from imex.db import utcnow
 from imex.db.models import items, transfers
 from imex.routing.priority import URGENT
-from imex.routing.queue import _insert_ignore, record
+from imex.routing.queue import _insert_ignore, new_transfer, record
 from imex.routing.reconcile import HELD
 
 
 def _transfer(conn: Connection, study_id: int, node_id: int, reason: str, recipient: str, state: str) -> tuple:
     """The transfer of the study to the node, created in `state` when there is none; (id, state, new)."""
-    now = utcnow()
     created = _insert_ignore(
-        conn,
-        transfers,
-        [
-            dict(
-                study_id=study_id,
-                destination_node_id=node_id,
-                state=state,
-                priority=URGENT,
-                reason=reason[:200],
-                recipient=recipient or None,
-                attempts=0,
-                next_attempt_at=now,
-                instances_total=0,
-                instances_sent=0,
-                bytes_sent=0,
-                created_at=now,
-                updated_at=now,
-            )
-        ],
+        conn, transfers, [new_transfer(study_id, node_id, state, URGENT, reason, recipient, utcnow())]
     )
     row = conn.execute(
         select(transfers.c.id, transfers.c.state).where(

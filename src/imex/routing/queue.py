@@ -8,6 +8,7 @@ operators' retry and cancel.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, Table, func, insert, select, update
@@ -41,6 +42,27 @@ def _insert_ignore(conn: Connection, table: Table, rows: list[dict]) -> int:
     return len(conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.id)).all())
 
 
+def new_transfer(
+    study_id: int, node_id: int, state: str, priority: int, reason: str, recipient: str, now: dt.datetime
+) -> dict:
+    """The row of a transfer not yet started: the queue's, and the on-demand retrieves' (on_demand.py)."""
+    return dict(
+        study_id=study_id,
+        destination_node_id=node_id,
+        state=state,
+        priority=priority,
+        reason=reason[:200],
+        recipient=recipient or None,
+        attempts=0,
+        next_attempt_at=now,
+        instances_total=0,
+        instances_sent=0,
+        bytes_sent=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def queue_study(
     conn: Connection, study_id: int, destinations: dict[int, str], priority: int = 0, recipient: str = ""
 ) -> list[int]:
@@ -54,25 +76,7 @@ def queue_study(
     work: list[int] = []
     for node_id, reason in destinations.items():
         created = _insert_ignore(
-            conn,
-            transfers,
-            [
-                dict(
-                    study_id=study_id,
-                    destination_node_id=node_id,
-                    state="pending",
-                    priority=priority,
-                    reason=reason,
-                    recipient=recipient or None,
-                    attempts=0,
-                    next_attempt_at=now,
-                    instances_total=0,
-                    instances_sent=0,
-                    bytes_sent=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            ],
+            conn, transfers, [new_transfer(study_id, node_id, "pending", priority, reason, recipient, now)]
         )
         row = conn.execute(
             select(transfers.c.id, transfers.c.state, transfers.c.priority, transfers.c.recipient).where(
