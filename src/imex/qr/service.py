@@ -52,6 +52,7 @@ from imex.store import BlobStore
 log = logging.getLogger("imex.qr")
 
 _POLL_SECONDS = 0.2
+_KEEPALIVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class QueryRetrieve:
         total = sum(len(ids) for _, ids in plan)
         deadline = time.monotonic() + float(self.config["dicom.move_wait_seconds"])
         last: tuple | None = None
+        last_sent = time.monotonic()
         while True:
             counts, errors, done = SubOperations(), [], True
             with self.db.reader() as conn:
@@ -235,9 +237,11 @@ class QueryRetrieve:
                 counts.remaining = 0
                 break
             snapshot = (counts.completed, counts.warning, counts.failed)
-            if snapshot != last:
+            # a response when the counts change, and at least every few seconds while the transfer waits
+            # its turn, so a caller's DIMSE timeout does not end a move that is progressing
+            if snapshot != last or time.monotonic() - last_sent > _KEEPALIVE_SECONDS:
                 responder.pending(counts=counts)
-                last = snapshot
+                last, last_sent = snapshot, time.monotonic()
             time.sleep(_POLL_SECONDS)
         if counts.failed:
             counts.failed_uids = self._unsent(plan)
