@@ -15,6 +15,8 @@ if [[ $want_test == 1 ]]; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
   # the reverse proxy docs/security.md recommends, run in front of a hub by tests/e2e/security/test_reverse_proxy.py
   [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+  # certutil and pk12util give chromium a client certificate (tests/e2e/security/test_certificate_signin.py)
+  command -v certutil >/dev/null || missing+=(libnss3-tools)
   if (( ${#missing[@]} )); then
     sudo=""
     [[ $(id -u) -ne 0 ]] && sudo="sudo"
@@ -35,4 +37,14 @@ if [[ $want_test == 1 ]]; then
   .venv/bin/python -m pip install -q -e ".[test]"
 else
   .venv/bin/python -m pip install -q -e .
+fi
+if [[ $want_test == 1 ]]; then
+  # the single sign-on tests' OpenID Connect provider (oidc-provider under node): skipped without node
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    (cd tests/helpers/oidc_idp && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    # axe-core for the accessibility checks of the main pages (tests/e2e/web/test_accessibility.py)
+    (cd tests/helpers/a11y && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  else
+    echo "node/npm not found: the single sign-on tests that need a real identity provider and the accessibility checks will be skipped"
+  fi
 fi

@@ -307,6 +307,27 @@ SETTINGS: tuple[Setting, ...] = (
         "then sent). Behind a TLS-terminating reverse proxy leave it off and see http.trusted_proxies.",
     ),
     Setting(
+        "http.client_certificates",
+        "off",
+        "Certificate sign-in (smart cards): off, or optional: the HTTPS port (http.tls) asks every "
+        "client for a certificate from http.client_ca_file, checked against http.client_crl_file during the "
+        "handshake; one mapped to a user signs them in at /login/certificate, and connections without one "
+        "still sign in with a password. A revoked, expired or unknown-CA certificate fails the handshake.",
+    ),
+    Setting(
+        "http.client_ca_file",
+        "",
+        "CA certificate(s) (PEM) that issue users' client certificates. Empty: tls.ca_file (the "
+        "deployment CA, `imex tls issue NAME --email ...`); set it to a smart-card PKI's issuing CA bundle.",
+    ),
+    Setting(
+        "http.client_crl_file",
+        "",
+        "Revocation list(s) (PEM) of http.client_ca_file, read again whenever the file changes; it "
+        "must exist while http.client_certificates is on, and an expired CRL refuses every certificate. "
+        "Empty: tls.crl_file (kept by `imex tls revoke`).",
+    ),
+    Setting(
         "http.trusted_proxies",
         "",
         "Comma-separated addresses of reverse proxies whose "
@@ -371,6 +392,13 @@ SETTINGS: tuple[Setting, ...] = (
         "auth.signin_window_minutes after which that address is answered 429 until the window passes.",
     ),
     Setting("auth.signin_window_minutes", 10, "Window of auth.signin_failures_per_ip, in minutes."),
+    Setting(
+        "alerts.destination_down_minutes",
+        15.0,
+        "A destination whose deliveries have failed this long (with none succeeding since) alerts its "
+        "node's and its institution's contacts by e-mail and its transfer managers in the portal, once per "
+        "outage. 0 disables the alert.",
+    ),
     # -- priority transfers (priority and recipient of [[rules]]; see README)
     Setting(
         "priority.escalate_after_seconds",

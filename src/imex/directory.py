@@ -111,6 +111,18 @@ def list_institutions(db: Database) -> list[Institution]:
         return list(s.scalars(select(Institution).order_by(Institution.ods_code)))
 
 
+def set_local_passwords(session: Session, ods_code: str, allowed: bool) -> Institution:
+    """Whether the institution's users may sign in with an imex password; off, only through its identity
+    provider ([[oidc]]) or a certificate. Password sign-ins and API token requests are then refused."""
+    ods = check_ods(ods_code)
+    inst = session.scalar(select(Institution).where(Institution.ods_code == ods))
+    if inst is None:
+        raise NotFound(f"no institution has the ODS code {ods}; `imex institution list` shows them")
+    inst.local_passwords = allowed
+    session.flush()
+    return inst
+
+
 def add_node(
     db: Database,
     name: str,

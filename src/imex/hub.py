@@ -12,6 +12,8 @@ import time
 
 import uvicorn
 
+from imex.auth.oidc_config import providers_of
+from imex.auth.scim import directories as scim_directories
 from imex.config import Config
 from imex.db import Database
 from imex.directory import NodeCache, load_from_config
@@ -21,7 +23,7 @@ from imex.index.listener import DicomListener
 from imex.notify.email import EmailSender
 from imex.retention import job as retention_job
 from imex.retention.policy import RetentionPolicy
-from imex.routing import escalation, queue
+from imex.routing import escalation, health, queue
 from imex.routing.router import Router
 from imex.routing.rules import parse_rules
 from imex.routing.worker import DeliveryWorker
@@ -49,6 +51,12 @@ class Hub:
         self.rules = parse_rules(config.rules)
         self.harmoniser = Harmoniser.from_config(config)  # a bad [[harmonise]] rule stops start-up
         tls_files.check(config)  # so does a missing or unreadable TLS certificate or key
+        providers_of(config)  # and a bad [[oidc]] identity provider table
+        # and a bad [[scim]] directory table, or one naming an unknown institution or role
+        self.scim_directories = scim_directories.parse_directories(config.scim, os.environ)
+        with self.db.sessions() as s:
+            scim_directories.check_directories(s, self.scim_directories)
+            s.commit()
         self.store = BlobStore(config.store_path, fsync=config["store.fsync"])
         self.nodes = NodeCache(self.db)
         self.ingest = Ingest(self.db, self.store)
@@ -79,6 +87,7 @@ class Hub:
         self.work_queued = threading.Event()
         self.router.on_queued = self.work_queued.set
         self.stop_event = threading.Event()
+        self._health_due = 0.0  # when the destination-down check runs next (routing.health)
         self.threads: list[threading.Thread] = []
         self.http: uvicorn.Server | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -98,6 +107,10 @@ class Hub:
         self.router.route_stable()
         queue.reap_expired_leases(self.db)
         escalation.escalate_overdue(self.db, self.config["priority.escalate_after_seconds"])
+        minutes = self.config["alerts.destination_down_minutes"]
+        if minutes > 0 and time.monotonic() >= self._health_due:  # a few times per alert period, at most 30 s apart
+            self._health_due = time.monotonic() + min(30.0, max(0.1, minutes * 15))
+            health.alert_down(self.db, minutes)
 
     def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -12,10 +12,11 @@ COLUMNS = (
     "action",
     "outcome",
     "username",
-    "institution_id",
+    "institution",  # ODS code
     "ip",
     "study_uid",
     "patient_id",
+    "patient_name",
     "object_type",
     "object_id",
     "detail",

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Select, desc, func, or_, select
+from sqlalchemy import Select, and_, desc, func, or_, select
 from sqlalchemy.engine import Connection
 
-from imex.db.models import Study, audit_events
+from imex.db.models import Study, audit_events, institutions, patients, studies
 
 _E = audit_events
 
@@ -73,6 +73,19 @@ def count(conn: Connection, flt: AuditFilter, *, institution_id: int | None) -> 
 def events(
     conn: Connection, flt: AuditFilter, *, institution_id: int | None, limit: int = 100, offset: int = 0
 ) -> list:
-    """Newest first."""
-    query = _where(select(_E), flt, institution_id).order_by(desc(_E.c.id)).limit(limit).offset(offset)
+    """Newest first, each with the ODS code of its institution and, while the hub still holds the study, the
+    patient's name (the trail itself keeps identifiers, not names)."""
+    query = (
+        _where(
+            select(_E, institutions.c.ods_code.label("institution"), patients.c.name.label("patient_name"))
+            .outerjoin(institutions, institutions.c.id == _E.c.institution_id)
+            .outerjoin(studies, and_(_E.c.study_uid != "", studies.c.study_uid == _E.c.study_uid))
+            .outerjoin(patients, patients.c.id == studies.c.patient_pk),
+            flt,
+            institution_id,
+        )
+        .order_by(desc(_E.c.id))
+        .limit(limit)
+        .offset(offset)
+    )
     return list(conn.execute(query).all())

@@ -262,6 +262,10 @@ class LoginFailed(Exception):
 
 
 GENERIC_FAILURE = "The user name or password is wrong."
+LOCAL_PASSWORDS_OFF = (
+    "Your institution does not use imex passwords: sign in with your organisation's account "
+    '("Sign in with ..." on the sign-in page).'
+)
 
 
 def authenticate(session: Session, username: str, password: str, ip: str, policy: LoginPolicy) -> User:
@@ -296,6 +300,12 @@ def authenticate(session: Session, username: str, password: str, ip: str, policy
     if user.disabled:
         audit.record(session, "auth.login_failed", outcome="denied", detail="account disabled", **who)
         raise LoginFailed("This account is disabled. Ask your institution's administrator.")
+    # only after the right password: a wrong one must not tell whose institution uses single sign-on
+    if not session.scalar(select(Institution.local_passwords).where(Institution.id == user.institution_id)):
+        audit.record(
+            session, "auth.login_failed", outcome="denied", detail="local passwords off for the institution", **who
+        )
+        raise LoginFailed(LOCAL_PASSWORDS_OFF)
     user.failed_logins = 0
     user.locked_until = None
     if passwords.needs_rehash(user.password_hash):

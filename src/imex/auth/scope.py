@@ -206,10 +206,11 @@ def arrivals_on_worklist(worklist, transfer_id: int) -> Select:
 # -- the locator: entries of institutions whose holdings the principal's institution may discover -----------
 
 
-def locator_clause(p: Principal):
-    """Locator entries `p` may find: their own institution's, and those of institutions discoverable by
-    everyone, or (restricted) by `p`'s institution as a named partner or a member of a named network."""
-    from imex.db.models import LocatorEntry, LocatorNetworkMember, LocatorPartner, LocatorPolicy, LocatorSharedNetwork
+def discoverable_clause(p: Principal, institution_id):
+    """Institutions (by the `institution_id` column given) whose holdings `p`'s institution may discover
+    in the locator: its own, and those discoverable by everyone, or (restricted) by `p`'s institution as a
+    named partner or a member of a named network."""
+    from imex.db.models import LocatorNetworkMember, LocatorPartner, LocatorPolicy, LocatorSharedNetwork
 
     if not p.can("locator.search"):
         return false()
@@ -217,24 +218,37 @@ def locator_clause(p: Principal):
         return true()
     partner = exists(
         select(LocatorPartner.id).where(
-            LocatorPartner.institution_id == LocatorEntry.institution_id, LocatorPartner.partner_id == p.institution_id
+            LocatorPartner.institution_id == institution_id, LocatorPartner.partner_id == p.institution_id
         )
     )
     in_network = exists(
         select(LocatorSharedNetwork.id)
         .join(LocatorNetworkMember, LocatorNetworkMember.network_id == LocatorSharedNetwork.network_id)
         .where(
-            LocatorSharedNetwork.institution_id == LocatorEntry.institution_id,
+            LocatorSharedNetwork.institution_id == institution_id,
             LocatorNetworkMember.institution_id == p.institution_id,
         )
     )
     policy = exists(
         select(LocatorPolicy.id).where(
-            LocatorPolicy.institution_id == LocatorEntry.institution_id,
+            LocatorPolicy.institution_id == institution_id,
             or_(LocatorPolicy.mode == "everyone", and_(LocatorPolicy.mode == "restricted", or_(partner, in_network))),
         )
     )
-    return or_(LocatorEntry.institution_id == p.institution_id, policy)
+    return or_(institution_id == p.institution_id, policy)
+
+
+def locator_clause(p: Principal):
+    """Locator entries `p` may find: those of the institutions `p` may discover."""
+    from imex.db.models import LocatorEntry
+
+    return discoverable_clause(p, LocatorEntry.institution_id)
+
+
+def undiscoverable_query(p: Principal) -> Select:
+    """Institutions whose holdings `p` may not search (they keep themselves undiscoverable to `p`): named
+    on an empty result, so that "0 studies found" is not read as "the patient has no imaging"."""
+    return select(Institution).where(~discoverable_clause(p, Institution.id)).order_by(Institution.name)
 
 
 def locator_query(p: Principal) -> Select:

@@ -28,6 +28,7 @@ COMMANDS = {
     "node": "imex.cli.nodes:node",
     "quarantine": "imex.cli.quarantine:quarantine",
     "retention": "imex.cli.retention_cmd:retention",
+    "scim": "imex.cli.scim_cmd:scim",
     "send": "imex.cli.send:send",
     "serve": "imex.cli.serve:serve",
     "status": "imex.cli.status:status",

@@ -15,7 +15,7 @@ from imex.config import ConfigError
 @click.option(
     "--demo",
     is_flag=True,
-    help="Add demo institutions and nodes, run a demo destination PACS and push a sample study through the hub.",
+    help="Add demo hospitals with their PACS, RIS and a mail catcher, and push sample studies with reports once.",
 )
 @click.pass_context
 def serve(ctx: click.Context, demo: bool) -> None:

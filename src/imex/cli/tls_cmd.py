@@ -55,16 +55,23 @@ def tls_init(ctx: click.Context, hosts: tuple[str, ...], org: str) -> None:
     "--host", "hosts", multiple=True, help="Name or address in the certificate (default: the registered node's host)."
 )
 @click.option("--days", default=397, show_default=True, type=click.IntRange(1, 3650), help="Validity.")
+@click.option(
+    "--email",
+    "emails",
+    multiple=True,
+    help="E-mail address in the certificate (a person's, for certificate sign-in to the portal; repeatable).",
+)
 @click.pass_context
-def tls_issue(ctx: click.Context, name: str, hosts: tuple[str, ...], days: int) -> None:
-    """Issue a key and certificate to node NAME (or renew "hub"); an earlier one of NAME is revoked."""
+def tls_issue(ctx: click.Context, name: str, hosts: tuple[str, ...], days: int, emails: tuple[str, ...]) -> None:
+    """Issue a key and certificate to node NAME (or renew "hub", or a person's with --email); an earlier
+    one of NAME is revoked."""
     names = list(hosts)
-    if not names:
+    if not names and not emails:
         node = find_node(database(ctx), name)
         names = [node.host] if node is not None else []
     ca = _ca(ctx)
     try:
-        issued = ca.issue(name, names, days=days)
+        issued = ca.issue(name, names, days=days, emails=emails)
     except CaError as exc:
         raise click.ClickException(str(exc)) from None
     _audit(ctx, "tls.issue", name, f"serial {issued.serial:x}, expires {issued.not_after[:10]}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import accounts
+from imex.auth import accounts, certificates
 from imex.cli.context import database, load_config, operator
 from imex.db.models import Institution, User
 
@@ -35,6 +37,10 @@ def user() -> None:
 )
 @click.option("--admin", is_flag=True, help="Make this user a system admin (the hub's first admin).")
 @click.option("--password", help="Initial password (default: ask; the user must change it at first sign-in).")
+@click.option(
+    "--certificate-subject",
+    help="Subject (RFC 4514) or e-mail address of the client certificate (smart card) they sign in with.",
+)
 @click.pass_context
 def user_add(
     ctx: click.Context,
@@ -45,6 +51,7 @@ def user_add(
     roles: tuple[str, ...],
     admin: bool,
     password: str | None,
+    certificate_subject: str | None,
 ) -> None:
     """Add a portal user, e.g. `imex user add jsmith --institution RJZ --role sender`."""
     if password is None:
@@ -64,6 +71,8 @@ def user_add(
             must_change_password=True,
         )
         _audit(s, "user.add", added.username, f"roles: {', '.join(wanted) or 'none'}")
+        if certificate_subject:
+            certificates.set_subject(s, added, certificate_subject, username=operator())
         s.commit()
     click.echo(
         f"added {username} at {ods.upper()} with roles {', '.join(wanted) or '(none)'}; "
@@ -125,6 +134,40 @@ def user_enable(ctx: click.Context, username: str) -> None:
         accounts.enable_user(s, accounts.user_by_name(s, username), username=operator())
         s.commit()
     click.echo(f"enabled {username}")
+
+
+@user.command("certificate")
+@click.argument("username")
+@click.argument("subject", required=False)
+@click.option("--certificate-subject", "option_subject", help="The same as SUBJECT.")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the subject from the user's certificate file (PEM or DER).",
+)
+@click.option("--clear", is_flag=True, help="Remove the user's certificate: they can no longer sign in with it.")
+@click.pass_context
+def user_certificate(
+    ctx: click.Context,
+    username: str,
+    subject: str | None,
+    option_subject: str | None,
+    from_file: Path | None,
+    clear: bool,
+) -> None:
+    """Register the client certificate (smart card) USERNAME signs in with, by its SUBJECT in RFC 4514
+    form (`openssl x509 -noout -subject -nameopt RFC2253 -in CERT`) or an e-mail address in it, e.g.
+    `imex user certificate jsmith "CN=Jane Smith,O=Kings,C=GB"`."""
+    given = [v for v in (subject, option_subject) if v] + ([from_file] if from_file else [])
+    if len(given) + clear != 1:
+        raise click.UsageError("give one of SUBJECT, --certificate-subject, --from-file or --clear")
+    if from_file is not None:
+        subject = certificates.subject_of_file(from_file.read_bytes())
+    with database(ctx).sessions() as s:
+        found = accounts.user_by_name(s, username)
+        stored = certificates.set_subject(s, found, None if clear else subject or option_subject, username=operator())
+        s.commit()
+    click.echo(f"{username}: signs in with the certificate {stored}" if stored else f"{username}: no certificate")
 
 
 @user.command("grant")

@@ -212,12 +212,12 @@ def study_progress(conn: Connection, transaction) -> list[StudyProgress]:
                     .order_by(transfers.c.id)
                 )
             ]
-        state, detail = _derive(moves, sends, targets)
+        state, detail = _derive(moves, sends, targets, at_hub=ts.study_id is not None)
         out.append(StudyProgress(ts.study_uid, ts.study_id, state, detail, sends, moves))
     return out
 
 
-def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[str, str]:
+def _derive(moves: list[dict], sends: list[dict], targets: list[int], at_hub: bool = False) -> tuple[str, str]:
     failed_move = next((m for m in moves if m["state"] == "failed"), None)
     active = next((m for m in moves if m["state"] in ("pending", "moving")), None)
     if active is not None:
@@ -237,6 +237,8 @@ def _derive(moves: list[dict], sends: list[dict], targets: list[int]) -> tuple[s
         return "sending", "being delivered"
     if failed_move is not None and not any(m["state"] in ("pending", "moving") for m in moves):
         return "failed", f"retrieval failed: {failed_move['last_error'] or 'unknown error'}"
+    if at_hub:  # pushed or uploaded, not retrieved: the hub has it and routes it once it is whole
+        return "sending", "at the hub; delivery starts once the study is complete"
     return "retrieving", "waiting for the study to arrive at the hub"
 
 

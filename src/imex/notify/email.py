@@ -24,6 +24,7 @@ from imex.db.models import emails, instances, institutions, nodes, studies, tran
 from imex.jobs import engine
 from imex.jobs.queue import JobQueue, RetrySettings
 from imex.jobs.registry import register
+from imex.notify import wording
 
 log = logging.getLogger("imex.notify")
 
@@ -96,8 +97,8 @@ def queue_transfer_alert(conn: Connection, transfer_id: int, *, delivered: bool)
     """Tell the destination that a study arrived, or the source that one could not be delivered."""
     t, study, dest, source = transfer_parties(conn, transfer_id)
     what = (
-        f"study of {study.study_date or 'unknown date'}, {study.modalities or 'unknown modality'}, "
-        f"accession {study.accession_number or '(none)'}, {study.num_instances} images"
+        f"{wording.study(study.modalities, study.study_date)}, accession {study.accession_number or '(none)'}, "
+        f"{wording.count(study.num_instances, 'image')}"
     )
     if delivered:
         recipients = [dest.contact_email or dest.inst_email or ""]

@@ -21,6 +21,7 @@ from imex.db.models import (
     users,
     worklists,
 )
+from imex.notify import wording
 from imex.notify.email import queue_email
 
 ARRIVED = "transfer.arrived"
@@ -95,7 +96,7 @@ def queue_transfer_notice(conn: Connection, transfer_id: int, *, delivered: bool
     source = conn.execute(
         select(institutions.c.name, institutions.c.ods_code).where(institutions.c.id == study.institution_id)
     ).one()
-    what = f"{study.modalities or 'study'} of {study.study_date or 'unknown date'}, {study.num_instances} images"
+    what = wording.study(study.modalities, study.study_date, study.num_instances)
     link = f"/transfers/{t.id}"
     if delivered:
         title = f"{what} arrived from {source.name} ({source.ods_code})"

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select, update
 
 from imex.db import Database, utcnow
 from imex.db.models import role_grants, roles, transfers, users
+from imex.notify import wording
 from imex.notify.email import queue_email, transfer_parties
 from imex.notify.inbox import notify_users, users_with_permission
 from imex.routing.priority import EMERGENCY
@@ -40,8 +41,8 @@ def _alert(conn: Connection, transfer_id: int, waited: float) -> None:
         f"{waited / 60:.0f} min ({t.state})"
     )
     body = (
-        f"{title}.\n\n{study.modalities or 'Study'} of {study.study_date or 'unknown date'}, "
-        f"{study.num_instances} images, from {source.name} to {dest.inst} (node {dest.name}).\n"
+        f"{title}.\n\n{wording.study(study.modalities, study.study_date, study.num_instances)}, "
+        f"from {source.name} to {dest.inst} (node {dest.name}).\n"
         f"{t.instances_sent} of {t.instances_total} instances sent; last error: {t.last_error or 'none'}.\n\n"
         f"See /transfers/{t.id} in the imex portal.\n"
     )

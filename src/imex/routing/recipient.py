@@ -10,6 +10,7 @@ from imex.db import Database, utcnow
 from imex.db.models import institutions, nodes, studies, transfers, users
 from imex.errors import Conflict, Invalid
 from imex.jobs import engine
+from imex.notify import wording
 from imex.notify.inbox import notify_users
 from imex.routing.priority import name as priority_name
 from imex.routing.queue import DELIVERY, record
@@ -74,7 +75,7 @@ def notify_recipient(conn: Connection, transfer_id: int) -> int:
     ).one()
     level = priority_name(t.priority)
     title = (
-        f"{level.capitalize()}: {study.modalities or 'study'} of {study.study_date or 'unknown date'} "
+        f"{level.capitalize()}: {wording.study(study.modalities, study.study_date)} "
         f"from {study.name} ({study.ods_code}) is for you"
     )
     link = f"/transfers/{t.id}"

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,8 +74,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
+def _san(hosts: list[str], emails: Sequence[str] = ()) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [x509.RFC822Name(e) for e in emails]
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
@@ -186,11 +187,16 @@ class CertificateAuthority:
         return live[-1] if live else None
 
     # -- issue and revoke -----------------------------------------------------------------------------
-    def issue(self, name: str, hosts: list[str], days: int = CERT_DAYS) -> Issued:
+    def issue(self, name: str, hosts: list[str], days: int = CERT_DAYS, emails: Sequence[str] = ()) -> Issued:
         """A key and certificate for a node (or the hub) called `name`, usable as client and server; an
-        earlier certificate of the same name is revoked (superseded)."""
+        earlier certificate of the same name is revoked (superseded). `emails` go into the subject
+        alternative name (a person's certificate for certificate sign-in on the HTTPS port)."""
         if not _NAME_RE.match(name):
             raise CaError(f"name {name!r} must be 1-64 letters, digits, dots, dashes or underscores")
+        wanted = [e.strip() for e in emails if e.strip()]
+        for email in wanted:
+            if not re.fullmatch(r"[^@\s,=]+@[^@\s,=]+", email):
+                raise CaError(f"{email!r} is not an e-mail address")
         ca_cert, ca_key = self._ca()
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
@@ -210,8 +216,8 @@ class CertificateAuthority:
             )
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
-        if hosts:
-            builder = builder.add_extension(_san(hosts), critical=False)
+        if hosts or wanted:
+            builder = builder.add_extension(_san(hosts, wanted), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         rows = self.certificates()
         stamp = now.replace(microsecond=0).isoformat()

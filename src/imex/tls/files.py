@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imex.config import Config
-from imex.tls import profile
+from imex.tls import client_certs, profile
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class TlsFiles:
         """For the hub dialling a TLS destination: verify it against tls.ca_file, present the hub's
         certificate when it asks for one."""
         return profile.client_context(self.ca, cert=self.cert, key=self.key)
+
+    def https_client_files(self, config: Config) -> tuple[Path, Path]:
+        """(CA, CRL) that users' client certificates on the HTTPS port are checked against:
+        http.client_ca_file and http.client_crl_file, or tls.ca_file and tls.crl_file when empty."""
+
+        def pick(key: str, default: Path) -> Path:
+            return Path(config[key]).expanduser().absolute() if config[key] else default
+
+        return pick("http.client_ca_file", self.ca), pick("http.client_crl_file", self.crl)
 
 
 class ServerContext:
@@ -82,6 +91,22 @@ class ServerContext:
                 self._stamp = stamp
             return self._context
 
+    def switching(self) -> ssl.SSLContext:
+        """A context for a server that is given one SSLContext for good (uvicorn): every handshake is
+        switched to the current get() while the ClientHello is read (the SNI callback, which OpenSSL
+        calls with or without a server name), so a new CRL, CA or certificate applies from the next
+        connection on, without a restart."""
+        front = self.get()
+        current = self.get
+
+        def switch(connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+            connection.context = current()
+
+        front.sni_callback = switch
+        self._context = None  # the front context is never handed out again, nor switched to
+        self.get()
+        return front
+
 
 def outbound(config: Config, node_tls: bool) -> ssl.SSLContext | None:
     """The client context for an association to a node with `tls = true`, else None (plain TCP)."""
@@ -102,14 +127,31 @@ def mllp_context(config: Config) -> ssl.SSLContext | None:
     ).get()
 
 
+def https_context(config: Config) -> ServerContext:
+    """The HTTPS port's context: the hub's certificate; with http.client_certificates = "optional" also
+    asking for a client certificate, verified against the client CA and (during the handshake) the CRL,
+    which must exist; a connection without one is still served."""
+    files = TlsFiles.of(config)
+    if client_certs.mode(config) == "off":
+        return ServerContext(files.cert, files.key)
+    ca, crl = files.https_client_files(config)
+    if not crl.is_file():
+        raise profile.TlsConfigError(
+            f"revocation list {crl} does not exist: http.client_certificates needs the CRL of the client CA "
+            "(http.client_crl_file; `imex tls crl` writes the deployment CA's)"
+        )
+    return ServerContext(files.cert, files.key, client_ca=ca, crl=crl, require_client=False)
+
+
 def check(config: Config) -> None:
     """Load every TLS file the configured listeners need, so a missing or wrong one stops `imex serve`
     at start-up with a message naming it (TlsConfigError, a ConfigError)."""
     files = TlsFiles.of(config)
     if config["dicom.tls_port"]:
         ServerContext(files.cert, files.key, client_ca=files.ca, crl=files.crl, require_client=True)
+    client_certs.mode(config)  # a wrong value, or client certificates without http.tls
     if config["http.tls"] and config["http.port"]:
-        ServerContext(files.cert, files.key)
+        https_context(config)
     if config["hl7.port"]:
         try:
             mllp_context(config)

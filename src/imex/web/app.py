@@ -20,11 +20,12 @@ from imex import __version__, metrics
 from imex.db.models import Study, Transfer
 from imex.jobs import registry
 from imex.jobs import stats as job_stats
-from imex.web import dicomweb, errors, fhir
+from imex.web import dicomweb, errors, fhir, scim
 from imex.web.api import (
     account,
     admin,
     audit_trail,
+    destinations,
     download,
     folders,
     jobs,
@@ -43,12 +44,15 @@ from imex.web.guard import BodyLimit, ErrorsAnswered, SecurityHeaders, SignedInF
 from imex.web.pages import account as account_pages
 from imex.web.pages import admin as admin_pages
 from imex.web.pages import audit_trail as audit_trail_pages
+from imex.web.pages import certificate_signin as certificate_signin_pages
+from imex.web.pages import destinations as destination_pages
 from imex.web.pages import folders as folder_pages
 from imex.web.pages import jobs as job_pages
 from imex.web.pages import links as link_pages
 from imex.web.pages import locator as locator_pages
 from imex.web.pages import pacs_search as pacs_search_pages
 from imex.web.pages import requests as request_pages
+from imex.web.pages import sso as sso_pages
 from imex.web.pages import storage as storage_pages
 from imex.web.pages import transactions as transaction_pages
 from imex.web.pages import transfers as transfer_pages
@@ -71,6 +75,7 @@ API_MODULES = (
     audit_trail,
     folders,
     storage,
+    destinations,
     download,
     links,
     locator,
@@ -83,11 +88,14 @@ API_MODULES = (
 # Order matters where paths overlap: /exchanges/send (pacs_search) before /exchanges/{transaction_id}.
 PAGE_MODULES = (
     account_pages,
+    certificate_signin_pages,
+    sso_pages,  # single sign-on through [[oidc]] providers: /login/sso/{name} and its callback
     transfer_pages,
     admin_pages,
     audit_trail_pages,
     folder_pages,
     storage_pages,
+    destination_pages,
     link_pages,
     locator_pages,
     upload_pages,
@@ -198,8 +206,14 @@ def create_app(hub: Hub) -> FastAPI:
         app.include_router(module.router)
     app.include_router(dicomweb.router)
     app.include_router(fhir.router)  # the locator's FHIR search
+    app.state.scim_directories = getattr(hub, "scim_directories", ())  # [[scim]]: who may provision users
+    app.include_router(scim.router)  # SCIM 2.0 provisioning under /scim/v2, with the directory's own token
     for module in PAGE_MODULES:
         app.include_router(module.router)
+    if getattr(hub, "demo", None) is not None:  # `imex serve --demo` only: the e-mail it caught, at /demo/mail
+        from imex.web.pages import demo_mail
+
+        app.include_router(demo_mail.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
     @app.get("/healthz", include_in_schema=False)

@@ -4,10 +4,11 @@ hub they run in (for the DICOM test button)."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from imex.auth.accounts import LoginPolicy
+from imex.auth.oidc_config import Provider, providers_of
 from imex.auth.secrets_box import SecretBox, load_secret
 from imex.config import Config
 from imex.db import Database
@@ -23,12 +24,14 @@ class Portal:
     box: SecretBox
     policy: LoginPolicy
     hub: Hub | None = None
+    # the [[oidc]] identity providers people may sign in through, by name
+    sso: dict[str, Provider] = field(default_factory=dict)
 
     @classmethod
     def create(cls, db: Database, config: Config, hub: Hub | None = None) -> Portal:
         policy = LoginPolicy.from_config(config)
         box = SecretBox(load_secret(config["auth.secret_key"], config.data_dir))
-        return cls(db=db, config=config, box=box, policy=policy, hub=hub)
+        return cls(db=db, config=config, box=box, policy=policy, hub=hub, sso=providers_of(config))
 
     @property
     def session_idle(self) -> dt.timedelta:

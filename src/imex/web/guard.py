@@ -222,7 +222,8 @@ class SignedInFirst:
     """Who is calling is checked before any request body is read: a request that carries a body to a route
     other than the sign-in ones, without a live session or API token of a fully signed-in user, is answered
     401 (or sent to the sign-in page) at once, with `Connection: close`, and its body is never read. The
-    route's own dependency (`deps.signed_in`) then checks again, with CSRF, permissions and scope."""
+    route's own dependency (`deps.signed_in`) then checks again, with CSRF, permissions and scope. Under
+    /scim/v2 the caller is a directory, known by its own bearer token (`scim.body_refusal`) instead."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -237,15 +238,23 @@ class SignedInFirst:
         ):
             await self.app(scope, receive, send)
             return
+        from imex.web import scim  # SCIM directories carry their own token, not a portal user's
         from imex.web.deps import caller_refusal  # deps needs the portal's database; imported late
         from imex.web.errors import sign_in_answer
 
         request = Request(scope)
-        refusal = await run_in_threadpool(caller_refusal, request)
-        if refusal is None:
+        if scim.is_scim_path(path):
+            response = await run_in_threadpool(scim.body_refusal, request)
+        else:
+            refusal = await run_in_threadpool(caller_refusal, request)
+            response = (
+                None
+                if refusal is None
+                else sign_in_answer(request, refusal, as_json=True if path.startswith(MACHINE_PREFIXES) else None)
+            )
+        if response is None:
             await self.app(scope, receive, send)
             return
-        response = sign_in_answer(request, refusal, as_json=True if path.startswith(MACHINE_PREFIXES) else None)
         response.headers["connection"] = "close"  # the server then drops the connection, body unread
 
         async def nothing() -> Message:

@@ -14,6 +14,9 @@ requests) is "pending":
   head within milliseconds, so a flood must outpace it rather than merely outwait it;
 - `http.max_connections` counts only the connections past their head (answered 503 beyond, with the
   security headers like every other response).
+
+On HTTPS the protocol also hands the application what the handshake verified about the client (its
+certificate, with http.client_certificates) as the ASGI TLS extension, scope["extensions"]["tls"].
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imex.config import Config
-from imex.tls.files import ServerContext, TlsFiles
+from imex.tls import client_certs
+from imex.tls.files import https_context
 from imex.web.guard import security_headers, unavailable
 
 log = logging.getLogger("imex.web")
@@ -116,11 +120,14 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._tls: dict[str, Any] | None = None  # the ASGI TLS extension of this connection
         self.limit_concurrency = None  # counted in _admit, without the pending connections
         self._served_app = self.app
         self.app = self._admit
 
     async def _admit(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._tls is not None:  # uvicorn leaves the peer's certificate out of the scope
+            scope["extensions"] = {**(scope.get("extensions") or {}), "tls": dict(self._tls)}
         if self.limits.max_header_bytes and scope["type"] == "http" and head_size(scope) > self.limits.max_header_bytes:
             # h11 refuses a larger head only while it is incomplete: one that came in a single read lands here
             await unavailable(scope, receive, send, status=431)
@@ -172,6 +179,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:  # called once the handshake is done: the client certificate is verified
+            self._tls = client_certs.asgi_tls_extension(ssl_object)
         self._sync()
 
     def data_received(self, data: bytes) -> None:
@@ -237,8 +247,9 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         server_header=False,
     )
     if config["http.tls"]:
-        files = TlsFiles.of(config)
-        context = ServerContext(files.cert, files.key)  # raises at start-up when the files are missing
+        context = https_context(config)  # raises at start-up when the files are missing
         result.load()
-        result.ssl = context.get()  # uvicorn's own context would allow TLS 1.0 and its default ciphers
+        # uvicorn's own context would allow TLS 1.0 and its default ciphers; it keeps the one it is given,
+        # so each handshake switches to the current files (a new CRL refuses a revoked card at once)
+        result.ssl = context.switching()
     return result

@@ -183,8 +183,11 @@ def test_sweeps_search_discoverability_and_fhir(make_config, start_hub, tmp_path
 
         # Brighton is in no network and no one's partner: only RJZ (everyone) shows
         brighton = bearer(hub, "dr.brighton")
-        seen = brighton.post("/api/v1/locator/search", json=asked).json()["items"]
-        assert [i["institution"]["ods_code"] for i in seen] == ["RJZ"]
+        answer = brighton.post("/api/v1/locator/search", json=asked).json()
+        assert [i["institution"]["ods_code"] for i in answer["items"]] == ["RJZ"]
+        # and it is told which institutions it could not search, so an empty result is not "no imaging"
+        hidden = {i["ods"] for i in answer["not_searched"]}
+        assert {"RYJ", "RAL"} <= hidden and "RJZ" not in hidden and "RXH" not in hidden
         # RJZ stops being discoverable: nobody else sees its studies any more
         with hub.db.session() as s:
             inst = s.scalar(select(policy.Institution).where(policy.Institution.ods_code == "RJZ"))

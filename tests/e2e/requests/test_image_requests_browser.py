@@ -62,7 +62,8 @@ def test_request_accept_and_send_through_the_pages(make_config, start_hub, brows
             form.locator("input[name=recipient]").fill("Neurosurgery registrar")
             form.locator("textarea[name=reason]").fill("Head injury; need the previous CT for comparison")
             form.locator("button[type=submit]").click()
-            expect(form.locator("[data-result]")).to_contain_text("id: 1")
+            page.wait_for_url(f"{base_url(hub)}/requests/1")  # the new request's page, not a filled form
+            expect(page.locator("#request-facts")).to_contain_text("Neurosurgery registrar")
             page.goto(f"{base_url(hub)}/requests?direction=outgoing")
             expect(page.locator("#requests")).to_contain_text("King's College Hospital")
             expect(page.locator("#requests")).to_contain_text("open")

@@ -188,6 +188,8 @@ def test_audit_trail_filters_and_exports(hub, tmp_path):
     assert {r["action"] for r in rows} >= {"auth.login", "worklist.add"}
     cell = next(r["object_id"] for r in rows if r["action"] == "worklist.add")
     assert cell.startswith("'=")  # a spreadsheet will not run it
+    assert {r["institution"] for r in rows} == {"RJZ"}  # by ODS code, not a database id
+    assert "patient_name" in rows[0]
 
     atna = ig.get("/api/v1/audit/export", params={"format": "atna"})
     root = ET.fromstring(atna.text)

@@ -96,7 +96,8 @@ def test_admin_adds_a_user_and_reads_the_audit_trail(make_config, start_hub, bro
     register_hospitals(hub, dest_port=9)
     add_user(hub, "kings_admin", "RJZ", ["institution_admin", "auditor"])
     sign_in(page, hub, "kings_admin")
-    page.click("text=Users")
+    page.click("nav summary:has-text('Manage')")  # administration is grouped in one menu
+    page.click("nav >> text=Users")
     page.wait_for_selector("#users")
     form = page.locator("form[data-api='/api/v1/users']")
     form.locator("input[name=username]").fill("newbie")

@@ -18,6 +18,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     full_name: Mapped[str] = mapped_column(String(200), default="")
+    # the name's parts as a SCIM directory sends them (0018), so a change to one rebuilds full_name
+    given_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    family_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
     email: Mapped[str] = mapped_column(String(320), default="")
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="RESTRICT"), index=True)
     password_hash: Mapped[str] = mapped_column(String(200), default="")

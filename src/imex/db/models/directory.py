@@ -66,6 +66,8 @@ class Node(Base):
     # confirmed delivery (0010): none | commitment (Storage Commitment Push Model) | count (C-FIND of what
     # the node holds); see routing/confirm.py
     confirm: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    # destination health (0017): when its current outage was last reported to its institution's contacts
+    down_alerted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # query/retrieve from the hub (0015): which of C-FIND, C-MOVE and C-GET this node may use on the hub's listener; what it sees is its institution's scope
     allow_find: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     allow_move: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")

@@ -12,10 +12,11 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import accounts, scope, sessions, signin_limit, totp
+from imex.auth import accounts, certificates, scope, sessions, signin_limit, totp
 from imex.auth.password_change import WrongPassword, change_password
 from imex.auth.permissions import Principal
 from imex.db.models import Notification, User, WebSession, Worklist, utcnow
+from imex.web import client_cert
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, client_ip, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem, Refused, refused
@@ -148,6 +149,11 @@ def post_token(
     except accounts.LoginFailed as exc:
         signin_limit.for_portal(pt).failed(ip)
         raise Refused(401, exc.public) from None
+    try:  # an institution that requires a certificate: this connection must present the user's own
+        certificates.check_password_sign_in(s, user, client_cert.presented(request), ip, client_cert.trust(pt.config))
+    except certificates.CertificateRequired as exc:
+        signin_limit.for_portal(pt).failed(ip)
+        raise Refused(403, exc.public) from None
     if accounts.second_factor_required(s, user):
         if not user.totp_enabled:
             raise Refused(403, "your institution requires a second factor: enrol in the portal first")

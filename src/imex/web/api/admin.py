@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imex import audit, directory
-from imex.auth import accounts, scope
+from imex.auth import accounts, certificates, scope
 from imex.auth.permissions import PERMISSIONS, Principal
 from imex.db.models import Institution, Node, User, Worklist
 from imex.dicom.echo import echo
+from imex.tls import client_certs
 from imex.web.context import Portal
 from imex.web.deps import ObjectId, db_session, portal, signed_in, visible_or_deny
 from imex.web.errors import Problem
@@ -49,7 +50,14 @@ class InstitutionChange(BaseModel):
         description="Hours studies are kept after they were last sent (0: until deleted); the institution's own choice",
     )
     quota_bytes: int | None = Field(None, ge=0, le=2**62, description="Storage quota (system admins only; 0: none)")
+    quota_gib: float | None = Field(None, ge=0, le=2**32, description="The same quota in GiB (the settings page)")
     require_recipient: bool | None = Field(None, description="Transfers sent here must name a recipient")
+    require_certificate: bool | None = Field(
+        None, description="Its users sign in with their certificate (smart card); a password alone is refused"
+    )
+    local_passwords: bool | None = Field(
+        None, description="Its users may sign in with imex passwords (false: only through single sign-on)"
+    )
 
 
 @router.patch("/institutions/{institution_id}", summary="Change an institution's contact or sign-in policy")
@@ -81,6 +89,14 @@ def patch_institution(
     if body.require_recipient is not None:
         inst.require_recipient = body.require_recipient
         changes.append(f"named recipient {'required' if body.require_recipient else 'optional'}")
+    if body.require_certificate is not None:
+        offered = client_certs.requested(pt.config)
+        changes.append(certificates.set_required(inst, body.require_certificate, offered=offered))
+    if body.local_passwords is not None:
+        inst.local_passwords = body.local_passwords
+        changes.append(f"local passwords {'on' if body.local_passwords else 'off'}")
+    if body.quota_gib is not None and body.quota_bytes is None:
+        body.quota_bytes = int(body.quota_gib * 2**30)
     if body.quota_bytes is not None:
         p.require("system.admin")
         inst.quota_bytes = body.quota_bytes or None
@@ -104,6 +120,8 @@ def patch_institution(
         "retention_hours": inst.retention_hours,
         "quota_bytes": inst.quota_bytes,
         "require_recipient": inst.require_recipient,
+        "require_certificate": inst.require_certificate,
+        "local_passwords": inst.local_passwords,
     }
 
 
@@ -354,6 +372,25 @@ def reset_user(
     temporary = accounts.reset_user(s, user, remove_second_factor=remove_second_factor, **p.audit_fields())
     s.commit()
     return {**_user_view(s, user), "temporary_password": temporary}
+
+
+class CertificateIn(BaseModel):
+    certificate_subject: str | None = Field(
+        None,
+        max_length=400,
+        description="The subject of the user's client certificate (RFC 4514, e.g. CN=Jane Smith,O=Kings,C=GB) "
+        "or an e-mail address in it; null or empty removes it",
+    )
+
+
+@router.put("/users/{user_id}/certificate", summary="Register the client certificate a user signs in with")
+def put_user_certificate(
+    user_id: ObjectId, body: CertificateIn, p: Principal = Depends(signed_in), s: Session = Depends(db_session)
+) -> dict[str, Any]:
+    user = _visible_user(s, p, user_id)
+    certificates.set_subject(s, user, body.certificate_subject, **p.audit_fields())
+    s.commit()
+    return _user_view(s, user)
 
 
 class RoleGrantIn(BaseModel):

@@ -66,7 +66,13 @@ def post_search(
     c = checked(pt, s, p, body.nhs_number, body.birth_date, body.reason, "api")
     rows = locator_search.search(s, p, c)
     s.commit()
-    return {"reason": c.reason, "items": [locator_search.result(e, i.ods_code, i.name) for e, i in rows]}
+    hidden = [{"ods": i.ods_code, "name": i.name} for i in s.scalars(scope.undiscoverable_query(p))]
+    return {
+        "reason": c.reason,
+        "items": [locator_search.result(e, i.ods_code, i.name) for e, i in rows],
+        # institutions whose holdings this search could not look at (their discoverability settings)
+        "not_searched": hidden,
+    }
 
 
 @router.post(

@@ -60,6 +60,9 @@ class RequestIn(BaseModel):
     source: str = Field(..., min_length=1, max_length=16, description="ODS code of the institution asked")
     nhs_number: str = Field("", max_length=20)
     patient_name: str = Field("", max_length=200, description="FAMILY^Given, as in DICOM")
+    # or the two parts as a person types them (the request form): joined as FAMILY^Given
+    family_name: str = Field("", max_length=100)
+    given_name: str = Field("", max_length=100)
     birth_date: str = Field("", max_length=10, description="YYYYMMDD or YYYY-MM-DD")
     accession: str = Field("", max_length=64)
     modality: str = Field("", max_length=16)
@@ -79,7 +82,8 @@ def post_request(
     form = RequestForm(
         source_ods=body.source,
         nhs_number=body.nhs_number,
-        patient_name=body.patient_name,
+        patient_name=body.patient_name
+        or "^".join(part for part in (body.family_name.strip().upper(), body.given_name.strip()) if part),
         birth_date=dates(body.birth_date),
         accession=body.accession,
         modality=body.modality,

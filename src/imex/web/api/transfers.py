@@ -106,17 +106,26 @@ def export_transfers(
 
 class BulkRetry(BaseModel):
     direction: Literal["all", "incoming", "outgoing"] = "all"
+    # also the transfers still waiting after a failed attempt (the hub would retry them later by itself)
+    include_waiting: bool = False
 
 
-@router.post("/transfers/retry-failed", summary="Retry every failed transfer you may manage (at most 500)")
+@router.post(
+    "/transfers/retry-failed",
+    summary="Retry now every failed transfer you may manage, and with include_waiting those waiting after a "
+    "failed attempt (at most 500 of each)",
+)
 def retry_failed(
     body: BulkRetry, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
 ) -> dict[str, Any]:
     p.require("transfers.manage")
-    found = list_transfers(s, p, direction=body.direction, state="failed", sort="id", order="asc", limit=500)
+    found = list_transfers(s, p, direction=body.direction, state="failed", sort="id", order="asc", limit=500).items
+    if body.include_waiting:
+        waiting = list_transfers(s, p, direction=body.direction, state="pending", sort="id", order="asc", limit=500)
+        found += [t for t in waiting.items if t["retrying"]]
     s.commit()
     retried = []
-    for t in found.items:  # each retry is its own transaction (on SQLite, s must not hold the lock meanwhile)
+    for t in found:  # each retry is its own transaction (on SQLite, s must not hold the lock meanwhile)
         try:
             queue.retry(pt.db, t["id"])
         except queue.QueueError:

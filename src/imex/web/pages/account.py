@@ -12,14 +12,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth import accounts, scope, sessions, signin_limit, totp
+from imex.auth import accounts, certificates, scope, sessions, signin_limit, totp
 from imex.auth.password_change import WrongPassword, change_password
 from imex.auth.permissions import Principal
 from imex.db.models import User
+from imex.tls import client_certs
+from imex.web import client_cert
 from imex.web.context import Portal
 from imex.web.deps import check_csrf, check_same_origin, client_ip, db_session, partly_signed_in, portal, signed_in
 from imex.web.errors import status_of
 from imex.web.pages.render import render
+from imex.web.pages.sso_signout import sign_out_elsewhere
 from imex.web.views import account as account_views
 from imex.web.views import worklist_row
 
@@ -51,7 +54,17 @@ def _safe_next(target: str | None) -> str:
 
 def _login_page(request: Request, status: int = 200, error: str = "", next_url: str = "/") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    response = render(request, "login.html", status=status, error=error, login_csrf=token, next_url=next_url)
+    providers = list(request.app.state.portal.sso.values())  # a "Sign in with ..." link for each
+    response = render(
+        request,
+        "login.html",
+        status=status,
+        error=error,
+        login_csrf=token,
+        next_url=next_url,
+        providers=providers,
+        certificate_signin=client_certs.requested(request.app.state.portal.config),  # the smart-card link
+    )
     response.set_cookie(
         LOGIN_CSRF,
         token,
@@ -92,6 +105,12 @@ def login(
         s.commit()  # keep the failure count and its audit event
         signin_limit.for_portal(pt).failed(ip)
         return _login_page(request, 401, exc.public, _safe_next(next))
+    try:  # an institution that requires a certificate: this connection must present the user's own
+        certificates.check_password_sign_in(s, user, client_cert.presented(request), ip, client_cert.trust(pt.config))
+    except certificates.CertificateRequired as exc:
+        s.commit()  # keep its audit event
+        signin_limit.for_portal(pt).failed(ip)
+        return _login_page(request, 403, exc.public, _safe_next(next))
     needs_second = accounts.second_factor_required(s, user)
     token, row = sessions.create(
         s, user, kind="browser", ip=ip, lifetime=pt.session_max, second_factor_done=not needs_second
@@ -261,6 +280,7 @@ def logout(
 ) -> Response:
     cookie = request.cookies.get(sessions.COOKIE, "")
     found = sessions.resolve(s, cookie, kind="browser", idle=None) if cookie else None
+    response: Response = RedirectResponse("/login", status_code=303)
     if found is not None:
         row, user = found
         check_csrf(request, row.csrf_token, csrf_token)
@@ -274,7 +294,8 @@ def logout(
             ip=client_ip(request),
         )
         s.commit()
-    response = RedirectResponse("/login", status_code=303)
+        # signed in through an identity provider that ends its own session too: on to its sign-out
+        response = sign_out_elsewhere(request, pt, row) or response
     response.delete_cookie(sessions.COOKIE, path="/")
     return response
 

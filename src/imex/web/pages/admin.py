@@ -23,6 +23,21 @@ def nodes_page(request: Request, p: Principal = Depends(signed_in), s: Session =
     )
 
 
+@router.get("/admin/institution")
+def institution_page(
+    request: Request, p: Principal = Depends(signed_in), pt: Portal = Depends(portal), s: Session = Depends(db_session)
+) -> HTMLResponse:
+    """The settings an institution's admins change: contact, sign-in policy, retention, quota, recipients."""
+    p.require("users.manage")
+    return render(
+        request,
+        "admin_institution.html",
+        institutions=admin_views.institutions(s, p),
+        default_retention=pt.config["retention.hours"],
+        certificates_offered=pt.config["http.client_certificates"] != "off",
+    )
+
+
 @router.get("/admin/users")
 def users_page(request: Request, p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> HTMLResponse:
     return render(

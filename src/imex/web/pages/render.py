@@ -14,10 +14,19 @@ from fastapi.templating import Jinja2Templates
 from imex import __version__
 from imex.auth import accounts
 from imex.auth.permissions import Principal
+from imex.notify import wording
 from imex.web import views
 from imex.web.context import Portal
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+# what the pages show instead of header codes (imex.notify.wording, shared with e-mails and notifications)
+TEMPLATES.env.filters.update(
+    person=wording.person,
+    sex=wording.sex,
+    human_date=wording.human_date,
+    count=wording.count,
+    action=views.action_label,
+)
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -34,6 +43,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         "version": __version__,
         "refresh": pt.config["http.worklist_refresh_seconds"],
         "unread": unread,
+        "demo": getattr(pt.hub, "demo", None) is not None,  # `imex serve --demo`: its mail page is in the menu
         # studies expiring before this (ISO, compared as text with the rows' expires_at) are flagged
         "warn_hours": pt.config["retention.warn_hours"],
         "warn_before": views.iso(accounts.utcnow() + dt.timedelta(hours=pt.config["retention.warn_hours"])),

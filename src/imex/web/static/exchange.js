@@ -59,7 +59,7 @@
       for (const s of data.items) {
         const li = document.createElement("li");
         li.textContent = "Series " + (s.number || "?") + ": " + (s.modality || "") + " " + (s.description || "") +
-          (s.body_part ? " (" + s.body_part + ")" : "") + ", " + s.images + " images";
+          (s.body_part ? " (" + s.body_part + ")" : "") + ", " + s.images + (s.images === 1 ? " image" : " images");
         list.appendChild(li);
       }
       if (!data.items.length) { const li = document.createElement("li"); li.textContent = "No series."; list.appendChild(li); }

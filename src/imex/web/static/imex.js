@@ -46,8 +46,14 @@ function resultBox(el) {
 }
 
 function show(el, data, ok, message) {
-  const box = resultBox(el);
-  if (!box) { if (!ok) alert(message); return; }
+  let box = resultBox(el);
+  if (!box) {  // no place for the answer next to the control: one is made, never a pop-up
+    box = document.createElement("p");
+    box.className = "result";
+    box.dataset.result = "";
+    el.insertAdjacentElement("afterend", box);
+  }
+  box.setAttribute("role", ok ? "status" : "alert");
   box.classList.toggle("error", !ok);
   box.classList.toggle("ok", ok);
   box.textContent = message;
@@ -66,6 +72,7 @@ function outcome(el, data) {
     holder.replaceChildren(img, key);
     return "Scan the code, then enter the code the app shows.";
   }
+  if (key === "message" && data && data.message !== undefined) return data.message;
   if (key && data && data[key] !== undefined) return key.replace(/_/g, " ") + ": " + data[key];
   return "Done.";
 }
@@ -78,15 +85,24 @@ async function act(el, url, method, body) {
     body = Object.assign(body || {}, {[el.dataset.prompt]: answer.trim()});
   }
   el.setAttribute("aria-busy", "true");
+  // one submission at a time: a second click while the first is on its way sends nothing
+  const submit = el.tagName === "FORM" ? el.querySelector("button[type=submit]") : el;
+  if (submit) submit.disabled = true;
   try {
     const data = await api(url, method, body);
     if (el.dataset.reload !== undefined) { window.location.reload(); return; }
-    show(el, data, true, outcome(el, data));
+    if (el.dataset.go && data) {  // e.g. data-go="/requests/{id}": the page of what was just made
+      window.location.assign(el.dataset.go.replace(/\{(\w+)\}/g, (_, key) => encodeURIComponent(data[key])));
+      return;
+    }
+    // an answer that says it failed (a C-ECHO nobody answered) is shown as a failure
+    show(el, data, !(data && data.ok === false), outcome(el, data));
     if (el.dataset.reset !== undefined && el.reset) el.reset();
   } catch (err) {
     show(el, null, false, err.message);
   } finally {
     el.removeAttribute("aria-busy");
+    if (submit) submit.disabled = false;
   }
 }
 
@@ -102,6 +118,17 @@ document.addEventListener("submit", (event) => {
     return encodeURIComponent(value);
   });
   act(form, url, form.dataset.method || "POST", body);
+});
+
+// an Edit button shows (or hides again) the form that changes its row's object
+document.addEventListener("click", (event) => {
+  const toggle = event.target.closest("button[data-edit]");
+  if (!toggle) return;
+  const target = document.getElementById(toggle.dataset.edit);
+  if (!target) return;
+  target.hidden = !target.hidden;
+  toggle.setAttribute("aria-expanded", String(!target.hidden));
+  if (!target.hidden) { const first = target.querySelector("input:not([type=hidden]), select"); if (first) first.focus(); }
 });
 
 document.addEventListener("click", (event) => {
@@ -136,6 +163,16 @@ function transferRow(t) {
   state.className = "state state-" + t.state;
   state.textContent = t.state;
   const first = cell(tr, state);
+  if (t.retrying) {
+    const badge = document.createElement("span");
+    badge.className = "state state-retrying";
+    badge.textContent = "retrying";
+    const line = document.createElement("small");
+    line.className = "error-line";
+    const error = (t.last_error || "").length > 90 ? t.last_error.slice(0, 87) + "..." : t.last_error;
+    line.textContent = "attempt " + t.attempts + " failed: " + error + (t.next_attempt_at ? " · next " + fmtTime(t.next_attempt_at) : "");
+    first.append(" ", badge, document.createElement("br"), line);
+  }
   if (t.expires_at && Date.parse(t.expires_at) <= Date.now() + warnHours * 3600 * 1000) {
     const soon = document.createElement("span");
     soon.className = "state state-expiring";
@@ -156,7 +193,11 @@ function transferRow(t) {
   cell(tr, t.description);
   cell(tr, t.images, "num");
   cell(tr, t.source.ods);
-  cell(tr, t.destination.ods);
+  const to = document.createElement("span");
+  const node = document.createElement("small");
+  node.textContent = t.destination.node;
+  to.append(t.destination.ods, document.createElement("br"), node);
+  cell(tr, to);
   cell(tr, fmtTime(t.received_at));
   cell(tr, fmtTime(t.delivered_at));
   return tr;
@@ -216,8 +257,18 @@ function auditSearch(form) {
       const rows = data.items.map((e) => {
         const tr = document.createElement("tr");
         tr.className = "outcome-" + e.outcome;
-        for (const value of [fmtTime(e.at), e.username, e.ip, e.action, e.outcome, e.patient_id, e.study_uid,
-                             e.object_type ? e.object_type + " " + e.object_id : "", e.detail]) cell(tr, value);
+        cell(tr, fmtTime(e.at));
+        cell(tr, e.username + (e.institution ? " · " + e.institution : ""));
+        cell(tr, e.ip);
+        cell(tr, e.action);
+        cell(tr, e.outcome);
+        // the patient by name and ID; the study UID, long and rarely read, as a hover title
+        const patient = document.createElement("span");
+        patient.textContent = [e.patient_name, e.patient_id].filter(Boolean).join(" · ");
+        if (e.study_uid) patient.title = "Study " + e.study_uid;
+        cell(tr, patient);
+        cell(tr, e.object_type ? e.object_type + " " + e.object_id : "");
+        cell(tr, e.detail);
         return tr;
       });
       table.tBodies[0].replaceChildren(...rows);

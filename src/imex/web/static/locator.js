@@ -76,7 +76,12 @@
           rows.push(tr);
         }
         body.replaceChildren(...rows);
-        status.textContent = found.items.length + " studies found (reason: " + found.reason + ").";
+        let text = found.items.length + (found.items.length === 1 ? " study" : " studies") + " found (reason: " + found.reason + ").";
+        if (found.not_searched && found.not_searched.length) {
+          text += " Not searched, because they do not let your institution find their studies: " +
+            found.not_searched.map((i) => i.name + " (" + i.ods + ")").join(", ") + ".";
+        }
+        status.textContent = text;
       } catch (err) {
         status.classList.add("error");
         status.textContent = err.message;

@@ -189,7 +189,11 @@
     $("skipped-box").open = r.skipped.length > 0 && r.skipped.length <= 20;
     $("dicomdirs").replaceChildren(...r.dicomdirs.map((d) => {
       const p = document.createElement("p");
-      p.textContent = d.path + " lists " + d.listed + " file(s)" +
+      if (d.problem === "no longer staged") {  // sent, discarded or expired: the DICOMDIR went with its files
+        p.textContent = d.path + ": " + (r.state === "sent" ? "its files were sent" : "its files are no longer here");
+        return p;
+      }
+      p.textContent = d.path + " lists " + d.listed + (d.listed === 1 ? " file" : " files") +
         (d.missing_count ? "; " + d.missing_count + " of them did not arrive (e.g. " + d.missing.slice(0, 3).join(", ") + ")" : "") +
         (d.problem ? " (" + d.problem + ")" : "");
       return p;

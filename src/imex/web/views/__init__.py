@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from imex.auth.permissions import Principal
 from imex.db.models import Notification
+from imex.notify import wording
 from imex.routing.priority import name as priority_name
 
 
@@ -22,12 +23,47 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
-def person_name(dicom_name: str) -> str:
-    """DICOM PN (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX) as a person reads it: FAMILY, Given Middle."""
-    parts = (dicom_name or "").split("=")[0].split("^")
-    family = parts[0].strip()
-    given = " ".join(p.strip() for p in parts[1:3] if p.strip())
-    return f"{family.upper()}, {given.title()}" if given else family.upper()
+person_name = wording.person  # DICOM PN as a person reads it: "JONES, Alan"
+
+# audit actions as the "recent activity" lists say them; others are spelt out from their code
+_ACTIONS = {
+    "auth.login": "Signed in",
+    "auth.logout": "Signed out",
+    "auth.login_failed": "Sign-in failed",
+    "auth.password_ok": "Password accepted",
+    "auth.token": "Created an API token",
+    "auth.token_revoke": "Revoked an API token",
+    "auth.totp_failed": "Second-factor code refused",
+    "auth.locked": "Account locked",
+    "study.view": "Viewed a study",
+    "study.download": "Downloaded a study",
+    "study.store": "Stored a study",
+    "transfer.retry": "Retried a transfer",
+    "transfer.cancel": "Cancelled a transfer",
+    "transfer.priority": "Changed a transfer's priority",
+    "transfer.reconcile": "Released a held transfer",
+    "destination.retry": "Retried a destination",
+    "transfers.export": "Exported transfers",
+    "request.create": "Requested images",
+    "audit.search": "Searched the audit trail",
+    "audit.export": "Exported the audit trail",
+    "user.add": "Added a user",
+    "user.disable": "Disabled a user",
+    "user.enable": "Enabled a user",
+    "user.password": "Changed a password",
+    "node.echo": "Tested a node",
+    "locator.search": "Searched for a patient's imaging",
+    "pacs.search": "Searched a PACS",
+}
+
+
+def action_label(action: str) -> str:
+    """An audit action code (`transfer.retry`) in words."""
+    known = _ACTIONS.get(action)
+    if known:
+        return known
+    words = action.replace("_", " ").split(".")
+    return " ".join(words).capitalize()
 
 
 def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, source_inst) -> dict[str, Any]:
@@ -57,6 +93,9 @@ def transfer_row(p: Principal, transfer, study, patient, dest_node, dest_inst, s
         "instances_total": transfer.instances_total,
         "attempts": transfer.attempts,
         "last_error": transfer.last_error,
+        "next_attempt_at": iso(transfer.next_attempt_at) if transfer.state == "pending" else None,
+        # waiting after a failed attempt: shown from the first failure, not only once it gives up
+        "retrying": transfer.state in ("pending", "sending") and transfer.attempts > 0 and bool(transfer.last_error),
         "reason": transfer.reason,
         "updated_at": iso(transfer.updated_at),
         "expires_at": iso(study.expires_at),
@@ -123,6 +162,7 @@ def user_row(user, inst, roles: list[str]) -> dict[str, Any]:
         "disabled": user.disabled,
         "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
         "second_factor": user.totp_enabled,
+        "certificate_subject": user.certificate_subject,
         "last_login_at": iso(user.last_login_at),
         "created_at": iso(user.created_at),
     }
@@ -136,9 +176,11 @@ def audit_row(e) -> dict[str, Any]:
         "outcome": e.outcome,
         "username": e.username,
         "institution_id": e.institution_id,
+        "institution": getattr(e, "institution", None),
         "ip": e.ip,
         "study_uid": e.study_uid,
         "patient_id": e.patient_id,
+        "patient_name": person_name(getattr(e, "patient_name", None) or ""),
         "object_type": e.object_type,
         "object_id": e.object_id,
         "detail": e.detail,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import desc, or_, select
+from sqlalchemy import and_, desc, or_, select
 from sqlalchemy.orm import Session
 
 from imex.auth import accounts, scope
@@ -14,6 +14,7 @@ from imex.auth.permissions import Principal
 from imex.auth.scope import DestNode
 from imex.db.models import AuditEvent, Notification, Transfer, User, WebSession, Worklist, utcnow
 from imex.notify import inbox
+from imex.routing import health
 from imex.web.views import audit_row, iso, transfer_row, unread_count
 from imex.web.views.requests import needs_action
 
@@ -101,7 +102,18 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
         failing = [
             transfer_row(p, *r)
             for r in s.execute(
-                base.where(Transfer.state.in_(("failed", "held"))).order_by(desc(Transfer.updated_at)).limit(10)
+                base.where(
+                    or_(
+                        Transfer.state.in_(("failed", "held")),
+                        and_(
+                            Transfer.state.in_(("pending", "sending")),
+                            Transfer.attempts > 0,
+                            Transfer.last_error.is_not(None),
+                        ),
+                    )
+                )
+                .order_by(desc(Transfer.updated_at))
+                .limit(10)
             )
         ]
         outgoing = [
@@ -134,6 +146,16 @@ def dashboard(s: Session, p: Principal) -> dict[str, Any]:
         "for_you": for_you,
         "arrived": arrived,
         "needs_action": failing,
+        # destinations of p's institution that keep failing (web/views/destinations.py has the whole table)
+        "failing_destinations": [
+            {"node": h.node, "since": iso(h.failing_since), "last_error": h.last_error, "waiting": h.waiting}
+            for h in (
+                health.destinations(s.connection(), None if p.is_system_admin else p.institution_id)
+                if p.can("transfers.view")
+                else []
+            )
+            if h.status == "failing"
+        ],
         "outgoing": outgoing,
         "recent_activity": activity,
         "unread_notifications": unread,

@@ -26,6 +26,11 @@ def institutions(s: Session, p: Principal) -> list[dict[str, Any]]:
             "alias": i.alias,
             "contact_email": i.contact_email,
             "require_second_factor": i.require_second_factor,
+            "require_certificate": i.require_certificate,
+            "local_passwords": i.local_passwords,
+            "retention_hours": i.retention_hours,
+            "quota_bytes": i.quota_bytes,
+            "require_recipient": i.require_recipient,
         }
         for i in s.scalars(scope.institutions_query(p).order_by(Institution.ods_code))
     ]

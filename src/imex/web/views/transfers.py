@@ -31,6 +31,7 @@ SORTS = {
     "id": Transfer.id,
 }
 _DATE = re.compile(r"^\d{8}$")
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 
 
 class TransferPage(BaseModel):
@@ -80,9 +81,11 @@ def list_transfers(
         )
     if modality.strip():
         stmt = stmt.where(Study.modalities.ilike(_like(modality.strip().upper()), escape="\\"))
+    # a date input sends YYYY-MM-DD; DICOM and older links use YYYYMMDD
+    date_from, date_to = (_ISO_DATE.sub(r"\1\2\3", v) for v in (date_from, date_to))
     for value, name in ((date_from, "date_from"), (date_to, "date_to")):
         if value and not _DATE.match(value):
-            raise Problem(422, f"{name} must be a date as YYYYMMDD, not {value[:20]!r}")
+            raise Problem(422, f"{name} must be a date as YYYY-MM-DD or YYYYMMDD, not {value[:20]!r}")
     if date_from:
         stmt = stmt.where(Study.study_date >= date_from)
     if date_to:
@@ -105,8 +108,8 @@ class TransferFilters:
         state: Literal["pending", "sending", "delivered", "confirmed", "failed", "cancelled", "held"] | None = None,
         q: str = Query("", max_length=64, description="Patient name or ID, accession number or description"),
         modality: str = Query("", max_length=16),
-        date_from: str = Query("", max_length=8, description="Study date from, YYYYMMDD"),
-        date_to: str = Query("", max_length=8, description="Study date to, YYYYMMDD"),
+        date_from: str = Query("", max_length=10, description="Study date from, YYYY-MM-DD or YYYYMMDD"),
+        date_to: str = Query("", max_length=10, description="Study date to, YYYY-MM-DD or YYYYMMDD"),
         worklist: int | None = Query(None, ge=1, le=2**31 - 1, description="A virtual node (worklist) id"),
         sort: Literal["received", "delivered", "updated", "study_date", "state", "images", "id"] = "received",
         order: Literal["asc", "desc"] = "desc",
