@@ -268,6 +268,22 @@ LOCAL_PASSWORDS_OFF = (
 )
 
 
+def record_sign_in(session: Session, user: User, ip: str, detail: str = "", action: str = "auth.login") -> None:
+    """A sign-in that is complete (`auth.login`: the time stamped on the user) or waits for its second factor
+    (another action), in the audit trail: by password, identity provider or certificate alike."""
+    if action == "auth.login":
+        user.last_login_at = utcnow()
+    audit.record(
+        session,
+        action,
+        user_id=user.id,
+        username=user.username,
+        institution_id=user.institution_id,
+        ip=ip,
+        detail=detail[:500],
+    )
+
+
 def authenticate(session: Session, username: str, password: str, ip: str, policy: LoginPolicy) -> User:
     """Check a user name and password, counting failures and locking the account after too many. Every
     outcome is audited. Raises LoginFailed."""

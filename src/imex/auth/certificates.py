@@ -20,9 +20,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from imex import audit
-from imex.auth.accounts import AccountError, LoginFailed, NameTaken
+from imex.auth.accounts import AccountError, LoginFailed, NameTaken, record_sign_in
 from imex.auth.permissions import AuditActor
-from imex.db.models import Institution, User, utcnow
+from imex.db.models import Institution, User
 from imex.errors import Conflict
 from imex.tls import client_certs
 from imex.tls.client_certs import PeerCertificate, Trust
@@ -156,16 +156,7 @@ def sign_in(session: Session, cert: PeerCertificate | None, ip: str, trust: Trus
     if user.disabled:
         _refuse(session, cert, "account disabled", ip, user)
         raise CertificateRefused("This account is disabled. Ask your institution's administrator.")
-    user.last_login_at = utcnow()
-    audit.record(
-        session,
-        "auth.login",
-        user_id=user.id,
-        username=user.username,
-        institution_id=user.institution_id,
-        ip=ip,
-        detail=f"certificate {cert.label}"[:500],
-    )
+    record_sign_in(session, user, ip, f"certificate {cert.label}")
     return user
 
 

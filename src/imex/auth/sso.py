@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from imex import audit
 from imex.auth import accounts, sessions
 from imex.auth.oidc_config import Provider
-from imex.db.models import AuditEvent, Institution, User, utcnow
+from imex.db.models import AuditEvent, Institution, User
 
 log = logging.getLogger(__name__)
 
@@ -303,23 +303,6 @@ def signed_in(
     """Audit the sign-in (auth.login, or auth.sso_ok when the institution's second factor comes next)."""
     detail = f"via {provider.name}, subject {subject}"
     if second_factor_next:
-        audit.record(
-            session,
-            "auth.sso_ok",
-            user_id=user.id,
-            username=user.username,
-            institution_id=user.institution_id,
-            ip=ip,
-            detail=detail + "; second factor next",
-        )
-        return
-    user.last_login_at = utcnow()
-    audit.record(
-        session,
-        "auth.login",
-        user_id=user.id,
-        username=user.username,
-        institution_id=user.institution_id,
-        ip=ip,
-        detail=detail,
-    )
+        accounts.record_sign_in(session, user, ip, detail + "; second factor next", action="auth.sso_ok")
+    else:
+        accounts.record_sign_in(session, user, ip, detail)

@@ -47,7 +47,8 @@ def test_send_two_studies_through_the_pages(make_config, start_hub, browser_page
         rows = page.locator("#pacs-results tbody tr[data-uid]")
         expect(rows).to_have_count(2)
         expect(page.locator("#pacs-results")).to_contain_text("ACC1")
-        expect(page.locator("#pacs-results")).not_to_contain_text("ROE^RICHARD")
+        expect(page.locator("#pacs-results")).to_contain_text("DOE, Jane")  # the name as a person reads it
+        expect(page.locator("#pacs-results")).not_to_contain_text("ROE")  # another patient's study
         rows.filter(has_text="ACC1").locator("button", has_text="Series").click()
         expect(page.locator("#pacs-results .series-row li")).to_have_count(2)
         for i in range(2):
@@ -75,7 +76,9 @@ def test_send_two_studies_through_the_pages(make_config, start_hub, browser_page
         page.locator("#exchanges a", has_text="Exchange").first.click()
         assert page.url == tx_url
         expect(page.locator("#messages")).to_contain_text("Both studies, please review before the MDT.")
-        expect(page.locator("#tx-studies")).to_contain_text("DOE^JANE")
+        expect(page.locator("#tx-studies")).to_contain_text("DOE, Jane")  # as a person reads it
+        viewer_link = page.locator("#tx-studies a.open-viewer").first
+        assert viewer_link.get_attribute("href").endswith("/viewer")  # each study opens in the viewer
         with page.expect_download() as download:
             page.click("#attachments >> text=referral.pdf")
         assert Path(download.value.path()).read_bytes() == pdf

@@ -137,8 +137,7 @@ def login(
 
 
 def _signed_in(s: Session, user: User, ip: str) -> None:
-    user.last_login_at = accounts.utcnow()
-    audit.record(s, "auth.login", user_id=user.id, username=user.username, institution_id=user.institution_id, ip=ip)
+    accounts.record_sign_in(s, user, ip)
 
 
 @router.get("/login/second-factor")

@@ -3,6 +3,15 @@
 // page with textContent only.
 "use strict";
 
+// a DICOM person name (FAMILY^GIVEN^MIDDLE) as a person reads it: "FAMILY, Given Middle"
+function personName(pn) {
+  const parts = String(pn || "").split("=")[0].split("^");
+  const family = parts[0].trim().toUpperCase();
+  const given = parts.slice(1, 3).map((p) => p.trim()).filter(Boolean).join(" ")
+    .toLowerCase().replace(/(^|\s)\S/g, (c) => c.toUpperCase());
+  return given ? family + ", " + given : family;
+}
+
 (function () {
   const token = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
 
@@ -94,7 +103,7 @@
           box.value = st.study_uid;
           box.setAttribute("aria-label", "Send study " + (st.accession || st.study_uid));
           td(tr, box);
-          td(tr, st.patient_name + " · " + st.patient_id);
+          td(tr, personName(st.patient_name) + " · " + st.patient_id);
           td(tr, fmtDate(st.birth_date));
           td(tr, fmtDate(st.study_date));
           td(tr, st.modalities.join(" "));
