@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 bash scripts/check.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# on both cores, each test file on one worker (its module fixtures set up once): most of the suite's time
+# is spent waiting on peers (dcmtk, Orthanc, chromium, PostgreSQL), which overlaps well
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30 "$@"

@@ -37,6 +37,13 @@ LOCALHOST = "127.0.0.1"
 # Ports below the kernel's ephemeral range, so a port we hand out cannot be taken meanwhile
 # by the local end of some outgoing connection.
 _PORT_RANGE = (20000, 32000)
+# under pytest-xdist each worker hands out ports from its own slice of the range, so two workers cannot
+# take the same free port in the moment before either binds it
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKER.startswith("gw") and _WORKERS > 1:
+    _SLICE = (_PORT_RANGE[1] - _PORT_RANGE[0]) // _WORKERS
+    _PORT_RANGE = (_PORT_RANGE[0] + int(_WORKER[2:]) * _SLICE, _PORT_RANGE[0] + (int(_WORKER[2:]) + 1) * _SLICE)
 _given_ports: set[int] = set()
 
 

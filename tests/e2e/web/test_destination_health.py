@@ -49,7 +49,7 @@ def test_a_down_destination_is_visible_at_once_alerts_once_and_retry_now_deliver
 
     # C-ECHO of the node that is down: shown as a failure, in plain words, without stretching the page
     page.goto(base_url(hub) + "/admin/nodes")
-    node_row = page.locator("#nodes tr", has_text="IMPERIAL_PACS")
+    node_row = page.locator("#nodes tr[data-id]", has_text="IMPERIAL_PACS")
     node_row.get_by_role("button", name="Test (C-ECHO)").click()
     result = node_row.locator("[data-result]")
     result.filter(has_text="IMPERIAL_PACS").wait_for()
