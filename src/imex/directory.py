@@ -225,6 +225,9 @@ def load_from_config(db: Database, institutions: list[dict], nodes: list[dict]) 
                 contact_email=item.get("contact_email"),
                 update=True,
             )
+            if "local_passwords" in item:  # single sign-on only: set in the file, like its [[oidc]] provider
+                with db.session() as s:
+                    set_local_passwords(s, item["ods"], bool(item["local_passwords"]))
         except KeyError as exc:
             raise DirectoryError(f"[[institutions]] entry {item} lacks {exc}") from None
     for item in nodes:

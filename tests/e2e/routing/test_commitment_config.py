@@ -10,7 +10,7 @@ from sqlalchemy import select
 import peers
 from hubtools import register_hospitals, wait_until, write_toml
 from imex.cli import main
-from imex.db.models import Node, Transfer
+from imex.db.models import Institution, Node, Transfer
 from imex.directory import DirectoryError, add_node, find_node, load_from_config
 from imex.samples import make_study
 from portaltools import add_user, browser
@@ -81,6 +81,10 @@ def test_cli_and_toml_set_the_confirm_method(make_config, start_hub, tmp_path):
         ],
     )
     assert _confirm_of(hub, "IMP") == "commitment"
+    # an institution whose staff sign in through their provider only, declared in the file
+    load_from_config(hub.db, [{"ods": "RYJ", "name": "Imperial", "local_passwords": False}], [])
+    with hub.db.sessions() as s:
+        assert s.scalar(select(Institution.local_passwords).where(Institution.ods_code == "RYJ")) is False
     imp = find_node(hub.db, "IMP")
     assert imp is not None and (imp.allow_find, imp.allow_move, imp.allow_get) == (True, True, False)
     with pytest.raises(DirectoryError, match="confirm must be one of none, commitment, count"):

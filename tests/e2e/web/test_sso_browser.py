@@ -7,6 +7,7 @@ when they map again); a replayed callback is refused."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -101,6 +102,16 @@ def test_sign_in_through_the_provider_follows_its_claims(sso_hub, browser_page, 
     assert roles_of(hub, "asmith") == ["pacs_guardian", "sender", "viewer"]
     assert audit(hub, "auth.login")[-1].detail == "via kch, subject asmith"
     page.screenshot(path=str(tmp_path / "sso-dashboard.png"), full_page=True)
+
+    # no imex password to change; an API token comes from this fresh session instead, and works
+    page.goto(base_url(hub) + "/account")
+    assert page.locator("text=Change password").count() == 0 and "Managed by" in page.content()
+    page.click("#session-token-form button[type=submit]")
+    shown = page.locator("#session-token-form [data-result]")
+    shown.filter(has_text="token:").wait_for()
+    token = shown.inner_text().split("token:", 1)[1].strip()
+    me = httpx.get(base_url(hub) + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert me.status_code == 200 and me.json()["username"] == "asmith"
 
     # the callback again, in the same browser: the state is spent
     page.goto(callbacks[-1])

@@ -195,6 +195,54 @@ def post_token(
     return {"token": token, "id": row.id, "expires_at": iso(row.expires_at)}
 
 
+class SessionToken(BaseModel):
+    name: str = Field("script", max_length=100)
+    days: int | None = Field(None, ge=1, le=365)
+
+
+# a token from a browser session asks for a recent sign-in instead of the password again: accounts of an
+# identity provider have no password, and a session left open on a shared workstation should not mint tokens
+RECENT_SIGN_IN = dt.timedelta(minutes=15)
+
+
+@router.post(
+    "/me/tokens",
+    status_code=201,
+    summary="A bearer token for the signed-in user, from a browser session signed in within the last 15 minutes "
+    "(by password, identity provider or certificate)",
+)
+def post_session_token(
+    body: SessionToken,
+    request: Request,
+    p: Principal = Depends(signed_in),
+    pt: Portal = Depends(portal),
+    s: Session = Depends(db_session),
+) -> dict[str, Any]:
+    current = s.get(WebSession, p.session_id) if p.session_id is not None else None
+    if current is None or current.kind != "browser":
+        raise Refused(403, "API tokens are made from a signed-in browser session")
+    if accounts.utcnow() - current.created_at > RECENT_SIGN_IN:
+        raise Refused(403, "sign out and in again (within 15 minutes) to create an API token")
+    user = s.get(User, p.user_id)
+    assert user is not None
+    if user.must_change_password:
+        raise Refused(403, "choose a new password first")
+    lifetime = dt.timedelta(days=body.days or pt.config["http.token_days"])
+    token, row = sessions.create(
+        s, user, kind="token", ip=client_ip(request), lifetime=lifetime, name=body.name, second_factor_done=True
+    )
+    audit.record(
+        s,
+        "auth.token",
+        object_type="token",
+        object_id=row.id,
+        detail=f"{body.name} (from a browser session)",
+        **p.audit_fields(),
+    )
+    s.commit()
+    return {"token": token, "id": row.id, "expires_at": iso(row.expires_at)}
+
+
 @router.get("/auth/tokens", summary="Your API tokens")
 def get_tokens(p: Principal = Depends(signed_in), s: Session = Depends(db_session)) -> list[dict[str, Any]]:
     return tokens(s, p)

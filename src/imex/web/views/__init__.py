@@ -163,6 +163,7 @@ def user_row(user, inst, roles: list[str]) -> dict[str, Any]:
         "locked": user.locked_until is not None and user.locked_until > dt.datetime.utcnow(),
         "second_factor": user.totp_enabled,
         "certificate_subject": user.certificate_subject,
+        "managed_by": user.identity_provider,  # an [[oidc]] provider or [[scim]] directory
         "last_login_at": iso(user.last_login_at),
         "created_at": iso(user.created_at),
     }

@@ -34,6 +34,9 @@ def me(s: Session, p: Principal) -> dict[str, Any]:
         "roles": accounts.role_names(s, user.id),
         "permissions": sorted(p.permissions),
         "second_factor": user.totp_enabled,
+        # an account an identity provider or directory manages, with no imex password of its own
+        "managed_by": user.identity_provider,
+        "has_password": bool(user.password_hash),
         "email_events": user.email_events.split(),
         "notify_worklists": [int(w) for w in user.notify_worklists.split() if w.isdigit()],
     }
