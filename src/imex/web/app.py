@@ -39,7 +39,7 @@ from imex.web.api import (
     transfers,
     uploads,
 )
-from imex.web.context import Portal
+from imex.web.context import Hub, Portal
 from imex.web.guard import BodyLimit, ErrorsAnswered, SecurityHeaders, SignedInFirst
 from imex.web.pages import account as account_pages
 from imex.web.pages import admin as admin_pages
@@ -61,8 +61,6 @@ from imex.web.pages.render import render_error
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
-
-    from imex.hub import Hub
 
 _STATES = ("pending", "sending", "delivered", "confirmed", "failed", "cancelled")
 

@@ -4,17 +4,34 @@ hub they run in (for the DICOM test button)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from imex.auth.accounts import LoginPolicy
 from imex.auth.oidc_config import Provider, providers_of
 from imex.auth.secrets_box import SecretBox, load_secret
 from imex.config import Config
 from imex.db import Database
+from imex.directory import NodeCache
+from imex.index.ingest import Ingest
+from imex.index.listener import DicomListener
+from imex.store import BlobStore
+from imex.store.quota import Quota
 
-if TYPE_CHECKING:
-    from imex.hub import Hub
+
+class Hub(Protocol):
+    """What the web layer uses of the process it runs in (imex.hub.Hub has it all): the web layer reads
+    these and never imports the hub, which imports the web layer to serve it."""
+
+    config: Config
+    db: Database
+    store: BlobStore
+    ingest: Ingest
+    nodes: NodeCache
+    quota: Quota
+    listener: DicomListener
+    work_queued: threading.Event
 
 
 @dataclass
